@@ -1,0 +1,155 @@
+"""The `edgelesion` command: a thin layer that maps arguments onto library calls.
+
+Conventions for every subcommand: `--data DIR` names a folder of class subfolders (only ever
+read); `--out DIR` names the folder the command creates (never overwritten without --force);
+a positional RUN names a run folder the command reads. Exit codes: 0 success, 1 a check
+failed, 2 bad input or usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edgelesion import __version__
+from edgelesion.errors import CheckFailed, EdgelesionError
+
+MODEL_NAMES = ("seed-simple", "seed-dropout")  # kept in step with edgelesion.models by a test
+
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    from edgelesion.audit import NEAR_DUPLICATE_MAX_DISTANCE, ConflictPolicy
+
+    p = sub.add_parser("audit", help="report class counts, duplicates, label conflicts and test overlap",
+                       description="Audit a folder of class subfolders: class counts, unreadable files, byte-identical "
+                                   "and near-identical duplicates, conflicting labels, and overlap with a test folder.")
+    p.add_argument("--data", required=True, type=Path, help="folder of class subfolders")
+    p.add_argument("--test", type=Path, help="a test folder to check for images shared with --data")
+    p.add_argument("--out", type=Path, help="folder for audit.json and class_counts.png (default: audits/<data folder name>)")
+    p.add_argument("--conflicts", choices=[c.value for c in ConflictPolicy], default=ConflictPolicy.EXCLUDE.value,
+                   help="copies of one image with different labels: exclude them all (default) or keep one per label")
+    p.add_argument("--near-distance", type=int, default=NEAR_DUPLICATE_MAX_DISTANCE,
+                   help=f"max phash bit distance for near-duplicates (default {NEAR_DUPLICATE_MAX_DISTANCE})")
+    p.add_argument("--force", action="store_true", help="replace an existing audit in --out")
+    p.set_defaults(handler=_run_audit)
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    from edgelesion.audit_report import run_audit
+
+    run_audit(args.data, args.out or Path("audits") / args.data.resolve().name, test_dir=args.test,
+              policy=args.conflicts, near_max_distance=args.near_distance, force=args.force)
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from edgelesion.audit import ConflictPolicy
+    from edgelesion.config import TrainConfig
+    from edgelesion.rebalance import AugmentConfig, RebalanceMethod
+
+    defaults, aug = TrainConfig(), AugmentConfig()
+    p = sub.add_parser("train", help="train a model on a leak-free split",
+                       description="Audit the data, split it by duplicate group, rebalance the training split, and "
+                                   "train with a checkpoint every epoch. Interrupted? Run again with --resume.")
+    p.add_argument("--data", type=Path, help="folder of class subfolders (required unless --resume)")
+    p.add_argument("--out", required=True, type=Path, help="the run folder to create (or to resume)")
+    p.add_argument("--model", choices=MODEL_NAMES, default=defaults.model, help=f"architecture (default {defaults.model})")
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help=f"default {defaults.epochs}")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"default {defaults.batch_size}")
+    p.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help=f"Adam, default {defaults.learning_rate}")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="seed for the split, augmentation and training")
+    p.add_argument("--rebalance", choices=[m.value for m in RebalanceMethod], default=defaults.rebalance.value,
+                   help="augmentor: Augmentor copies of the training split (the seed's method, default); "
+                        "class-weights: weight the loss; none")
+    p.add_argument("--augment-target", default=aug.target,
+                   help="images per class after augmentation: 'max' (the largest class, default), 'seed' (+500 per class, "
+                        "as the seed project did), or a number")
+    p.add_argument("--max-copies", type=int, default=aug.max_copies_per_image,
+                   help=f"at most this many augmented copies of one image (default {aug.max_copies_per_image})")
+    p.add_argument("--flips", action="store_true", help="add random flips to the augmentation")
+    p.add_argument("--zoom", action="store_true", help="add random zoom to the augmentation")
+    p.add_argument("--conflicts", choices=[c.value for c in ConflictPolicy], default=defaults.conflict_policy.value,
+                   help="copies of one image with different labels: exclude them all (default) or keep one per label")
+    p.add_argument("--folds", type=int, default=defaults.folds, help="validation is one of this many folds (default 5)")
+    p.add_argument("--fold", type=int, default=defaults.fold, help="which fold is validation (default 0)")
+    p.add_argument("--min-support", type=int, default=defaults.min_support,
+                   help=f"classes with fewer validation images are listed, not scored (default {defaults.min_support})")
+    p.add_argument("--force", action="store_true", help="replace an existing run folder")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from edgelesion.config import TrainConfig
+    from edgelesion.rebalance import AugmentConfig
+
+    if args.resume:
+        from edgelesion.training import resume
+
+        resume(args.out, data_dir=args.data)
+        return 0
+    if args.data is None:
+        raise EdgelesionError("--data is required: the folder of class subfolders to train on")
+    try:
+        config = TrainConfig(
+            model=args.model, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+            seed=args.seed, rebalance=args.rebalance, conflict_policy=args.conflicts, folds=args.folds,
+            fold=args.fold, min_support=args.min_support,
+            augment=AugmentConfig(target=args.augment_target, max_copies_per_image=args.max_copies,
+                                  flips=args.flips, zoom=args.zoom),
+        )
+    except ValueError as exc:
+        raise EdgelesionError(f"bad training option: {exc}") from exc
+    from edgelesion.training import train
+
+    train(args.data, args.out, config, force=args.force)
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a trained run with confidence intervals",
+                       description="Score a run's best model on its validation split, or on a test folder "
+                                   "(images shared with the training folder are removed and reported).")
+    p.add_argument("run", type=Path, metavar="RUN", help="a run folder made by 'edgelesion train'")
+    p.add_argument("--data", type=Path, help="a test folder of class subfolders (default: the run's validation split)")
+    p.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from edgelesion.evaluation import evaluate_run
+
+    evaluate_run(args.run, args.data)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="edgelesion", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"edgelesion {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_audit(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `edgelesion` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except EdgelesionError as exc:
+        print(f"edgelesion {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except CheckFailed as exc:
+        print(f"edgelesion {args.command}: check failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        hint = f"; continue with: edgelesion train --resume --out {args.out}" if args.command == "train" else ""
+        print(f"\nedgelesion {args.command}: interrupted{hint}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Score a trained run on its validation split or on a test folder, leakage removed and reported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgelesion._tf import keras
+from edgelesion.audit import audit_dataset, find_overlaps, overlaps_to_dict
+from edgelesion.config import TrainConfig
+from edgelesion.dataset import LoadedDataset, load_dataset
+from edgelesion.errors import EdgelesionError
+from edgelesion.fileio import read_csv, write_json
+from edgelesion.metrics import classification_metrics, format_metrics
+from edgelesion.plots import confusion_matrix_chart
+from edgelesion.provenance import provenance
+from edgelesion.runs import RunDir, read_run
+
+
+def predict(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities for a batch of HxWx3 uint8 images."""
+    if len(images) == 0:
+        return np.zeros((0, model.output_shape[-1]), np.float32)
+    return model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
+
+
+def evaluate_and_write(probabilities: np.ndarray, labels: np.ndarray, classes: list[str], out_dir: Path, *,
+                       title: str, config: TrainConfig, scored_classes: list[str] | None = None,
+                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Compute the metrics, print them, and write metrics.json and confusion_matrix.png into `out_dir`."""
+    metrics = classification_metrics(labels, probabilities, classes, min_support=config.min_support,
+                                     scored_classes=scored_classes, positive_class=config.positive_class,
+                                     seed=config.seed)
+    print(format_metrics(metrics, title))
+    write_json(out_dir / "metrics.json", {"title": title, **metrics, **(extra or {}), "provenance": provenance()})
+    confusion_matrix_chart(metrics["confusion_matrix"], classes, out_dir / "confusion_matrix.png", title)
+    return metrics
+
+
+def validation_images(run: RunDir, data_dir: Path, config: TrainConfig, classes: list[str]) -> LoadedDataset:
+    """The run's validation split, read from its data folder and checked against the recorded hashes."""
+    if not data_dir.is_dir():
+        raise EdgelesionError(
+            f"the run's data folder {data_dir} is gone: restore it, or score a test folder with --data DIR"
+        )
+    dataset = load_dataset(data_dir, config.preprocessing, classes=classes)
+    position = {r.relpath: i for i, r in enumerate(dataset.records)}
+    rows = read_csv(run.splits / "val.csv")
+    missing = [row["path"] for row in rows if row["path"] not in position]
+    changed = [row["path"] for row in rows if row["path"] in position and dataset.sha256[position[row["path"]]] != row["sha256"]]
+    if missing or changed:
+        raise EdgelesionError(
+            f"the validation images of {run.root} are not as recorded in {data_dir}: "
+            f"{len(missing)} missing, {len(changed)} changed (first: {(missing + changed)[0]})"
+        )
+    return dataset.subset([position[row["path"]] for row in rows])
+
+
+def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Score a run's best model: on its validation split, or on a test folder with overlap removed.
+
+    For a test folder, images also in the training folder (byte-identical or near-identical) are
+    removed before scoring; the score with them kept is reported too, labelled as inflated.
+    """
+    run = RunDir(Path(run_dir))
+    info = read_run(run.root)
+    model = keras.models.load_model(run.best_model)
+    if data_dir is None:
+        val = validation_images(run, info.data_dir, info.config, info.classes)
+        return evaluate_and_write(predict(model, val.images), val.labels, info.classes, run.evaluation / "validation",
+                                  title=f"Validation split of {run.root.name} ({len(val.records)} images)",
+                                  config=info.config)
+    test = load_dataset(data_dir, info.config.preprocessing, classes=info.classes, min_classes=1)
+    report = audit_dataset(test, policy=info.config.conflict_policy,
+                           near_max_distance=info.config.near_duplicate_max_distance)
+    test = test.subset(report.kept)
+    index = read_csv(run.data_index)
+    overlaps = find_overlaps(test, [row["sha256"] for row in index],
+                             np.array([int(row["phash"], 16) for row in index], dtype=np.uint64),
+                             info.config.near_duplicate_max_distance)
+    shared = {o.test_index for o in overlaps}
+    clean = test.subset([i for i in range(len(test.records)) if i not in shared])
+    out = run.evaluation / f"test-{Path(data_dir).resolve().name}-{test.fingerprint()[:8]}"
+    overlap_list = overlaps_to_dict(overlaps, test, [row["path"] for row in index], [row["label"] for row in index])
+    print(f"{len(shared)} of {len(test.records)} test images are also in the training folder and are removed "
+          f"before scoring ({len(report.excluded)} duplicate or conflicting test images were dropped first)")
+    metrics = evaluate_and_write(
+        predict(model, clean.images), clean.labels, info.classes, out,
+        title=f"Test folder {data_dir} ({len(clean.records)} images, training overlap removed)", config=info.config,
+        extra={"overlap_removed": len(shared), "overlaps": overlap_list,
+               "excluded_in_test_folder": [vars(s) for s in [*report.dataset.skipped, *report.excluded]]},
+    )
+    if shared:
+        evaluate_and_write(
+            predict(model, test.images), test.labels, info.classes, out / "with_overlap_kept",
+            title=f"INFLATED: test folder with its {len(shared)} training-overlap images kept ({len(test.records)} images)",
+            config=info.config, scored_classes=metrics["balanced_accuracy"]["classes"],
+        )
+    return metrics

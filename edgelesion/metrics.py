@@ -1,0 +1,142 @@
+"""Honest classification metrics: intervals on everything, and a stated class set for balanced accuracy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.stats import binomtest, bootstrap
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, recall_score
+
+MIN_SUPPORT = 5  # a class with fewer evaluation images is listed, not scored
+POSITIVE_CLASS = "melanoma"
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def wilson_interval(successes: int, n: int) -> dict[str, Any]:
+    """A proportion with its 95% Wilson score interval (scipy)."""
+    if n == 0:
+        return {"value": None, "ci95": None, "n": 0, "method": "wilson"}
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=0.95, method="wilson")
+    return {"value": successes / n, "ci95": [float(ci.low), float(ci.high)], "n": int(n), "method": "wilson"}
+
+
+def scored_class_indices(y_true: np.ndarray, n_classes: int, min_support: int = MIN_SUPPORT) -> list[int]:
+    """Classes with at least `min_support` evaluation images."""
+    counts = np.bincount(y_true, minlength=n_classes)
+    return [c for c in range(n_classes) if counts[c] >= min_support]
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, classes: list[int]) -> float | None:
+    """Mean recall over exactly `classes`; a prediction of any other class counts as a miss."""
+    if not classes:
+        return None
+    return float(recall_score(y_true, y_pred, labels=classes, average="macro", zero_division=0))
+
+
+def balanced_accuracy_interval(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: list[int], *, seed: int = 0
+) -> list[float] | None:
+    """95% percentile interval of balanced accuracy from a class-stratified bootstrap (scipy)."""
+    correct = [(y_pred[y_true == c] == c).astype(float) for c in classes]
+    if not correct or min(len(x) for x in correct) < 2:
+        return None
+
+    def mean_recall(*samples: np.ndarray, axis: int) -> np.ndarray:
+        return np.mean([s.mean(axis=axis) for s in samples], axis=0)
+
+    result = bootstrap(tuple(correct), mean_recall, n_resamples=BOOTSTRAP_RESAMPLES, vectorized=True,
+                       method="percentile", rng=np.random.default_rng(seed))
+    return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
+
+
+def classification_metrics(
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    class_names: list[str],
+    *,
+    min_support: int = MIN_SUPPORT,
+    scored_classes: list[str] | None = None,
+    positive_class: str = POSITIVE_CLASS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Everything `evaluate` reports, as a JSON-ready dict; balanced accuracy and melanoma first.
+
+    `scored_classes` fixes the class set of balanced accuracy (to compare two evaluations on the
+    same footing); by default it is every class with at least `min_support` images here.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(probabilities).argmax(axis=1)
+    n_classes = len(class_names)
+    support = np.bincount(y_true, minlength=n_classes)
+    if scored_classes is None:
+        scored = scored_class_indices(y_true, n_classes, min_support)
+    else:
+        scored = [class_names.index(name) for name in scored_classes]
+    unscored = [
+        {"class": class_names[c], "n": int(support[c]),
+         "reason": f"fewer than {min_support} images to score" if support[c] < min_support else "outside the stated class set"}
+        for c in range(n_classes) if c not in scored
+    ]
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=list(range(n_classes)), zero_division=0
+    )
+    per_class = {
+        name: {
+            "n": int(support[c]),
+            "scored": c in scored,
+            "recall": wilson_interval(int(((y_pred == c) & (y_true == c)).sum()), int(support[c])),
+            "precision": float(precision[c]),
+            "f1": float(f1[c]),
+        }
+        for c, name in enumerate(class_names)
+    }
+    metrics: dict[str, Any] = {
+        "balanced_accuracy": {
+            "value": balanced_accuracy(y_true, y_pred, scored),
+            "ci95": balanced_accuracy_interval(y_true, y_pred, scored, seed=seed),
+            "method": f"mean recall over the stated classes; class-stratified bootstrap, {BOOTSTRAP_RESAMPLES} resamples",
+            "classes": [class_names[c] for c in scored],
+        },
+    }
+    if positive_class in class_names:
+        pos = class_names.index(positive_class)
+        is_pos, said_pos = y_true == pos, y_pred == pos
+        metrics[f"{positive_class}_sensitivity"] = wilson_interval(int((is_pos & said_pos).sum()), int(is_pos.sum()))
+        metrics[f"{positive_class}_specificity"] = wilson_interval(int((~is_pos & ~said_pos).sum()), int((~is_pos).sum()))
+    metrics["accuracy"] = wilson_interval(int((y_pred == y_true).sum()), len(y_true))
+    metrics["n_images"] = int(len(y_true))
+    metrics["per_class"] = per_class
+    metrics["unscored_classes"] = unscored
+    metrics["class_names"] = list(class_names)
+    metrics["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=list(range(n_classes))).tolist()
+    return metrics
+
+
+def format_estimate(estimate: dict[str, Any]) -> str:
+    """'0.712 [0.640, 0.776]' (or 'n/a')."""
+    if estimate.get("value") is None:
+        return "n/a"
+    ci = estimate.get("ci95")
+    interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else " [interval n/a]"
+    count = f" (n={estimate['n']})" if "n" in estimate else ""
+    return f"{estimate['value']:.3f}{interval}{count}"
+
+
+def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
+    """A terminal summary: balanced accuracy and melanoma sensitivity first, then the rest."""
+    lines = [title] if title else []
+    bal = metrics["balanced_accuracy"]
+    lines.append(f"  balanced accuracy     {format_estimate(bal)}  over {len(bal['classes'])} classes")
+    for key in metrics:
+        if key.endswith("_sensitivity") or key.endswith("_specificity"):
+            lines.append(f"  {key.replace('_', ' '):<21} {format_estimate(metrics[key])}")
+    lines.append(f"  accuracy              {format_estimate(metrics['accuracy'])}")
+    lines.append(f"  {'class':<28} {'n':>4}  {'recall [95% CI]':<24} {'precision':>9} {'f1':>6}")
+    for name, row in metrics["per_class"].items():
+        recall = format_estimate({k: v for k, v in row["recall"].items() if k != "n"})
+        mark = "" if row["scored"] else "  (not scored)"
+        lines.append(f"  {name:<28} {row['n']:>4}  {recall:<24} {row['precision']:>9.3f} {row['f1']:>6.3f}{mark}")
+    for item in metrics["unscored_classes"]:
+        lines.append(f"  not in balanced accuracy: {item['class']} ({item['n']} images: {item['reason']})")
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""What a result needs beside it to be reproduced: versions, git commit, machine, command."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import edgelesion
+
+TRACKED_PACKAGES = (
+    "numpy", "pillow", "onnxruntime", "ai-edge-litert", "tensorflow", "tf-keras",
+    "tensorflow-model-optimization", "tf2onnx", "onnx", "Augmentor", "imagehash",
+    "scikit-learn", "scipy", "matplotlib",
+)
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries edgelesion's results depend on (None if absent)."""
+    versions: dict[str, str | None] = {"python": platform.python_version(), "edgelesion": edgelesion.__version__}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit() -> str | None:
+    """The commit of the edgelesion source in use, with '-dirty' if it has uncommitted changes."""
+    source = Path(edgelesion.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the OS reports it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count and OS of this machine."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
+
+
+def provenance() -> dict[str, Any]:
+    """Command line, time, git commit, machine and library versions, for a results folder."""
+    return {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "machine": machine_info(),
+        "versions": library_versions(),
+    }

@@ -1,0 +1,85 @@
+"""The layout of a run folder, and reading one back."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgelesion.config import TrainConfig
+from edgelesion.errors import EdgelesionError
+from edgelesion.fileio import read_json
+
+RUN_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside a run folder."""
+
+    root: Path
+
+    config = property(lambda self: self.root / "config.json")  # TrainConfig, data folder, classes
+    provenance = property(lambda self: self.root / "provenance.json")  # command, versions, git commit, machine
+    audit = property(lambda self: self.root / "audit.json")
+    class_counts = property(lambda self: self.root / "class_counts.png")
+    data_index = property(lambda self: self.root / "data_index.csv")  # every image read: path, label, hashes
+    splits = property(lambda self: self.root / "splits")  # train.csv, val.csv, excluded.csv
+    augmentation = property(lambda self: self.root / "augmentation.csv")  # generated image -> its source
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    state = property(lambda self: self.root / "checkpoints" / "state.json")  # last finished epoch, history
+    best_model = property(lambda self: self.root / "best.keras")  # best epoch by validation balanced accuracy
+    history = property(lambda self: self.root / "history.csv")
+    curves = property(lambda self: self.root / "training_curves.png")
+    evaluation = property(lambda self: self.root / "evaluation")
+
+    def is_run(self) -> bool:
+        """True when the folder holds an edgelesion run."""
+        return self.config.is_file()
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What config.json records about a run."""
+
+    config: TrainConfig
+    data_dir: Path
+    classes: list[str]
+    data_fingerprint: str
+
+
+def read_run(run_dir: str | Path, *, need_model: bool = True) -> RunInfo:
+    """Read a run's config; raise a clear error for a missing, incomplete or incompatible run."""
+    run = RunDir(Path(run_dir))
+    if not run.root.is_dir():
+        raise EdgelesionError(f"run folder {run.root} does not exist: train one with 'edgelesion train --data DIR --out {run.root}'")
+    if not run.is_run():
+        raise EdgelesionError(f"{run.root} is not an edgelesion run folder (no config.json)")
+    data: dict[str, Any] = read_json(run.config)
+    if data.get("format_version") != RUN_FORMAT_VERSION:
+        raise EdgelesionError(
+            f"{run.root} was written by an incompatible edgelesion (run format {data.get('format_version')}, "
+            f"this version reads {RUN_FORMAT_VERSION}): retrain it with this version"
+        )
+    if need_model and not run.best_model.is_file():
+        raise EdgelesionError(
+            f"{run.root} has no trained model yet (best.keras is missing): finish it with "
+            f"'edgelesion train --resume --out {run.root}'"
+        )
+    return RunInfo(TrainConfig.from_dict(data["config"]), Path(data["data_dir"]), data["classes"],
+                   data["data_fingerprint"])
+
+
+def prepare_run_dir(root: Path, *, force: bool) -> None:
+    """Make an empty run folder; an existing non-empty one is replaced only with `force`, and only if it is a run."""
+    run = RunDir(root)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        if not force:
+            raise EdgelesionError(
+                f"{root} already exists: choose a new --out, continue it with --resume, or replace it with --force"
+            )
+        if not run.is_run():
+            raise EdgelesionError(f"{root} is not an edgelesion run folder, so --force will not delete it: choose another --out")
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,231 @@
+"""Train a model on a leak-free split, one checkpointed epoch at a time, resumable to the same result."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import log_loss
+
+from edgelesion._tf import keras, tf
+from edgelesion.audit import AuditReport, audit_dataset, format_audit
+from edgelesion.config import TrainConfig
+from edgelesion.dataset import LoadedDataset, load_dataset
+from edgelesion.errors import EdgelesionError
+from edgelesion.evaluation import evaluate_and_write, predict
+from edgelesion.fileio import atomic_path, read_csv, read_json, write_csv, write_json
+from edgelesion.metrics import balanced_accuracy, scored_class_indices
+from edgelesion.models import create_model
+from edgelesion.plots import class_counts_chart, training_curves_chart
+from edgelesion.provenance import provenance
+from edgelesion.rebalance import RebalanceMethod, augment, class_weights, default_cache_dir
+from edgelesion.runs import RUN_FORMAT_VERSION, RunDir, prepare_run_dir, read_run
+from edgelesion.splits import train_val_indices
+
+
+@dataclass
+class PreparedData:
+    """A dataset read, audited and split: what one training run trains and validates on."""
+
+    report: AuditReport
+    train: LoadedDataset
+    val: LoadedDataset
+
+    @property
+    def dataset(self) -> LoadedDataset:
+        return self.report.dataset
+
+
+def prepare_data(data_dir: str | Path, config: TrainConfig, *, progress: bool = True) -> PreparedData:
+    """Read and audit `data_dir`, apply the conflict policy, and draw the group-aware validation fold."""
+    dataset = load_dataset(data_dir, config.preprocessing, progress=progress)
+    report = audit_dataset(dataset, policy=config.conflict_policy, near_max_distance=config.near_duplicate_max_distance)
+    kept = report.kept
+    train_pos, val_pos = train_val_indices(dataset.labels[kept], report.group_ids[kept], n_folds=config.folds,
+                                           fold=config.fold, seed=config.seed)
+    return PreparedData(report, dataset.subset(kept[train_pos]), dataset.subset(kept[val_pos]))
+
+
+def _split_rows(subset: LoadedDataset) -> list[list[str]]:
+    return [[r.relpath, r.label, sha] for r, sha in zip(subset.records, subset.sha256)]
+
+
+def write_data_records(run: RunDir, data: PreparedData) -> None:
+    """The audit, the file index with hashes, and the split file lists, so the run can be inspected and redone."""
+    report, dataset = data.report, data.dataset
+    write_json(run.audit, report.to_dict())
+    class_counts_chart(report.class_counts(), run.class_counts)
+    status = {r.relpath: "excluded" for r in report.excluded}
+    write_csv(run.data_index, ["path", "label", "sha256", "phash", "status"],
+              [[r.relpath, r.label, sha, f"{ph:016x}", status.get(r.relpath, "kept")]
+               for r, sha, ph in zip(dataset.records, dataset.sha256, dataset.phash)])
+    write_csv(run.splits / "train.csv", ["path", "label", "sha256"], _split_rows(data.train))
+    write_csv(run.splits / "val.csv", ["path", "label", "sha256"], _split_rows(data.val))
+    write_csv(run.splits / "excluded.csv", ["path", "reason"],
+              [[s.relpath, s.reason] for s in [*dataset.skipped, *report.excluded]])
+
+
+def training_arrays(
+    run: RunDir, data: PreparedData, config: TrainConfig, cache_dir: Path, progress: bool
+) -> tuple[np.ndarray, np.ndarray, dict[int, float] | None]:
+    """Training images and labels after rebalancing (training split only), and class weights if chosen."""
+    x, y = data.train.images, data.train.labels
+    n_classes = len(data.dataset.classes)
+    if config.rebalance is RebalanceMethod.CLASS_WEIGHTS:
+        return x, y, class_weights(y, n_classes)
+    if config.rebalance is RebalanceMethod.NONE:
+        return x, y, None
+    data_root = data.dataset.root.resolve()
+    if cache_dir.resolve() == data_root or data_root in cache_dir.resolve().parents:
+        raise EdgelesionError(f"the augmentation cache {cache_dir} is inside the dataset folder: set EDGELESION_CACHE elsewhere")
+    extra = augment(x, y, data.train.sha256, n_classes, config.augment, seed=config.seed, cache_dir=cache_dir,
+                    progress=progress)
+    write_csv(run.augmentation, ["generated", "source_path", "label"],
+              [[i, data.train.records[s].relpath, data.train.records[s].label] for i, s in enumerate(extra.sources)])
+    for cls, missing in extra.shortfall.items():
+        print(f"note: class '{data.dataset.classes[cls]}' gets {missing} fewer augmented images than its target: "
+              f"at most {config.augment.max_copies_per_image} copies per source image")
+    return np.concatenate([x, extra.images]), np.concatenate([y, extra.labels]), None
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed every random draw of epoch `epoch` starts from, the same whether or not the run was resumed."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def validation_scores(model: keras.Model, val: LoadedDataset, scored: list[int], positive: int | None) -> dict[str, Any]:
+    """Validation loss, accuracy, balanced accuracy over `scored` classes, and melanoma sensitivity."""
+    probs = predict(model, val.images)
+    y, pred = val.labels, probs.argmax(axis=1)
+    scores = {
+        "val_loss": float(log_loss(y, np.clip(probs, 1e-7, 1.0), labels=list(range(probs.shape[1])))),
+        "val_accuracy": float((pred == y).mean()),
+        "val_balanced_accuracy": balanced_accuracy(y, pred, scored),
+        "val_melanoma_sensitivity": None,
+    }
+    if positive is not None and (y == positive).any():
+        scores["val_melanoma_sensitivity"] = float((pred[y == positive] == positive).mean())
+    return scores
+
+
+def save_model(model: keras.Model, target: Path) -> None:
+    """Save a Keras model (with its optimizer state) atomically."""
+    with atomic_path(target) as tmp:  # the temporary name ends in .keras, which Keras requires
+        model.save(tmp)
+
+
+def fit_one_epoch(model: keras.Model, x: np.ndarray, y: np.ndarray, epoch: int, config: TrainConfig,
+                  weights: dict[int, float] | None, progress: bool) -> dict[str, float]:
+    """One epoch in a seeded order with a freshly traced step, so dropout and shuffling depend only on (seed, epoch)."""
+    keras.utils.set_random_seed(epoch_seed(config.seed, epoch))
+    model.make_train_function(force=True)
+    order = np.random.default_rng(epoch_seed(config.seed, epoch)).permutation(len(x))
+    history = model.fit(x[order], y[order], batch_size=config.batch_size, epochs=epoch + 1, initial_epoch=epoch,
+                        shuffle=False, class_weight=weights, verbose=1 if progress else 0)
+    return {key: float(values[-1]) for key, values in history.history.items()}
+
+
+def run_epochs(run: RunDir, model: keras.Model, x: np.ndarray, y: np.ndarray, weights: dict[int, float] | None,
+               data: PreparedData, config: TrainConfig, state: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """Train from the epoch after `state`'s last one to config.epochs, checkpointing after each."""
+    classes = data.dataset.classes
+    scored = scored_class_indices(data.val.labels, len(classes), config.min_support)
+    positive = classes.index(config.positive_class) if config.positive_class in classes else None
+    for epoch in range(state["epochs_done"], config.epochs):
+        started = time.perf_counter()
+        row: dict[str, Any] = {"epoch": epoch + 1}
+        row.update(fit_one_epoch(model, x, y, epoch, config, weights, progress))
+        row["seconds"] = time.perf_counter() - started
+        row["train_images_per_second"] = len(x) / row["seconds"]
+        row.update(validation_scores(model, data.val, scored, positive))
+        if not np.isfinite(row["loss"]):
+            raise EdgelesionError(f"training diverged at epoch {epoch + 1} (loss {row['loss']}): lower --learning-rate")
+        state["history"].append(row)
+        score = row["val_balanced_accuracy"] if row["val_balanced_accuracy"] is not None else row["val_accuracy"]
+        if state["best_score"] is None or score > state["best_score"]:
+            state.update(best_score=score, best_epoch=epoch + 1)
+            save_model(model, run.best_model)
+        checkpoint = run.checkpoints / f"epoch-{epoch + 1:04d}.keras"
+        save_model(model, checkpoint)
+        state.update(epochs_done=epoch + 1, checkpoint=checkpoint.name)
+        write_json(run.state, state)
+        for old in run.checkpoints.glob("epoch-*.keras"):
+            if old.name != checkpoint.name:
+                old.unlink()
+        write_csv(run.history, list(row), [[r.get(k) for k in row] for r in state["history"]])
+        training_curves_chart(state["history"], run.curves)
+        bal = "n/a" if row["val_balanced_accuracy"] is None else f"{row['val_balanced_accuracy']:.3f}"
+        mel = "n/a" if row["val_melanoma_sensitivity"] is None else f"{row['val_melanoma_sensitivity']:.3f}"
+        print(f"epoch {epoch + 1}/{config.epochs}: val balanced accuracy {bal}, val melanoma sensitivity {mel}, "
+              f"val accuracy {row['val_accuracy']:.3f} ({row['seconds']:.1f}s, {row['train_images_per_second']:.0f} img/s)")
+    return state
+
+
+def _build_or_restore(run: RunDir, data: PreparedData, config: TrainConfig, state: dict[str, Any]) -> keras.Model:
+    tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(config.seed)
+    if state["checkpoint"]:
+        return keras.models.load_model(run.checkpoints / state["checkpoint"])
+    model = create_model(config.model, len(data.dataset.classes), config.preprocessing)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def _train_and_evaluate(run: RunDir, data: PreparedData, config: TrainConfig, state: dict[str, Any],
+                        cache_dir: Path | None, progress: bool) -> dict[str, Any]:
+    x, y, weights = training_arrays(run, data, config, cache_dir or default_cache_dir(), progress)
+    print(f"training {config.model} on {len(x)} images ({len(data.train.records)} from the training split, "
+          f"{len(x) - len(data.train.records)} augmented), validating on {len(data.val.records)}")
+    model = _build_or_restore(run, data, config, state)
+    state = run_epochs(run, model, x, y, weights, data, config, state, progress)
+    best = keras.models.load_model(run.best_model)
+    print(f"best epoch: {state['best_epoch']} (by validation balanced accuracy)")
+    return evaluate_and_write(
+        predict(best, data.val.images), data.val.labels, data.dataset.classes, run.evaluation / "validation",
+        title=f"Validation split ({len(data.val.records)} images, best epoch {state['best_epoch']})", config=config,
+    )
+
+
+def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, force: bool = False,
+          cache_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train `config.model` on `data_dir` into the new run folder `out`; return the validation metrics."""
+    run = RunDir(Path(out))
+    data = prepare_data(data_dir, config, progress=progress)
+    print(format_audit(data.report))
+    prepare_run_dir(run.root, force=force)
+    write_json(run.provenance, provenance())
+    write_data_records(run, data)
+    write_json(run.config, {
+        "format_version": RUN_FORMAT_VERSION,
+        "config": config.to_dict(),
+        "data_dir": str(Path(data_dir).resolve()),
+        "classes": data.dataset.classes,
+        "data_fingerprint": data.dataset.fingerprint(),
+    })
+    state = {"epochs_done": 0, "checkpoint": None, "best_epoch": None, "best_score": None, "history": []}
+    return _train_and_evaluate(run, data, config, state, cache_dir, progress)
+
+
+def resume(out: str | Path, *, data_dir: str | Path | None = None, cache_dir: Path | None = None,
+           progress: bool = True) -> dict[str, Any]:
+    """Continue an interrupted run from its last checkpoint; it ends where an uninterrupted run would."""
+    run = RunDir(Path(out))
+    info = read_run(run.root, need_model=False)
+    if not run.state.is_file():
+        raise EdgelesionError(f"{run.root} has no finished epoch to resume from: start it again with --force")
+    data = prepare_data(data_dir or info.data_dir, info.config, progress=progress)
+    if data.dataset.fingerprint() != info.data_fingerprint:
+        raise EdgelesionError(
+            f"the images in {data.dataset.root} changed since {run.root} started (data fingerprint differs): "
+            "a resumed run must see the same data; start a new run instead"
+        )
+    recorded = [row["path"] for row in read_csv(run.splits / "train.csv")]
+    if recorded != [r.relpath for r in data.train.records]:
+        raise EdgelesionError(f"the training split of {run.root} cannot be reproduced: start a new run instead")
+    state = read_json(run.state)
+    print(f"resuming {run.root} after epoch {state['epochs_done']} of {info.config.epochs}")
+    return _train_and_evaluate(run, data, info.config, state, cache_dir, progress)
