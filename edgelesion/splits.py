@@ -26,8 +26,13 @@ def group_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int)
     with warnings.catch_warnings():
         # Classes smaller than n_folds are reported by the audit; sklearn's warning would repeat it.
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
-            folds[held_out] = fold
+        try:
+            for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+                folds[held_out] = fold
+        except ValueError as exc:  # every class smaller than n_folds
+            raise EdgelesionError(
+                f"--folds {n_folds} is more than the images of any class: lower --folds or add images ({exc})"
+            ) from exc
     return folds
 
 

@@ -123,8 +123,10 @@ def fit_one_epoch(model: keras.Model, x: np.ndarray, y: np.ndarray, epoch: int, 
     keras.utils.set_random_seed(epoch_seed(config.seed, epoch))
     model.make_train_function(force=True)
     order = np.random.default_rng(epoch_seed(config.seed, epoch)).permutation(len(x))
-    history = model.fit(x[order], y[order], batch_size=config.batch_size, epochs=epoch + 1, initial_epoch=epoch,
-                        shuffle=False, class_weight=weights, verbose=1 if progress else 0)
+    # epochs=config.epochs so Keras' bar reads "Epoch 3/20"; the callback ends fit() after this one epoch.
+    stop_after_one = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: setattr(model, "stop_training", True))
+    history = model.fit(x[order], y[order], batch_size=config.batch_size, epochs=config.epochs, initial_epoch=epoch,
+                        shuffle=False, class_weight=weights, callbacks=[stop_after_one], verbose=1 if progress else 0)
     return {key: float(values[-1]) for key, values in history.history.items()}
 
 

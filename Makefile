@@ -1,0 +1,35 @@
+# Two commands do all the set-up on a fresh machine with nothing but Python 3.11:
+#   make demo   create .venv, install, and run the main job on the bundled sample
+#   make test   create .venv if needed, and run the whole test suite (.ci/run calls this)
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_RUN := runs/demo
+
+.PHONY: demo test install clean-demo
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "edgelesion needs Python 3.11 ($(PYTHON) not found): install it or run make PYTHON=/path/to/python3.11"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[train,test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# The demo writes only under runs/demo, which it replaces on every run (--force).
+demo: $(STAMP)
+	@echo "== edgelesion demo: a SMOKE RUN on 93 sample images. Its accuracy means nothing. =="
+	$(BIN)/edgelesion audit --data demo/sample --out $(DEMO_RUN)-audit --force
+	$(BIN)/edgelesion train --data demo/sample --out $(DEMO_RUN) --model seed-dropout --epochs 8 --folds 3 --min-support 3 --force
+	$(BIN)/edgelesion evaluate $(DEMO_RUN)
+	@echo "== Done. Outputs in $(DEMO_RUN)/. This was a smoke run on 93 images: its numbers mean nothing. =="
+	@echo "== For a real model, train on the full dataset: see README.md. =="
+
+clean-demo:
+	rm -rf $(DEMO_RUN) $(DEMO_RUN)-audit

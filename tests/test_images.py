@@ -1,0 +1,84 @@
+"""Any image a user has becomes the right RGB input; bad files give a reason."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgelesion.images import UnreadableImage, read_image, to_model_input
+from edgelesion.preprocessing import Preprocessing
+
+PRE = Preprocessing(image_size=16)
+
+
+def test_grayscale_becomes_three_equal_channels(tmp_path):
+    Image.new("L", (40, 30), 77).save(tmp_path / "g.png")
+    out = to_model_input(read_image(tmp_path / "g.png").image, PRE)
+    assert out.shape == (16, 16, 3) and out.dtype == np.uint8
+    assert (out == 77).all()
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path):
+    Image.new("CMYK", (20, 20), (0, 255, 255, 0)).save(tmp_path / "c.jpg")  # pure red in CMYK
+    out = to_model_input(read_image(tmp_path / "c.jpg").image, PRE)
+    assert out[..., 0].mean() > 200 and out[..., 1].mean() < 60 and out[..., 2].mean() < 60
+
+
+def test_rgba_transparent_pixels_show_on_white(tmp_path):
+    Image.new("RGBA", (20, 20), (10, 20, 30, 0)).save(tmp_path / "a.png")
+    out = to_model_input(read_image(tmp_path / "a.png").image, PRE)
+    assert (out == 255).all()
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    image = Image.new("RGB", (40, 20), (0, 0, 0))
+    image.paste((255, 255, 255), (0, 0, 20, 20))  # white on the left half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    image.save(tmp_path / "r.jpg", exif=exif, quality=100)
+    upright = read_image(tmp_path / "r.jpg").image
+    assert upright.size == (20, 40)
+    array = np.asarray(upright)
+    assert array[:20].mean() > 200 and array[20:].mean() < 50  # white ends up on top
+
+
+def test_sixteen_bit_grayscale_keeps_its_contrast(tmp_path):
+    array = np.zeros((20, 20), np.uint16)
+    array[:, 10:] = 60000
+    Image.fromarray(array).save(tmp_path / "16.png")
+    out = np.asarray(read_image(tmp_path / "16.png").image)
+    assert out[:, :10].max() < 5 and out[:, 10:].min() > 250
+
+
+def test_huge_image_is_resized_to_the_input_size(tmp_path):
+    Image.new("RGB", (5000, 3000), (1, 2, 3)).save(tmp_path / "big.png")
+    out = to_model_input(read_image(tmp_path / "big.png").image, PRE)
+    assert out.shape == (16, 16, 3) and (out == [1, 2, 3]).all()
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "empty file"),
+        (b"this is not an image", "not a recognised image format"),
+        ("truncated", "corrupt or truncated"),
+    ],
+)
+def test_bad_files_raise_with_reason(tmp_path, content, reason):
+    if content == "truncated":
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 64), (9, 9, 9)).save(buffer, "JPEG")
+        content = buffer.getvalue()[:300]
+    (tmp_path / "bad.jpg").write_bytes(content)
+    with pytest.raises(UnreadableImage, match=reason):
+        read_image(tmp_path / "bad.jpg")
+
+
+def test_content_hash_is_of_the_file_bytes(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    import hashlib
+
+    assert read_image(tmp_path / "a.png").sha256 == hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()

@@ -1,0 +1,63 @@
+"""Metrics state their class set, carry intervals, and never silently drop a class."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgelesion.metrics import classification_metrics, format_metrics, wilson_interval
+
+CLASSES = ["a", "melanoma", "c"]
+
+
+def one_hot(pred, n=3):
+    return np.eye(n)[np.asarray(pred)]
+
+
+def test_wilson_interval_matches_the_textbook_value():
+    est = wilson_interval(8, 10)
+    assert est["value"] == 0.8
+    assert est["ci95"] == pytest.approx([0.4902, 0.9433], abs=1e-4)
+
+
+def test_small_class_is_listed_not_scored_and_its_misses_still_count():
+    y = np.array([0] * 10 + [1] * 10 + [2] * 2)
+    pred = np.array([0] * 10 + [1] * 5 + [2] * 5 + [2, 2])  # five melanomas called 'c'
+    m = classification_metrics(y, one_hot(pred), CLASSES, min_support=5)
+    assert m["balanced_accuracy"]["classes"] == ["a", "melanoma"]
+    assert m["balanced_accuracy"]["value"] == pytest.approx((1.0 + 0.5) / 2)
+    assert m["unscored_classes"] == [{"class": "c", "n": 2, "reason": "fewer than 5 images to score"}]
+    assert m["per_class"]["c"]["scored"] is False
+
+
+def test_stated_class_set_is_used_even_when_a_class_is_absent():
+    y = np.array([0] * 6 + [2] * 6)
+    pred = np.array([0] * 6 + [0] * 6)
+    m = classification_metrics(y, one_hot(pred), CLASSES, scored_classes=["a", "melanoma", "c"])
+    # sklearn's balanced_accuracy_score would average over the two present classes only: 0.5
+    assert m["balanced_accuracy"]["value"] == pytest.approx(1.0 / 3)
+
+
+def test_melanoma_sensitivity_and_specificity():
+    y = np.array([1] * 16 + [0] * 20)
+    pred = np.array([1] * 12 + [0] * 4 + [0] * 18 + [1] * 2)
+    m = classification_metrics(y, one_hot(pred), CLASSES)
+    assert m["melanoma_sensitivity"]["value"] == pytest.approx(12 / 16)
+    assert m["melanoma_specificity"]["value"] == pytest.approx(18 / 20)
+    low, high = m["melanoma_sensitivity"]["ci95"]
+    assert high - low > 0.35  # 16 melanomas cannot pin sensitivity down: users must see that
+
+
+def test_balanced_accuracy_interval_contains_the_estimate():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    pred = np.where(rng.random(300) < 0.7, y, rng.integers(0, 3, 300))
+    m = classification_metrics(y, one_hot(pred), CLASSES)
+    low, high = m["balanced_accuracy"]["ci95"]
+    assert low < m["balanced_accuracy"]["value"] < high and high - low < 0.2
+
+
+def test_summary_puts_balanced_accuracy_then_melanoma_first():
+    y = np.array([0] * 6 + [1] * 6 + [2] * 6)
+    lines = format_metrics(classification_metrics(y, one_hot(y), CLASSES)).splitlines()
+    assert "balanced accuracy" in lines[0] and "melanoma sensitivity" in lines[1]
