@@ -71,15 +71,20 @@ def read_run(run_dir: str | Path, *, need_model: bool = True) -> RunInfo:
                    data["data_fingerprint"])
 
 
-def prepare_run_dir(root: Path, *, force: bool) -> None:
-    """Make an empty run folder; an existing non-empty one is replaced only with `force`, and only if it is a run."""
-    run = RunDir(root)
+def check_run_dir(root: Path, *, force: bool) -> None:
+    """Refuse an existing non-empty `root` unless `force` is given and it is an edgelesion run."""
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         if not force:
             raise EdgelesionError(
                 f"{root} already exists: choose a new --out, continue it with --resume, or replace it with --force"
             )
-        if not run.is_run():
+        if not RunDir(root).is_run():
             raise EdgelesionError(f"{root} is not an edgelesion run folder, so --force will not delete it: choose another --out")
+
+
+def prepare_run_dir(root: Path, *, force: bool) -> None:
+    """Make an empty run folder, replacing an old run only with `force` (see check_run_dir)."""
+    check_run_dir(root, force=force)
+    if root.exists():
         shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True)

@@ -22,7 +22,7 @@ from edgelesion.models import create_model
 from edgelesion.plots import class_counts_chart, training_curves_chart
 from edgelesion.provenance import provenance
 from edgelesion.rebalance import RebalanceMethod, augment, class_weights, default_cache_dir
-from edgelesion.runs import RUN_FORMAT_VERSION, RunDir, prepare_run_dir, read_run
+from edgelesion.runs import RUN_FORMAT_VERSION, RunDir, check_run_dir, prepare_run_dir, read_run
 from edgelesion.splits import train_val_indices
 
 
@@ -177,8 +177,13 @@ def _build_or_restore(run: RunDir, data: PreparedData, config: TrainConfig, stat
     return model
 
 
-def _train_and_evaluate(run: RunDir, data: PreparedData, config: TrainConfig, state: dict[str, Any],
-                        cache_dir: Path | None, progress: bool) -> dict[str, Any]:
+def train_prepared(run: RunDir, data: PreparedData, config: TrainConfig, state: dict[str, Any] | None = None, *,
+                   cache_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train on an already prepared split into `run` (from `state`, a checkpoint's, or from scratch),
+    then score the best epoch on the validation split. `train` and `resume` call this; so do
+    experiments that split the data their own way (benchmarks/leaky_protocol.py).
+    """
+    state = state or {"epochs_done": 0, "checkpoint": None, "best_epoch": None, "best_score": None, "history": []}
     x, y, weights = training_arrays(run, data, config, cache_dir or default_cache_dir(), progress)
     print(f"training {config.model} on {len(x)} images ({len(data.train.records)} from the training split, "
           f"{len(x) - len(data.train.records)} augmented), validating on {len(data.val.records)}")
@@ -192,24 +197,29 @@ def _train_and_evaluate(run: RunDir, data: PreparedData, config: TrainConfig, st
     )
 
 
-def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, force: bool = False,
-          cache_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train `config.model` on `data_dir` into the new run folder `out`; return the validation metrics."""
-    run = RunDir(Path(out))
-    data = prepare_data(data_dir, config, progress=progress)
-    print(format_audit(data.report))
+def start_run(run: RunDir, data: PreparedData, config: TrainConfig, *, force: bool = False) -> None:
+    """Create the run folder and record everything needed to reproduce it, before the first epoch."""
     prepare_run_dir(run.root, force=force)
     write_json(run.provenance, provenance())
     write_data_records(run, data)
     write_json(run.config, {
         "format_version": RUN_FORMAT_VERSION,
         "config": config.to_dict(),
-        "data_dir": str(Path(data_dir).resolve()),
+        "data_dir": str(data.dataset.root.resolve()),
         "classes": data.dataset.classes,
         "data_fingerprint": data.dataset.fingerprint(),
     })
-    state = {"epochs_done": 0, "checkpoint": None, "best_epoch": None, "best_score": None, "history": []}
-    return _train_and_evaluate(run, data, config, state, cache_dir, progress)
+
+
+def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, force: bool = False,
+          cache_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train `config.model` on `data_dir` into the new run folder `out`; return the validation metrics."""
+    run = RunDir(Path(out))
+    check_run_dir(run.root, force=force)  # fail before the slow work
+    data = prepare_data(data_dir, config, progress=progress)
+    print(format_audit(data.report))
+    start_run(run, data, config, force=force)
+    return train_prepared(run, data, config, cache_dir=cache_dir, progress=progress)
 
 
 def resume(out: str | Path, *, data_dir: str | Path | None = None, cache_dir: Path | None = None,
@@ -230,4 +240,4 @@ def resume(out: str | Path, *, data_dir: str | Path | None = None, cache_dir: Pa
         raise EdgelesionError(f"the training split of {run.root} cannot be reproduced: start a new run instead")
     state = read_json(run.state)
     print(f"resuming {run.root} after epoch {state['epochs_done']} of {info.config.epochs}")
-    return _train_and_evaluate(run, data, info.config, state, cache_dir, progress)
+    return train_prepared(run, data, info.config, state, cache_dir=cache_dir, progress=progress)

@@ -1,0 +1,102 @@
+"""Training writes a reproducible run, resumes to the same result, and never leaks or overwrites."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import edgelesion.training as training
+from edgelesion.config import TrainConfig
+from edgelesion.errors import EdgelesionError
+from edgelesion.fileio import read_csv
+from edgelesion.preprocessing import Preprocessing
+from edgelesion.rebalance import AugmentConfig
+from edgelesion.runs import RunDir
+from tests.conftest import snapshot
+
+TINY = TrainConfig(epochs=3, batch_size=8, folds=3, min_support=2, preprocessing=Preprocessing(image_size=24),
+                   augment=AugmentConfig(target="16"))
+
+
+def test_run_folder_records_everything_needed_to_reproduce_it(dataset_dir, tmp_path):
+    before = snapshot(dataset_dir)
+    metrics = training.train(dataset_dir, tmp_path / "run", TINY, progress=False)
+    run = RunDir(tmp_path / "run")
+    config = json.loads(run.config.read_text())
+    assert TrainConfig.from_dict(config["config"]) == TINY
+    assert config["data_fingerprint"] and config["classes"] == ["basal cell carcinoma", "melanoma", "nevus"]
+    prov = json.loads(run.provenance.read_text())
+    assert prov["versions"]["tensorflow"].startswith("2.21") and "git_commit" in prov and prov["machine"]["cores"]
+    for path in (run.audit, run.class_counts, run.curves, run.best_model, run.history, run.augmentation,
+                 run.evaluation / "validation" / "metrics.json", run.evaluation / "validation" / "confusion_matrix.png"):
+        assert path.is_file(), path
+    assert len(read_csv(run.history)) == 3
+    assert metrics["n_images"] == len(read_csv(run.splits / "val.csv"))
+    assert snapshot(dataset_dir) == before, "training wrote into the dataset folder"
+
+
+def test_validation_never_shares_an_image_with_training_or_augmentation(dataset_dir, tmp_path):
+    import shutil
+
+    # a same-label re-copy and a conflicting copy: both must stay out of any cross-split pair
+    shutil.copy(dataset_dir / "melanoma" / "img_001.jpg", dataset_dir / "melanoma" / "again.jpg")
+    shutil.copy(dataset_dir / "nevus" / "img_002.jpg", dataset_dir / "melanoma" / "conflict.jpg")
+    training.train(dataset_dir, tmp_path / "run", TINY.with_changes(epochs=1), progress=False)
+    run = RunDir(tmp_path / "run")
+    train_rows, val_rows = read_csv(run.splits / "train.csv"), read_csv(run.splits / "val.csv")
+    assert not {r["sha256"] for r in train_rows} & {r["sha256"] for r in val_rows}
+    sources = {r["source_path"] for r in read_csv(run.augmentation)}
+    assert sources <= {r["path"] for r in train_rows}
+    excluded = {r["path"] for r in read_csv(run.splits / "excluded.csv")}
+    assert {"melanoma/conflict.jpg", "nevus/img_002.jpg"} <= excluded
+
+
+def test_resume_after_interruption_ends_where_an_uninterrupted_run_does(dataset_dir, tmp_path, monkeypatch):
+    full = training.train(dataset_dir, tmp_path / "full", TINY, progress=False)
+
+    real_fit = training.fit_one_epoch
+    def interrupted_fit(model, x, y, epoch, *args, **kwargs):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_fit(model, x, y, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(training, "fit_one_epoch", interrupted_fit)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(dataset_dir, tmp_path / "cut", TINY, progress=False)
+    assert json.loads(RunDir(tmp_path / "cut").state.read_text())["epochs_done"] == 2
+    monkeypatch.setattr(training, "fit_one_epoch", real_fit)
+    resumed = training.resume(tmp_path / "cut", progress=False)
+
+    full_history = read_csv(RunDir(tmp_path / "full").history)
+    cut_history = read_csv(RunDir(tmp_path / "cut").history)
+    for key in ("loss", "val_loss", "val_balanced_accuracy"):
+        assert [r[key] for r in cut_history] == [r[key] for r in full_history], key
+    assert resumed["balanced_accuracy"] == full["balanced_accuracy"]
+    assert resumed["confusion_matrix"] == full["confusion_matrix"]
+
+
+def test_existing_run_folder_is_not_overwritten_without_force(dataset_dir, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("mine")
+    with pytest.raises(EdgelesionError, match="already exists"):
+        training.train(dataset_dir, out, TINY, progress=False)
+    with pytest.raises(EdgelesionError, match="not an edgelesion run folder"):
+        training.train(dataset_dir, out, TINY, force=True, progress=False)
+    assert (out / "precious.txt").read_text() == "mine"
+
+
+def test_resume_refuses_changed_data(dataset_dir, tmp_path, monkeypatch):
+    training.train(dataset_dir, tmp_path / "run", TINY.with_changes(epochs=1), progress=False)
+    (dataset_dir / "nevus" / "img_000.jpg").unlink()
+    with pytest.raises(EdgelesionError, match="changed since"):
+        training.resume(tmp_path / "run", progress=False)
+
+
+def test_class_weights_and_no_rebalancing_train_without_augmentation(dataset_dir, tmp_path):
+    for method in ("class-weights", "none"):
+        training.train(dataset_dir, tmp_path / method, TINY.with_changes(epochs=1, rebalance=method), progress=False)
+        assert not RunDir(tmp_path / method).augmentation.exists()
+        assert np.isfinite(float(read_csv(RunDir(tmp_path / method).history)[0]["loss"]))
