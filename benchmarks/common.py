@@ -1,0 +1,70 @@
+"""Shared by the benchmark scripts: where the real data is, restartable training, and result records."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgelesion.config import TrainConfig
+from edgelesion.fileio import read_json, write_json
+from edgelesion.provenance import provenance
+from edgelesion.runs import RunDir
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("EDGELESION_BENCH_DATA", REPO.parent / "shared" / "data" / "isic9" / "train"))
+RUNS = REPO / "runs" / "benchmarks"  # git-ignored: models trained on the real data are never committed
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def require_data() -> Path:
+    """The full ISIC training folder, or exit with where to get it."""
+    if not DATA.is_dir():
+        sys.exit(f"benchmark data {DATA} not found: set EDGELESION_BENCH_DATA to the ISIC 'Train' folder (see README.md)")
+    return DATA
+
+
+def finished_metrics(run_dir: Path, epochs: int) -> dict[str, Any] | None:
+    """The validation metrics of a run that finished all `epochs`, else None."""
+    run = RunDir(run_dir)
+    metrics = run.evaluation / "validation" / "metrics.json"
+    if run.state.is_file() and read_json(run.state)["epochs_done"] == epochs and metrics.is_file():
+        return read_json(metrics)
+    return None
+
+
+def train_or_resume(data_dir: Path, out: Path, config: TrainConfig) -> dict[str, Any]:
+    """Train `config` into `out`, resuming an interrupted run and reusing a finished one."""
+    from edgelesion.training import resume, train
+
+    done = finished_metrics(out, config.epochs)
+    if done is not None:
+        print(f"{out}: already finished, reusing its metrics")
+        return done
+    if RunDir(out).state.is_file():
+        return resume(out, data_dir=data_dir)
+    return train(data_dir, out, config, force=RunDir(out).is_run())
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The figures a results table shows, balanced accuracy and melanoma sensitivity first."""
+    keep = ("balanced_accuracy", "melanoma_sensitivity", "melanoma_specificity", "accuracy", "n_images",
+            "unscored_classes")
+    return {k: metrics[k] for k in keep if k in metrics}
+
+
+def record(name: str, results: dict[str, Any]) -> Path:
+    """Write results with the command, machine and library versions into benchmarks/results/NAME.json."""
+    target = RESULTS / f"{name}.json"
+    write_json(target, {"provenance": provenance(), "data": str(DATA), **results})
+    print(f"recorded {target}")
+    return target
+
+
+def fmt(estimate: dict[str, Any]) -> str:
+    """'0.712 [0.640–0.776]' for a markdown table."""
+    if not estimate or estimate.get("value") is None:
+        return "n/a"
+    ci = estimate.get("ci95")
+    return f"{estimate['value']:.3f} [{ci[0]:.3f}–{ci[1]:.3f}]" if ci else f"{estimate['value']:.3f}"

@@ -1,0 +1,88 @@
+"""Seconds per epoch of edgelesion's training step against a bare `model.fit` on the same in-memory arrays.
+
+    .venv/bin/python -m benchmarks.pipeline_overhead [--epochs 3]
+
+Both train model 3 (seed-dropout, Augmentor-rebalanced training split) from the same initial
+weights, one after the other on the same machine. Goal: edgelesion <= 1.1x the bare fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from benchmarks.common import RUNS, record, require_data
+from edgelesion._tf import keras
+from edgelesion.config import TrainConfig
+from edgelesion.models import create_model
+from edgelesion.rebalance import default_cache_dir
+from edgelesion.runs import RunDir
+from edgelesion.training import fit_one_epoch, prepare_data, training_arrays
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of every epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.started)
+
+
+def compiled_model(config: TrainConfig, n_classes: int) -> keras.Model:
+    keras.utils.set_random_seed(config.seed)
+    model = create_model(config.model, n_classes, config.preprocessing)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    config = TrainConfig(model="seed-dropout", rebalance="augmentor", epochs=args.epochs)
+    data = prepare_data(require_data(), config)
+    scratch = RunDir(RUNS / "pipeline-overhead")
+    scratch.root.mkdir(parents=True, exist_ok=True)
+    x, y, _ = training_arrays(scratch, data, config, default_cache_dir(), progress=False)
+    n_classes = len(data.dataset.classes)
+
+    bare = compiled_model(config, n_classes)
+    timer = EpochTimer()
+    bare.fit(x.astype(np.float32), y, batch_size=config.batch_size, epochs=args.epochs, shuffle=True,
+             callbacks=[timer], verbose=2)
+
+    ours = compiled_model(config, n_classes)
+    ours_seconds = []
+    for epoch in range(args.epochs):
+        started = time.perf_counter()
+        fit_one_epoch(ours, x, y, epoch, config, None, progress=False)
+        ours_seconds.append(time.perf_counter() - started)
+
+    # the first epoch of each includes tracing; compare the median of the rest
+    bare_s, ours_s = statistics.median(timer.seconds[1:]), statistics.median(ours_seconds[1:])
+    result = {
+        "images_per_epoch": int(len(x)),
+        "bare_fit_seconds_per_epoch": timer.seconds,
+        "edgelesion_seconds_per_epoch": ours_seconds,
+        "bare_fit_median_after_first": bare_s,
+        "edgelesion_median_after_first": ours_s,
+        "ratio": ours_s / bare_s,
+        "goal": "ratio <= 1.1",
+    }
+    record("pipeline_overhead", result)
+    print(f"bare fit {bare_s:.1f}s/epoch ({len(x) / bare_s:.0f} img/s), edgelesion {ours_s:.1f}s/epoch "
+          f"({len(x) / ours_s:.0f} img/s): ratio {ours_s / bare_s:.2f}")
+
+
+if __name__ == "__main__":
+    main()

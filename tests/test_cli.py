@@ -1,0 +1,102 @@
+"""The command line: clear errors naming the file or argument, the right exit codes, no TensorFlow traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from edgelesion import __version__
+from edgelesion.cli import MODEL_NAMES, main
+from tests.conftest import write_dataset
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgelesion.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and __version__ in capsys.readouterr().out
+
+
+def test_missing_data_folder_is_named(tmp_path, capsys):
+    assert main(["audit", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere does not exist" in err and "Traceback" not in err
+
+
+def test_empty_class_folder_is_named(dataset_dir, tmp_path, capsys):
+    (dataset_dir / "dermatofibroma").mkdir()
+    assert main(["train", "--data", str(dataset_dir), "--out", str(tmp_path / "run")]) == 2
+    assert "dermatofibroma" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_single_class_is_refused(tmp_path, capsys):
+    data = write_dataset(tmp_path / "one", per_class=3, classes={"melanoma": (0, 0, 0)})
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run")]) == 2
+    assert "at least 2 classes" in capsys.readouterr().err
+
+
+def test_existing_run_folder_is_refused_before_any_work(dataset_dir, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("keep me")
+    assert main(["train", "--data", str(dataset_dir), "--out", str(tmp_path / "run")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (tmp_path / "run" / "notes.txt").read_text() == "keep me"
+
+
+def test_bad_option_value_is_a_usage_error(dataset_dir, tmp_path, capsys):
+    assert main(["train", "--data", str(dataset_dir), "--out", str(tmp_path / "r"), "--augment-target", "lots"]) == 2
+    assert "augmentation target 'lots'" in capsys.readouterr().err
+
+
+def test_evaluate_missing_run_folder(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "norun")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_audit_writes_report_and_finds_test_overlap(dataset_dir, tmp_path):
+    test = write_dataset(tmp_path / "test", per_class=2, seed=42)
+    shutil.copy(dataset_dir / "nevus" / "img_005.jpg", test / "melanoma" / "dup.jpg")
+    result = run_cli("audit", "--data", str(dataset_dir), "--test", str(test), "--out", str(tmp_path / "audit"))
+    assert result.returncode == 0, result.stderr
+    assert "1 of 7 images are also in the training folder (1 of them under a different label)" in result.stdout
+    report = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    overlap = report["test"]["overlaps_with_training"][0]
+    assert overlap["test_label"] == "melanoma" and overlap["train_matches"][0]["label"] == "nevus"
+    assert (tmp_path / "audit" / "class_counts.png").stat().st_size > 0
+    again = run_cli("audit", "--data", str(dataset_dir), "--out", str(tmp_path / "audit"))
+    assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_train_then_evaluate_a_test_folder_removes_and_reports_overlap(dataset_dir, tmp_path):
+    out = tmp_path / "run"
+    trained = run_cli("train", "--data", str(dataset_dir), "--out", str(out), "--epochs", "1", "--folds", "3",
+                      "--min-support", "2", "--batch-size", "8")
+    assert trained.returncode == 0, trained.stderr
+    assert trained.stdout.index("balanced accuracy") < trained.stdout.index("accuracy   ")
+    test = write_dataset(tmp_path / "test", per_class=4, seed=7)
+    shutil.copy(dataset_dir / "melanoma" / "img_000.jpg", test / "melanoma" / "seen.jpg")
+    evaluated = run_cli("evaluate", str(out), "--data", str(test))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "1 of 13 test images are also in the training folder" in evaluated.stdout
+    assert "INFLATED" in evaluated.stdout
+    folder = next((out / "evaluation").glob("test-test-*"))
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["n_images"] == 12 and metrics["overlap_removed"] == 1
+    kept = json.loads((folder / "with_overlap_kept" / "metrics.json").read_text())
+    assert kept["n_images"] == 13
+    assert kept["balanced_accuracy"]["classes"] == metrics["balanced_accuracy"]["classes"]
+
+
+def test_cli_model_choices_match_the_registry():
+    from edgelesion.models import list_models
+
+    assert sorted(MODEL_NAMES) == list_models()
