@@ -76,7 +76,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-support", type=int, default=defaults.min_support,
                    help=f"classes with fewer validation images are listed, not scored (default {defaults.min_support})")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out with its recorded settings (the other options are not used)")
     p.set_defaults(handler=_run_train)
 
 

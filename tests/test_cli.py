@@ -100,3 +100,35 @@ def test_cli_model_choices_match_the_registry():
     from edgelesion.models import list_models
 
     assert sorted(MODEL_NAMES) == list_models()
+
+
+def test_killed_training_resumes_from_the_cli_to_the_uninterrupted_result(dataset_dir, tmp_path):
+    import os
+    import signal
+    import time
+
+    from edgelesion.fileio import read_csv
+
+    common = ["--data", str(dataset_dir), "--epochs", "6", "--folds", "3", "--min-support", "2", "--batch-size", "8"]
+    assert run_cli("train", *common, "--out", str(tmp_path / "full")).returncode == 0
+
+    state = tmp_path / "cut" / "checkpoints" / "state.json"
+    process = subprocess.Popen([sys.executable, "-m", "edgelesion.cli", "train", *common, "--out", str(tmp_path / "cut")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not state.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done = json.loads(state.read_text())["epochs_done"]
+    assert 1 <= done < 6, f"the run was not interrupted mid-way (epochs done: {done})"
+
+    resumed = run_cli("train", "--resume", "--out", str(tmp_path / "cut"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {tmp_path / 'cut'} after epoch {done}" in resumed.stdout
+    full = read_csv(tmp_path / "full" / "history.csv")
+    cut = read_csv(tmp_path / "cut" / "history.csv")
+    assert [r["val_loss"] for r in cut] == [r["val_loss"] for r in full]
+    full_metrics = json.loads((tmp_path / "full" / "evaluation" / "validation" / "metrics.json").read_text())
+    cut_metrics = json.loads((tmp_path / "cut" / "evaluation" / "validation" / "metrics.json").read_text())
+    assert cut_metrics["balanced_accuracy"] == full_metrics["balanced_accuracy"]
