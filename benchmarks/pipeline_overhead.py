@@ -53,7 +53,7 @@ def main() -> None:
     data = prepare_data(require_data(), config)
     scratch = RunDir(RUNS / "pipeline-overhead")
     scratch.root.mkdir(parents=True, exist_ok=True)
-    x, y, _ = training_arrays(scratch, data, config, default_cache_dir(), progress=False)
+    x, y, _ = training_arrays(scratch, data.train, config, default_cache_dir(), progress=False)
     n_classes = len(data.dataset.classes)
 
     bare = compiled_model(config, n_classes)

@@ -123,6 +123,60 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    from edgelesion.exporting import ARTIFACTS
+    from edgelesion.qat import QATConfig
+
+    qat = QATConfig()
+    p = sub.add_parser("export", help="export a run to a validated bundle of TFLite and ONNX artifacts",
+                       description="Quantization-aware fine-tune, convert to TFLite and ONNX, check every artifact "
+                                   "against the Keras models on the validation split, and write a bundle.")
+    p.add_argument("run", type=Path, metavar="RUN", help="a run folder made by 'edgelesion train'")
+    p.add_argument("--out", required=True, type=Path, help="the bundle folder to create, e.g. export/model3")
+    p.add_argument("--artifacts", default=",".join(ARTIFACTS),
+                   help=f"comma-separated subset of {','.join(ARTIFACTS)} (default: all)")
+    p.add_argument("--qat-epochs", type=int, default=qat.epochs, help=f"QAT fine-tune epochs (default {qat.epochs})")
+    p.add_argument("--qat-learning-rate", type=float, default=qat.learning_rate,
+                   help=f"QAT Adam learning rate (default {qat.learning_rate})")
+    p.add_argument("--tolerance", action="append", default=[], metavar="ARTIFACT=AGREEMENT[,MAXDIFF]",
+                   help="override a tolerance, e.g. int8.tflite=0.97 or float32.tflite=1.0,1e-3 (repeatable)")
+    p.add_argument("--keep-failed", action="store_true", help="keep artifacts that miss their tolerance (marked in bundle.json)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.set_defaults(handler=_run_export)
+
+
+def _parse_tolerances(items: list[str]) -> dict:
+    from edgelesion.parity import DEFAULT_TOLERANCES, Tolerance
+
+    tolerances = dict(DEFAULT_TOLERANCES)
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            if name not in tolerances:
+                raise ValueError(f"unknown artifact {name!r}")
+            agreement, _, max_diff = value.partition(",")
+            tolerances[name] = Tolerance(float(agreement), float(max_diff) if max_diff else None)
+        except ValueError as exc:
+            raise EdgelesionError(f"--tolerance {item!r}: {exc}; write ARTIFACT=AGREEMENT[,MAXDIFF]") from exc
+    return tolerances
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from edgelesion.exporting import ExportOptions, export_run
+    from edgelesion.qat import QATConfig
+
+    try:
+        options = ExportOptions(
+            artifacts=tuple(a.strip() for a in args.artifacts.split(",") if a.strip()),
+            qat=QATConfig(epochs=args.qat_epochs, learning_rate=args.qat_learning_rate),
+            tolerances=_parse_tolerances(args.tolerance), keep_failed=args.keep_failed,
+        )
+    except ValueError as exc:
+        raise EdgelesionError(f"bad export option: {exc}") from exc
+    export_run(args.run, args.out, options, force=args.force)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="edgelesion", description=__doc__.split("\n")[0])
@@ -131,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_audit(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_export(sub)
     return parser
 
 

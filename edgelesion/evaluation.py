@@ -16,7 +16,7 @@ from edgelesion.fileio import read_csv, write_json
 from edgelesion.metrics import classification_metrics, format_metrics
 from edgelesion.plots import confusion_matrix_chart
 from edgelesion.provenance import provenance
-from edgelesion.runs import RunDir, read_run
+from edgelesion.runs import RunDir, RunInfo, read_run
 
 
 def predict(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -39,23 +39,27 @@ def evaluate_and_write(probabilities: np.ndarray, labels: np.ndarray, classes: l
     return metrics
 
 
-def validation_images(run: RunDir, data_dir: Path, config: TrainConfig, classes: list[str]) -> LoadedDataset:
-    """The run's validation split, read from its data folder and checked against the recorded hashes."""
-    if not data_dir.is_dir():
+def recorded_splits(run: RunDir, info: RunInfo, *splits: str) -> list[LoadedDataset]:
+    """A run's recorded splits ("train", "val"), read once from its data folder and checked against the recorded hashes."""
+    if not info.data_dir.is_dir():
         raise EdgelesionError(
-            f"the run's data folder {data_dir} is gone: restore it, or score a test folder with --data DIR"
+            f"the data folder of {run.root}, {info.data_dir}, is gone: restore it (or score a test folder with --data DIR)"
         )
-    dataset = load_dataset(data_dir, config.preprocessing, classes=classes)
+    dataset = load_dataset(info.data_dir, info.config.preprocessing, classes=info.classes)
     position = {r.relpath: i for i, r in enumerate(dataset.records)}
-    rows = read_csv(run.splits / "val.csv")
-    missing = [row["path"] for row in rows if row["path"] not in position]
-    changed = [row["path"] for row in rows if row["path"] in position and dataset.sha256[position[row["path"]]] != row["sha256"]]
-    if missing or changed:
-        raise EdgelesionError(
-            f"the validation images of {run.root} are not as recorded in {data_dir}: "
-            f"{len(missing)} missing, {len(changed)} changed (first: {(missing + changed)[0]})"
-        )
-    return dataset.subset([position[row["path"]] for row in rows])
+    subsets = []
+    for split in splits:
+        rows = read_csv(run.splits / f"{split}.csv")
+        missing = [row["path"] for row in rows if row["path"] not in position]
+        changed = [row["path"] for row in rows
+                   if row["path"] in position and dataset.sha256[position[row["path"]]] != row["sha256"]]
+        if missing or changed:
+            raise EdgelesionError(
+                f"the {split} images of {run.root} are not as recorded in {info.data_dir}: "
+                f"{len(missing)} missing, {len(changed)} changed (first: {(missing + changed)[0]})"
+            )
+        subsets.append(dataset.subset([position[row["path"]] for row in rows]))
+    return subsets
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:
@@ -68,7 +72,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dic
     info = read_run(run.root)
     model = keras.models.load_model(run.best_model)
     if data_dir is None:
-        val = validation_images(run, info.data_dir, info.config, info.classes)
+        (val,) = recorded_splits(run, info, "val")
         return evaluate_and_write(predict(model, val.images), val.labels, info.classes, run.evaluation / "validation",
                                   title=f"Validation split of {run.root.name} ({len(val.records)} images)",
                                   config=info.config)

@@ -47,7 +47,7 @@ def training_curves_chart(history: list[dict[str, float]], target: Path) -> None
     loss_axis.legend()
     for key, label in (("val_balanced_accuracy", "validation balanced accuracy"),
                        ("val_melanoma_sensitivity", "validation melanoma sensitivity"),
-                       ("accuracy", "training accuracy (rebalanced data)")):
+                       ("accuracy", "training accuracy")):
         values = [r.get(key) for r in history]
         if any(v is not None for v in values):
             metric_axis.plot(epochs, [np.nan if v is None else v for v in values], label=label)

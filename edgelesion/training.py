@@ -69,24 +69,24 @@ def write_data_records(run: RunDir, data: PreparedData) -> None:
 
 
 def training_arrays(
-    run: RunDir, data: PreparedData, config: TrainConfig, cache_dir: Path, progress: bool
+    run: RunDir, train: LoadedDataset, config: TrainConfig, cache_dir: Path, progress: bool
 ) -> tuple[np.ndarray, np.ndarray, dict[int, float] | None]:
     """Training images and labels after rebalancing (training split only), and class weights if chosen."""
-    x, y = data.train.images, data.train.labels
-    n_classes = len(data.dataset.classes)
+    x, y = train.images, train.labels
+    n_classes = len(train.classes)
     if config.rebalance is RebalanceMethod.CLASS_WEIGHTS:
         return x, y, class_weights(y, n_classes)
     if config.rebalance is RebalanceMethod.NONE:
         return x, y, None
-    data_root = data.dataset.root.resolve()
+    data_root = train.root.resolve()
     if cache_dir.resolve() == data_root or data_root in cache_dir.resolve().parents:
         raise EdgelesionError(f"the augmentation cache {cache_dir} is inside the dataset folder: set EDGELESION_CACHE elsewhere")
-    extra = augment(x, y, data.train.sha256, n_classes, config.augment, seed=config.seed, cache_dir=cache_dir,
+    extra = augment(x, y, train.sha256, n_classes, config.augment, seed=config.seed, cache_dir=cache_dir,
                     progress=progress)
     write_csv(run.augmentation, ["generated", "source_path", "label"],
-              [[i, data.train.records[s].relpath, data.train.records[s].label] for i, s in enumerate(extra.sources)])
+              [[i, train.records[s].relpath, train.records[s].label] for i, s in enumerate(extra.sources)])
     for cls, missing in extra.shortfall.items():
-        print(f"note: class '{data.dataset.classes[cls]}' gets {missing} fewer augmented images than its target: "
+        print(f"note: class '{train.classes[cls]}' gets {missing} fewer augmented images than its target: "
               f"at most {config.augment.max_copies_per_image} copies per source image")
     return np.concatenate([x, extra.images]), np.concatenate([y, extra.labels]), None
 
@@ -184,7 +184,7 @@ def train_prepared(run: RunDir, data: PreparedData, config: TrainConfig, state: 
     experiments that split the data their own way (benchmarks/leaky_protocol.py).
     """
     state = state or {"epochs_done": 0, "checkpoint": None, "best_epoch": None, "best_score": None, "history": []}
-    x, y, weights = training_arrays(run, data, config, cache_dir or default_cache_dir(), progress)
+    x, y, weights = training_arrays(run, data.train, config, cache_dir or default_cache_dir(), progress)
     print(f"training {config.model} on {len(x)} images ({len(data.train.records)} from the training split, "
           f"{len(x) - len(data.train.records)} augmented), validating on {len(data.val.records)}")
     model = _build_or_restore(run, data, config, state)

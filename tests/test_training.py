@@ -35,6 +35,9 @@ def test_run_folder_records_everything_needed_to_reproduce_it(dataset_dir, tmp_p
     assert len(read_csv(run.history)) == 3
     assert metrics["n_images"] == len(read_csv(run.splits / "val.csv"))
     assert snapshot(dataset_dir) == before, "training wrote into the dataset folder"
+    from edgelesion.evaluation import evaluate_run
+
+    assert evaluate_run(run.root)["confusion_matrix"] == metrics["confusion_matrix"]
 
 
 def test_validation_never_shares_an_image_with_training_or_augmentation(dataset_dir, tmp_path):

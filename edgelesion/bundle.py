@@ -1,0 +1,95 @@
+"""The bundle a phone app or a script loads: artifacts, labels.txt, bundle.json, MODEL_CARD.md."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from edgelesion.fileio import write_json, write_text
+from edgelesion.metrics import format_estimate
+from edgelesion.preprocessing import Preprocessing
+
+BUNDLE_SCHEMA_VERSION = 1
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def input_spec(artifact: str, preprocessing: Preprocessing) -> dict[str, Any]:
+    """What an artifact's input tensor takes. Every artifact takes raw RGB pixels 0-255, resized as in training."""
+    size = preprocessing.image_size
+    quantized_input = artifact == "int8.tflite"
+    return {
+        "name": "pixels",
+        "shape": [-1, size, size, 3],
+        "layout": "NHWC",
+        "batch_dimension": 0,
+        "dynamic_batch": True,
+        "dtype": "uint8" if quantized_input else "float32",
+        "color_order": preprocessing.color_order,
+        "value_range": [0, 255],
+        "quantization": {"scale": 1 / 255, "zero_point": 0} if quantized_input else None,
+        "resize": {"size": [size, size], "method": preprocessing.resize_method, "library": "Pillow",
+                   "keep_aspect_ratio": False},
+        "scaling": "inside the model (pixels / 255)",
+    }
+
+
+def output_spec(classes: list[str]) -> dict[str, Any]:
+    """The output tensor: one probability per class, in labels.txt order."""
+    return {"name": "probabilities", "shape": [-1, len(classes)], "dtype": "float32", "kind": "softmax probabilities",
+            "classes": classes}
+
+
+def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
+    """MODEL_CARD.md: intended use, data, honest metrics with intervals, limitations; not a medical device."""
+    source = bundle["source_run"]
+    bal = validation["balanced_accuracy"]
+    lines = [
+        f"# Model card: {source['config']['model']} ({Path(source['path']).name})",
+        "",
+        "**Not a medical device.** This model is a research artifact. It must not be used to diagnose,",
+        "to rule out, or to delay the diagnosis of any skin condition.",
+        "",
+        "## Intended use",
+        "Research and engineering of on-device skin-lesion classification from dermoscopic images,",
+        "for example to measure what quantization costs in accuracy and what it saves in latency.",
+        "",
+        "## Data",
+        f"Trained on `{source['data_dir']}` (fingerprint `{source['data_fingerprint'][:16]}`), classes: "
+        + ", ".join(bundle["classes"]) + ".",
+        "Duplicates and conflicting labels were removed by edgelesion's audit; the validation split keeps every",
+        "group of identical or near-identical images on one side.",
+        "",
+        f"## Metrics on the validation split ({validation['n_images']} images; 95% intervals)",
+        f"- balanced accuracy: {format_estimate(bal)} over {len(bal['classes'])} classes",
+    ]
+    for key in ("melanoma_sensitivity", "melanoma_specificity", "accuracy"):
+        if key in validation:
+            lines.append(f"- {key.replace('_', ' ')}: {format_estimate(validation[key])}")
+    lines += ["", "Per-artifact agreement with the Keras models is in `bundle.json` (`artifacts.*.parity`).", "",
+              "## Known limitations"]
+    for item in validation["unscored_classes"]:
+        lines.append(f"- {item['class']}: {item['n']} validation images, not scored ({item['reason']}).")
+    lines += [
+        "- Validation sets are small: the intervals above are wide, and one image moves a small class's recall by",
+        "  several points.",
+        "- Dermoscopic images only; not validated on phone-camera photographs, on other populations or skin types,",
+        "  or against a clinician's diagnosis.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_bundle_files(folder: Path, bundle: dict[str, Any], validation: dict[str, Any]) -> None:
+    """labels.txt, bundle.json and MODEL_CARD.md into `folder` (the artifacts are already there)."""
+    write_text(folder / "labels.txt", "\n".join(bundle["classes"]) + "\n")
+    write_json(folder / "bundle.json", bundle)
+    write_text(folder / "MODEL_CARD.md", model_card(bundle, validation))

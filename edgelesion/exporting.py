@@ -1,0 +1,170 @@
+"""The export job: a trained run becomes a bundle of validated TFLite and ONNX artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgelesion._tf import keras
+from edgelesion.bundle import BUNDLE_SCHEMA_VERSION, input_spec, output_spec, sha256_file, write_bundle_files
+from edgelesion.calibration import CALIBRATION_IMAGES, calibration_sample
+from edgelesion.errors import CheckFailed, EdgelesionError
+from edgelesion.evaluation import predict, recorded_splits
+from edgelesion.fileio import read_json, replace_dir
+from edgelesion.metrics import classification_metrics, scored_class_indices
+from edgelesion.parity import DEFAULT_TOLERANCES, Tolerance, compare, failures
+from edgelesion.provenance import provenance
+from edgelesion.qat import QATConfig, qat_finetune, with_scaling
+from edgelesion.rebalance import default_cache_dir
+from edgelesion.runs import RunDir, read_run
+from edgelesion.runtimes import open_runner, predict_in_batches
+from edgelesion.training import training_arrays
+
+ARTIFACTS = tuple(DEFAULT_TOLERANCES)  # float32.tflite, float16.tflite, int8.tflite, float32.onnx, int8.onnx
+# which Keras model each artifact is judged against (it is compared with both)
+REFERENCE = {"float32.tflite": "float", "float16.tflite": "float", "int8.tflite": "qat", "float32.onnx": "float",
+             "int8.onnx": "float"}  # int8.onnx is onnxruntime's static quantization of float32.onnx
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Which artifacts to make, the QAT fine-tune, and what each must meet."""
+
+    artifacts: tuple[str, ...] = ARTIFACTS
+    qat: QATConfig = field(default_factory=QATConfig)
+    tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+    keep_failed: bool = False  # keep an artifact that misses its tolerance (marked as such in bundle.json)
+    calibration_images: int = CALIBRATION_IMAGES
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.artifacts) - set(ARTIFACTS))
+        if unknown or not self.artifacts:
+            raise EdgelesionError(f"unknown artifact(s) {unknown or '(none given)'}: choose from {', '.join(ARTIFACTS)}")
+
+
+def file_list_fingerprint(rows: list[tuple[str, str, str]]) -> str:
+    """sha256 over (path, label, sha256) rows: names an evaluation set exactly."""
+    return hashlib.sha256("".join(f"{p}\t{l}\t{s}\n" for p, l, s in rows).encode()).hexdigest()
+
+
+def _write_artifact(name: str, target: Path, float_model: keras.Model, quantized_core: keras.Model | None,
+                    calibration: np.ndarray, staging: Path) -> None:
+    from edgelesion import onnx_export, tflite_export
+
+    if name == "float32.tflite":
+        target.write_bytes(tflite_export.convert_float32(float_model))
+    elif name == "float16.tflite":
+        target.write_bytes(tflite_export.convert_float16(float_model))
+    elif name == "int8.tflite":
+        target.write_bytes(tflite_export.convert_int8(quantized_core, calibration))
+    elif name == "float32.onnx":
+        onnx_export.convert_float32(float_model, target)
+    elif name == "int8.onnx":
+        float_onnx = staging / "float32.onnx"
+        if not float_onnx.exists():
+            onnx_export.convert_float32(float_model, staging / ".float32-for-int8.onnx")
+            float_onnx = staging / ".float32-for-int8.onnx"
+        onnx_export.quantize_static_int8(float_onnx, target, calibration)
+        (staging / ".float32-for-int8.onnx").unlink(missing_ok=True)
+
+
+def check_output_dir(out: Path, force: bool) -> None:
+    """Refuse an existing bundle without --force, and never replace a folder that is not a bundle."""
+    if out.exists():
+        if not force:
+            raise EdgelesionError(f"{out} already exists: choose another --out or replace it with --force")
+        if not (out / "bundle.json").is_file():
+            raise EdgelesionError(f"{out} is not an edgelesion bundle, so --force will not replace it: choose another --out")
+
+
+def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = ExportOptions(), *,
+               force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Export a run's best model to the bundle folder `out`; every artifact is validated on the validation split.
+
+    The bundle is built in a temporary folder beside `out` and renamed into place only when
+    complete; an artifact that misses its tolerance fails the export (CheckFailed) unless
+    options.keep_failed is set.
+    """
+    run, out = RunDir(Path(run_dir)), Path(out)
+    check_output_dir(out, force)
+    info = read_run(run.root)
+    float_model = keras.models.load_model(run.best_model)
+    train, val = recorded_splits(run, info, "train", "val")
+    classes, config = info.classes, info.config
+    calibration = calibration_sample(train.images, n=options.calibration_images, seed=config.seed)
+
+    references = {"float": predict(float_model, val.images)}
+    quantized_core = None
+    if "int8.tflite" in options.artifacts:
+        x, y, weights = training_arrays(run, train, config, default_cache_dir(), progress)
+        quantized_core = qat_finetune(float_model, x, y, weights, run.root / "qat", options.qat, config,
+                                      progress=progress)
+        references["qat"] = predict(with_scaling(float_model, quantized_core), val.images)
+
+    scored = scored_class_indices(val.labels, len(classes), config.min_support)
+    positive = classes.index(config.positive_class) if config.positive_class in classes else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the bundle is an ordinary folder
+    try:
+        artifacts, problems = {}, []
+        for name in options.artifacts:
+            target = staging / name
+            print(f"exporting {name}")
+            _write_artifact(name, target, float_model, quantized_core, calibration, staging)
+            probs = predict_in_batches(open_runner(target), val.images)
+            parity = {f"vs_{ref}": compare(ref_probs, probs, val.labels, scored, positive)
+                      for ref, ref_probs in references.items()}
+            tolerance = options.tolerances[name]
+            missed = failures(name, parity[f"vs_{REFERENCE[name]}"], tolerance, REFERENCE[name])
+            problems += missed
+            artifacts[name] = {
+                "file": name, "sha256": sha256_file(target), "size_bytes": target.stat().st_size,
+                "runtime": "LiteRT" if name.endswith(".tflite") else "onnxruntime",
+                "input": input_spec(name, config.preprocessing), "reference": REFERENCE[name],
+                "tolerance": tolerance.to_dict(), "parity": parity, "passed": not missed,
+            }
+            verdict = "ok" if not missed else "FAILED: " + "; ".join(missed)
+            print(f"  {name}: top-1 agreement {parity[f'vs_{REFERENCE[name]}']['top1_agreement']:.4f} with the "
+                  f"{REFERENCE[name]} model, max prob diff {parity[f'vs_{REFERENCE[name]}']['max_abs_prob_diff']:.2e}"
+                  f" — {verdict}")
+        if problems and not options.keep_failed:
+            raise CheckFailed("artifacts missed their parity tolerance (pass --keep-failed to keep them anyway): "
+                              + "; ".join(problems))
+        validation = classification_metrics(val.labels, references["float"], classes, min_support=config.min_support,
+                                            positive_class=config.positive_class, seed=config.seed)
+        val_rows = [(r.relpath, r.label, s) for r, s in zip(val.records, val.sha256)]
+        bundle = {
+            "schema_version": BUNDLE_SCHEMA_VERSION,
+            "classes": classes,
+            "output": output_spec(classes),
+            "artifacts": artifacts,
+            "calibration": {"images": len(calibration), "source": "training split", "seed": config.seed},
+            "qat": None if quantized_core is None else {**read_json(run.root / "qat" / "state.json")["config"]},
+            "validation_metrics_float": validation,
+            "source_run": {
+                "path": str(run.root.resolve()), "config": config.to_dict(), "data_dir": str(info.data_dir),
+                "data_fingerprint": info.data_fingerprint, "best_model": str(run.best_model.resolve()),
+                "validation_files": [list(row) for row in val_rows],
+                "validation_fingerprint": file_list_fingerprint(val_rows),
+            },
+            "provenance": provenance(),
+        }
+        write_bundle_files(staging, bundle, validation)
+        if out.exists():
+            replace_dir(staging, out)
+        else:
+            os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"wrote bundle {out}")
+    return bundle

@@ -1,0 +1,115 @@
+"""Quantization-aware fine-tuning (tensorflow-model-optimization) of a run's best float model.
+
+tfmot refuses Keras' Rescaling layer, and a quantized graph must be flat. So the scaling layer is
+kept out: the QAT model is the float model *after* its scaling layer (input: pixels / 255), with
+its input range fixed to exactly [0, 1]. Converted to TFLite with a uint8 input, that range gives
+the input tensor scale 1/255 and zero point 0, so a uint8 camera pixel p means p / 255: the
+scaling layer becomes the input quantization itself, and apps feed camera pixels straight in.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow_model_optimization as tfmot
+
+from edgelesion._tf import keras, tf
+from edgelesion.config import TrainConfig
+from edgelesion.errors import EdgelesionError
+from edgelesion.fileio import read_json, replace_dir, write_json
+from edgelesion.training import fit_one_epoch
+
+
+@dataclass(frozen=True)
+class QATConfig:
+    """The QAT fine-tune: short, low learning rate, on the run's own training split."""
+
+    epochs: int = 3
+    learning_rate: float = 1e-4  # Adam; a tenth of training's default
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"QAT epochs must be at least 1, not {self.epochs}")
+
+
+def scaling_layer(model: keras.Model) -> keras.layers.Rescaling:
+    """The model's in-graph pixel scaling (the layer right after its input)."""
+    layer = model.layers[1]
+    if not isinstance(layer, keras.layers.Rescaling):
+        raise EdgelesionError(f"model {model.name} does not start with its scaling layer: it was not made by edgelesion")
+    return layer
+
+
+def core_model(model: keras.Model) -> keras.Model:
+    """The float model without its scaling layer: input is pixels already scaled to [0, 1]."""
+    scaling = scaling_layer(model)
+    if scaling.offset != 0.0 or not np.isclose(scaling.scale, 1 / 255):
+        raise EdgelesionError("int8 export needs the 1/255 pixel scaling of edgelesion's models")
+    inputs = keras.Input(shape=model.input_shape[1:], name="scaled_pixels")
+    x = inputs
+    for layer in model.layers[2:]:
+        x = layer(x)
+    return keras.Model(inputs, x, name=f"{model.name}_core")
+
+
+def quantize_core(core: keras.Model) -> keras.Model:
+    """tfmot's default 8-bit QAT model of `core`, input and output ranges fixed to [0, 1]."""
+    quantized = tfmot.quantization.keras.quantize_model(core)
+    # pixels / 255 span [0, 1]; softmax probabilities span [0, 1]. The call clones the model, which
+    # needs tfmot's classes in scope.
+    with tfmot.quantization.keras.quantize_scope():
+        return tfmot.quantization.keras.fix_input_output_range(quantized, input_min=0.0, input_max=1.0,
+                                                               output_min=0.0, output_max=1.0)
+
+
+def with_scaling(model: keras.Model, quantized_core: keras.Model) -> keras.Model:
+    """Raw pixels in: the float model's scaling layer in front of the QAT core (for parity checks)."""
+    inputs = keras.Input(shape=model.input_shape[1:], name="pixels")
+    return keras.Model(inputs, quantized_core(scaling_layer(model)(inputs)), name=f"{model.name}_qat")
+
+
+def qat_finetune(float_model: keras.Model, x: np.ndarray, y: np.ndarray, weights: dict[int, float] | None,
+                 work_dir: Path, config: QATConfig, train_config: TrainConfig, *, progress: bool = True) -> keras.Model:
+    """Fine-tune the QAT core of `float_model` on (x, y) with class `weights`, checkpointing each epoch in `work_dir`.
+
+    Returns the quantized core (input: pixels / 255). Epochs are seeded like training's, so a
+    resumed fine-tune ends where an uninterrupted one would.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    state_file = work_dir / "state.json"
+    state = read_json(state_file) if state_file.is_file() else {"epochs_done": 0, "config": asdict(config)}
+    if state["config"] != asdict(config):
+        raise EdgelesionError(
+            f"{work_dir} holds a QAT fine-tune with other settings ({state['config']}): remove that folder "
+            "or export with the same --qat-epochs and --qat-learning-rate"
+        )
+    keras.utils.set_random_seed(train_config.seed)
+    quantized = quantize_core(core_model(float_model))
+    quantized.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+    checkpoint = tf.train.Checkpoint(model=quantized, optimizer=quantized.optimizer)
+    saved = work_dir / "checkpoint"
+    if state["epochs_done"]:
+        checkpoint.read(str(saved / "ckpt")).assert_existing_objects_matched()
+        done = state["epochs_done"] == config.epochs
+        print(f"reusing the finished QAT fine-tune in {work_dir}" if done
+              else f"resuming QAT after epoch {state['epochs_done']} of {config.epochs}")
+    epochs = train_config.with_changes(epochs=config.epochs, batch_size=config.batch_size)
+    scaled = x.astype(np.float32) / 255.0
+    for epoch in range(state["epochs_done"], config.epochs):
+        logs = fit_one_epoch(quantized, scaled, y, epoch, epochs, weights, progress)
+        if not np.isfinite(logs["loss"]):
+            raise EdgelesionError(f"QAT diverged at epoch {epoch + 1} (loss {logs['loss']}): lower --qat-learning-rate")
+        # .keras files cannot hold tfmot's layers, so a TensorFlow checkpoint (weights and optimizer
+        # state) is written into a staging folder and swapped in whole.
+        staging = work_dir / ".checkpoint.staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        checkpoint.write(str(staging / "ckpt"))
+        replace_dir(staging, saved)
+        state["epochs_done"] = epoch + 1
+        write_json(state_file, state)
+    return quantized

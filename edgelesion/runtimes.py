@@ -1,0 +1,85 @@
+"""Run an exported artifact on its CPU runtime: LiteRT for .tflite, onnxruntime for .onnx.
+
+Both take HxWx3 uint8 RGB pixels at the model's input size and return class probabilities;
+this module never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edgelesion.errors import EdgelesionError
+
+
+class Runner(Protocol):
+    """A loaded artifact: uint8 pixels in (N x H x W x 3), probabilities out (N x classes)."""
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray: ...
+
+
+class LiteRTRunner:
+    """A .tflite file on the LiteRT interpreter (XNNPACK CPU delegate, as on phones)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = Path(path)
+        self.threads = threads or os.cpu_count() or 1
+        self.interpreter = Interpreter(model_path=str(self.path), num_threads=self.threads)
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.batch = None
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Probabilities for a batch of uint8 images."""
+        if self.batch != len(pixels):
+            self.interpreter.resize_tensor_input(self.input["index"], [len(pixels), *self.input["shape"][1:]])
+            self.interpreter.allocate_tensors()
+            self.batch = len(pixels)
+        # uint8 inputs take camera pixels as they are (export checks scale 1/255, zero point 0)
+        self.interpreter.set_tensor(self.input["index"], pixels.astype(self.input["dtype"]))
+        self.interpreter.invoke()
+        out = self.interpreter.get_tensor(self.output["index"])
+        scale, zero_point = self.output["quantization"]
+        if scale:
+            out = (out.astype(np.float32) - zero_point) * scale
+        return out.astype(np.float32)
+
+
+class OnnxRunner:
+    """An .onnx file on onnxruntime's CPU execution provider."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 0  # 0: onnxruntime picks (all cores)
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Probabilities for a batch of uint8 images."""
+        return self.session.run(None, {self.input_name: pixels.astype(np.float32)})[0].astype(np.float32)
+
+
+def open_runner(path: str | Path, threads: int | None = None) -> Runner:
+    """The runner for `path`, chosen by its suffix."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgelesionError(f"artifact {path} does not exist")
+    if path.suffix == ".tflite":
+        return LiteRTRunner(path, threads)
+    if path.suffix == ".onnx":
+        return OnnxRunner(path, threads)
+    raise EdgelesionError(f"{path}: unknown artifact type {path.suffix!r}; expected .tflite or .onnx")
+
+
+def predict_in_batches(runner: Runner, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Probabilities for many images, `batch_size` at a time."""
+    return np.concatenate([runner.predict(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)])

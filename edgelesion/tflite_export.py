@@ -1,0 +1,45 @@
+"""Keras to TFLite: the one place converter settings are chosen, one preset per precision."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgelesion._tf import keras, tf
+from edgelesion.calibration import representative_dataset
+from edgelesion.errors import CheckFailed
+
+
+def convert_float32(model: keras.Model) -> bytes:
+    """Float32 TFLite of the full float model: float32 raw pixels (0-255) in, probabilities out."""
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def convert_float16(model: keras.Model) -> bytes:
+    """Float16 weights (computed in float32 on CPU): float32 raw pixels in, probabilities out."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+def convert_int8(quantized_core: keras.Model, calibration: np.ndarray) -> bytes:
+    """Full-integer TFLite of the QAT core: uint8 camera pixels in, float32 probabilities out.
+
+    Every op must be int8 (the converter fails otherwise). The QAT core's input range is fixed to
+    [0, 1], so the uint8 input gets scale 1/255 and zero point 0: pixel p means p / 255, exactly
+    the float model's scaling. That is checked here, since feeding pixels to a wrongly quantized
+    input silently ruins accuracy (tensorflow#53278).
+    """
+    converter = tf.lite.TFLiteConverter.from_keras_model(quantized_core)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: representative_dataset(calibration, scale=1 / 255)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.float32
+    flatbuffer = converter.convert()
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    scale, zero_point = interpreter.get_input_details()[0]["quantization"]
+    if zero_point != 0 or not np.isclose(scale, 1 / 255, rtol=1e-6):
+        raise CheckFailed(f"int8.tflite input quantization is scale {scale}, zero point {zero_point}; "
+                          "expected 1/255 and 0 so that camera pixels can be fed as they are")
+    return flatbuffer
