@@ -104,7 +104,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
     quantized_core = None
     if "int8.tflite" in options.artifacts:
         x, y, weights = training_arrays(run, train, config, default_cache_dir(), progress)
-        quantized_core = qat_finetune(float_model, x, y, weights, run.root / "qat", options.qat, config,
+        quantized_core = qat_finetune(float_model, x, y, weights, calibration, run.root / "qat", options.qat, config,
                                       progress=progress)
         references["qat"] = predict(with_scaling(float_model, quantized_core), val.images)
 

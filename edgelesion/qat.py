@@ -2,7 +2,7 @@
 
 tfmot refuses Keras' Rescaling layer, and a quantized graph must be flat. So the scaling layer is
 kept out: the QAT model is the float model *after* its scaling layer (input: pixels / 255), with
-its input range fixed to exactly [0, 1]. Converted to TFLite with a uint8 input, that range gives
+its input range set to exactly [0, 1]. Converted to TFLite with a uint8 input, that range gives
 the input tensor scale 1/255 and zero point 0, so a uint8 camera pixel p means p / 255: the
 scaling layer becomes the input quantization itself, and apps feed camera pixels straight in.
 """
@@ -56,14 +56,49 @@ def core_model(model: keras.Model) -> keras.Model:
     return keras.Model(inputs, x, name=f"{model.name}_core")
 
 
+def _short(weight: tf.Variable) -> str:
+    """A variable's name without its layer scope: 'post_activation_min:0'."""
+    return weight.name.split("/")[-1]
+
+
 def quantize_core(core: keras.Model) -> keras.Model:
-    """tfmot's default 8-bit QAT model of `core`, input and output ranges fixed to [0, 1]."""
+    """tfmot's default 8-bit QAT model of `core` (float weights kept), its input range fixed to [0, 1].
+
+    The input quantizer tracks the smallest and largest values seen; starting it at exactly
+    [0, 1], which pixels / 255 never leave, keeps it there. (tfmot's fix_input_output_range is not
+    used: in tfmot 0.8.1 it re-initialises the weights, and it clamps the last layer's
+    pre-softmax logits to the output range, which flattens every prediction.)
+    """
     quantized = tfmot.quantization.keras.quantize_model(core)
-    # pixels / 255 span [0, 1]; softmax probabilities span [0, 1]. The call clones the model, which
-    # needs tfmot's classes in scope.
-    with tfmot.quantization.keras.quantize_scope():
-        return tfmot.quantization.keras.fix_input_output_range(quantized, input_min=0.0, input_max=1.0,
-                                                               output_min=0.0, output_max=1.0)
+    input_quantizer = quantized.layers[1]  # tfmot's QuantizeLayer, right after the input
+    for weight in input_quantizer.weights:
+        if _short(weight).endswith("_min:0"):
+            weight.assign(0.0)
+        elif _short(weight).endswith("_max:0"):
+            weight.assign(1.0)
+    return quantized
+
+
+def calibrate_activation_ranges(quantized: keras.Model, float_model: keras.Model, pixels: np.ndarray) -> None:
+    """Start every moving-average activation range at the float activations' observed range.
+
+    tfmot starts these ranges at [-6, 6] and moves them by an EMA with decay 0.999, so a short
+    fine-tune (a few hundred steps) leaves them mostly uncalibrated and the QAT model far from the
+    float one; measured on a synthetic run: probabilities off by 0.43 before any QAT step.
+    tfmot has no calibration call, so the ranges are set here from the float core's own layer
+    outputs on the calibration pixels (0 is always kept in range, as TFLite requires).
+    """
+    wrappers = [layer for layer in quantized.layers
+                if any(_short(w).startswith("post_activation_min") for w in layer.non_trainable_weights)]
+    # the float model's own graph (node 0): its layers are shared with the core, which is called second
+    probe = keras.Model(float_model.input, [float_model.get_layer(w.layer.name).get_output_at(0) for w in wrappers])
+    outputs = probe.predict(pixels.astype(np.float32), batch_size=32, verbose=0)
+    for wrapper, activations in zip(wrappers, outputs if len(wrappers) > 1 else [outputs]):
+        for weight in wrapper.non_trainable_weights:
+            if _short(weight).startswith("post_activation_min"):
+                weight.assign(min(0.0, float(activations.min())))
+            elif _short(weight).startswith("post_activation_max"):
+                weight.assign(max(0.0, float(activations.max())))
 
 
 def with_scaling(model: keras.Model, quantized_core: keras.Model) -> keras.Model:
@@ -73,8 +108,11 @@ def with_scaling(model: keras.Model, quantized_core: keras.Model) -> keras.Model
 
 
 def qat_finetune(float_model: keras.Model, x: np.ndarray, y: np.ndarray, weights: dict[int, float] | None,
-                 work_dir: Path, config: QATConfig, train_config: TrainConfig, *, progress: bool = True) -> keras.Model:
+                 calibration: np.ndarray, work_dir: Path, config: QATConfig, train_config: TrainConfig, *,
+                 progress: bool = True) -> keras.Model:
     """Fine-tune the QAT core of `float_model` on (x, y) with class `weights`, checkpointing each epoch in `work_dir`.
+
+    Activation ranges start from the `calibration` pixels (see calibrate_activation_ranges).
 
     Returns the quantized core (input: pixels / 255). Epochs are seeded like training's, so a
     resumed fine-tune ends where an uninterrupted one would.
@@ -89,6 +127,7 @@ def qat_finetune(float_model: keras.Model, x: np.ndarray, y: np.ndarray, weights
         )
     keras.utils.set_random_seed(train_config.seed)
     quantized = quantize_core(core_model(float_model))
+    calibrate_activation_ranges(quantized, float_model, calibration)
     quantized.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
     checkpoint = tf.train.Checkpoint(model=quantized, optimizer=quantized.optimizer)

@@ -37,7 +37,9 @@ def convert_int8(quantized_core: keras.Model, calibration: np.ndarray) -> bytes:
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.float32
     flatbuffer = converter.convert()
-    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
     scale, zero_point = interpreter.get_input_details()[0]["quantization"]
     if zero_point != 0 or not np.isclose(scale, 1 / 255, rtol=1e-6):
         raise CheckFailed(f"int8.tflite input quantization is scale {scale}, zero point {zero_point}; "

@@ -1,0 +1,112 @@
+"""Export: every artifact is checked against the Keras models, the bundle describes itself, writes are atomic."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgelesion.bundle import sha256_file
+from edgelesion.config import TrainConfig
+from edgelesion.errors import CheckFailed, EdgelesionError
+from edgelesion.exporting import ARTIFACTS, ExportOptions, export_run
+from edgelesion.parity import DEFAULT_TOLERANCES, Tolerance
+from edgelesion.preprocessing import Preprocessing
+from edgelesion.qat import QATConfig
+from tests.conftest import write_dataset
+
+FAST = ExportOptions(qat=QATConfig(epochs=1), calibration_images=16)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from edgelesion.training import train
+
+    root = tmp_path_factory.mktemp("export")
+    data = write_dataset(root / "data", per_class=24)
+    # trained long enough to be confident: near-uniform probabilities would make any top-1 check noise
+    config = TrainConfig(epochs=8, batch_size=8, folds=3, min_support=2, preprocessing=Preprocessing(image_size=32),
+                         rebalance="none")
+    train(data, root / "run", config, progress=False)
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(trained_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    export_run(trained_run, out, FAST, progress=False)
+    return out
+
+
+def test_every_artifact_meets_its_parity_tolerance(bundle_dir):
+    bundle = json.loads((bundle_dir / "bundle.json").read_text())
+    assert sorted(bundle["artifacts"]) == sorted(ARTIFACTS)
+    for name, entry in bundle["artifacts"].items():
+        judged = entry["parity"][f"vs_{entry['reference']}"]
+        assert entry["passed"] and judged["top1_agreement"] >= DEFAULT_TOLERANCES[name].min_top1_agreement, name
+        assert set(entry["parity"]) == ({"vs_float", "vs_qat"})  # int8 and float both compared with both models
+        assert judged["images"] == len(bundle["source_run"]["validation_files"])
+    for name in ("float32.tflite", "float32.onnx"):
+        assert bundle["artifacts"][name]["parity"]["vs_float"]["max_abs_prob_diff"] <= 1e-4
+    assert bundle["artifacts"]["int8.tflite"]["reference"] == "qat"
+
+
+def test_bundle_describes_its_artifacts_and_source(bundle_dir, trained_run):
+    bundle = json.loads((bundle_dir / "bundle.json").read_text())
+    assert bundle["schema_version"] == 1
+    assert (bundle_dir / "labels.txt").read_text().splitlines() == bundle["classes"] == bundle["output"]["classes"]
+    for name, entry in bundle["artifacts"].items():
+        assert entry["sha256"] == sha256_file(bundle_dir / name)
+        assert entry["size_bytes"] == (bundle_dir / name).stat().st_size
+        assert entry["input"]["dtype"] == ("uint8" if name == "int8.tflite" else "float32")
+        assert entry["input"]["shape"] == [-1, 32, 32, 3] and entry["input"]["color_order"] == "RGB"
+    assert bundle["source_run"]["path"] == str(trained_run.resolve())
+    assert bundle["source_run"]["data_fingerprint"] and bundle["source_run"]["validation_fingerprint"]
+    assert bundle["provenance"]["versions"]["tf2onnx"].startswith("1.17")
+    card = (bundle_dir / "MODEL_CARD.md").read_text()
+    assert "Not a medical device" in card and "balanced accuracy" in card
+
+
+def test_int8_tflite_takes_camera_pixels_as_they_are(bundle_dir):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(bundle_dir / "int8.tflite"))
+    details = interpreter.get_input_details()[0]
+    assert details["dtype"] == np.uint8
+    scale, zero_point = details["quantization"]
+    assert zero_point == 0 and scale == pytest.approx(1 / 255)
+    floats = [t["name"] for t in interpreter.get_tensor_details() if t["dtype"] == np.float32]
+    assert len(floats) == 1, f"only the dequantized probabilities may be float32: {floats}"
+
+
+def test_existing_bundle_is_not_overwritten_without_force(bundle_dir, trained_run):
+    before = sha256_file(bundle_dir / "bundle.json")
+    with pytest.raises(EdgelesionError, match="already exists"):
+        export_run(trained_run, bundle_dir, FAST, progress=False)
+    assert sha256_file(bundle_dir / "bundle.json") == before
+
+
+def test_failed_parity_fails_the_export_and_leaves_nothing(trained_run, tmp_path):
+    strict = ExportOptions(artifacts=("float16.tflite",), tolerances={**DEFAULT_TOLERANCES,
+                                                                       "float16.tflite": Tolerance(1.0, 1e-12)})
+    with pytest.raises(CheckFailed, match=r"float16.tflite: max probability difference"):
+        export_run(trained_run, tmp_path / "b", strict, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    kept = export_run(trained_run, tmp_path / "b", ExportOptions(artifacts=strict.artifacts, tolerances=strict.tolerances,
+                                                                  keep_failed=True), progress=False)
+    assert kept["artifacts"]["float16.tflite"]["passed"] is False
+    assert (tmp_path / "b" / "float16.tflite").is_file()
+
+
+def test_incomplete_run_is_refused_clearly(trained_run, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_run, broken)
+    (broken / "best.keras").unlink()
+    with pytest.raises(EdgelesionError, match="no trained model yet"):
+        export_run(broken, tmp_path / "b", FAST, progress=False)
+    with pytest.raises(EdgelesionError, match="does not exist"):
+        export_run(tmp_path / "missing", tmp_path / "b", FAST, progress=False)
+    assert not (tmp_path / "b").exists()
