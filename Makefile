@@ -12,11 +12,12 @@ DEMO_RUN := runs/demo
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt requirements-mediapipe.txt
 	@command -v $(PYTHON) >/dev/null || { echo "edgelesion needs Python 3.11 ($(PYTHON) not found): install it or run make PYTHON=/path/to/python3.11"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[train,test]'
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-mediapipe.txt
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +14,10 @@ from edgelesion._tf import keras
 from edgelesion.bundle import BUNDLE_SCHEMA_VERSION, input_spec, output_spec, sha256_file, write_bundle_files
 from edgelesion.calibration import CALIBRATION_IMAGES, calibration_sample
 from edgelesion.errors import CheckFailed, EdgelesionError
+from edgelesion.dataset import LoadedDataset
 from edgelesion.evaluation import predict, recorded_splits
-from edgelesion.fileio import read_json, replace_dir
+from edgelesion.fileio import replace_dir, staging_dir
+from edgelesion.mediapipe_check import INSTALL_HINT, mediapipe_agreement
 from edgelesion.metrics import classification_metrics, scored_class_indices
 from edgelesion.parity import DEFAULT_TOLERANCES, Tolerance, compare, failures
 from edgelesion.provenance import provenance
@@ -75,6 +75,44 @@ def _write_artifact(name: str, target: Path, float_model: keras.Model, quantized
         (staging / ".float32-for-int8.onnx").unlink(missing_ok=True)
 
 
+def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], val: LoadedDataset,
+                      scored: list[int], positive: int | None, tolerance: Tolerance) -> tuple[dict[str, Any], list[str]]:
+    """Score the artifact file itself on the validation images against every reference model.
+
+    Returns its bundle.json entry and the reasons it misses `tolerance` (none when it passes).
+    int8.tflite is also run in MediaPipe's ImageClassifier, which must give LiteRT's top-1.
+    """
+    probs = predict_in_batches(open_runner(path), val.images)
+    parity = {f"vs_{ref}": compare(ref_probs, probs, val.labels, scored, positive) for ref, ref_probs in references.items()}
+    judged = parity[f"vs_{REFERENCE[name]}"]
+    missed = failures(name, judged, tolerance, REFERENCE[name])
+    entry: dict[str, Any] = {
+        "file": name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
+        "runtime": "LiteRT" if name.endswith(".tflite") else "onnxruntime", "reference": REFERENCE[name],
+        "tolerance": tolerance.to_dict(), "parity": parity,
+    }
+    if name == "int8.tflite":
+        try:
+            entry["mediapipe"] = mediapipe_agreement(path, val.images, probs)
+        except ImportError:
+            entry["mediapipe"] = {"skipped": f"mediapipe is not installed: {INSTALL_HINT}"}
+            print(f"  warning: MediaPipe check skipped: mediapipe is not installed ({INSTALL_HINT})")
+        else:
+            if entry["mediapipe"]["top1_agreement_with_litert"] < 1.0:
+                missed.append(f"{name}: MediaPipe ImageClassifier top-1 agrees with LiteRT on only "
+                              f"{entry['mediapipe']['top1_agreement_with_litert']:.4f} of the images")
+    entry["passed"] = not missed
+    verdict = "ok" if not missed else "FAILED: " + "; ".join(missed)
+    print(f"  {name}: top-1 agreement {judged['top1_agreement']:.4f} with the {REFERENCE[name]} model, "
+          f"max prob diff {judged['max_abs_prob_diff']:.2e}, balanced accuracy change "
+          f"{_signed(judged['delta_balanced_accuracy'])} — {verdict}")
+    return entry, missed
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.4f}"
+
+
 def check_output_dir(out: Path, force: bool) -> None:
     """Refuse an existing bundle without --force, and never replace a folder that is not a bundle."""
     if out.exists():
@@ -110,33 +148,16 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
 
     scored = scored_class_indices(val.labels, len(classes), config.min_support)
     positive = classes.index(config.positive_class) if config.positive_class in classes else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the bundle is an ordinary folder
+    staging = staging_dir(out)
     try:
         artifacts, problems = {}, []
         for name in options.artifacts:
-            target = staging / name
             print(f"exporting {name}")
-            _write_artifact(name, target, float_model, quantized_core, calibration, staging)
-            probs = predict_in_batches(open_runner(target), val.images)
-            parity = {f"vs_{ref}": compare(ref_probs, probs, val.labels, scored, positive)
-                      for ref, ref_probs in references.items()}
-            tolerance = options.tolerances[name]
-            missed = failures(name, parity[f"vs_{REFERENCE[name]}"], tolerance, REFERENCE[name])
-            problems += missed
-            artifacts[name] = {
-                "file": name, "sha256": sha256_file(target), "size_bytes": target.stat().st_size,
-                "runtime": "LiteRT" if name.endswith(".tflite") else "onnxruntime",
-                "input": input_spec(name, config.preprocessing), "reference": REFERENCE[name],
-                "tolerance": tolerance.to_dict(), "parity": parity, "passed": not missed,
-            }
-            verdict = "ok" if not missed else "FAILED: " + "; ".join(missed)
-            print(f"  {name}: top-1 agreement {parity[f'vs_{REFERENCE[name]}']['top1_agreement']:.4f} with the "
-                  f"{REFERENCE[name]} model, max prob diff {parity[f'vs_{REFERENCE[name]}']['max_abs_prob_diff']:.2e}"
-                  f" — {verdict}")
+            _write_artifact(name, staging / name, float_model, quantized_core, calibration, staging)
+            entry, missed = validate_artifact(name, staging / name, references, val, scored, positive,
+                                              options.tolerances[name])
+            entry["input"] = input_spec(name, config.preprocessing)
+            artifacts[name], problems = entry, problems + missed
         if problems and not options.keep_failed:
             raise CheckFailed("artifacts missed their parity tolerance (pass --keep-failed to keep them anyway): "
                               + "; ".join(problems))
@@ -149,7 +170,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
             "output": output_spec(classes),
             "artifacts": artifacts,
             "calibration": {"images": len(calibration), "source": "training split", "seed": config.seed},
-            "qat": None if quantized_core is None else {**read_json(run.root / "qat" / "state.json")["config"]},
+            "qat": None if quantized_core is None else asdict(options.qat),
             "validation_metrics_float": validation,
             "source_run": {
                 "path": str(run.root.resolve()), "config": config.to_dict(), "data_dir": str(info.data_dir),
@@ -160,10 +181,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
             "provenance": provenance(),
         }
         write_bundle_files(staging, bundle, validation)
-        if out.exists():
-            replace_dir(staging, out)
-        else:
-            os.replace(staging, out)
+        replace_dir(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"wrote bundle {out}")

@@ -13,6 +13,20 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def staging_dir(target: Path) -> Path:
+    """A new empty folder beside `target` to build it in, before replace_dir or a rename moves it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the result is an ordinary folder
+    return staging
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
@@ -21,9 +35,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
+    tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -62,7 +74,7 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
 
 
 def replace_dir(staging: Path, target: Path) -> None:
-    """Move a fully written `staging` folder onto `target`, removing any old `target` only after."""
+    """Move a fully written `staging` folder onto `target` (new or old), removing any old `target` only after."""
     old = target.with_name(f".{target.name}.old")
     if old.exists():
         shutil.rmtree(old)

@@ -110,3 +110,10 @@ def test_incomplete_run_is_refused_clearly(trained_run, tmp_path):
     with pytest.raises(EdgelesionError, match="does not exist"):
         export_run(tmp_path / "missing", tmp_path / "b", FAST, progress=False)
     assert not (tmp_path / "b").exists()
+
+
+def test_int8_tflite_gives_litert_top1_in_mediapipe_image_classifier(bundle_dir):
+    entry = json.loads((bundle_dir / "bundle.json").read_text())["artifacts"]["int8.tflite"]
+    assert "skipped" not in entry["mediapipe"], entry["mediapipe"]
+    assert entry["mediapipe"]["top1_agreement_with_litert"] == 1.0
+    assert entry["mediapipe"]["images"] == entry["parity"]["vs_qat"]["images"]
