@@ -117,3 +117,21 @@ def test_int8_tflite_gives_litert_top1_in_mediapipe_image_classifier(bundle_dir)
     assert "skipped" not in entry["mediapipe"], entry["mediapipe"]
     assert entry["mediapipe"]["top1_agreement_with_litert"] == 1.0
     assert entry["mediapipe"]["images"] == entry["parity"]["vs_qat"]["images"]
+
+
+def test_cli_export_exit_codes_and_messages(trained_run, tmp_path, capsys):
+    from edgelesion.cli import main
+
+    out = tmp_path / "cli-bundle"
+    assert main(["export", str(trained_run), "--out", str(out), "--artifacts", "float32.tflite"]) == 0
+    assert json.loads((out / "bundle.json").read_text())["artifacts"].keys() == {"float32.tflite"}
+    assert main(["export", str(trained_run), "--out", str(out), "--artifacts", "float32.tflite"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["export", str(trained_run), "--out", str(tmp_path / "x"), "--artifacts", "float32.tflite",
+                 "--tolerance", "float32.tflite=1.0,1e-12"]) == 1
+    err = capsys.readouterr().err
+    assert "float32.tflite: max probability difference" in err and "--keep-failed" in err
+    assert main(["export", str(trained_run), "--out", str(tmp_path / "y"), "--artifacts", "int4.tflite"]) == 2
+    assert "unknown artifact" in capsys.readouterr().err
+    assert main(["export", str(trained_run), "--out", str(tmp_path / "y"), "--tolerance", "int8.tflite=high"]) == 2
+    assert "--tolerance 'int8.tflite=high'" in capsys.readouterr().err
