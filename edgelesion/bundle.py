@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +10,6 @@ from edgelesion.metrics import format_estimate
 from edgelesion.preprocessing import Preprocessing
 
 BUNDLE_SCHEMA_VERSION = 1
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def input_spec(artifact: str, preprocessing: Preprocessing) -> dict[str, Any]:

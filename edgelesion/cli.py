@@ -15,13 +15,11 @@ from pathlib import Path
 from edgelesion import __version__
 from edgelesion.errors import CheckFailed, EdgelesionError
 
-MODEL_NAMES = ("seed-simple", "seed-dropout")  # kept in step with edgelesion.models by a test
 
-
-def _add_audit(sub: argparse._SubParsersAction) -> None:
+def _add_audit(sub: argparse._SubParsersAction, summary: str) -> None:
     from edgelesion.audit import NEAR_DUPLICATE_MAX_DISTANCE, ConflictPolicy
 
-    p = sub.add_parser("audit", help="report class counts, duplicates, label conflicts and test overlap",
+    p = sub.add_parser("audit", help=summary,
                        description="Audit a folder of class subfolders: class counts, unreadable files, byte-identical "
                                    "and near-identical duplicates, conflicting labels, and overlap with a test folder.")
     p.add_argument("--data", required=True, type=Path, help="folder of class subfolders")
@@ -43,18 +41,19 @@ def _run_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
+def _add_train(sub: argparse._SubParsersAction, summary: str) -> None:
     from edgelesion.audit import ConflictPolicy
     from edgelesion.config import TrainConfig
+    from edgelesion.models import list_models
     from edgelesion.rebalance import AugmentConfig, RebalanceMethod
 
     defaults, aug = TrainConfig(), AugmentConfig()
-    p = sub.add_parser("train", help="train a model on a leak-free split",
+    p = sub.add_parser("train", help=summary,
                        description="Audit the data, split it by duplicate group, rebalance the training split, and "
                                    "train with a checkpoint every epoch. Interrupted? Run again with --resume.")
     p.add_argument("--data", type=Path, help="folder of class subfolders (required unless --resume)")
     p.add_argument("--out", required=True, type=Path, help="the run folder to create (or to resume)")
-    p.add_argument("--model", choices=MODEL_NAMES, default=defaults.model, help=f"architecture (default {defaults.model})")
+    p.add_argument("--model", choices=list_models(), default=defaults.model, help=f"architecture (default {defaults.model})")
     p.add_argument("--epochs", type=int, default=defaults.epochs, help=f"default {defaults.epochs}")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"default {defaults.batch_size}")
     p.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help=f"Adam, default {defaults.learning_rate}")
@@ -107,8 +106,8 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score a trained run with confidence intervals",
+def _add_evaluate(sub: argparse._SubParsersAction, summary: str) -> None:
+    p = sub.add_parser("evaluate", help=summary,
                        description="Score a run's best model on its validation split, or on a test folder "
                                    "(images shared with the training folder are removed and reported).")
     p.add_argument("run", type=Path, metavar="RUN", help="a run folder made by 'edgelesion train'")
@@ -123,12 +122,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_export(sub: argparse._SubParsersAction) -> None:
+def _add_export(sub: argparse._SubParsersAction, summary: str) -> None:
     from edgelesion.exporting import ARTIFACTS
     from edgelesion.qat import QATConfig
+    from edgelesion.thresholds import TARGET_SENSITIVITY
 
     qat = QATConfig()
-    p = sub.add_parser("export", help="export a run to a validated bundle of TFLite and ONNX artifacts",
+    p = sub.add_parser("export", help=summary,
                        description="Quantization-aware fine-tune, convert to TFLite and ONNX, check every artifact "
                                    "against the Keras models on the validation split, and write a bundle.")
     p.add_argument("run", type=Path, metavar="RUN", help="a run folder made by 'edgelesion train'")
@@ -140,6 +140,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    help=f"QAT Adam learning rate (default {qat.learning_rate})")
     p.add_argument("--tolerance", action="append", default=[], metavar="ARTIFACT=AGREEMENT[,MAXDIFF]",
                    help="override a tolerance, e.g. int8.tflite=0.97 or float32.tflite=1.0,1e-3 (repeatable)")
+    p.add_argument("--melanoma-sensitivity", type=float, default=TARGET_SENSITIVITY,
+                   help="target validation sensitivity of the melanoma alert threshold recorded in the bundle "
+                        f"(default {TARGET_SENSITIVITY})")
     p.add_argument("--keep-failed", action="store_true", help="keep artifacts that miss their tolerance (marked in bundle.json)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.set_defaults(handler=_run_export)
@@ -170,6 +173,7 @@ def _run_export(args: argparse.Namespace) -> int:
             artifacts=tuple(a.strip() for a in args.artifacts.split(",") if a.strip()),
             qat=QATConfig(epochs=args.qat_epochs, learning_rate=args.qat_learning_rate),
             tolerances=_parse_tolerances(args.tolerance), keep_failed=args.keep_failed,
+            melanoma_sensitivity=args.melanoma_sensitivity,
         )
     except ValueError as exc:
         raise EdgelesionError(f"bad export option: {exc}") from exc
@@ -177,21 +181,60 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every subcommand."""
+def _add_predict(sub: argparse._SubParsersAction, summary: str) -> None:
+    from edgelesion.predicting import FORMATS
+
+    p = sub.add_parser("predict", help=summary,
+                       description="Classify image files and folders (recursively) with an exported bundle, using the "
+                                   "bundle's own preprocessing. Unreadable files are reported, never fatal.")
+    p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a bundle folder made by 'edgelesion export'")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
+    p.add_argument("--artifact", default="int8.tflite", help="which artifact to run (default int8.tflite)")
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+    p.add_argument("--out", type=Path, help="write the output to this file (atomically) instead of the terminal")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    p.add_argument("--batch-size", type=int, default=32, help="images per inference batch (default 32)")
+    p.add_argument("--threads", type=int, help="inference threads (default: all cores)")
+    p.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from edgelesion.predicting import run_predict
+
+    run_predict(args.bundle, args.paths, artifact=args.artifact, output_format=args.format, out=args.out,
+                force=args.force, batch_size=args.batch_size, threads=args.threads)
+    return 0
+
+
+# name -> (function that defines the subcommand, one-line summary). Only the subcommand being run is
+# defined in full, so that `edgelesion predict` never imports the training stack.
+COMMANDS = {
+    "audit": (_add_audit, "report class counts, duplicates, label conflicts and test overlap"),
+    "train": (_add_train, "train a model on a leak-free split"),
+    "evaluate": (_add_evaluate, "score a trained run with confidence intervals"),
+    "predict": (_add_predict, "classify images with an exported bundle (onnxruntime or LiteRT, no TensorFlow)"),
+    "export": (_add_export, "export a run to a validated bundle of TFLite and ONNX artifacts"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser, with `command`'s options defined in full and the other commands listed."""
     parser = argparse.ArgumentParser(prog="edgelesion", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"edgelesion {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_audit(sub)
-    _add_train(sub)
-    _add_evaluate(sub)
-    _add_export(sub)
+    for name, (define, summary) in COMMANDS.items():
+        if name == command:
+            define(sub, summary)
+        else:
+            sub.add_parser(name, help=summary, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `edgelesion` command; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         return args.handler(args)
     except EdgelesionError as exc:

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 
 from edgelesion._tf import keras
-from edgelesion.bundle import BUNDLE_SCHEMA_VERSION, input_spec, output_spec, sha256_file, write_bundle_files
+from edgelesion.bundle import BUNDLE_SCHEMA_VERSION, input_spec, output_spec, write_bundle_files
 from edgelesion.calibration import CALIBRATION_IMAGES, calibration_sample
 from edgelesion.errors import CheckFailed, EdgelesionError
 from edgelesion.dataset import LoadedDataset
 from edgelesion.evaluation import predict, recorded_splits
-from edgelesion.fileio import replace_dir, staging_dir
+from edgelesion.fileio import replace_dir, sha256_file, staging_dir
 from edgelesion.mediapipe_check import INSTALL_HINT, mediapipe_agreement
 from edgelesion.metrics import classification_metrics, scored_class_indices
 from edgelesion.parity import DEFAULT_TOLERANCES, Tolerance, compare, failures
@@ -25,6 +25,7 @@ from edgelesion.qat import QATConfig, qat_finetune, with_scaling
 from edgelesion.rebalance import default_cache_dir
 from edgelesion.runs import RunDir, read_run
 from edgelesion.runtimes import open_runner, predict_in_batches
+from edgelesion.thresholds import TARGET_SENSITIVITY, melanoma_threshold
 from edgelesion.training import training_arrays
 
 ARTIFACTS = tuple(DEFAULT_TOLERANCES)  # float32.tflite, float16.tflite, int8.tflite, float32.onnx, int8.onnx
@@ -42,11 +43,14 @@ class ExportOptions:
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     keep_failed: bool = False  # keep an artifact that misses its tolerance (marked as such in bundle.json)
     calibration_images: int = CALIBRATION_IMAGES
+    melanoma_sensitivity: float = TARGET_SENSITIVITY  # the melanoma alert's target on the validation split
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.artifacts) - set(ARTIFACTS))
         if unknown or not self.artifacts:
             raise EdgelesionError(f"unknown artifact(s) {unknown or '(none given)'}: choose from {', '.join(ARTIFACTS)}")
+        if not 0.0 < self.melanoma_sensitivity <= 1.0:
+            raise EdgelesionError(f"--melanoma-sensitivity {self.melanoma_sensitivity} must be in (0, 1]")
 
 
 def file_list_fingerprint(rows: list[tuple[str, str, str]]) -> str:
@@ -76,10 +80,12 @@ def _write_artifact(name: str, target: Path, float_model: keras.Model, quantized
 
 
 def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], val: LoadedDataset,
-                      scored: list[int], positive: int | None, tolerance: Tolerance) -> tuple[dict[str, Any], list[str]]:
+                      scored: list[int], positive: int | None, tolerance: Tolerance,
+                      melanoma_sensitivity: float) -> tuple[dict[str, Any], list[str]]:
     """Score the artifact file itself on the validation images against every reference model.
 
-    Returns its bundle.json entry and the reasons it misses `tolerance` (none when it passes).
+    Returns its bundle.json entry (with its own melanoma alert threshold, chosen on its own
+    validation probabilities) and the reasons it misses `tolerance` (none when it passes).
     int8.tflite is also run in MediaPipe's ImageClassifier, which must give LiteRT's top-1.
     """
     probs = predict_in_batches(open_runner(path), val.images)
@@ -90,6 +96,7 @@ def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], 
         "file": name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
         "runtime": "LiteRT" if name.endswith(".tflite") else "onnxruntime", "reference": REFERENCE[name],
         "tolerance": tolerance.to_dict(), "parity": parity,
+        "melanoma_alert": melanoma_threshold(probs, val.labels, positive, melanoma_sensitivity),
     }
     if name == "int8.tflite":
         try:
@@ -155,7 +162,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
             print(f"exporting {name}")
             _write_artifact(name, staging / name, float_model, quantized_core, calibration, staging)
             entry, missed = validate_artifact(name, staging / name, references, val, scored, positive,
-                                              options.tolerances[name])
+                                              options.tolerances[name], options.melanoma_sensitivity)
             entry["input"] = input_spec(name, config.preprocessing)
             artifacts[name], problems = entry, problems + missed
         if problems and not options.keep_failed:

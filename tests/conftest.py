@@ -57,3 +57,37 @@ def snapshot(folder: Path) -> dict[str, tuple[int, float]]:
     """Every file under `folder` with its size and modification time."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime)
             for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A small run on synthetic data, trained long enough to be confident (near-uniform probabilities
+    would make any top-1 parity check noise)."""
+    from edgelesion.config import TrainConfig
+    from edgelesion.preprocessing import Preprocessing
+    from edgelesion.training import train
+
+    root = tmp_path_factory.mktemp("trained")
+    data = write_dataset(root / "data", per_class=24)
+    config = TrainConfig(epochs=8, batch_size=8, folds=3, min_support=2, preprocessing=Preprocessing(image_size=32),
+                         rebalance="none")
+    train(data, root / "run", config, progress=False)
+    return root / "run"
+
+
+def fast_export_options():
+    """All five artifacts, one QAT epoch, a small calibration sample."""
+    from edgelesion.exporting import ExportOptions
+    from edgelesion.qat import QATConfig
+
+    return ExportOptions(qat=QATConfig(epochs=1), calibration_images=16)
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(trained_run, tmp_path_factory) -> Path:
+    """The bundle of every artifact exported from `trained_run`."""
+    from edgelesion.exporting import export_run
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    export_run(trained_run, out, fast_export_options(), progress=False)
+    return out

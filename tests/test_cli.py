@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from edgelesion import __version__
-from edgelesion.cli import MODEL_NAMES, main
+from edgelesion.cli import main
 from tests.conftest import write_dataset
 
 
@@ -94,12 +94,6 @@ def test_train_then_evaluate_a_test_folder_removes_and_reports_overlap(dataset_d
     kept = json.loads((folder / "with_overlap_kept" / "metrics.json").read_text())
     assert kept["n_images"] == 13
     assert kept["balanced_accuracy"]["classes"] == metrics["balanced_accuracy"]["classes"]
-
-
-def test_cli_model_choices_match_the_registry():
-    from edgelesion.models import list_models
-
-    assert sorted(MODEL_NAMES) == list_models()
 
 
 def test_killed_training_resumes_from_the_cli_to_the_uninterrupted_result(dataset_dir, tmp_path):

@@ -7,36 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from edgelesion.bundle import sha256_file
-from edgelesion.config import TrainConfig
+from edgelesion.fileio import sha256_file
 from edgelesion.errors import CheckFailed, EdgelesionError
 from edgelesion.exporting import ARTIFACTS, ExportOptions, export_run
 from edgelesion.parity import DEFAULT_TOLERANCES, Tolerance
-from edgelesion.preprocessing import Preprocessing
-from edgelesion.qat import QATConfig
-from tests.conftest import write_dataset
 
-FAST = ExportOptions(qat=QATConfig(epochs=1), calibration_images=16)
+from tests.conftest import fast_export_options
 
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    from edgelesion.training import train
-
-    root = tmp_path_factory.mktemp("export")
-    data = write_dataset(root / "data", per_class=24)
-    # trained long enough to be confident: near-uniform probabilities would make any top-1 check noise
-    config = TrainConfig(epochs=8, batch_size=8, folds=3, min_support=2, preprocessing=Preprocessing(image_size=32),
-                         rebalance="none")
-    train(data, root / "run", config, progress=False)
-    return root / "run"
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(trained_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundles") / "tiny"
-    export_run(trained_run, out, FAST, progress=False)
-    return out
+FAST = fast_export_options()
 
 
 def test_every_artifact_meets_its_parity_tolerance(bundle_dir):

@@ -1,0 +1,152 @@
+"""Run an exported bundle from a script: the bundle's own preprocessing, any artifact, no TensorFlow.
+
+    from edgelesion import Classifier
+    clf = Classifier.load("export/model3", artifact="int8.onnx")
+    result = clf.predict("lesion.jpg")
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from edgelesion.errors import EdgelesionError
+from edgelesion.fileio import sha256_file
+from edgelesion.images import UnreadableImage, read_image, to_model_input, to_rgb
+from edgelesion.preprocessing import Preprocessing
+from edgelesion.runtimes import Runner, open_runner
+
+ImageInput = Union[str, Path, Image.Image, np.ndarray]
+SUPPORTED_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's result: probabilities for every class in the bundle's label order."""
+
+    label: str
+    probabilities: dict[str, float]
+    melanoma_alert: bool | None  # melanoma probability >= the bundle's threshold; None without one
+    source: str | None = None  # the file path, when the input was a file
+
+
+@dataclass(frozen=True)
+class FailedImage:
+    """An input that could not be read, and why (predict_many reports these instead of stopping)."""
+
+    source: str
+    reason: str
+
+
+class Classifier:
+    """A bundle artifact loaded on its runtime, with the bundle's input spec and labels."""
+
+    def __init__(self, bundle: dict[str, Any], artifact: str, runner: Runner) -> None:
+        self.bundle, self.artifact, self.runner = bundle, artifact, runner
+        self.classes: list[str] = bundle["classes"]
+        spec = bundle["artifacts"][artifact]["input"]
+        self.preprocessing = Preprocessing(image_size=spec["resize"]["size"][0], resize_method=spec["resize"]["method"])
+        alert = bundle["artifacts"][artifact].get("melanoma_alert") or {}
+        self.melanoma_threshold: float | None = alert.get("threshold")
+        self.melanoma_index = self.classes.index("melanoma") if "melanoma" in self.classes else None
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path, artifact: str = "int8.tflite", *, threads: int | None = None) -> Classifier:
+        """Open `artifact` of the bundle in `bundle_dir` after checking its sha256 against bundle.json."""
+        bundle_dir = Path(bundle_dir)
+        manifest = bundle_dir / "bundle.json"
+        if not manifest.is_file():
+            raise EdgelesionError(f"{bundle_dir} is not an edgelesion bundle (no bundle.json): "
+                                  "make one with 'edgelesion export RUN --out DIR'")
+        try:
+            bundle = json.loads(manifest.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise EdgelesionError(f"{manifest} is not valid JSON ({exc}): export the bundle again") from exc
+        if bundle.get("schema_version") != SUPPORTED_SCHEMA:
+            raise EdgelesionError(f"{manifest} has bundle schema {bundle.get('schema_version')}; this edgelesion "
+                                  f"reads schema {SUPPORTED_SCHEMA}: export the bundle again with this version")
+        if artifact not in bundle["artifacts"]:
+            raise EdgelesionError(f"{bundle_dir} has no {artifact}: choose one of {', '.join(bundle['artifacts'])}")
+        entry, path = bundle["artifacts"][artifact], bundle_dir / artifact
+        if not path.is_file():
+            raise EdgelesionError(f"{path} is missing although bundle.json lists it: copy the whole bundle folder")
+        if sha256_file(path) != entry["sha256"]:
+            raise EdgelesionError(f"{path} does not match the sha256 in bundle.json: the file is damaged or was "
+                                  "changed; copy it again from the original bundle")
+        if not entry.get("passed", True):
+            print(f"warning: {artifact} missed its parity tolerance at export (kept with --keep-failed)")
+        return cls(bundle, artifact, open_runner(path, threads))
+
+    def pixels(self, image: ImageInput) -> np.ndarray:
+        """The model input for one image: a path, a PIL image, or an HxWx3 (or HxW) uint8 array."""
+        if isinstance(image, (str, Path)):
+            try:
+                return to_model_input(read_image(image).image, self.preprocessing)
+            except UnreadableImage as exc:
+                raise EdgelesionError(f"{image}: {exc}") from exc
+        if isinstance(image, Image.Image):
+            return to_model_input(to_rgb(image), self.preprocessing)
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+                raise EdgelesionError(f"an array image must be HxWx3 (RGB) or HxW uint8, not {image.dtype} {image.shape}")
+            return to_model_input(to_rgb(Image.fromarray(image)), self.preprocessing)
+        raise EdgelesionError(f"cannot classify a {type(image).__name__}: pass a path, a PIL image or a uint8 array")
+
+    def _result(self, probabilities: np.ndarray, source: str | None) -> Prediction:
+        alert = None
+        if self.melanoma_threshold is not None and self.melanoma_index is not None:
+            alert = bool(probabilities[self.melanoma_index] >= self.melanoma_threshold)
+        return Prediction(self.classes[int(probabilities.argmax())],
+                          {name: float(p) for name, p in zip(self.classes, probabilities)}, alert, source)
+
+    def predict(self, image: ImageInput) -> Prediction:
+        """Classify one image."""
+        source = str(image) if isinstance(image, (str, Path)) else None
+        return self._result(self.runner.predict(self.pixels(image)[None])[0], source)
+
+    def predict_many(self, images: Iterable[ImageInput], *, batch_size: int = 32, progress: bool = False,
+                     workers: int = 4) -> Iterator[Prediction | FailedImage]:
+        """Classify many images in batches, in input order; decoding runs in threads ahead of inference.
+
+        An unreadable file yields a FailedImage with its reason and never stops the batch.
+        """
+        items = list(images) if progress else images
+        bar = tqdm(total=len(items) if progress else None, unit="img", desc="predicting",  # type: ignore[arg-type]
+                   disable=not progress)
+
+        def load(item: ImageInput) -> tuple[str | None, np.ndarray | str]:
+            source = str(item) if isinstance(item, (str, Path)) else None
+            try:
+                return source, self.pixels(item)
+            except EdgelesionError as exc:
+                return source, str(exc)
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: deque = deque()
+            iterator = iter(items)
+            for item in iterator:  # keep two batches of decoding in flight
+                pending.append(pool.submit(load, item))
+                if len(pending) >= 2 * batch_size:
+                    yield from self._run_batch([pending.popleft().result() for _ in range(batch_size)], bar)
+            while pending:
+                yield from self._run_batch([pending.popleft().result() for _ in range(min(batch_size, len(pending)))], bar)
+        bar.close()
+
+    def _run_batch(self, loaded: list[tuple[str | None, np.ndarray | str]], bar: tqdm) -> Iterator[Prediction | FailedImage]:
+        good = [pixels for _, pixels in loaded if isinstance(pixels, np.ndarray)]
+        probabilities = iter(self.runner.predict(np.stack(good)) if good else [])
+        for source, pixels in loaded:
+            if isinstance(pixels, np.ndarray):
+                yield self._result(next(probabilities), source)
+            else:
+                yield FailedImage(source or "<image>", pixels)
+        bar.update(len(loaded))

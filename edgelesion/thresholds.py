@@ -1,0 +1,36 @@
+"""The melanoma alert threshold: chosen on the validation split for a target sensitivity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_curve
+
+from edgelesion.metrics import wilson_interval
+
+TARGET_SENSITIVITY = 0.90
+
+
+def melanoma_threshold(probabilities: np.ndarray, labels: np.ndarray, positive: int | None,
+                       target_sensitivity: float = TARGET_SENSITIVITY) -> dict[str, Any]:
+    """The highest melanoma-probability threshold whose validation sensitivity reaches the target.
+
+    The highest such threshold gives the best specificity at that sensitivity (scikit-learn's ROC
+    curve). The sensitivity and specificity it reaches are returned with 95% Wilson intervals:
+    with few validation melanomas, the target is met on this split, not guaranteed on new images.
+    """
+    if positive is None or not (labels == positive).any() or (labels == positive).all():
+        return {"threshold": None, "target_sensitivity": target_sensitivity,
+                "reason": "the validation split needs melanoma and non-melanoma images to choose a threshold"}
+    is_positive = labels == positive
+    scores = probabilities[:, positive]
+    _, tpr, thresholds = roc_curve(is_positive, scores)
+    threshold = float(min(1.0, thresholds[int(np.argmax(tpr >= target_sensitivity))]))
+    alert = scores >= threshold
+    return {
+        "threshold": threshold,
+        "target_sensitivity": target_sensitivity,
+        "validation_sensitivity": wilson_interval(int((alert & is_positive).sum()), int(is_positive.sum())),
+        "validation_specificity": wilson_interval(int((~alert & ~is_positive).sum()), int((~is_positive).sum())),
+    }

@@ -1,0 +1,152 @@
+"""The inference API and `edgelesion predict`: the training preprocessing, checked files, no TensorFlow."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgelesion import Classifier, FailedImage
+from edgelesion.cli import main
+from edgelesion.errors import EdgelesionError
+from edgelesion.exporting import ARTIFACTS
+from edgelesion.fileio import read_csv
+
+
+def validation_files(trained_run):
+    data_dir = json.loads((trained_run / "config.json").read_text())["data_dir"]
+    return [f"{data_dir}/{row['path']}" for row in read_csv(trained_run / "splits" / "val.csv")]
+
+
+@pytest.mark.parametrize("artifact", ARTIFACTS)
+def test_api_matches_the_keras_model_on_the_same_files(bundle_dir, trained_run, artifact):
+    from edgelesion._tf import keras
+    from edgelesion.dataset import load_dataset
+
+    files = validation_files(trained_run)
+    model = keras.models.load_model(trained_run / "best.keras")
+    clf = Classifier.load(bundle_dir, artifact)
+    pixels = load_dataset(json.loads((trained_run / "config.json").read_text())["data_dir"],
+                          clf.preprocessing, progress=False)
+    by_path = {str(pixels.root / r.relpath): i for i, r in enumerate(pixels.records)}
+    keras_probs = model.predict(pixels.images[[by_path[f] for f in files]].astype(np.float32), verbose=0)
+    results = list(clf.predict_many(files, batch_size=4))
+    api_probs = np.array([[r.probabilities[c] for c in clf.classes] for r in results])
+    entry = json.loads((bundle_dir / "bundle.json").read_text())["artifacts"][artifact]
+    agreement = (api_probs.argmax(1) == keras_probs.argmax(1)).mean()
+    # the API must reproduce the export's own parity figure against the float model exactly
+    assert agreement == pytest.approx(entry["parity"]["vs_float"]["top1_agreement"])
+    assert np.abs(api_probs - keras_probs).max() == pytest.approx(entry["parity"]["vs_float"]["max_abs_prob_diff"], abs=1e-6)
+    if entry["tolerance"]["max_prob_diff"] is not None:
+        assert np.abs(api_probs - keras_probs).max() <= entry["tolerance"]["max_prob_diff"]
+    assert [r.source for r in results] == files
+
+
+def test_any_image_form_gives_the_training_input(bundle_dir, tmp_path):
+    clf = Classifier.load(bundle_dir, "float32.onnx")
+    Image.new("L", (50, 40), 90).save(tmp_path / "gray.png")
+    assert (clf.pixels(tmp_path / "gray.png") == 90).all()
+    Image.new("CMYK", (20, 20), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
+    assert clf.pixels(tmp_path / "cmyk.jpg")[..., 0].mean() > 200
+    Image.new("RGBA", (20, 20), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    assert (clf.pixels(tmp_path / "clear.png") == 255).all()
+    upright = Image.new("RGB", (40, 20), (0, 0, 0))
+    upright.paste((255, 255, 255), (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright.save(tmp_path / "rotated.jpg", exif=exif, quality=100)
+    rotated = clf.pixels(tmp_path / "rotated.jpg")
+    assert rotated[:16].mean() > 200 and rotated[16:].mean() < 50
+    Image.new("RGB", (4000, 3000), (10, 20, 30)).save(tmp_path / "huge.png")
+    assert clf.pixels(tmp_path / "huge.png").shape == (32, 32, 3)
+    array = np.full((64, 48, 3), 7, np.uint8)
+    assert (clf.predict(array).probabilities == clf.predict(Image.fromarray(array)).probabilities)
+    assert sum(clf.predict(array).probabilities.values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_bad_inputs_get_clear_errors(bundle_dir, tmp_path):
+    clf = Classifier.load(bundle_dir, "int8.tflite")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    with pytest.raises(EdgelesionError, match="broken.jpg: .*corrupt|broken.jpg: not a recognised"):
+        clf.predict(tmp_path / "broken.jpg")
+    with pytest.raises(EdgelesionError, match="missing.jpg: cannot read file"):
+        clf.predict(tmp_path / "missing.jpg")
+    results = list(clf.predict_many([tmp_path / "broken.jpg", np.zeros((8, 8, 3), np.uint8)]))
+    assert isinstance(results[0], FailedImage) and not isinstance(results[1], FailedImage)
+    with pytest.raises(EdgelesionError, match="uint8"):
+        clf.predict(np.zeros((8, 8, 3), np.float32))
+
+
+def test_damaged_or_incomplete_bundles_are_refused(bundle_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle_dir, copy)
+    with open(copy / "int8.onnx", "r+b") as handle:
+        handle.truncate(1000)
+    with pytest.raises(EdgelesionError, match="does not match the sha256"):
+        Classifier.load(copy, "int8.onnx")
+    (copy / "float16.tflite").unlink()
+    with pytest.raises(EdgelesionError, match="float16.tflite is missing"):
+        Classifier.load(copy, "float16.tflite")
+    with pytest.raises(EdgelesionError, match="has no int4.tflite"):
+        Classifier.load(copy, "int4.tflite")
+    (copy / "bundle.json").unlink()
+    with pytest.raises(EdgelesionError, match="no bundle.json"):
+        Classifier.load(copy)
+
+
+def test_melanoma_alert_uses_the_bundle_threshold(bundle_dir):
+    entry = json.loads((bundle_dir / "bundle.json").read_text())["artifacts"]["float32.onnx"]["melanoma_alert"]
+    assert entry["target_sensitivity"] == 0.9 and entry["validation_sensitivity"]["value"] >= 0.9
+    clf = Classifier.load(bundle_dir, "float32.onnx")
+    result = clf.predict(np.zeros((32, 32, 3), np.uint8))
+    assert result.melanoma_alert == (result.probabilities["melanoma"] >= entry["threshold"])
+
+
+def test_predict_cli_writes_csv_and_json_with_a_row_per_input(bundle_dir, trained_run, tmp_path, capsys):
+    files = validation_files(trained_run)[:3]
+    (tmp_path / "bad.png").write_bytes(b"")
+    inputs = [*files, str(tmp_path / "bad.png")]
+    assert main(["predict", str(bundle_dir), *inputs, "--format", "csv", "--out", str(tmp_path / "p.csv")]) == 0
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "p.csv").read_text())))
+    assert [r["path"] for r in rows] == inputs
+    assert rows[-1]["error"].endswith("empty file (0 bytes)") and all(not r["error"] for r in rows[:-1])
+    assert main(["predict", str(bundle_dir), *inputs, "--format", "json", "--out", str(tmp_path / "p.csv")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    folder = tmp_path / "folder"
+    (folder / "nested").mkdir(parents=True)
+    for i, f in enumerate(files):
+        shutil.copy(f, folder / "nested" / f"{i}.jpg")
+    assert main(["predict", str(bundle_dir), str(folder), "--artifact", "int8.onnx", "--format", "json",
+                 "--out", str(tmp_path / "p.json")]) == 0
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert len(report["results"]) == 3 and report["artifact"] == "int8.onnx"
+    # int8 outputs come in steps of 1/256, so with 3 classes the sum may be off by up to 3/512
+    assert all(abs(sum(r[c] for c in report["classes"]) - 1) <= 3 / 512 for r in report["results"])
+
+
+def test_inference_runs_where_tensorflow_cannot_be_imported(bundle_dir, trained_run):
+    image = validation_files(trained_run)[0]
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {{'tensorflow', 'tf_keras', 'tensorflow_model_optimization', 'tf2onnx', 'keras',
+                                  'sklearn', 'scipy', 'matplotlib', 'imagehash', 'Augmentor', 'mediapipe'}}:
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+from edgelesion import Classifier
+from edgelesion.cli import main
+for artifact in ('int8.tflite', 'int8.onnx'):
+    print(Classifier.load({str(bundle_dir)!r}, artifact).predict({image!r}).label)
+sys.exit(main(['predict', {str(bundle_dir)!r}, {image!r}]))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) >= 3
