@@ -107,6 +107,25 @@ def with_scaling(model: keras.Model, quantized_core: keras.Model) -> keras.Model
     return keras.Model(inputs, quantized_core(scaling_layer(model)(inputs)), name=f"{model.name}_qat")
 
 
+def _compiled_quantized_core(float_model: keras.Model, config: QATConfig) -> keras.Model:
+    quantized = quantize_core(core_model(float_model))
+    quantized.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+    return quantized
+
+
+def load_quantized_core(float_model: keras.Model, work_dir: Path) -> keras.Model:
+    """The QAT core saved by a finished qat_finetune in `work_dir`."""
+    state_file = work_dir / "state.json"
+    if not state_file.is_file():
+        raise EdgelesionError(f"{work_dir} holds no QAT fine-tune: export the run first")
+    config = QATConfig(**read_json(state_file)["config"])
+    quantized = _compiled_quantized_core(float_model, config)
+    tf.train.Checkpoint(model=quantized, optimizer=quantized.optimizer).read(
+        str(work_dir / "checkpoint" / "ckpt")).assert_existing_objects_matched()
+    return quantized
+
+
 def qat_finetune(float_model: keras.Model, x: np.ndarray, y: np.ndarray, weights: dict[int, float] | None,
                  calibration: np.ndarray, work_dir: Path, config: QATConfig, train_config: TrainConfig, *,
                  progress: bool = True) -> keras.Model:
@@ -126,13 +145,12 @@ def qat_finetune(float_model: keras.Model, x: np.ndarray, y: np.ndarray, weights
             "or export with the same --qat-epochs and --qat-learning-rate"
         )
     keras.utils.set_random_seed(train_config.seed)
-    quantized = quantize_core(core_model(float_model))
-    calibrate_activation_ranges(quantized, float_model, calibration)
-    quantized.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+    quantized = _compiled_quantized_core(float_model, config)
     checkpoint = tf.train.Checkpoint(model=quantized, optimizer=quantized.optimizer)
     saved = work_dir / "checkpoint"
-    if state["epochs_done"]:
+    if not state["epochs_done"]:
+        calibrate_activation_ranges(quantized, float_model, calibration)
+    else:
         checkpoint.read(str(saved / "ckpt")).assert_existing_objects_matched()
         done = state["epochs_done"] == config.epochs
         print(f"reusing the finished QAT fine-tune in {work_dir}" if done
