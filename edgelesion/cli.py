@@ -206,6 +206,41 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_benchmark(sub: argparse._SubParsersAction, summary: str) -> None:
+    from edgelesion.benchmarking import BenchmarkConfig
+
+    defaults = BenchmarkConfig()
+    p = sub.add_parser("benchmark", help=summary,
+                       description="For every artifact of a bundle and the float Keras baseline: accuracy with "
+                                   "intervals, single-image latency (1 thread and all cores), throughput, size, load "
+                                   "time and memory. Several bundles are compared in one table and chart.")
+    p.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE", help="bundle folder(s) made by 'edgelesion export'")
+    p.add_argument("--data", type=Path, help="evaluation folder of class subfolders (default: the run's validation split)")
+    p.add_argument("--out", type=Path, help="folder for benchmark.json, benchmark.md and charts "
+                                            "(default: BUNDLE-benchmark, or benchmark-comparison for several)")
+    p.add_argument("--runs", type=int, default=defaults.runs, help=f"timed single-image runs (default {defaults.runs})")
+    p.add_argument("--warmup", type=int, default=defaults.warmup, help=f"untimed warm-up runs (default {defaults.warmup})")
+    p.add_argument("--force", action="store_true", help="replace an existing --out folder's results")
+    p.set_defaults(handler=_run_benchmark)
+
+
+def _run_benchmark(args: argparse.Namespace) -> int:
+    from edgelesion.benchmarking import BenchmarkConfig, compare_bundles, run_benchmark
+
+    several = len(args.bundles) > 1
+    out = args.out or (Path("benchmark-comparison") if several else args.bundles[0].with_name(
+        args.bundles[0].name + "-benchmark"))
+    if out.exists() and not args.force:
+        raise EdgelesionError(f"{out} already exists: choose another --out or pass --force")
+    config = BenchmarkConfig(runs=args.runs, warmup=args.warmup)
+    if several:
+        compare_bundles(args.bundles, out, data_dir=args.data, config=config)
+    else:
+        run_benchmark(args.bundles[0], out, data_dir=args.data, config=config)
+    print((out / ("comparison.md" if several else "benchmark.md")).read_text())
+    return 0
+
+
 # name -> (function that defines the subcommand, one-line summary). Only the subcommand being run is
 # defined in full, so that `edgelesion predict` never imports the training stack.
 COMMANDS = {
@@ -213,6 +248,7 @@ COMMANDS = {
     "train": (_add_train, "train a model on a leak-free split"),
     "evaluate": (_add_evaluate, "score a trained run with confidence intervals"),
     "predict": (_add_predict, "classify images with an exported bundle (onnxruntime or LiteRT, no TensorFlow)"),
+    "benchmark": (_add_benchmark, "measure a bundle's artifacts: accuracy, latency, throughput, size, memory"),
     "export": (_add_export, "export a run to a validated bundle of TFLite and ONNX artifacts"),
 }
 

@@ -1,0 +1,108 @@
+"""benchmark.md and the charts of a benchmark: accuracy against latency, and the latency distributions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from edgelesion.fileio import atomic_path, write_text  # noqa: E402
+from edgelesion.metrics import format_estimate  # noqa: E402
+
+
+def _save(figure: plt.Figure, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        figure.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(figure)
+
+
+def _interval(entry: dict[str, Any]) -> str:
+    ci = entry["ci95"]
+    return f"{entry['value']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def markdown_table(result: dict[str, Any], label: str = "") -> list[str]:
+    """One row per artifact: accuracy first, then latency, throughput, size, load time and memory."""
+    cores = next(iter(result["artifacts"].values()))["all_cores"]
+    rows = [f"| {label + ' ' if label else ''}artifact | runtime | balanced accuracy [95% CI] | melanoma sensitivity [95% CI] "
+            f"| Δ balanced accuracy vs baseline [paired 95% CI] | Δ melanoma sensitivity | top-1 agreement "
+            f"| median / p90 / p99 ms, 1 thread | median ms, {cores} threads | img/s (batch) | size MB | load s "
+            f"| memory added MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, a in result["artifacts"].items():
+        one = a["latency_1_thread"]
+        diff = a.get("difference_from_baseline")
+        rows.append(
+            f"| {name} | {a['runtime']} | {format_estimate(a['balanced_accuracy'])} | "
+            f"{format_estimate(a['melanoma_sensitivity'] or {})} | "
+            f"{_interval(diff['delta_balanced_accuracy']) if diff else 'baseline'} | "
+            f"{_interval(diff['delta_melanoma_sensitivity']) if diff else 'baseline'} | "
+            f"{a['top1_agreement_with_baseline']:.3f} | {one['median_ms']:.2f} / {one['p90_ms']:.2f} / {one['p99_ms']:.2f} | "
+            f"{a[f'latency_{cores}_threads']['median_ms']:.2f} | {a['throughput_images_per_second']:.0f} | "
+            f"{a['size_bytes'] / 1e6:.2f} | {a['load_seconds']:.2f} | {a['peak_memory_added_mb']:.0f} |")
+    return rows
+
+
+def efficiency_lines(result: dict[str, Any]) -> list[str]:
+    """How close each float artifact gets to the machine's measured float32 matmul peak (1 thread)."""
+    flops, peak = result["model_flops_per_image"], result["machine_peak"].get("1_thread_gflops")
+    if not flops or not peak:
+        return ["FLOPs or the machine peak are unavailable: no efficiency figure."]
+    lines = [f"Model: {flops / 1e6:.0f} MFLOPs per image. Machine float32 matmul peak (numpy, 1 thread): "
+             f"{peak:.1f} GFLOP/s; all cores: {result['machine_peak']['all_cores_gflops']:.1f} GFLOP/s. "
+             f"int8 peak: {result['machine_peak']['int8']}.", ""]
+    for name, a in result["artifacts"].items():
+        achieved = flops / (a["latency_1_thread"]["median_ms"] / 1000) / 1e9
+        lines.append(f"- {name}: {achieved:.1f} GFLOP/s at 1 thread = {achieved / peak:.0%} of the float32 peak"
+                     + (" (an int8 model: compared with the float32 peak only for scale)" if "int8" in name else ""))
+    return lines
+
+
+def write_report(result: dict[str, Any], out: Path) -> None:
+    """benchmark.md, accuracy_vs_latency.png and latency_distribution.png into `out`."""
+    lines = [f"# Benchmark of {result['bundle']}", "",
+             f"Evaluation set: {result['evaluation_set']}; baseline: {result['baseline']}; balanced accuracy over "
+             f"{len(result['scored_classes'])} classes. Machine: {result['provenance']['machine']['cpu']}, "
+             f"{result['provenance']['machine']['cores']} cores.", "", *markdown_table(result), "",
+             *efficiency_lines(result), ""]
+    write_text(out / "benchmark.md", "\n".join(lines))
+    accuracy_latency_chart({"": result}, out / "accuracy_vs_latency.png")
+    figure, axis = plt.subplots(figsize=(8, 0.5 * len(result["artifacts"]) + 1.5))
+    names = list(result["artifacts"])
+    axis.boxplot([result["artifacts"][n]["latency_1_thread"]["times_ms"] for n in names], vert=False, showfliers=True)
+    axis.set_yticks(range(1, len(names) + 1), names)
+    axis.set_xscale("log")
+    axis.set_xlabel("single-image latency, 1 thread (ms, log scale)")
+    axis.set_title("Latency distribution")
+    _save(figure, out / "latency_distribution.png")
+
+
+def accuracy_latency_chart(results: dict[str, dict[str, Any]], target: Path) -> None:
+    """Balanced accuracy against median 1-thread latency: one point per artifact (and bundle)."""
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for label, result in results.items():
+        for name, a in result["artifacts"].items():
+            bal = a["balanced_accuracy"]
+            x = a["latency_1_thread"]["median_ms"]
+            axis.errorbar(x, bal["value"], yerr=[[bal["value"] - bal["ci95"][0]], [bal["ci95"][1] - bal["value"]]],
+                          fmt="o", capsize=3)
+            axis.annotate(f"{label} {name}".strip(), (x, bal["value"]), textcoords="offset points", xytext=(5, 5),
+                          fontsize=7)
+    axis.set_xscale("log")
+    axis.set_xlabel("median single-image latency, 1 thread (ms, log scale)")
+    axis.set_ylabel("balanced accuracy (95% CI)")
+    axis.set_title("Accuracy against latency")
+    _save(figure, target)
+
+
+def write_comparison(results: dict[str, dict[str, Any]], out: Path) -> None:
+    """One table and one chart for several bundles."""
+    lines = ["# Comparison", ""]
+    for label, result in results.items():
+        lines += [f"## {label}", "", *markdown_table(result, label), ""]
+    write_text(out / "comparison.md", "\n".join(lines))
+    accuracy_latency_chart(results, out / "comparison_accuracy_vs_latency.png")

@@ -1,0 +1,62 @@
+"""Measure one artifact in a process of its own, so load time and memory are its alone.
+
+    python -m edgelesion.benchmark_worker ARTIFACT PIXELS.npy RESULT.json THREADS WARMUP RUNS BATCH
+
+Writes RESULT.json (timings, memory) and RESULT.npy (probabilities for every image).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgelesion.latency import measure_latency
+from edgelesion.runtimes import open_runner, predict_in_batches
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def measure(artifact: Path, pixels: np.ndarray, threads: int, warmup: int, runs: int, batch: int
+            ) -> tuple[dict, np.ndarray]:
+    """Load time, memory added, batch-1 latency and batch throughput at `threads` threads, and probabilities.
+
+    One thread setting per process: TensorFlow cannot change its thread pools once started.
+    """
+    rss_before = _status_kb("VmRSS")
+    start = time.perf_counter()
+    runner = open_runner(artifact, threads=threads)
+    load_seconds = time.perf_counter() - start
+    latency = measure_latency(runner, pixels[0], warmup=warmup, runs=runs)
+    predict_in_batches(runner, pixels[:batch], batch)  # warm the batch shape
+    start = time.perf_counter()
+    probabilities = predict_in_batches(runner, pixels, batch)
+    throughput = len(pixels) / (time.perf_counter() - start)
+    return {
+        "threads": threads,
+        "load_seconds": load_seconds,
+        "peak_memory_added_mb": (_status_kb("VmHWM") - rss_before) / 1024,
+        "latency": latency,
+        "batch_size": batch,
+        "throughput_images_per_second": throughput,
+    }, probabilities
+
+
+def main(argv: list[str]) -> None:
+    artifact, pixels_path, result_path = Path(argv[0]), Path(argv[1]), Path(argv[2])
+    threads, warmup, runs, batch = (int(v) for v in argv[3:7])
+    result, probabilities = measure(artifact, np.load(pixels_path), threads, warmup, runs, batch)
+    result_path.write_text(json.dumps(result))
+    np.save(result_path.with_suffix(".npy"), probabilities)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,258 @@
+"""The benchmark harness: for every artifact of a bundle, size, load time, memory, latency, throughput
+and accuracy against the float model, on the same evaluation images the export validated."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from edgelesion.dataset import load_dataset
+from edgelesion.errors import EdgelesionError
+from edgelesion.fileio import read_json, sha256_file, write_json
+from edgelesion.images import UnreadableImage, read_image, to_model_input
+from edgelesion.metrics import balanced_accuracy, classification_metrics, scored_class_indices
+from edgelesion.preprocessing import Preprocessing
+from edgelesion.provenance import provenance
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """How long to time, and how to state uncertainty."""
+
+    warmup: int = 20  # untimed batch-1 calls before timing
+    runs: int = 200  # timed batch-1 calls per thread setting
+    batch_size: int = 32  # throughput batches
+    resamples: int = 2000  # paired bootstrap of the accuracy differences
+    seed: int = 0
+
+
+def verified_bundle(bundle_dir: Path) -> dict[str, Any]:
+    """bundle.json, after checking that every listed artifact exists and matches its sha256."""
+    manifest = bundle_dir / "bundle.json"
+    if not manifest.is_file():
+        raise EdgelesionError(f"{bundle_dir} is not an edgelesion bundle (no bundle.json)")
+    bundle = read_json(manifest)
+    for name, entry in bundle["artifacts"].items():
+        path = bundle_dir / name
+        if not path.is_file():
+            raise EdgelesionError(f"{path} is missing although bundle.json lists it: export the bundle again")
+        if sha256_file(path) != entry["sha256"]:
+            raise EdgelesionError(f"{path} does not match its sha256 in bundle.json: the file is damaged or was "
+                                  "changed; export the bundle again")
+    return bundle
+
+
+def preprocessing_of(bundle: dict[str, Any]) -> Preprocessing:
+    """The bundle's input resizing, as a Preprocessing."""
+    resize = next(iter(bundle["artifacts"].values()))["input"]["resize"]
+    return Preprocessing(image_size=resize["size"][0], resize_method=resize["method"])
+
+
+def evaluation_images(bundle: dict[str, Any], data_dir: Path | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Pixels and labels of the evaluation set: the export's validation files (checked by sha256), or `data_dir`."""
+    classes, preprocessing = bundle["classes"], preprocessing_of(bundle)
+    if data_dir is not None:
+        data = load_dataset(data_dir, preprocessing, classes=classes, min_classes=1)
+        return data.images, data.labels, f"{data_dir} ({len(data.records)} images)"
+    source = bundle["source_run"]
+    root = Path(source["data_dir"])
+    pixels, labels = [], []
+    for relpath, label, sha in source["validation_files"]:
+        try:
+            decoded = read_image(root / relpath)
+        except UnreadableImage as exc:
+            raise EdgelesionError(f"validation image {root / relpath}: {exc}; pass --data DIR to benchmark on "
+                                  "another folder") from exc
+        if decoded.sha256 != sha:
+            raise EdgelesionError(f"validation image {root / relpath} changed since export; pass --data DIR")
+        pixels.append(to_model_input(decoded.image, preprocessing))
+        labels.append(classes.index(label))
+    return np.stack(pixels), np.array(labels), f"the run's validation split ({len(labels)} images)"
+
+
+def measure_in_subprocess(artifact: Path, pixels_file: Path, scratch: Path, config: BenchmarkConfig
+                          ) -> tuple[dict[str, Any], np.ndarray]:
+    """Run edgelesion.benchmark_worker on one artifact, at 1 thread and at all cores, each in a fresh process.
+
+    Load time and memory come from the 1-thread process, throughput from the all-cores one.
+    """
+    cores = os.cpu_count() or 1
+    measured = {}
+    for threads in (1, cores):
+        result = scratch / f"{artifact.name}.{threads}.json"
+        completed = subprocess.run(
+            [sys.executable, "-m", "edgelesion.benchmark_worker", str(artifact), str(pixels_file), str(result),
+             str(threads), str(config.warmup), str(config.runs), str(config.batch_size)], capture_output=True, text=True)
+        if completed.returncode != 0:
+            raise EdgelesionError(f"benchmarking {artifact} failed:\n{completed.stderr.strip()[-2000:]}")
+        measured[threads] = json.loads(result.read_text())
+    single, multi = measured[1], measured[cores]
+    timings = {
+        "load_seconds": single["load_seconds"], "peak_memory_added_mb": single["peak_memory_added_mb"],
+        "latency_1_thread": single["latency"], f"latency_{cores}_threads": multi["latency"], "all_cores": cores,
+        "batch_size": multi["batch_size"], "throughput_images_per_second": multi["throughput_images_per_second"],
+    }
+    return timings, np.load((scratch / f"{artifact.name}.1.json").with_suffix(".npy"))
+
+
+def paired_difference(labels: np.ndarray, baseline: np.ndarray, candidate: np.ndarray, scored: list[int],
+                      positive: int | None, config: BenchmarkConfig) -> dict[str, Any]:
+    """Candidate minus baseline in balanced accuracy and melanoma sensitivity, with paired bootstrap 95% intervals.
+
+    Both predictions are resampled on the same images, so the interval is that of the difference.
+    """
+    rng = np.random.default_rng(config.seed)
+    base_pred, cand_pred = baseline.argmax(1), candidate.argmax(1)
+
+    def deltas(index: np.ndarray) -> tuple[float, float]:
+        y = labels[index]
+        bal = (balanced_accuracy(y, cand_pred[index], scored) or 0.0) - (balanced_accuracy(y, base_pred[index], scored) or 0.0)
+        pos = y == positive
+        mel = float((cand_pred[index][pos] == positive).mean() - (base_pred[index][pos] == positive).mean()) if pos.any() else np.nan
+        return bal, mel
+
+    point = deltas(np.arange(len(labels)))
+    # resample within each class so every scored class stays present
+    by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    samples = np.array([deltas(np.concatenate([rng.choice(ix, len(ix)) for ix in by_class]))
+                        for _ in range(config.resamples)])
+    return {
+        "delta_balanced_accuracy": {"value": point[0], "ci95": np.nanpercentile(samples[:, 0], [2.5, 97.5]).tolist()},
+        "delta_melanoma_sensitivity": {"value": point[1],
+                                       "ci95": np.nanpercentile(samples[:, 1], [2.5, 97.5]).tolist()},
+        "method": f"paired, class-stratified bootstrap, {config.resamples} resamples",
+    }
+
+
+def baseline_entry(bundle: dict[str, Any], bundle_dir: Path) -> tuple[str, Path]:
+    """The float Keras model of the source run, or float32.tflite standing in when the run folder is gone."""
+    keras_model = Path(bundle["source_run"]["best_model"])
+    if keras_model.is_file():
+        return "keras float model", keras_model
+    if "float32.tflite" in bundle["artifacts"]:
+        return "float32.tflite (standing in: the run's Keras model is gone)", bundle_dir / "float32.tflite"
+    raise EdgelesionError(f"no float baseline: {keras_model} is gone and the bundle has no float32.tflite")
+
+
+def run_benchmark(bundle_dir: str | Path, out: str | Path, *, data_dir: str | Path | None = None,
+                  config: BenchmarkConfig = BenchmarkConfig(), progress: bool = True) -> dict[str, Any]:
+    """Benchmark every artifact of a bundle and the float baseline; write benchmark.json, benchmark.md and charts."""
+    from edgelesion.benchmark_report import write_report
+
+    bundle_dir, out = Path(bundle_dir), Path(out)
+    bundle = verified_bundle(bundle_dir)
+    pixels, labels, described = evaluation_images(bundle, Path(data_dir) if data_dir else None)
+    classes = bundle["classes"]
+    scored = scored_class_indices(labels, len(classes), bundle["source_run"]["config"]["min_support"])
+    positive = classes.index("melanoma") if "melanoma" in classes else None
+    baseline_name, baseline_path = baseline_entry(bundle, bundle_dir)
+    targets = [(baseline_name, baseline_path), *[(name, bundle_dir / name) for name in bundle["artifacts"]]]
+    rows: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        pixels_file = Path(scratch) / "pixels.npy"
+        np.save(pixels_file, pixels)
+        probabilities = {}
+        for name, path in tqdm(targets, desc="benchmarking", unit="artifact", disable=not progress):
+            timings, probabilities[name] = measure_in_subprocess(path, pixels_file, Path(scratch), config)
+            metrics = classification_metrics(labels, probabilities[name], classes,
+                                             scored_classes=[classes[c] for c in scored], seed=config.seed)
+            rows[name] = {
+                "file": str(path), "runtime": _runtime(path), "size_bytes": path.stat().st_size, **timings,
+                "balanced_accuracy": metrics["balanced_accuracy"], "accuracy": metrics["accuracy"],
+                "melanoma_sensitivity": metrics.get("melanoma_sensitivity"),
+                "recall_per_class": {c: m["recall"] for c, m in metrics["per_class"].items()},
+            }
+        for name, row in rows.items():
+            row["top1_agreement_with_baseline"] = float(
+                (probabilities[name].argmax(1) == probabilities[baseline_name].argmax(1)).mean())
+            if name != baseline_name:
+                row["difference_from_baseline"] = paired_difference(labels, probabilities[baseline_name],
+                                                                    probabilities[name], scored, positive, config)
+    result = {
+        "bundle": str(bundle_dir.resolve()),
+        "evaluation_set": described,
+        "baseline": baseline_name,
+        "scored_classes": [classes[c] for c in scored],
+        "config": vars(config),
+        "machine_peak": machine_peak(),
+        "model_flops_per_image": model_flops(bundle),
+        "artifacts": rows,
+        "provenance": provenance(),
+    }
+    write_json(out / "benchmark.json", result)
+    write_report(result, out)
+    return result
+
+
+def _runtime(path: Path) -> str:
+    return {".tflite": "LiteRT (XNNPACK)", ".onnx": "onnxruntime (CPU)", ".keras": "TensorFlow"}[path.suffix]
+
+
+def model_flops(bundle: dict[str, Any]) -> int | None:
+    """Floating-point operations per image (2 x multiply-accumulates of conv and dense layers), from the Keras model."""
+    path = Path(bundle["source_run"]["best_model"])
+    if not path.is_file():
+        return None
+    from edgelesion._tf import keras
+
+    model = keras.models.load_model(path)
+    flops = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, height, width, channels_out = layer.output_shape
+            kh, kw = layer.kernel_size
+            flops += 2 * height * width * channels_out * kh * kw * layer.input_shape[-1]
+        elif isinstance(layer, keras.layers.Dense):
+            flops += 2 * layer.input_shape[-1] * layer.units
+    return int(flops)
+
+
+def machine_peak(size: int = 2048, repeats: int = 5) -> dict[str, Any]:
+    """Measured float32 matrix-multiply peak of this machine (numpy), one thread and all cores.
+
+    OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset for this measurement only (on these machines
+    they halve numpy's speed); it runs in a subprocess so the setting stays there.
+    """
+    code = f"""
+import json, time, numpy as np
+from threadpoolctl import threadpool_limits, threadpool_info
+a = np.random.default_rng(0).random(({size}, {size}), dtype=np.float32); b = a.copy()
+result = {{"matrix": {size}, "blas": [i.get("internal_api") + " " + str(i.get("architecture")) for i in threadpool_info()]}}
+for label, threads in (("1_thread", 1), ("all_cores", None)):
+    with threadpool_limits(threads):
+        a @ b
+        best = min((lambda t: (a @ b, time.perf_counter() - t)[1])(time.perf_counter()) for _ in range({repeats}))
+    result[label + "_gflops"] = 2 * {size} ** 3 / best / 1e9
+print(json.dumps(result))
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    if completed.returncode != 0:
+        return {"error": completed.stderr.strip()[-500:]}
+    peak = json.loads(completed.stdout)
+    peak["int8"] = "not measured: no honest int8 matrix-multiply peak is available from numpy on this machine"
+    return peak
+
+
+def compare_bundles(bundle_dirs: list[str | Path], out: str | Path, *, data_dir: str | Path | None = None,
+                    config: BenchmarkConfig = BenchmarkConfig(), progress: bool = True) -> dict[str, Any]:
+    """Benchmark each bundle into out/NAME, then one comparison table and chart in `out`."""
+    from edgelesion.benchmark_report import write_comparison
+
+    out = Path(out)
+    names = [Path(b).name for b in bundle_dirs]
+    if len(set(names)) != len(names):
+        raise EdgelesionError(f"bundles to compare need distinct folder names, got {names}")
+    results = {name: run_benchmark(b, out / name, data_dir=data_dir, config=config, progress=progress)
+               for name, b in zip(names, bundle_dirs)}
+    write_comparison(results, out)
+    return results
