@@ -1,0 +1,72 @@
+"""The benchmark harness on a tiny bundle: every field present and sane, charts written, bad bundles refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from edgelesion.benchmarking import BenchmarkConfig, run_benchmark
+from edgelesion.cli import main
+from edgelesion.errors import EdgelesionError
+
+QUICK = BenchmarkConfig(warmup=2, runs=10, batch_size=8, resamples=100)
+
+
+@pytest.fixture(scope="module")
+def benchmark(bundle_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "result"
+    return run_benchmark(bundle_dir, out, config=QUICK, progress=False), out
+
+
+def test_every_artifact_and_the_baseline_are_measured(benchmark, bundle_dir):
+    result, out = benchmark
+    bundle = json.loads((bundle_dir / "bundle.json").read_text())
+    assert result["baseline"] == "keras float model"
+    assert set(result["artifacts"]) == {"keras float model", *bundle["artifacts"]}
+    n_images = len(bundle["source_run"]["validation_files"])
+    for name, a in result["artifacts"].items():
+        for latency in (a["latency_1_thread"], a[f"latency_{a['all_cores']}_threads"]):
+            assert 0 < latency["median_ms"] <= latency["p90_ms"] <= latency["p99_ms"]
+            assert len(latency["times_ms"]) == QUICK.runs
+        assert a["throughput_images_per_second"] > 0 and a["size_bytes"] > 0 and a["load_seconds"] > 0
+        assert a["peak_memory_added_mb"] >= 0
+        assert a["balanced_accuracy"]["ci95"][0] <= a["balanced_accuracy"]["value"] <= a["balanced_accuracy"]["ci95"][1]
+        assert a["accuracy"]["n"] == n_images and 0 <= a["top1_agreement_with_baseline"] <= 1
+        assert set(a["recall_per_class"]) == set(bundle["classes"])
+        if name != "keras float model":
+            diff = a["difference_from_baseline"]["delta_balanced_accuracy"]
+            assert diff["ci95"][0] <= diff["value"] <= diff["ci95"][1]
+    assert result["artifacts"]["float32.tflite"]["top1_agreement_with_baseline"] == 1.0
+    assert result["model_flops_per_image"] > 0 and result["machine_peak"]["1_thread_gflops"] > 0
+    assert result["provenance"]["machine"]["cpu"] and result["provenance"]["versions"]["onnxruntime"]
+    saved = json.loads((out / "benchmark.json").read_text())
+    assert saved["artifacts"].keys() == result["artifacts"].keys()
+    for chart in ("accuracy_vs_latency.png", "latency_distribution.png"):
+        assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| int8.tflite |" in (out / "benchmark.md").read_text()
+
+
+def test_float32_tflite_stands_in_when_the_run_is_gone(bundle_dir, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    manifest = json.loads((copy / "bundle.json").read_text())
+    manifest["source_run"]["best_model"] = str(tmp_path / "gone.keras")
+    manifest["artifacts"] = {"float32.tflite": manifest["artifacts"]["float32.tflite"]}
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    result = run_benchmark(copy, tmp_path / "out", config=QUICK, progress=False)
+    assert result["baseline"].startswith("float32.tflite (standing in")
+    assert result["model_flops_per_image"] is None
+
+
+def test_missing_or_corrupted_artifacts_are_refused(bundle_dir, tmp_path, capsys):
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    (copy / "int8.onnx").write_bytes(b"corrupted")
+    with pytest.raises(EdgelesionError, match="int8.onnx does not match its sha256"):
+        run_benchmark(copy, tmp_path / "out", config=QUICK, progress=False)
+    (copy / "int8.onnx").unlink()
+    assert main(["benchmark", str(copy), "--out", str(tmp_path / "out2")]) == 2
+    assert "int8.onnx is missing" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
