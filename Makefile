@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt requirements-mediapipe.txt
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# The demo writes only under runs/demo and export/demo, which it replaces on every run (--force).
+# The demo writes only under runs/demo*, and export/demo, which it replaces on every run (--force).
 demo: $(STAMP)
 	@echo "== edgelesion demo: a SMOKE RUN on 93 sample images. Its accuracy means nothing. =="
 	$(BIN)/edgelesion audit --data demo/sample --out $(DEMO_RUN)-audit --force
@@ -31,9 +31,11 @@ demo: $(STAMP)
 	$(BIN)/edgelesion evaluate $(DEMO_RUN)
 	@echo "== Export: a smoke model's near-uniform probabilities make the int8 top-1 checks noise, so the demo"
 	@echo "== keeps any artifact that misses its tolerance (--keep-failed) and marks it in bundle.json. =="
-	$(BIN)/edgelesion export $(DEMO_RUN) --out export/demo --qat-epochs 1 --keep-failed --force
+	$(BIN)/edgelesion export $(DEMO_RUN) --out export/demo --keep-failed --force
+	$(BIN)/edgelesion predict export/demo demo/sample/melanoma --artifact int8.tflite
+	$(BIN)/edgelesion benchmark export/demo --out $(DEMO_RUN)-benchmark --runs 50 --force
 	@echo "== Done. Outputs in $(DEMO_RUN)/. This was a smoke run on 93 images: its numbers mean nothing. =="
 	@echo "== For a real model, train on the full dataset: see README.md. =="
 
 clean-demo:
-	rm -rf $(DEMO_RUN) $(DEMO_RUN)-audit export/demo
+	rm -rf $(DEMO_RUN) $(DEMO_RUN)-audit $(DEMO_RUN)-benchmark export/demo

@@ -28,7 +28,7 @@ def _interval(entry: dict[str, Any]) -> str:
 def markdown_table(result: dict[str, Any], label: str = "") -> list[str]:
     """One row per artifact: accuracy first, then latency, throughput, size, load time and memory."""
     cores = next(iter(result["artifacts"].values()))["all_cores"]
-    rows = [f"| {label + ' ' if label else ''}artifact | runtime | balanced accuracy [95% CI] | melanoma sensitivity [95% CI] "
+    rows = [f"| artifact | runtime | balanced accuracy [95% CI] | melanoma sensitivity [95% CI] "
             f"| Δ balanced accuracy vs baseline [paired 95% CI] | Δ melanoma sensitivity | top-1 agreement "
             f"| median / p90 / p99 ms, 1 thread | median ms, {cores} threads | img/s (batch) | size MB | load s "
             f"| memory added MB |",
@@ -37,7 +37,7 @@ def markdown_table(result: dict[str, Any], label: str = "") -> list[str]:
         one = a["latency_1_thread"]
         diff = a.get("difference_from_baseline")
         rows.append(
-            f"| {name} | {a['runtime']} | {format_estimate(a['balanced_accuracy'])} | "
+            f"| {label + ' ' if label else ''}{name} | {a['runtime']} | {format_estimate(a['balanced_accuracy'])} | "
             f"{format_estimate(a['melanoma_sensitivity'] or {})} | "
             f"{_interval(diff['delta_balanced_accuracy']) if diff else 'baseline'} | "
             f"{_interval(diff['delta_melanoma_sensitivity']) if diff else 'baseline'} | "

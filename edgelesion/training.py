@@ -117,16 +117,24 @@ def save_model(model: keras.Model, target: Path) -> None:
         model.save(tmp)
 
 
-def fit_one_epoch(model: keras.Model, x: np.ndarray, y: np.ndarray, epoch: int, config: TrainConfig,
+def fit_one_epoch(model: keras.Model, x: tf.Tensor, y: tf.Tensor, epoch: int, config: TrainConfig,
                   weights: dict[int, float] | None, progress: bool) -> dict[str, float]:
-    """One epoch in a seeded order with a freshly traced step, so dropout and shuffling depend only on (seed, epoch)."""
+    """One epoch in a seeded order with a freshly traced step, so dropout and shuffling depend only on (seed, epoch).
+
+    `x` and `y` are tensors made once per run: each epoch only a new order of indices enters the
+    pipeline, and batches are gathered from memory while the model trains (prefetch).
+    """
     keras.utils.set_random_seed(epoch_seed(config.seed, epoch))
     model.make_train_function(force=True)
-    order = np.random.default_rng(epoch_seed(config.seed, epoch)).permutation(len(x))
+    order = np.random.default_rng(epoch_seed(config.seed, epoch)).permutation(int(x.shape[0]))
+    batches = (tf.data.Dataset.from_tensor_slices(order).batch(config.batch_size)
+               .map(lambda index: (tf.gather(x, index), tf.gather(y, index)), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
+               .prefetch(tf.data.AUTOTUNE))
     # epochs=config.epochs so Keras' bar reads "Epoch 3/20"; the callback ends fit() after this one epoch.
     stop_after_one = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: setattr(model, "stop_training", True))
-    history = model.fit(x[order], y[order], batch_size=config.batch_size, epochs=config.epochs, initial_epoch=epoch,
-                        shuffle=False, class_weight=weights, callbacks=[stop_after_one], verbose=1 if progress else 0)
+    history = model.fit(batches, epochs=config.epochs, initial_epoch=epoch, class_weight=weights,
+                        callbacks=[stop_after_one], verbose=1 if progress else 0)
     return {key: float(values[-1]) for key, values in history.history.items()}
 
 
@@ -136,10 +144,11 @@ def run_epochs(run: RunDir, model: keras.Model, x: np.ndarray, y: np.ndarray, we
     classes = data.dataset.classes
     scored = scored_class_indices(data.val.labels, len(classes), config.min_support)
     positive = classes.index(config.positive_class) if config.positive_class in classes else None
+    x_tensor, y_tensor = tf.constant(x), tf.constant(y)  # once per run: epochs only reorder indices
     for epoch in range(state["epochs_done"], config.epochs):
         started = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch + 1}
-        row.update(fit_one_epoch(model, x, y, epoch, config, weights, progress))
+        row.update(fit_one_epoch(model, x_tensor, y_tensor, epoch, config, weights, progress))
         row["seconds"] = time.perf_counter() - started
         row["train_images_per_second"] = len(x) / row["seconds"]
         row.update(validation_scores(model, data.val, scored, positive))

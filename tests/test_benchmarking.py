@@ -70,3 +70,22 @@ def test_missing_or_corrupted_artifacts_are_refused(bundle_dir, tmp_path, capsys
     assert main(["benchmark", str(copy), "--out", str(tmp_path / "out2")]) == 2
     assert "int8.onnx is missing" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_several_bundles_share_one_table_and_chart(bundle_dir, tmp_path):
+    from edgelesion.benchmarking import compare_bundles
+
+    for name in ("float", "quantized"):
+        copy = tmp_path / name
+        shutil.copytree(bundle_dir, copy)
+        manifest = json.loads((copy / "bundle.json").read_text())
+        keep = "float32.tflite" if name == "float" else "int8.tflite"
+        manifest["artifacts"] = {keep: manifest["artifacts"][keep]}
+        (copy / "bundle.json").write_text(json.dumps(manifest))
+    results = compare_bundles([tmp_path / "float", tmp_path / "quantized"], tmp_path / "cmp", config=QUICK,
+                              progress=False)
+    assert set(results) == {"float", "quantized"}
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| float float32.tflite |" in table and "| quantized int8.tflite |" in table
+    assert (tmp_path / "cmp" / "comparison_accuracy_vs_latency.png").stat().st_size > 0
+    assert (tmp_path / "cmp" / "float" / "benchmark.json").is_file()
