@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -89,10 +90,10 @@ def accuracy_latency_chart(results: dict[str, dict[str, Any]], target: Path) -> 
             bal = a["balanced_accuracy"]
             x = a["latency_1_thread"]["median_ms"]
             axis.errorbar(x, bal["value"], yerr=[[bal["value"] - bal["ci95"][0]], [bal["ci95"][1] - bal["value"]]],
-                          fmt="o", capsize=3)
-            axis.annotate(f"{label} {name}".strip(), (x, bal["value"]), textcoords="offset points", xytext=(5, 5),
-                          fontsize=7)
+                          fmt="o", capsize=3, label=f"{label} {name} ({a['runtime']})".strip())
     axis.set_xscale("log")
+    axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axis.legend(fontsize=7, loc="best")
     axis.set_xlabel("median single-image latency, 1 thread (ms, log scale)")
     axis.set_ylabel("balanced accuracy (95% CI)")
     axis.set_title("Accuracy against latency")

@@ -56,9 +56,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8")
+
+
+def cpu_flags() -> list[str]:
+    """The vector-instruction flags that decide float and int8 CPU speed (from /proc/cpuinfo)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in SIMD_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
 def machine_info() -> dict[str, Any]:
-    """CPU model, core count and OS of this machine."""
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
+    """CPU model, its SIMD flags, core count and OS of this machine."""
+    return {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "platform": platform.platform()}
 
 
 def provenance() -> dict[str, Any]:
