@@ -127,10 +127,14 @@ def fit_one_epoch(model: keras.Model, x: tf.Tensor, y: tf.Tensor, epoch: int, co
     keras.utils.set_random_seed(epoch_seed(config.seed, epoch))
     model.make_train_function(force=True)
     order = np.random.default_rng(epoch_seed(config.seed, epoch)).permutation(int(x.shape[0]))
+    # tf.data's autotuner runs its own threads, which on 2 cores compete with training (measured:
+    # slower, uneven epochs); a fixed two-batch prefetch keeps the next batches ready without it.
+    options = tf.data.Options()
+    options.autotune.enabled = False
     batches = (tf.data.Dataset.from_tensor_slices(order).batch(config.batch_size)
                .map(lambda index: (tf.gather(x, index), tf.gather(y, index)), num_parallel_calls=tf.data.AUTOTUNE,
                     deterministic=True)
-               .prefetch(tf.data.AUTOTUNE))
+               .prefetch(2).with_options(options))
     # epochs=config.epochs so Keras' bar reads "Epoch 3/20"; the callback ends fit() after this one epoch.
     stop_after_one = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: setattr(model, "stop_training", True))
     history = model.fit(batches, epochs=config.epochs, initial_epoch=epoch, class_weight=weights,
