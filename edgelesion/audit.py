@@ -246,3 +246,38 @@ def format_audit(report: AuditReport) -> str:
 
 def _conflict_pairs(report: AuditReport) -> Counter:
     return Counter(tuple(g.labels[:2]) if len(g.labels) == 2 else tuple(g.labels) for g in report.conflicts)
+
+
+@dataclass
+class ScoringSet:
+    """A test folder made fit to score: duplicates and conflicts dropped, training overlap removed."""
+
+    clean: LoadedDataset  # what is scored
+    with_overlap: LoadedDataset  # the same, training-overlap images kept (an inflated score)
+    overlaps: list[dict[str, Any]]  # every removed image with its training matches and both labels
+    excluded: list[SkippedFile]  # unreadable, duplicate or conflicting test files
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        return (f"{len(self.overlaps)} of {len(self.with_overlap.records)} test images are also in the training "
+                f"folder and are removed before scoring ({len(self.excluded)} unreadable, duplicate or conflicting "
+                "test files were dropped first)")
+
+
+def prepare_test_set(test: LoadedDataset, train_index: list[dict[str, str]], policy: ConflictPolicy,
+                     near_max_distance: int) -> ScoringSet:
+    """Apply the duplicate policy to a test folder and remove images also in the training folder.
+
+    `train_index` is a run's data_index.csv rows (path, label, sha256, phash): every image the
+    training folder held, so overlap is found even for images the run excluded.
+    """
+    report = audit_dataset(test, policy=policy, near_max_distance=near_max_distance)
+    kept = test.subset(report.kept)
+    overlaps = find_overlaps(kept, [row["sha256"] for row in train_index],
+                             np.array([int(row["phash"], 16) for row in train_index], dtype=np.uint64),
+                             near_max_distance)
+    shared = {o.test_index for o in overlaps}
+    clean = kept.subset([i for i in range(len(kept.records)) if i not in shared])
+    listed = overlaps_to_dict(overlaps, kept, [row["path"] for row in train_index],
+                              [row["label"] for row in train_index])
+    return ScoringSet(clean, kept, listed, [*test.skipped, *report.excluded])

@@ -9,7 +9,7 @@ from edgelesion.audit import (NEAR_DUPLICATE_MAX_DISTANCE, ConflictPolicy, audit
                               format_audit, overlaps_to_dict)
 from edgelesion.dataset import load_dataset
 from edgelesion.errors import EdgelesionError
-from edgelesion.fileio import write_json
+from edgelesion.fileio import ensure_outside, write_json
 from edgelesion.plots import class_counts_chart
 from edgelesion.preprocessing import Preprocessing
 from edgelesion.provenance import provenance
@@ -23,9 +23,9 @@ def run_audit(data_dir: str | Path, out: str | Path, *, test_dir: str | Path | N
     out = Path(out)
     if (out / "audit.json").exists() and not force:
         raise EdgelesionError(f"{out / 'audit.json'} already exists: choose another --out or pass --force")
-    data_root = Path(data_dir).resolve()
-    if out.resolve() == data_root or data_root in out.resolve().parents:
-        raise EdgelesionError(f"--out {out} is inside the dataset folder: edgelesion never writes there")
+    ensure_outside(out, data_dir)
+    if test_dir is not None:
+        ensure_outside(out, test_dir)
     preprocessing = Preprocessing()
     dataset = load_dataset(data_dir, preprocessing, progress=progress)
     report = audit_dataset(dataset, policy=policy, near_max_distance=near_max_distance)

@@ -21,7 +21,9 @@ def _save(figure: plt.Figure, target: Path) -> None:
     plt.close(figure)
 
 
-def _interval(entry: dict[str, Any]) -> str:
+def _interval(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "n/a"
     ci = entry["ci95"]
     return f"{entry['value']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
@@ -88,6 +90,8 @@ def accuracy_latency_chart(results: dict[str, dict[str, Any]], target: Path) -> 
     for label, result in results.items():
         for name, a in result["artifacts"].items():
             bal = a["balanced_accuracy"]
+            if bal["value"] is None or bal["ci95"] is None:  # no class with enough images to score
+                continue
             x = a["latency_1_thread"]["median_ms"]
             axis.errorbar(x, bal["value"], yerr=[[bal["value"] - bal["ci95"][0]], [bal["ci95"][1] - bal["value"]]],
                           fmt="o", capsize=3, label=f"{label} {name} ({a['runtime']})".strip())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,9 +16,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from edgelesion.audit import ConflictPolicy, prepare_test_set
 from edgelesion.dataset import load_dataset
 from edgelesion.errors import EdgelesionError
-from edgelesion.fileio import read_json, sha256_file, write_json
+from edgelesion.fileio import read_csv, read_json, replace_dir, sha256_file, staging_dir, write_json
 from edgelesion.images import UnreadableImage, read_image, to_model_input
 from edgelesion.metrics import balanced_accuracy, classification_metrics, scored_class_indices
 from edgelesion.preprocessing import Preprocessing
@@ -60,10 +62,20 @@ def preprocessing_of(bundle: dict[str, Any]) -> Preprocessing:
 def evaluation_images(bundle: dict[str, Any], data_dir: Path | None) -> tuple[np.ndarray, np.ndarray, str]:
     """Pixels and labels of the evaluation set: the export's validation files (checked by sha256), or `data_dir`."""
     classes, preprocessing = bundle["classes"], preprocessing_of(bundle)
+    source = bundle["source_run"]
     if data_dir is not None:
         data = load_dataset(data_dir, preprocessing, classes=classes, min_classes=1)
-        return data.images, data.labels, f"{data_dir} ({len(data.records)} images)"
-    source = bundle["source_run"]
+        index = Path(source["path"]) / "data_index.csv"
+        if not index.is_file():
+            raise EdgelesionError(f"--data {data_dir}: the run's {index} is gone, so images shared with the training "
+                                  "folder cannot be removed; benchmark on the run's validation split instead")
+        config = source["config"]
+        test = prepare_test_set(data, read_csv(index), ConflictPolicy(config["conflict_policy"]),
+                                config["near_duplicate_max_distance"])
+        print(test.summary())
+        return (test.clean.images, test.clean.labels,
+                f"{data_dir} ({len(test.clean.records)} images; {len(test.overlaps)} shared with the training folder "
+                "removed)")
     root = Path(source["data_dir"])
     pixels, labels = [], []
     for relpath, label, sha in source["validation_files"]:
@@ -125,12 +137,13 @@ def paired_difference(labels: np.ndarray, baseline: np.ndarray, candidate: np.nd
     by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     samples = np.array([deltas(np.concatenate([rng.choice(ix, len(ix)) for ix in by_class]))
                         for _ in range(config.resamples)])
-    return {
-        "delta_balanced_accuracy": {"value": point[0], "ci95": np.nanpercentile(samples[:, 0], [2.5, 97.5]).tolist()},
-        "delta_melanoma_sensitivity": {"value": point[1],
-                                       "ci95": np.nanpercentile(samples[:, 1], [2.5, 97.5]).tolist()},
-        "method": f"paired, class-stratified bootstrap, {config.resamples} resamples",
-    }
+    def estimate(column: int) -> dict[str, Any] | None:
+        if np.isnan(point[column]):  # no melanoma in the evaluation set
+            return None
+        return {"value": point[column], "ci95": np.percentile(samples[:, column], [2.5, 97.5]).tolist()}
+
+    return {"delta_balanced_accuracy": estimate(0), "delta_melanoma_sensitivity": estimate(1),
+            "method": f"paired, class-stratified bootstrap, {config.resamples} resamples"}
 
 
 def baseline_entry(bundle: dict[str, Any], bundle_dir: Path) -> tuple[str, Path]:
@@ -153,7 +166,8 @@ def run_benchmark(bundle_dir: str | Path, out: str | Path, *, data_dir: str | Pa
     pixels, labels, described = evaluation_images(bundle, Path(data_dir) if data_dir else None)
     classes = bundle["classes"]
     scored = scored_class_indices(labels, len(classes), bundle["source_run"]["config"]["min_support"])
-    positive = classes.index("melanoma") if "melanoma" in classes else None
+    positive_class = bundle["source_run"]["config"]["positive_class"]
+    positive = classes.index(positive_class) if positive_class in classes else None
     baseline_name, baseline_path = baseline_entry(bundle, bundle_dir)
     targets = [(baseline_name, baseline_path), *[(name, bundle_dir / name) for name in bundle["artifacts"]]]
     rows: dict[str, Any] = {}
@@ -163,12 +177,12 @@ def run_benchmark(bundle_dir: str | Path, out: str | Path, *, data_dir: str | Pa
         probabilities = {}
         for name, path in tqdm(targets, desc="benchmarking", unit="artifact", disable=not progress):
             timings, probabilities[name] = measure_in_subprocess(path, pixels_file, Path(scratch), config)
-            metrics = classification_metrics(labels, probabilities[name], classes,
+            metrics = classification_metrics(labels, probabilities[name], classes, positive_class=positive_class,
                                              scored_classes=[classes[c] for c in scored], seed=config.seed)
             rows[name] = {
                 "file": str(path), "runtime": _runtime(path), "size_bytes": path.stat().st_size, **timings,
                 "balanced_accuracy": metrics["balanced_accuracy"], "accuracy": metrics["accuracy"],
-                "melanoma_sensitivity": metrics.get("melanoma_sensitivity"),
+                "melanoma_sensitivity": metrics.get(f"{positive_class}_sensitivity"),
                 "recall_per_class": {c: m["recall"] for c, m in metrics["per_class"].items()},
             }
         for name, row in rows.items():
@@ -188,8 +202,13 @@ def run_benchmark(bundle_dir: str | Path, out: str | Path, *, data_dir: str | Pa
         "artifacts": rows,
         "provenance": provenance(),
     }
-    write_json(out / "benchmark.json", result)
-    write_report(result, out)
+    staging = staging_dir(out)  # a rerun with --force replaces the old results whole
+    try:
+        write_json(staging / "benchmark.json", result)
+        write_report(result, staging)
+        replace_dir(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return result
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from edgelesion._tf import keras
-from edgelesion.audit import audit_dataset, find_overlaps, overlaps_to_dict
+from edgelesion.audit import prepare_test_set
 from edgelesion.config import TrainConfig
 from edgelesion.dataset import LoadedDataset, load_dataset
 from edgelesion.errors import EdgelesionError
@@ -76,30 +76,23 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dic
         return evaluate_and_write(predict(model, val.images), val.labels, info.classes, run.evaluation / "validation",
                                   title=f"Validation split of {run.root.name} ({len(val.records)} images)",
                                   config=info.config)
-    test = load_dataset(data_dir, info.config.preprocessing, classes=info.classes, min_classes=1)
-    report = audit_dataset(test, policy=info.config.conflict_policy,
-                           near_max_distance=info.config.near_duplicate_max_distance)
-    test = test.subset(report.kept)
-    index = read_csv(run.data_index)
-    overlaps = find_overlaps(test, [row["sha256"] for row in index],
-                             np.array([int(row["phash"], 16) for row in index], dtype=np.uint64),
-                             info.config.near_duplicate_max_distance)
-    shared = {o.test_index for o in overlaps}
-    clean = test.subset([i for i in range(len(test.records)) if i not in shared])
-    out = run.evaluation / f"test-{Path(data_dir).resolve().name}-{test.fingerprint()[:8]}"
-    overlap_list = overlaps_to_dict(overlaps, test, [row["path"] for row in index], [row["label"] for row in index])
-    print(f"{len(shared)} of {len(test.records)} test images are also in the training folder and are removed "
-          f"before scoring ({len(report.excluded)} duplicate or conflicting test images were dropped first)")
+    test = prepare_test_set(load_dataset(data_dir, info.config.preprocessing, classes=info.classes, min_classes=1),
+                            read_csv(run.data_index), info.config.conflict_policy,
+                            info.config.near_duplicate_max_distance)
+    out = run.evaluation / f"test-{Path(data_dir).resolve().name}-{test.with_overlap.fingerprint()[:8]}"
+    print(test.summary())
     metrics = evaluate_and_write(
-        predict(model, clean.images), clean.labels, info.classes, out,
-        title=f"Test folder {data_dir} ({len(clean.records)} images, training overlap removed)", config=info.config,
-        extra={"overlap_removed": len(shared), "overlaps": overlap_list,
-               "excluded_in_test_folder": [vars(s) for s in [*report.dataset.skipped, *report.excluded]]},
+        predict(model, test.clean.images), test.clean.labels, info.classes, out,
+        title=f"Test folder {data_dir} ({len(test.clean.records)} images, training overlap removed)",
+        config=info.config,
+        extra={"overlap_removed": len(test.overlaps), "overlaps": test.overlaps,
+               "excluded_in_test_folder": [vars(s) for s in test.excluded]},
     )
-    if shared:
+    if test.overlaps:
         evaluate_and_write(
-            predict(model, test.images), test.labels, info.classes, out / "with_overlap_kept",
-            title=f"INFLATED: test folder with its {len(shared)} training-overlap images kept ({len(test.records)} images)",
+            predict(model, test.with_overlap.images), test.with_overlap.labels, info.classes, out / "with_overlap_kept",
+            title=f"INFLATED: test folder with its {len(test.overlaps)} training-overlap images kept "
+                  f"({len(test.with_overlap.records)} images)",
             config=info.config, scored_classes=metrics["balanced_accuracy"]["classes"],
         )
     return metrics

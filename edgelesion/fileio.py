@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from edgelesion.errors import EdgelesionError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -93,3 +95,11 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def ensure_outside(out: str | os.PathLike, data_root: str | os.PathLike, flag: str = "--out") -> None:
+    """Refuse an output folder inside the user's dataset folder: edgelesion never writes there."""
+    out_path, root = Path(out).resolve(), Path(data_root).resolve()
+    if out_path == root or root in out_path.parents:
+        raise EdgelesionError(f"{flag} {out} is inside the dataset folder {data_root}: edgelesion never writes "
+                              "there; choose a folder outside it")

@@ -57,7 +57,8 @@ class Classifier:
         self.preprocessing = Preprocessing(image_size=spec["resize"]["size"][0], resize_method=spec["resize"]["method"])
         alert = bundle["artifacts"][artifact].get("melanoma_alert") or {}
         self.melanoma_threshold: float | None = alert.get("threshold")
-        self.melanoma_index = self.classes.index("melanoma") if "melanoma" in self.classes else None
+        positive = bundle["source_run"]["config"]["positive_class"]  # "melanoma" unless trained otherwise
+        self.melanoma_index = self.classes.index(positive) if positive in self.classes else None
 
     @classmethod
     def load(cls, bundle_dir: str | Path, artifact: str = "int8.tflite", *, threads: int | None = None) -> Classifier:

@@ -9,6 +9,7 @@ scaling layer becomes the input quantization itself, and apps feed camera pixels
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -120,15 +121,22 @@ def _compiled_quantized_core(float_model: keras.Model, config: QATConfig) -> ker
     return quantized
 
 
+def weights_fingerprint(model: keras.Model) -> str:
+    """sha256 of a model's weights: which float model a QAT fine-tune started from."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
+
+
 def load_quantized_core(float_model: keras.Model, work_dir: Path) -> keras.Model:
     """The QAT core saved by a finished qat_finetune in `work_dir`."""
-    state_file = work_dir / "state.json"
-    if not state_file.is_file():
+    saved = work_dir / "checkpoint"
+    if not (saved / "state.json").is_file():
         raise EdgelesionError(f"{work_dir} holds no QAT fine-tune: export the run first")
-    config = QATConfig(**read_json(state_file)["config"])
-    quantized = _compiled_quantized_core(float_model, config)
+    quantized = _compiled_quantized_core(float_model, QATConfig(**read_json(saved / "state.json")["config"]))
     tf.train.Checkpoint(model=quantized, optimizer=quantized.optimizer).read(
-        str(work_dir / "checkpoint" / "ckpt")).assert_existing_objects_matched()
+        str(saved / "ckpt")).assert_existing_objects_matched()
     return quantized
 
 
@@ -138,13 +146,17 @@ def qat_finetune(float_model: keras.Model, x: np.ndarray, y: np.ndarray, weights
     """Fine-tune the QAT core of `float_model` on (x, y) with class `weights`, checkpointing each epoch in `work_dir`.
 
     Activation ranges start from the `calibration` pixels (see calibrate_activation_ranges).
-
     Returns the quantized core (input: pixels / 255). Epochs are seeded like training's, so a
-    resumed fine-tune ends where an uninterrupted one would.
+    resumed fine-tune ends where an uninterrupted one would. A fine-tune of another float model
+    (the run was resumed to a new best epoch since) is started again, never reused.
     """
-    work_dir.mkdir(parents=True, exist_ok=True)
-    state_file = work_dir / "state.json"
-    state = read_json(state_file) if state_file.is_file() else {"epochs_done": 0, "config": asdict(config)}
+    saved = work_dir / "checkpoint"  # the checkpoint and its state.json, swapped in together
+    source = weights_fingerprint(float_model)
+    fresh = {"epochs_done": 0, "config": asdict(config), "float_weights_sha256": source}
+    state = read_json(saved / "state.json") if (saved / "state.json").is_file() else fresh
+    if state.get("float_weights_sha256") != source:
+        print(f"the run's model changed since the QAT fine-tune in {work_dir}: starting it again")
+        state = fresh
     if state["config"] != asdict(config):
         raise EdgelesionError(
             f"{work_dir} holds a QAT fine-tune with other settings ({state['config']}): remove that folder "
@@ -153,7 +165,6 @@ def qat_finetune(float_model: keras.Model, x: np.ndarray, y: np.ndarray, weights
     keras.utils.set_random_seed(train_config.seed)
     quantized = _compiled_quantized_core(float_model, config)
     checkpoint = tf.train.Checkpoint(model=quantized, optimizer=quantized.optimizer)
-    saved = work_dir / "checkpoint"
     if not state["epochs_done"]:
         calibrate_activation_ranges(quantized, float_model, calibration)
     else:
@@ -168,11 +179,12 @@ def qat_finetune(float_model: keras.Model, x: np.ndarray, y: np.ndarray, weights
         if not np.isfinite(logs["loss"]):
             raise EdgelesionError(f"QAT diverged at epoch {epoch + 1} (loss {logs['loss']}): lower --qat-learning-rate")
         # .keras files cannot hold tfmot's layers, so a TensorFlow checkpoint (weights and optimizer
-        # state) is written into a staging folder and swapped in whole.
+        # state) and its state.json are written into a staging folder and swapped in whole.
+        work_dir.mkdir(parents=True, exist_ok=True)
         staging = work_dir / ".checkpoint.staging"
         shutil.rmtree(staging, ignore_errors=True)
         checkpoint.write(str(staging / "ckpt"))
-        replace_dir(staging, saved)
         state["epochs_done"] = epoch + 1
-        write_json(state_file, state)
+        write_json(staging / "state.json", state)
+        replace_dir(staging, saved)
     return quantized

@@ -25,7 +25,9 @@ def melanoma_threshold(probabilities: np.ndarray, labels: np.ndarray, positive: 
                 "reason": "the validation split needs melanoma and non-melanoma images to choose a threshold"}
     is_positive = labels == positive
     scores = probabilities[:, positive]
-    _, tpr, thresholds = roc_curve(is_positive, scores)
+    # every point kept: with tied scores (int8 outputs move in steps of 1/256) the default would drop
+    # collinear points, among them possibly the one where sensitivity first reaches the target
+    _, tpr, thresholds = roc_curve(is_positive, scores, drop_intermediate=False)
     threshold = float(min(1.0, thresholds[int(np.argmax(tpr >= target_sensitivity))]))
     alert = scores >= threshold
     return {

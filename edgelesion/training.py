@@ -16,7 +16,7 @@ from edgelesion.config import TrainConfig
 from edgelesion.dataset import LoadedDataset, load_dataset
 from edgelesion.errors import EdgelesionError
 from edgelesion.evaluation import evaluate_and_write, predict
-from edgelesion.fileio import atomic_path, read_csv, read_json, write_csv, write_json
+from edgelesion.fileio import atomic_path, ensure_outside, read_csv, read_json, write_csv, write_json
 from edgelesion.metrics import balanced_accuracy, scored_class_indices
 from edgelesion.models import create_model
 from edgelesion.plots import class_counts_chart, training_curves_chart
@@ -78,9 +78,7 @@ def training_arrays(
         return x, y, class_weights(y, n_classes)
     if config.rebalance is RebalanceMethod.NONE:
         return x, y, None
-    data_root = train.root.resolve()
-    if cache_dir.resolve() == data_root or data_root in cache_dir.resolve().parents:
-        raise EdgelesionError(f"the augmentation cache {cache_dir} is inside the dataset folder: set EDGELESION_CACHE elsewhere")
+    ensure_outside(cache_dir, train.root, flag="the augmentation cache (EDGELESION_CACHE)")
     extra = augment(x, y, train.sha256, n_classes, config.augment, seed=config.seed, cache_dir=cache_dir,
                     progress=progress)
     write_csv(run.augmentation, ["generated", "source_path", "label"],
@@ -228,6 +226,7 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, force: 
           cache_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Train `config.model` on `data_dir` into the new run folder `out`; return the validation metrics."""
     run = RunDir(Path(out))
+    ensure_outside(run.root, data_dir)
     check_run_dir(run.root, force=force)  # fail before the slow work
     data = prepare_data(data_dir, config, progress=progress)
     print(format_audit(data.report))

@@ -34,10 +34,11 @@ def test_conflicting_copies_are_found_and_excluded_by_default(dataset_dir):
 
 def test_keep_policy_keeps_one_copy_per_label_in_one_group(dataset_dir):
     shutil.copy(dataset_dir / "melanoma" / "img_000.jpg", dataset_dir / "nevus" / "copy.jpg")
+    shutil.copy(dataset_dir / "melanoma" / "img_000.jpg", dataset_dir / "nevus" / "copy2.jpg")
     data = load_dataset(dataset_dir, PRE, progress=False)
     report = audit_dataset(data, policy=ConflictPolicy.KEEP)
     kept = {data.records[i].relpath for i in report.kept}
-    assert {"melanoma/img_000.jpg", "nevus/copy.jpg"} <= kept
+    assert {"melanoma/img_000.jpg", "nevus/copy.jpg"} <= kept and "nevus/copy2.jpg" not in kept
     ids = {data.records[i].relpath: report.group_ids[i] for i in range(len(data.records))}
     assert ids["melanoma/img_000.jpg"] == ids["nevus/copy.jpg"]
 
@@ -72,3 +73,19 @@ def test_test_folder_overlap_is_reported_with_both_labels(tmp_path):
     assert len(overlaps) == 1 and overlaps[0].kind == "exact"
     assert test.records[overlaps[0].test_index].relpath == "nevus/leaked.jpg"
     assert [train.records[j].relpath for j in overlaps[0].train_indices] == ["melanoma/img_001.jpg"]
+
+
+def test_test_set_drops_its_own_conflicts_and_the_training_overlap(tmp_path):
+    from edgelesion.audit import prepare_test_set
+
+    train = load_dataset(write_dataset(tmp_path / "train", per_class=4), PRE, progress=False)
+    index = [{"path": r.relpath, "label": r.label, "sha256": s, "phash": f"{p:016x}"}
+             for r, s, p in zip(train.records, train.sha256, train.phash)]
+    test_root = write_dataset(tmp_path / "test", per_class=3, seed=5)
+    shutil.copy(tmp_path / "train" / "nevus" / "img_000.jpg", test_root / "melanoma" / "seen.jpg")
+    shutil.copy(test_root / "nevus" / "img_001.jpg", test_root / "melanoma" / "conflict.jpg")
+    scoring = prepare_test_set(load_dataset(test_root, PRE, progress=False), index, ConflictPolicy.EXCLUDE, 4)
+    assert [o["test_path"] for o in scoring.overlaps] == ["melanoma/seen.jpg"]
+    assert scoring.overlaps[0]["labels_differ"] is True
+    assert {e.relpath for e in scoring.excluded} == {"melanoma/conflict.jpg", "nevus/img_001.jpg"}
+    assert len(scoring.clean.records) == 9 - 1 and len(scoring.with_overlap.records) == 9

@@ -52,6 +52,12 @@ def test_existing_run_folder_is_refused_before_any_work(dataset_dir, tmp_path, c
     assert (tmp_path / "run" / "notes.txt").read_text() == "keep me"
 
 
+def test_run_folder_inside_the_dataset_is_refused(dataset_dir, capsys):
+    assert main(["train", "--data", str(dataset_dir), "--out", str(dataset_dir / "run")]) == 2
+    assert "inside the dataset folder" in capsys.readouterr().err
+    assert not (dataset_dir / "run").exists()
+
+
 def test_bad_option_value_is_a_usage_error(dataset_dir, tmp_path, capsys):
     assert main(["train", "--data", str(dataset_dir), "--out", str(tmp_path / "r"), "--augment-target", "lots"]) == 2
     assert "augmentation target 'lots'" in capsys.readouterr().err

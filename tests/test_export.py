@@ -135,7 +135,7 @@ def test_interrupted_qat_resumes_to_the_uninterrupted_result(trained_run, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         export_run(tmp_path / "cut", tmp_path / "cut-bundle", options, progress=False)
     assert not (tmp_path / "cut-bundle").exists()
-    assert json.loads((tmp_path / "cut" / "qat" / "state.json").read_text())["epochs_done"] == 1
+    assert json.loads((tmp_path / "cut" / "qat" / "checkpoint" / "state.json").read_text())["epochs_done"] == 1
     monkeypatch.setattr(qat, "fit_one_epoch", real_fit)
     resumed = export_run(tmp_path / "cut", tmp_path / "cut-bundle", options, progress=False)
     # the converter's bytes differ from run to run (same predictions), so compare what the model predicts
