@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "training needs TensorFlow, which the base install leaves out: pip install 'edgelesion[train]'"
     ) from exc
 
-if os.environ.get("TF_USE_LEGACY_KERAS") != "1" or not tf.keras.__name__.startswith("tf_keras"):
+if not tf.keras.__name__.startswith("tf_keras"):
     raise EdgelesionError(  # pragma: no cover - only when TensorFlow was imported before edgelesion set Keras 2
         "TensorFlow was imported with Keras 3 before edgelesion could select Keras 2: "
         "import edgelesion's training modules first, or set TF_USE_LEGACY_KERAS=1"

