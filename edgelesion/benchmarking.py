@@ -19,10 +19,10 @@ from tqdm import tqdm
 from edgelesion.audit import ConflictPolicy, prepare_test_set
 from edgelesion.dataset import load_dataset
 from edgelesion.errors import EdgelesionError
-from edgelesion.fileio import read_csv, read_json, replace_dir, sha256_file, staging_dir, write_json
+from edgelesion.bundle_reader import bundle_preprocessing, read_bundle, verified_artifact
+from edgelesion.fileio import read_csv, replace_dir, staging_dir, write_json
 from edgelesion.images import UnreadableImage, read_image, to_model_input
 from edgelesion.metrics import balanced_accuracy, classification_metrics, scored_class_indices
-from edgelesion.preprocessing import Preprocessing
 from edgelesion.provenance import provenance
 
 
@@ -39,29 +39,15 @@ class BenchmarkConfig:
 
 def verified_bundle(bundle_dir: Path) -> dict[str, Any]:
     """bundle.json, after checking that every listed artifact exists and matches its sha256."""
-    manifest = bundle_dir / "bundle.json"
-    if not manifest.is_file():
-        raise EdgelesionError(f"{bundle_dir} is not an edgelesion bundle (no bundle.json)")
-    bundle = read_json(manifest)
-    for name, entry in bundle["artifacts"].items():
-        path = bundle_dir / name
-        if not path.is_file():
-            raise EdgelesionError(f"{path} is missing although bundle.json lists it: export the bundle again")
-        if sha256_file(path) != entry["sha256"]:
-            raise EdgelesionError(f"{path} does not match its sha256 in bundle.json: the file is damaged or was "
-                                  "changed; export the bundle again")
+    bundle = read_bundle(bundle_dir)
+    for name in bundle["artifacts"]:
+        verified_artifact(bundle_dir, bundle, name)
     return bundle
-
-
-def preprocessing_of(bundle: dict[str, Any]) -> Preprocessing:
-    """The bundle's input resizing, as a Preprocessing."""
-    resize = next(iter(bundle["artifacts"].values()))["input"]["resize"]
-    return Preprocessing(image_size=resize["size"][0], resize_method=resize["method"])
 
 
 def evaluation_images(bundle: dict[str, Any], data_dir: Path | None) -> tuple[np.ndarray, np.ndarray, str]:
     """Pixels and labels of the evaluation set: the export's validation files (checked by sha256), or `data_dir`."""
-    classes, preprocessing = bundle["classes"], preprocessing_of(bundle)
+    classes, preprocessing = bundle["classes"], bundle_preprocessing(bundle)
     source = bundle["source_run"]
     if data_dir is not None:
         data = load_dataset(data_dir, preprocessing, classes=classes, min_classes=1)

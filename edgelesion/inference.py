@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,13 +19,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from edgelesion.errors import EdgelesionError
-from edgelesion.fileio import sha256_file
+from edgelesion.bundle_reader import bundle_preprocessing, read_bundle, verified_artifact
 from edgelesion.images import UnreadableImage, read_image, to_model_input, to_rgb
-from edgelesion.preprocessing import Preprocessing
 from edgelesion.runtimes import Runner, open_runner
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
-SUPPORTED_SCHEMA = 1
 
 
 @dataclass(frozen=True)
@@ -53,8 +50,7 @@ class Classifier:
     def __init__(self, bundle: dict[str, Any], artifact: str, runner: Runner) -> None:
         self.bundle, self.artifact, self.runner = bundle, artifact, runner
         self.classes: list[str] = bundle["classes"]
-        spec = bundle["artifacts"][artifact]["input"]
-        self.preprocessing = Preprocessing(image_size=spec["resize"]["size"][0], resize_method=spec["resize"]["method"])
+        self.preprocessing = bundle_preprocessing(bundle, artifact)
         alert = bundle["artifacts"][artifact].get("melanoma_alert") or {}
         self.melanoma_threshold: float | None = alert.get("threshold")
         positive = bundle["source_run"]["config"]["positive_class"]  # "melanoma" unless trained otherwise
@@ -64,25 +60,9 @@ class Classifier:
     def load(cls, bundle_dir: str | Path, artifact: str = "int8.tflite", *, threads: int | None = None) -> Classifier:
         """Open `artifact` of the bundle in `bundle_dir` after checking its sha256 against bundle.json."""
         bundle_dir = Path(bundle_dir)
-        manifest = bundle_dir / "bundle.json"
-        if not manifest.is_file():
-            raise EdgelesionError(f"{bundle_dir} is not an edgelesion bundle (no bundle.json): "
-                                  "make one with 'edgelesion export RUN --out DIR'")
-        try:
-            bundle = json.loads(manifest.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise EdgelesionError(f"{manifest} is not valid JSON ({exc}): export the bundle again") from exc
-        if bundle.get("schema_version") != SUPPORTED_SCHEMA:
-            raise EdgelesionError(f"{manifest} has bundle schema {bundle.get('schema_version')}; this edgelesion "
-                                  f"reads schema {SUPPORTED_SCHEMA}: export the bundle again with this version")
-        if artifact not in bundle["artifacts"]:
-            raise EdgelesionError(f"{bundle_dir} has no {artifact}: choose one of {', '.join(bundle['artifacts'])}")
-        entry, path = bundle["artifacts"][artifact], bundle_dir / artifact
-        if not path.is_file():
-            raise EdgelesionError(f"{path} is missing although bundle.json lists it: copy the whole bundle folder")
-        if sha256_file(path) != entry["sha256"]:
-            raise EdgelesionError(f"{path} does not match the sha256 in bundle.json: the file is damaged or was "
-                                  "changed; copy it again from the original bundle")
+        bundle = read_bundle(bundle_dir)
+        path = verified_artifact(bundle_dir, bundle, artifact)
+        entry = bundle["artifacts"][artifact]
         if not entry.get("passed", True):
             print(f"warning: {artifact} missed its parity tolerance at export (kept with --keep-failed)")
         return cls(bundle, artifact, open_runner(path, threads))

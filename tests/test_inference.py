@@ -89,7 +89,7 @@ def test_damaged_or_incomplete_bundles_are_refused(bundle_dir, tmp_path):
     shutil.copytree(bundle_dir, copy)
     with open(copy / "int8.onnx", "r+b") as handle:
         handle.truncate(1000)
-    with pytest.raises(EdgelesionError, match="does not match the sha256"):
+    with pytest.raises(EdgelesionError, match="does not match its sha256"):
         Classifier.load(copy, "int8.onnx")
     (copy / "float16.tflite").unlink()
     with pytest.raises(EdgelesionError, match="float16.tflite is missing"):
