@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.common import RESULTS, record, require_data
-from edgelesion.audit_report import run_audit
-from edgelesion.dataset import load_dataset
+from edgelesion.data.audit_report import run_audit
+from edgelesion.data.dataset import load_dataset
 from edgelesion.preprocessing import Preprocessing
 
 RESAVES = {

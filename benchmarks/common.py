@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgelesion.config import TrainConfig
+from edgelesion.train.config import TrainConfig
 from edgelesion.fileio import read_json, write_json
 from edgelesion.provenance import provenance
-from edgelesion.runs import RunDir
+from edgelesion.train.runs import RunDir
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("EDGELESION_BENCH_DATA", REPO.parent / "shared" / "data" / "isic9" / "train"))
@@ -36,7 +36,7 @@ def finished_metrics(run_dir: Path, epochs: int) -> dict[str, Any] | None:
 
 def train_or_resume(data_dir: Path, out: Path, config: TrainConfig) -> dict[str, Any]:
     """Train `config` into `out`, resuming an interrupted run and reusing a finished one."""
-    from edgelesion.training import resume, train
+    from edgelesion.train.training import resume, train
 
     done = finished_metrics(out, config.epochs)
     if done is not None:
@@ -60,6 +60,12 @@ def record(name: str, results: dict[str, Any]) -> Path:
     write_json(target, {"provenance": provenance(), "data": str(DATA), **results})
     print(f"recorded {target}")
     return target
+
+
+def markdown_table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
+    """A markdown table's lines; `align` has one character per column: 'l' left, 'r' right."""
+    rule = ["---:" if a == "r" else "---" for a in align]
+    return ["| " + " | ".join(cells) + " |" for cells in (header, rule, *rows)]
 
 
 def fmt(estimate: dict[str, Any]) -> str:

@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import REPO, RUNS, record, require_data
-from edgelesion.exporting import ExportOptions, export_run
+from edgelesion.export.exporting import ExportOptions, export_run
 from edgelesion.fileio import read_json, write_text
-from edgelesion.latency import measure_latency
-from edgelesion.runtimes import OnnxRunner, predict_in_batches
+from edgelesion.bench.latency import measure_latency
+from edgelesion.infer.runtimes import OnnxRunner, predict_in_batches
 
 RUN = RUNS / "model3-seed-dropout-augmentor"
 BUNDLE = REPO / "export" / "model3"
@@ -25,9 +25,9 @@ BUNDLE = REPO / "export" / "model3"
 def qat_qdq_onnx(target: Path) -> None:
     """tf2onnx's conversion of the QAT Keras model (raw pixels in) to a QDQ ONNX model."""
     from edgelesion._tf import keras
-    from edgelesion.onnx_export import convert_float32
-    from edgelesion.qat import load_quantized_core, with_scaling
-    from edgelesion.runs import RunDir
+    from edgelesion.export.onnx_export import convert_float32
+    from edgelesion.export.qat import load_quantized_core, with_scaling
+    from edgelesion.train.runs import RunDir
 
     float_model = keras.models.load_model(RunDir(RUN).best_model)
     convert_float32(with_scaling(float_model, load_quantized_core(float_model, RUN / "qat")), target)
@@ -38,10 +38,10 @@ def main() -> None:
     # keep_failed: an artifact that misses its tolerance is recorded with its figures, not lost
     bundle = export_run(RUN, BUNDLE, ExportOptions(keep_failed=True), force=BUNDLE.exists())
     from edgelesion._tf import keras
-    from edgelesion.evaluation import predict, recorded_splits
+    from edgelesion.train.evaluation import predict, recorded_splits
     from edgelesion.metrics import scored_class_indices
-    from edgelesion.parity import compare
-    from edgelesion.runs import RunDir, read_run
+    from edgelesion.export.parity import compare
+    from edgelesion.train.runs import RunDir, read_run
 
     info = read_run(RUN)
     (val,) = recorded_splits(RunDir(RUN), info, "val")

@@ -22,17 +22,17 @@ from pathlib import Path
 import Augmentor
 import numpy as np
 
-from benchmarks.common import RUNS, fmt, headline, record, require_data, train_or_resume, finished_metrics
-from edgelesion.audit import ConflictPolicy, audit_dataset
-from edgelesion.config import TrainConfig
-from edgelesion.dataset import load_dataset
-from edgelesion.evaluation import evaluate_run
+from benchmarks.common import RUNS, finished_metrics, fmt, headline, markdown_table, record, require_data, train_or_resume
+from edgelesion.data.audit import ConflictPolicy, audit_dataset
+from edgelesion.train.config import TrainConfig
+from edgelesion.data.dataset import load_dataset
+from edgelesion.train.evaluation import evaluate_run
 from edgelesion.fileio import read_json, write_text
 from edgelesion.preprocessing import Preprocessing
-from edgelesion.rebalance import SEED_PRESET_EXTRA
-from edgelesion.runs import RunDir
-from edgelesion.splits import train_val_indices
-from edgelesion.training import PreparedData, start_run, train_prepared
+from edgelesion.data.rebalance import SEED_PRESET_EXTRA
+from edgelesion.train.runs import RunDir
+from edgelesion.data.splits import train_val_indices
+from edgelesion.train.training import PreparedData, start_run, train_prepared
 
 SEED = 2026
 WORK = Path(tempfile.gettempdir()) / "edgelesion-leaky-protocol"  # temporary copies of the data, outside the repo
@@ -115,11 +115,11 @@ def main() -> None:
         held_out = evaluate_run(out, test)
         results[name] = {"run": str(out), "own_validation": headline(validation), "held_out_test": headline(held_out)}
         for split, m in (("own validation split", validation), ("held-out test split", held_out)):
-            rows.append(f"| {name} | {split} | {m['n_images']} | {fmt(m['balanced_accuracy'])} | "
-                        f"{fmt(m.get('melanoma_sensitivity', {}))} | {fmt(m['accuracy'])} |")
+            rows.append([name, split, str(m["n_images"]), fmt(m["balanced_accuracy"]),
+                         fmt(m.get("melanoma_sensitivity", {})), fmt(m["accuracy"])])
     record("leaky_protocol", {"epochs": args.epochs, "seed": SEED, "protocols": results})
-    table = ["| protocol | scored on | images | balanced accuracy [95% CI] | melanoma sensitivity [95% CI] | accuracy [95% CI] |",
-             "|---|---|---|---|---|---|", *rows]
+    table = markdown_table(["protocol", "scored on", "images", "balanced accuracy [95% CI]",
+                            "melanoma sensitivity [95% CI]", "accuracy [95% CI]"], rows, "llrlll")
     write_text(Path(__file__).parent / "results" / "leaky_protocol.md", "\n".join(table) + "\n")
     print("\n".join(table))
 

@@ -17,11 +17,11 @@ import numpy as np
 
 from benchmarks.common import RUNS, record, require_data
 from edgelesion._tf import keras, tf
-from edgelesion.config import TrainConfig
-from edgelesion.models import create_model
-from edgelesion.rebalance import default_cache_dir
-from edgelesion.runs import RunDir
-from edgelesion.training import fit_one_epoch, prepare_data, training_arrays
+from edgelesion.train.config import TrainConfig
+from edgelesion.train.models import create_model
+from edgelesion.data.rebalance import default_cache_dir
+from edgelesion.train.runs import RunDir
+from edgelesion.train.training import fit_one_epoch, prepare_data, training_arrays
 
 
 class EpochTimer(keras.callbacks.Callback):

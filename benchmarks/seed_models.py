@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from benchmarks.common import RESULTS, RUNS, fmt, headline, record, require_data, train_or_resume
-from edgelesion.config import TrainConfig
+from benchmarks.common import RESULTS, RUNS, fmt, headline, markdown_table, record, require_data, train_or_resume
+from edgelesion.train.config import TrainConfig
 from edgelesion.fileio import read_csv, read_json, write_text
-from edgelesion.runs import RunDir
+from edgelesion.train.runs import RunDir
 
 SEED_MODELS = {
     "model1-seed-simple": {"model": "seed-simple", "rebalance": "none"},
@@ -41,12 +41,13 @@ def main() -> None:
             "train_images_per_second_median": statistics.median(float(r["train_images_per_second"]) for r in history),
         }
     record("seed_models", {"runs": results})
-    rows = ["| model | val balanced accuracy [95% CI] | val melanoma sensitivity [95% CI] | val accuracy [95% CI] "
-            "| s/epoch | train img/s |", "|---|---|---|---|---|---|"]
-    for name, r in results.items():
-        v = r["validation"]
-        rows.append(f"| {name} | {fmt(v['balanced_accuracy'])} | {fmt(v['melanoma_sensitivity'])} | "
-                    f"{fmt(v['accuracy'])} | {r['seconds_per_epoch_median']:.1f} | {r['train_images_per_second_median']:.0f} |")
+    rows = markdown_table(
+        ["model", "val balanced accuracy [95% CI]", "val melanoma sensitivity [95% CI]", "val accuracy [95% CI]",
+         "s/epoch", "train img/s"],
+        [[name, fmt(r["validation"]["balanced_accuracy"]), fmt(r["validation"]["melanoma_sensitivity"]),
+          fmt(r["validation"]["accuracy"]), f"{r['seconds_per_epoch_median']:.1f}",
+          f"{r['train_images_per_second_median']:.0f}"] for name, r in results.items()],
+        "llllrr")
     write_text(RESULTS / "seed_models.md", "\n".join(rows) + "\n")
     print("\n".join(rows))
 

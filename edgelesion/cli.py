@@ -17,7 +17,7 @@ from edgelesion.errors import CheckFailed, EdgelesionError
 
 
 def _add_audit(sub: argparse._SubParsersAction, summary: str) -> None:
-    from edgelesion.audit import NEAR_DUPLICATE_MAX_DISTANCE, ConflictPolicy
+    from edgelesion.data.audit import NEAR_DUPLICATE_MAX_DISTANCE, ConflictPolicy
 
     p = sub.add_parser("audit", help=summary,
                        description="Audit a folder of class subfolders: class counts, unreadable files, byte-identical "
@@ -34,7 +34,7 @@ def _add_audit(sub: argparse._SubParsersAction, summary: str) -> None:
 
 
 def _run_audit(args: argparse.Namespace) -> int:
-    from edgelesion.audit_report import run_audit
+    from edgelesion.data.audit_report import run_audit
 
     run_audit(args.data, args.out or Path("audits") / args.data.resolve().name, test_dir=args.test,
               policy=args.conflicts, near_max_distance=args.near_distance, force=args.force)
@@ -42,10 +42,10 @@ def _run_audit(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction, summary: str) -> None:
-    from edgelesion.audit import ConflictPolicy
-    from edgelesion.config import TrainConfig
-    from edgelesion.models import list_models
-    from edgelesion.rebalance import AugmentConfig, RebalanceMethod
+    from edgelesion.data.audit import ConflictPolicy
+    from edgelesion.train.config import TrainConfig
+    from edgelesion.train.models import list_models
+    from edgelesion.data.rebalance import AugmentConfig, RebalanceMethod
 
     defaults, aug = TrainConfig(), AugmentConfig()
     p = sub.add_parser("train", help=summary,
@@ -80,11 +80,11 @@ def _add_train(sub: argparse._SubParsersAction, summary: str) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from edgelesion.config import TrainConfig
-    from edgelesion.rebalance import AugmentConfig
+    from edgelesion.train.config import TrainConfig
+    from edgelesion.data.rebalance import AugmentConfig
 
     if args.resume:
-        from edgelesion.training import resume
+        from edgelesion.train.training import resume
 
         resume(args.out, data_dir=args.data)
         return 0
@@ -100,7 +100,7 @@ def _run_train(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise EdgelesionError(f"bad training option: {exc}") from exc
-    from edgelesion.training import train
+    from edgelesion.train.training import train
 
     train(args.data, args.out, config, force=args.force)
     return 0
@@ -116,16 +116,16 @@ def _add_evaluate(sub: argparse._SubParsersAction, summary: str) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from edgelesion.evaluation import evaluate_run
+    from edgelesion.train.evaluation import evaluate_run
 
     evaluate_run(args.run, args.data)
     return 0
 
 
 def _add_export(sub: argparse._SubParsersAction, summary: str) -> None:
-    from edgelesion.exporting import ARTIFACTS
-    from edgelesion.qat import QATConfig
-    from edgelesion.thresholds import TARGET_SENSITIVITY
+    from edgelesion.export.exporting import ARTIFACTS
+    from edgelesion.export.qat import QATConfig
+    from edgelesion.export.thresholds import TARGET_SENSITIVITY
 
     qat = QATConfig()
     p = sub.add_parser("export", help=summary,
@@ -149,7 +149,7 @@ def _add_export(sub: argparse._SubParsersAction, summary: str) -> None:
 
 
 def _parse_tolerances(items: list[str]) -> dict:
-    from edgelesion.parity import DEFAULT_TOLERANCES, Tolerance
+    from edgelesion.export.parity import DEFAULT_TOLERANCES, Tolerance
 
     tolerances = dict(DEFAULT_TOLERANCES)
     for item in items:
@@ -165,8 +165,8 @@ def _parse_tolerances(items: list[str]) -> dict:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from edgelesion.exporting import ExportOptions, export_run
-    from edgelesion.qat import QATConfig
+    from edgelesion.export.exporting import ExportOptions, export_run
+    from edgelesion.export.qat import QATConfig
 
     try:
         options = ExportOptions(
@@ -182,7 +182,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _add_predict(sub: argparse._SubParsersAction, summary: str) -> None:
-    from edgelesion.predicting import FORMATS
+    from edgelesion.infer.predicting import FORMATS
 
     p = sub.add_parser("predict", help=summary,
                        description="Classify image files and folders (recursively) with an exported bundle, using the "
@@ -199,7 +199,7 @@ def _add_predict(sub: argparse._SubParsersAction, summary: str) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from edgelesion.predicting import run_predict
+    from edgelesion.infer.predicting import run_predict
 
     run_predict(args.bundle, args.paths, artifact=args.artifact, output_format=args.format, out=args.out,
                 force=args.force, batch_size=args.batch_size, threads=args.threads)
@@ -207,7 +207,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _add_benchmark(sub: argparse._SubParsersAction, summary: str) -> None:
-    from edgelesion.benchmarking import BenchmarkConfig
+    from edgelesion.bench.benchmarking import BenchmarkConfig
 
     defaults = BenchmarkConfig()
     p = sub.add_parser("benchmark", help=summary,
@@ -225,7 +225,7 @@ def _add_benchmark(sub: argparse._SubParsersAction, summary: str) -> None:
 
 
 def _run_benchmark(args: argparse.Namespace) -> int:
-    from edgelesion.benchmarking import BenchmarkConfig, compare_bundles, run_benchmark
+    from edgelesion.bench.benchmarking import BenchmarkConfig, compare_bundles, run_benchmark
 
     several = len(args.bundles) > 1
     out = args.out or (Path("benchmark-comparison") if several else args.bundles[0].with_name(

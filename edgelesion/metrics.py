@@ -34,6 +34,14 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, classes: list[int]
     return float(recall_score(y_true, y_pred, labels=classes, average="macro", zero_division=0))
 
 
+def sensitivity(y_true: np.ndarray, y_pred: np.ndarray, positive: int | None) -> float | None:
+    """Share of the `positive` class's images predicted as it (None without a positive class or image)."""
+    is_pos = np.asarray(y_true) == positive
+    if positive is None or not is_pos.any():
+        return None
+    return float((np.asarray(y_pred)[is_pos] == positive).mean())
+
+
 def balanced_accuracy_interval(
     y_true: np.ndarray, y_pred: np.ndarray, classes: list[int], *, seed: int = 0
 ) -> list[float] | None:

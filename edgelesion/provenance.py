@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import edgelesion
+PACKAGE_ROOT = Path(__file__).resolve().parent  # the edgelesion package folder
 
 TRACKED_PACKAGES = (
     "numpy", "pillow", "onnxruntime", "ai-edge-litert", "tensorflow", "tf-keras",
@@ -23,7 +23,7 @@ TRACKED_PACKAGES = (
 
 def library_versions() -> dict[str, str | None]:
     """Installed versions of the libraries edgelesion's results depend on (None if absent)."""
-    versions: dict[str, str | None] = {"python": platform.python_version(), "edgelesion": edgelesion.__version__}
+    versions: dict[str, str | None] = {"python": platform.python_version(), "edgelesion": metadata.version("edgelesion")}
     for name in TRACKED_PACKAGES:
         try:
             versions[name] = metadata.version(name)
@@ -34,7 +34,7 @@ def library_versions() -> dict[str, str | None]:
 
 def git_commit() -> str | None:
     """The commit of the edgelesion source in use, with '-dirty' if it has uncommitted changes."""
-    source = Path(edgelesion.__file__).resolve().parent.parent
+    source = PACKAGE_ROOT.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
                                 check=True, timeout=10).stdout.strip()

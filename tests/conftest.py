@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -63,9 +66,9 @@ def snapshot(folder: Path) -> dict[str, tuple[int, float]]:
 def trained_run(tmp_path_factory) -> Path:
     """A small run on synthetic data, trained long enough to be confident (near-uniform probabilities
     would make any top-1 parity check noise)."""
-    from edgelesion.config import TrainConfig
+    from edgelesion.train.config import TrainConfig
     from edgelesion.preprocessing import Preprocessing
-    from edgelesion.training import train
+    from edgelesion.train.training import train
 
     root = tmp_path_factory.mktemp("trained")
     data = write_dataset(root / "data", per_class=24)
@@ -77,8 +80,8 @@ def trained_run(tmp_path_factory) -> Path:
 
 def fast_export_options():
     """All five artifacts, one QAT epoch, a small calibration sample."""
-    from edgelesion.exporting import ExportOptions
-    from edgelesion.qat import QATConfig
+    from edgelesion.export.exporting import ExportOptions
+    from edgelesion.export.qat import QATConfig
 
     return ExportOptions(qat=QATConfig(epochs=1), calibration_images=16)
 
@@ -86,8 +89,25 @@ def fast_export_options():
 @pytest.fixture(scope="session")
 def bundle_dir(trained_run, tmp_path_factory) -> Path:
     """The bundle of every artifact exported from `trained_run`."""
-    from edgelesion.exporting import export_run
+    from edgelesion.export.exporting import export_run
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     export_run(trained_run, out, fast_export_options(), progress=False)
     return out
+
+
+@contextmanager
+def interrupted_at(module: ModuleType, epoch: int) -> Iterator[None]:
+    """Inside the block, `module.fit_one_epoch` raises KeyboardInterrupt on reaching `epoch`, as Ctrl-C would."""
+    real_fit = module.fit_one_epoch
+
+    def fit(model, x, y, current_epoch, *args, **kwargs):
+        if current_epoch == epoch:
+            raise KeyboardInterrupt
+        return real_fit(model, x, y, current_epoch, *args, **kwargs)
+
+    module.fit_one_epoch = fit
+    try:
+        yield
+    finally:
+        module.fit_one_epoch = real_fit

@@ -7,8 +7,8 @@ import shutil
 
 from PIL import Image
 
-from edgelesion.audit import ConflictPolicy, audit_dataset, find_overlaps
-from edgelesion.dataset import load_dataset
+from edgelesion.data.audit import ConflictPolicy, audit_dataset, find_overlaps
+from edgelesion.data.dataset import load_dataset
 from edgelesion.preprocessing import Preprocessing
 from tests.conftest import write_dataset
 
@@ -76,7 +76,7 @@ def test_test_folder_overlap_is_reported_with_both_labels(tmp_path):
 
 
 def test_test_set_drops_its_own_conflicts_and_the_training_overlap(tmp_path):
-    from edgelesion.audit import prepare_test_set
+    from edgelesion.data.audit import prepare_test_set
 
     train = load_dataset(write_dataset(tmp_path / "train", per_class=4), PRE, progress=False)
     index = [{"path": r.relpath, "label": r.label, "sha256": s, "phash": f"{p:016x}"}

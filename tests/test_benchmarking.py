@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from edgelesion.benchmarking import BenchmarkConfig, run_benchmark
+from edgelesion.bench.benchmarking import BenchmarkConfig, run_benchmark
 from edgelesion.cli import main
 from edgelesion.errors import EdgelesionError
 
@@ -73,7 +73,7 @@ def test_missing_or_corrupted_artifacts_are_refused(bundle_dir, tmp_path, capsys
 
 
 def test_several_bundles_share_one_table_and_chart(bundle_dir, tmp_path):
-    from edgelesion.benchmarking import compare_bundles
+    from edgelesion.bench.benchmarking import compare_bundles
 
     for name in ("float", "quantized"):
         copy = tmp_path / name

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from edgelesion.dataset import load_dataset
+from edgelesion.data.dataset import load_dataset
 from edgelesion.errors import EdgelesionError
 from edgelesion.preprocessing import Preprocessing
 from tests.conftest import write_dataset

@@ -9,10 +9,10 @@ import pytest
 
 from edgelesion.fileio import sha256_file
 from edgelesion.errors import CheckFailed, EdgelesionError
-from edgelesion.exporting import ARTIFACTS, ExportOptions, export_run
-from edgelesion.parity import DEFAULT_TOLERANCES, Tolerance
+from edgelesion.export.exporting import ARTIFACTS, ExportOptions, export_run
+from edgelesion.export.parity import DEFAULT_TOLERANCES, Tolerance
 
-from tests.conftest import fast_export_options
+from tests.conftest import fast_export_options, interrupted_at
 
 FAST = fast_export_options()
 
@@ -115,28 +115,20 @@ def test_cli_export_exit_codes_and_messages(trained_run, tmp_path, capsys):
     assert "--tolerance 'int8.tflite=high'" in capsys.readouterr().err
 
 
-def test_interrupted_qat_resumes_to_the_uninterrupted_result(trained_run, tmp_path, monkeypatch):
+def test_interrupted_qat_resumes_to_the_uninterrupted_result(trained_run, tmp_path):
     import shutil
 
-    import edgelesion.qat as qat
+    import edgelesion.export.qat as qat
 
     options = ExportOptions(artifacts=("int8.tflite",), qat=qat.QATConfig(epochs=2), calibration_images=16)
     for name in ("full", "cut"):
         shutil.copytree(trained_run, tmp_path / name, ignore=shutil.ignore_patterns("qat"))
     full = export_run(tmp_path / "full", tmp_path / "full-bundle", options, progress=False)
 
-    real_fit = qat.fit_one_epoch
-    def interrupted(model, x, y, epoch, *args, **kwargs):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real_fit(model, x, y, epoch, *args, **kwargs)
-
-    monkeypatch.setattr(qat, "fit_one_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at(qat, epoch=1), pytest.raises(KeyboardInterrupt):
         export_run(tmp_path / "cut", tmp_path / "cut-bundle", options, progress=False)
     assert not (tmp_path / "cut-bundle").exists()
     assert json.loads((tmp_path / "cut" / "qat" / "checkpoint" / "state.json").read_text())["epochs_done"] == 1
-    monkeypatch.setattr(qat, "fit_one_epoch", real_fit)
     resumed = export_run(tmp_path / "cut", tmp_path / "cut-bundle", options, progress=False)
     # the converter's bytes differ from run to run (same predictions), so compare what the model predicts
     assert resumed["artifacts"]["int8.tflite"]["parity"] == full["artifacts"]["int8.tflite"]["parity"]

@@ -16,7 +16,7 @@ from PIL import Image
 from edgelesion import Classifier, FailedImage
 from edgelesion.cli import main
 from edgelesion.errors import EdgelesionError
-from edgelesion.exporting import ARTIFACTS
+from edgelesion.export.exporting import ARTIFACTS
 from edgelesion.fileio import read_csv
 
 
@@ -28,7 +28,7 @@ def validation_files(trained_run):
 @pytest.mark.parametrize("artifact", ARTIFACTS)
 def test_api_matches_the_keras_model_on_the_same_files(bundle_dir, trained_run, artifact):
     from edgelesion._tf import keras
-    from edgelesion.dataset import load_dataset
+    from edgelesion.data.dataset import load_dataset
 
     files = validation_files(trained_run)
     model = keras.models.load_model(trained_run / "best.keras")
@@ -140,9 +140,13 @@ import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
         if name.split('.')[0] in {{'tensorflow', 'tf_keras', 'tensorflow_model_optimization', 'tf2onnx', 'keras',
-                                  'sklearn', 'scipy', 'matplotlib', 'imagehash', 'Augmentor', 'mediapipe'}}:
+                                  'sklearn', 'scipy', 'matplotlib', 'imagehash', 'Augmentor', 'mediapipe',
+                                  'onnx', 'sympy'}}:
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
+import importlib, pkgutil, edgelesion.infer
+for module in pkgutil.walk_packages(edgelesion.infer.__path__, 'edgelesion.infer.'):
+    importlib.import_module(module.name)  # the whole inference side, not only what predict touches
 from edgelesion import Classifier
 from edgelesion.cli import main
 for artifact in ('int8.tflite', 'int8.onnx'):

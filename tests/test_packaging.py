@@ -18,7 +18,7 @@ def test_import_edgelesion_does_not_import_tensorflow():
 
 def test_training_modules_select_keras_2():
     code = (
-        "import edgelesion.models, tensorflow as tf\n"
+        "import edgelesion.train.models, tensorflow as tf\n"
         "assert tf.keras.__name__.startswith('tf_keras'), tf.keras.__name__\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

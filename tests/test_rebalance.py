@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import edgelesion.rebalance as rebalance
-from edgelesion.rebalance import AugmentConfig, augment, class_weights, extra_per_class
+import edgelesion.data.rebalance as rebalance
+from edgelesion.data.rebalance import AugmentConfig, augment, class_weights, extra_per_class
 
 
 def tiny_split(rng_seed: int = 0):

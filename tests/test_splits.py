@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgelesion.errors import EdgelesionError
-from edgelesion.splits import group_folds, train_val_indices
+from edgelesion.data.splits import group_folds, train_val_indices
 
 
 @st.composite

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-import edgelesion.training as training
-from edgelesion.config import TrainConfig
+import edgelesion.train.training as training
+from edgelesion.train.config import TrainConfig
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import read_csv
 from edgelesion.preprocessing import Preprocessing
-from edgelesion.rebalance import AugmentConfig
-from edgelesion.runs import RunDir
-from tests.conftest import snapshot
+from edgelesion.data.rebalance import AugmentConfig
+from edgelesion.train.runs import RunDir
+from tests.conftest import interrupted_at, snapshot
 
 TINY = TrainConfig(epochs=3, batch_size=8, folds=3, min_support=2, preprocessing=Preprocessing(image_size=24),
                    augment=AugmentConfig(target="16"))
@@ -35,7 +35,7 @@ def test_run_folder_records_everything_needed_to_reproduce_it(dataset_dir, tmp_p
     assert len(read_csv(run.history)) == 3
     assert metrics["n_images"] == len(read_csv(run.splits / "val.csv"))
     assert snapshot(dataset_dir) == before, "training wrote into the dataset folder"
-    from edgelesion.evaluation import evaluate_run
+    from edgelesion.train.evaluation import evaluate_run
 
     assert evaluate_run(run.root)["confusion_matrix"] == metrics["confusion_matrix"]
 
@@ -56,20 +56,12 @@ def test_validation_never_shares_an_image_with_training_or_augmentation(dataset_
     assert {"melanoma/conflict.jpg", "nevus/img_002.jpg"} <= excluded
 
 
-def test_resume_after_interruption_ends_where_an_uninterrupted_run_does(dataset_dir, tmp_path, monkeypatch):
+def test_resume_after_interruption_ends_where_an_uninterrupted_run_does(dataset_dir, tmp_path):
     full = training.train(dataset_dir, tmp_path / "full", TINY, progress=False)
 
-    real_fit = training.fit_one_epoch
-    def interrupted_fit(model, x, y, epoch, *args, **kwargs):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_fit(model, x, y, epoch, *args, **kwargs)
-
-    monkeypatch.setattr(training, "fit_one_epoch", interrupted_fit)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at(training, epoch=2), pytest.raises(KeyboardInterrupt):
         training.train(dataset_dir, tmp_path / "cut", TINY, progress=False)
     assert json.loads(RunDir(tmp_path / "cut").state.read_text())["epochs_done"] == 2
-    monkeypatch.setattr(training, "fit_one_epoch", real_fit)
     resumed = training.resume(tmp_path / "cut", progress=False)
 
     full_history = read_csv(RunDir(tmp_path / "full").history)

@@ -11,7 +11,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from edgelesion.dataset import LoadedDataset, SkippedFile
+from edgelesion.data.dataset import LoadedDataset, SkippedFile
 
 # Two images whose 64-bit perceptual hashes (imagehash.phash) differ in at most this many bits
 # are treated as the same lesion. Measured on 300 ISIC images (benchmarks/audit.md): re-saving

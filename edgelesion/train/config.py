@@ -5,17 +5,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from edgelesion.audit import NEAR_DUPLICATE_MAX_DISTANCE, ConflictPolicy
+from edgelesion.data.audit import NEAR_DUPLICATE_MAX_DISTANCE, ConflictPolicy
 from edgelesion.metrics import MIN_SUPPORT, POSITIVE_CLASS
 from edgelesion.preprocessing import Preprocessing
-from edgelesion.rebalance import AugmentConfig, RebalanceMethod
+from edgelesion.data.rebalance import AugmentConfig, RebalanceMethod
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides a training run's result, besides the data."""
 
-    model: str = "seed-dropout"  # a name from edgelesion.models.list_models()
+    model: str = "seed-dropout"  # a name from edgelesion.train.models.list_models()
     epochs: int = 20
     batch_size: int = 32
     learning_rate: float = 1e-3  # Adam

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edgelesion.metrics import balanced_accuracy
+from edgelesion.metrics import balanced_accuracy, sensitivity
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,8 @@ DEFAULT_TOLERANCES = {
 
 def _scores(probabilities: np.ndarray, labels: np.ndarray, scored: list[int], positive: int | None) -> dict[str, Any]:
     pred = probabilities.argmax(axis=1)
-    sensitivity = None
-    if positive is not None and (labels == positive).any():
-        sensitivity = float((pred[labels == positive] == positive).mean())
     return {"accuracy": float((pred == labels).mean()), "balanced_accuracy": balanced_accuracy(labels, pred, scored),
-            "melanoma_sensitivity": sensitivity}
+            "melanoma_sensitivity": sensitivity(labels, pred, positive)}
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray, scored: list[int],

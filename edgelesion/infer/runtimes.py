@@ -68,23 +68,6 @@ class OnnxRunner:
         return self.session.run(None, {self.input_name: pixels.astype(np.float32)})[0].astype(np.float32)
 
 
-class KerasRunner:
-    """A .keras file on TensorFlow (the float baseline; imports TensorFlow, unlike the other runners)."""
-
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        from edgelesion._tf import keras, tf
-
-        if threads:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        self.path = Path(path)
-        self.model = keras.models.load_model(self.path)
-
-    def predict(self, pixels: np.ndarray) -> np.ndarray:
-        """Probabilities for a batch of uint8 images."""
-        return self.model(pixels.astype(np.float32), training=False).numpy()
-
-
 def open_runner(path: str | Path, threads: int | None = None) -> Runner:
     """The runner for `path`, chosen by its suffix."""
     path = Path(path)
@@ -94,9 +77,7 @@ def open_runner(path: str | Path, threads: int | None = None) -> Runner:
         return LiteRTRunner(path, threads)
     if path.suffix == ".onnx":
         return OnnxRunner(path, threads)
-    if path.suffix == ".keras":
-        return KerasRunner(path, threads)
-    raise EdgelesionError(f"{path}: unknown artifact type {path.suffix!r}; expected .tflite, .onnx or .keras")
+    raise EdgelesionError(f"{path}: unknown artifact type {path.suffix!r}; expected .tflite or .onnx")
 
 
 def predict_in_batches(runner: Runner, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Architectures by name. Every model takes raw 0-255 RGB pixels and returns class probabilities."""
+"""Architectures by name (timm-style registry). Every model takes raw 0-255 RGB pixels and returns class probabilities."""
 
 from __future__ import annotations
 
@@ -26,34 +26,6 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style pattern."""
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
-
-
-def _seed_conv_stack(x: keras.layers.Layer) -> keras.layers.Layer:
-    """The seed project's three conv blocks (16, 32, 64 filters) with max pooling."""
-    for filters in (16, 32, 64):
-        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-        x = keras.layers.MaxPooling2D()(x)
-    return x
-
-
-@register_model("seed-simple")
-def seed_simple(x: keras.layers.Layer) -> keras.layers.Layer:
-    """The seed's model 1: three conv blocks, a 128-unit dense layer."""
-    x = keras.layers.Flatten()(_seed_conv_stack(x))
-    return keras.layers.Dense(128, activation="relu")(x)
-
-
-@register_model("seed-dropout")
-def seed_dropout(x: keras.layers.Layer) -> keras.layers.Layer:
-    """The seed's models 2 and 3: model 1 with dropout after the conv stack and the dense layer.
-
-    Dropout takes no per-layer seed: training re-seeds TensorFlow at every epoch instead, so a
-    resumed run draws the same dropout masks as an uninterrupted one.
-    """
-    x = keras.layers.Dropout(0.2)(_seed_conv_stack(x))
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(128, activation="relu")(x)
-    return keras.layers.Dropout(0.2)(x)
 
 
 def create_model(name: str, n_classes: int, preprocessing: Preprocessing) -> keras.Model:

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edgelesion.audit import ConflictPolicy, prepare_test_set
-from edgelesion.dataset import load_dataset
+from edgelesion.data.audit import ConflictPolicy, prepare_test_set
+from edgelesion.data.dataset import load_dataset
 from edgelesion.errors import EdgelesionError
-from edgelesion.bundle_reader import bundle_preprocessing, read_bundle, verified_artifact
+from edgelesion.infer.bundle_reader import bundle_preprocessing, read_bundle, verified_artifact
 from edgelesion.fileio import read_csv, replace_dir, staging_dir, write_json
 from edgelesion.images import UnreadableImage, read_image, to_model_input
-from edgelesion.metrics import balanced_accuracy, classification_metrics, scored_class_indices
+from edgelesion.metrics import balanced_accuracy, classification_metrics, scored_class_indices, sensitivity
 from edgelesion.provenance import provenance
 
 
@@ -79,7 +79,7 @@ def evaluation_images(bundle: dict[str, Any], data_dir: Path | None) -> tuple[np
 
 def measure_in_subprocess(artifact: Path, pixels_file: Path, scratch: Path, config: BenchmarkConfig
                           ) -> tuple[dict[str, Any], np.ndarray]:
-    """Run edgelesion.benchmark_worker on one artifact, at 1 thread and at all cores, each in a fresh process.
+    """Run edgelesion.bench.worker on one artifact, at 1 thread and at all cores, each in a fresh process.
 
     Load time and memory come from the 1-thread process, throughput from the all-cores one.
     """
@@ -88,7 +88,7 @@ def measure_in_subprocess(artifact: Path, pixels_file: Path, scratch: Path, conf
     for threads in (1, cores):
         result = scratch / f"{artifact.name}.{threads}.json"
         completed = subprocess.run(
-            [sys.executable, "-m", "edgelesion.benchmark_worker", str(artifact), str(pixels_file), str(result),
+            [sys.executable, "-m", "edgelesion.bench.worker", str(artifact), str(pixels_file), str(result),
              str(threads), str(config.warmup), str(config.runs), str(config.batch_size)], capture_output=True, text=True)
         if completed.returncode != 0:
             raise EdgelesionError(f"benchmarking {artifact} failed:\n{completed.stderr.strip()[-2000:]}")
@@ -114,9 +114,8 @@ def paired_difference(labels: np.ndarray, baseline: np.ndarray, candidate: np.nd
     def deltas(index: np.ndarray) -> tuple[float, float]:
         y = labels[index]
         bal = (balanced_accuracy(y, cand_pred[index], scored) or 0.0) - (balanced_accuracy(y, base_pred[index], scored) or 0.0)
-        pos = y == positive
-        mel = float((cand_pred[index][pos] == positive).mean() - (base_pred[index][pos] == positive).mean()) if pos.any() else np.nan
-        return bal, mel
+        cand_mel, base_mel = sensitivity(y, cand_pred[index], positive), sensitivity(y, base_pred[index], positive)
+        return bal, np.nan if cand_mel is None else cand_mel - base_mel
 
     point = deltas(np.arange(len(labels)))
     # resample within each class so every scored class stays present
@@ -145,7 +144,7 @@ def baseline_entry(bundle: dict[str, Any], bundle_dir: Path) -> tuple[str, Path]
 def run_benchmark(bundle_dir: str | Path, out: str | Path, *, data_dir: str | Path | None = None,
                   config: BenchmarkConfig = BenchmarkConfig(), progress: bool = True) -> dict[str, Any]:
     """Benchmark every artifact of a bundle and the float baseline; write benchmark.json, benchmark.md and charts."""
-    from edgelesion.benchmark_report import write_report
+    from edgelesion.bench.report import write_report
 
     bundle_dir, out = Path(bundle_dir), Path(out)
     bundle = verified_bundle(bundle_dir)
@@ -251,7 +250,7 @@ print(json.dumps(result))
 def compare_bundles(bundle_dirs: list[str | Path], out: str | Path, *, data_dir: str | Path | None = None,
                     config: BenchmarkConfig = BenchmarkConfig(), progress: bool = True) -> dict[str, Any]:
     """Benchmark each bundle into out/NAME, then one comparison table and chart in `out`."""
-    from edgelesion.benchmark_report import write_comparison
+    from edgelesion.bench.report import write_comparison
 
     out = Path(out)
     names = [Path(b).name for b in bundle_dirs]

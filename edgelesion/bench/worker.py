@@ -1,6 +1,6 @@
 """Measure one artifact in a process of its own, so load time and memory are its alone.
 
-    python -m edgelesion.benchmark_worker ARTIFACT PIXELS.npy RESULT.json THREADS WARMUP RUNS BATCH
+    python -m edgelesion.bench.worker ARTIFACT PIXELS.npy RESULT.json THREADS WARMUP RUNS BATCH
 
 Writes RESULT.json (timings, memory) and RESULT.npy (probabilities for every image).
 """
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgelesion.latency import measure_latency
-from edgelesion.runtimes import open_runner, predict_in_batches
+from edgelesion.bench.latency import measure_latency
+from edgelesion.bench.keras_runner import open_benchmark_runner
+from edgelesion.infer.runtimes import predict_in_batches
 
 
 def _status_kb(field: str) -> int:
@@ -33,7 +34,7 @@ def measure(artifact: Path, pixels: np.ndarray, threads: int, warmup: int, runs:
     """
     rss_before = _status_kb("VmRSS")
     start = time.perf_counter()
-    runner = open_runner(artifact, threads=threads)
+    runner = open_benchmark_runner(artifact, threads=threads)
     load_seconds = time.perf_counter() - start
     latency = measure_latency(runner, pixels[0], warmup=warmup, runs=runs)
     probabilities = predict_in_batches(runner, pixels, batch)  # every image, for the accuracy figures

@@ -8,15 +8,15 @@ from typing import Any
 import numpy as np
 
 from edgelesion._tf import keras
-from edgelesion.audit import prepare_test_set
-from edgelesion.config import TrainConfig
-from edgelesion.dataset import LoadedDataset, load_dataset
+from edgelesion.data.audit import prepare_test_set
+from edgelesion.train.config import TrainConfig
+from edgelesion.data.dataset import LoadedDataset, load_dataset
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import read_csv, write_json
 from edgelesion.metrics import classification_metrics, format_metrics
 from edgelesion.plots import confusion_matrix_chart
 from edgelesion.provenance import provenance
-from edgelesion.runs import RunDir, RunInfo, read_run
+from edgelesion.train.runs import RunDir, RunInfo, read_run
 
 
 def predict(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

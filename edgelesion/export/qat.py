@@ -18,10 +18,10 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 
 from edgelesion._tf import keras, tf
-from edgelesion.config import TrainConfig
+from edgelesion.train.config import TrainConfig
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import read_json, replace_dir, write_json
-from edgelesion.training import fit_one_epoch
+from edgelesion.train.training import fit_one_epoch
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgelesion.config import TrainConfig
+from edgelesion.train.config import TrainConfig
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import read_json
 

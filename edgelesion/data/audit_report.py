@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgelesion.audit import (NEAR_DUPLICATE_MAX_DISTANCE, ConflictPolicy, audit_dataset, find_overlaps,
+from edgelesion.data.audit import (NEAR_DUPLICATE_MAX_DISTANCE, ConflictPolicy, audit_dataset, find_overlaps,
                               format_audit, overlaps_to_dict)
-from edgelesion.dataset import load_dataset
+from edgelesion.data.dataset import load_dataset
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import ensure_outside, write_json
 from edgelesion.plots import class_counts_chart

@@ -19,9 +19,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from edgelesion.errors import EdgelesionError
-from edgelesion.bundle_reader import bundle_preprocessing, read_bundle, verified_artifact
+from edgelesion.infer.bundle_reader import bundle_preprocessing, read_bundle, verified_artifact
 from edgelesion.images import UnreadableImage, read_image, to_model_input, to_rgb
-from edgelesion.runtimes import Runner, open_runner
+from edgelesion.infer.runtimes import Runner, open_runner
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edgelesion.runtimes import Runner
+from edgelesion.infer.runtimes import Runner
 
 
 def measure_latency(runner: Runner, image: np.ndarray, *, warmup: int = 20, runs: int = 200) -> dict[str, Any]:

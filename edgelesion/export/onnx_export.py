@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgelesion._tf import keras, tf
-from edgelesion.calibration import OnnxCalibrationReader
+from edgelesion.export.calibration import OnnxCalibrationReader
 
 OPSET = 17
 INPUT_NAME = "pixels"

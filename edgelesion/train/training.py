@@ -11,19 +11,19 @@ import numpy as np
 from sklearn.metrics import log_loss
 
 from edgelesion._tf import keras, tf
-from edgelesion.audit import AuditReport, audit_dataset, format_audit
-from edgelesion.config import TrainConfig
-from edgelesion.dataset import LoadedDataset, load_dataset
+from edgelesion.data.audit import AuditReport, audit_dataset, format_audit
+from edgelesion.train.config import TrainConfig
+from edgelesion.data.dataset import LoadedDataset, load_dataset
 from edgelesion.errors import EdgelesionError
-from edgelesion.evaluation import evaluate_and_write, predict
+from edgelesion.train.evaluation import evaluate_and_write, predict
 from edgelesion.fileio import atomic_path, ensure_outside, read_csv, read_json, write_csv, write_json
-from edgelesion.metrics import balanced_accuracy, scored_class_indices
-from edgelesion.models import create_model
+from edgelesion.metrics import balanced_accuracy, scored_class_indices, sensitivity
+from edgelesion.train.models import create_model
 from edgelesion.plots import class_counts_chart, training_curves_chart
 from edgelesion.provenance import provenance
-from edgelesion.rebalance import RebalanceMethod, augment, class_weights, default_cache_dir
-from edgelesion.runs import RUN_FORMAT_VERSION, RunDir, check_run_dir, prepare_run_dir, read_run
-from edgelesion.splits import train_val_indices
+from edgelesion.data.rebalance import RebalanceMethod, augment, class_weights, default_cache_dir
+from edgelesion.train.runs import RUN_FORMAT_VERSION, RunDir, check_run_dir, prepare_run_dir, read_run
+from edgelesion.data.splits import train_val_indices
 
 
 @dataclass
@@ -102,10 +102,8 @@ def validation_scores(model: keras.Model, val: LoadedDataset, scored: list[int],
         "val_loss": float(log_loss(y, np.clip(probs, 1e-7, 1.0), labels=list(range(probs.shape[1])))),
         "val_accuracy": float((pred == y).mean()),
         "val_balanced_accuracy": balanced_accuracy(y, pred, scored),
-        "val_melanoma_sensitivity": None,
+        "val_melanoma_sensitivity": sensitivity(y, pred, positive),
     }
-    if positive is not None and (y == positive).any():
-        scores["val_melanoma_sensitivity"] = float((pred[y == positive] == positive).mean())
     return scores
 
 

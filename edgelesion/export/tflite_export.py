@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgelesion._tf import keras, tf
-from edgelesion.calibration import representative_dataset
+from edgelesion.export.calibration import representative_dataset
 from edgelesion.errors import CheckFailed
 
 

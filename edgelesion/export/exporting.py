@@ -11,22 +11,22 @@ from typing import Any
 import numpy as np
 
 from edgelesion._tf import keras
-from edgelesion.bundle import BUNDLE_SCHEMA_VERSION, input_spec, output_spec, write_bundle_files
-from edgelesion.calibration import CALIBRATION_IMAGES, calibration_sample
+from edgelesion.export.bundle import BUNDLE_SCHEMA_VERSION, input_spec, output_spec, write_bundle_files
+from edgelesion.export.calibration import CALIBRATION_IMAGES, calibration_sample
 from edgelesion.errors import CheckFailed, EdgelesionError
-from edgelesion.dataset import LoadedDataset
-from edgelesion.evaluation import predict, recorded_splits
+from edgelesion.data.dataset import LoadedDataset
+from edgelesion.train.evaluation import predict, recorded_splits
 from edgelesion.fileio import replace_dir, sha256_file, staging_dir
-from edgelesion.mediapipe_check import INSTALL_HINT, mediapipe_agreement
+from edgelesion.export.mediapipe_check import INSTALL_HINT, mediapipe_agreement
 from edgelesion.metrics import classification_metrics, scored_class_indices
-from edgelesion.parity import DEFAULT_TOLERANCES, Tolerance, compare, failures
+from edgelesion.export.parity import DEFAULT_TOLERANCES, Tolerance, compare, failures
 from edgelesion.provenance import provenance
-from edgelesion.qat import QATConfig, qat_finetune, with_scaling
-from edgelesion.rebalance import default_cache_dir
-from edgelesion.runs import RunDir, read_run
-from edgelesion.runtimes import open_runner, predict_in_batches
-from edgelesion.thresholds import TARGET_SENSITIVITY, melanoma_threshold
-from edgelesion.training import training_arrays
+from edgelesion.export.qat import QATConfig, qat_finetune, with_scaling
+from edgelesion.data.rebalance import default_cache_dir
+from edgelesion.train.runs import RunDir, read_run
+from edgelesion.infer.runtimes import open_runner, predict_in_batches
+from edgelesion.export.thresholds import TARGET_SENSITIVITY, melanoma_threshold
+from edgelesion.train.training import training_arrays
 
 ARTIFACTS = tuple(DEFAULT_TOLERANCES)  # float32.tflite, float16.tflite, int8.tflite, float32.onnx, int8.onnx
 # which Keras model each artifact is judged against (it is compared with both)
@@ -60,7 +60,7 @@ def file_list_fingerprint(rows: list[tuple[str, str, str]]) -> str:
 
 def _write_artifact(name: str, target: Path, float_model: keras.Model, quantized_core: keras.Model | None,
                     calibration: np.ndarray, staging: Path) -> None:
-    from edgelesion import onnx_export, tflite_export
+    from edgelesion.export import onnx_export, tflite_export
 
     if name == "float32.tflite":
         target.write_bytes(tflite_export.convert_float32(float_model))

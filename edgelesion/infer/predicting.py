@@ -11,7 +11,7 @@ from typing import Any
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import write_text
 from edgelesion.images import IMAGE_SUFFIXES
-from edgelesion.inference import Classifier, FailedImage, Prediction
+from edgelesion.infer.inference import Classifier, FailedImage, Prediction
 
 FORMATS = ("table", "csv", "json")
 

@@ -1,0 +1,9 @@
+"""Model architectures by name: a new architecture is a module here that registers itself.
+
+Importing this package registers every architecture, so `create_model` and `list_models` see them all.
+"""
+
+from edgelesion.train.models import seed  # noqa: F401  (registers the seed models)
+from edgelesion.train.models.registry import create_model, list_models, register_model
+
+__all__ = ["create_model", "list_models", "register_model"]
