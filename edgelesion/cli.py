@@ -41,26 +41,36 @@ def _run_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_train(sub: argparse._SubParsersAction, summary: str) -> None:
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    """The options of one training run, shared by `train` and `cv`. Unset options take the model's recipe."""
     from edgelesion.data.audit import ConflictPolicy
-    from edgelesion.train.config import TrainConfig
-    from edgelesion.train.models import list_models
     from edgelesion.data.rebalance import AugmentConfig, RebalanceMethod
+    from edgelesion.train.config import LR_SCHEDULES, TrainConfig
+    from edgelesion.train.models import list_models
 
     defaults, aug = TrainConfig(), AugmentConfig()
-    p = sub.add_parser("train", help=summary,
-                       description="Audit the data, split it by duplicate group, rebalance the training split, and "
-                                   "train with a checkpoint every epoch. Interrupted? Run again with --resume.")
+    recipe = "default: the model's recipe, see README"
     p.add_argument("--data", type=Path, help="folder of class subfolders (required unless --resume)")
-    p.add_argument("--out", required=True, type=Path, help="the run folder to create (or to resume)")
     p.add_argument("--model", choices=list_models(), default=defaults.model, help=f"architecture (default {defaults.model})")
-    p.add_argument("--epochs", type=int, default=defaults.epochs, help=f"default {defaults.epochs}")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"default {defaults.batch_size}")
-    p.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help=f"Adam, default {defaults.learning_rate}")
+    p.add_argument("--weights", choices=["imagenet", "none"], default="imagenet",
+                   help="imagenet: start from the model's pretrained weights where it has them (default); none: from scratch")
+    p.add_argument("--image-size", type=int, help="input side in pixels (default: the model's, 180 for the seed models, 224 for efficientnet-lite0)")
+    p.add_argument("--epochs", type=int, help=f"epochs in all, head epochs included ({recipe}; seed models {defaults.epochs})")
+    p.add_argument("--head-epochs", type=int, help=f"first epochs train only the classifier head ({recipe})")
+    p.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
+    p.add_argument("--learning-rate", type=float, help=f"Adam, the whole network's peak rate ({recipe}; seed models {defaults.learning_rate})")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, help=f"constant or cosine after warm-up ({recipe})")
+    p.add_argument("--warmup-epochs", type=int, help=f"linear warm-up epochs ({recipe})")
+    p.add_argument("--label-smoothing", type=float, help=f"({recipe})")
+    p.add_argument("--freeze-batchnorm", action=argparse.BooleanOptionalAction,
+                   help=f"keep BatchNorm statistics as pretrained ({recipe})")
+    p.add_argument("--online-augment", action=argparse.BooleanOptionalAction,
+                   help=f"flips, 90-degree turns, crop/zoom and colour jitter drawn fresh every epoch ({recipe})")
+    p.add_argument("--patience", type=int, help=f"stop after this many epochs without a better validation balanced accuracy, 0: never ({recipe})")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed for the split, augmentation and training")
-    p.add_argument("--rebalance", choices=[m.value for m in RebalanceMethod], default=defaults.rebalance.value,
-                   help="augmentor: Augmentor copies of the training split (the seed's method, default); "
-                        "class-weights: weight the loss; none")
+    p.add_argument("--rebalance", choices=[m.value for m in RebalanceMethod],
+                   help="augmentor: Augmentor copies of the training split (the seed's method, seed models' default); "
+                        "class-weights: weight the loss (efficientnet-lite0's default); none")
     p.add_argument("--augment-target", default=aug.target,
                    help="images per class after augmentation: 'max' (the largest class, default), 'seed' (+500 per class, "
                         "as the seed project did), or a number")
@@ -70,19 +80,51 @@ def _add_train(sub: argparse._SubParsersAction, summary: str) -> None:
     p.add_argument("--zoom", action="store_true", help="add random zoom to the augmentation")
     p.add_argument("--conflicts", choices=[c.value for c in ConflictPolicy], default=defaults.conflict_policy.value,
                    help="copies of one image with different labels: exclude them all (default) or keep one per label")
-    p.add_argument("--folds", type=int, default=defaults.folds, help="validation is one of this many folds (default 5)")
-    p.add_argument("--fold", type=int, default=defaults.fold, help="which fold is validation (default 0)")
+    p.add_argument("--folds", type=int, default=defaults.folds, help="the data is cut into this many folds (default 5)")
     p.add_argument("--min-support", type=int, default=defaults.min_support,
                    help=f"classes with fewer validation images are listed, not scored (default {defaults.min_support})")
-    p.add_argument("--force", action="store_true", help="replace an existing run folder")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+
+
+def _train_config(args: argparse.Namespace, **fixed: int) -> "TrainConfig":  # noqa: F821 (imported inside)
+    """The TrainConfig the options describe: the model's recipe with every option given on top."""
+    from dataclasses import replace
+
+    from edgelesion.data.rebalance import AugmentConfig
+    from edgelesion.train.config import TrainConfig
+
+    given = {"epochs": args.epochs, "head_epochs": args.head_epochs, "batch_size": args.batch_size,
+             "learning_rate": args.learning_rate, "lr_schedule": args.lr_schedule,
+             "warmup_epochs": args.warmup_epochs, "label_smoothing": args.label_smoothing,
+             "freeze_batchnorm": args.freeze_batchnorm, "patience": args.patience, "rebalance": args.rebalance}
+    try:
+        config = TrainConfig.for_model(
+            args.model, pretrained=args.weights == "imagenet", seed=args.seed, conflict_policy=args.conflicts,
+            folds=args.folds, min_support=args.min_support,
+            augment=AugmentConfig(target=args.augment_target, max_copies_per_image=args.max_copies,
+                                  flips=args.flips, zoom=args.zoom),
+            **{k: v for k, v in given.items() if v is not None}, **fixed)
+        if args.online_augment is not None:
+            config = config.with_changes(online_augment=replace(config.online_augment, enabled=args.online_augment))
+        if args.image_size is not None:
+            config = config.with_changes(preprocessing=replace(config.preprocessing, image_size=args.image_size))
+    except ValueError as exc:
+        raise EdgelesionError(f"bad training option: {exc}") from exc
+    return config
+
+
+def _add_train(sub: argparse._SubParsersAction, summary: str) -> None:
+    p = sub.add_parser("train", help=summary,
+                       description="Audit the data, split it by duplicate group, rebalance the training split, and "
+                                   "train with a checkpoint every epoch. Interrupted? Run again with --resume.")
+    p.add_argument("--out", required=True, type=Path, help="the run folder to create (or to resume)")
+    _add_training_options(p)
+    p.add_argument("--fold", type=int, default=0, help="which fold is validation (default 0)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out with its recorded settings (the other options are not used)")
     p.set_defaults(handler=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from edgelesion.train.config import TrainConfig
-    from edgelesion.data.rebalance import AugmentConfig
-
     if args.resume:
         from edgelesion.train.training import resume
 
@@ -90,19 +132,44 @@ def _run_train(args: argparse.Namespace) -> int:
         return 0
     if args.data is None:
         raise EdgelesionError("--data is required: the folder of class subfolders to train on")
-    try:
-        config = TrainConfig(
-            model=args.model, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-            seed=args.seed, rebalance=args.rebalance, conflict_policy=args.conflicts, folds=args.folds,
-            fold=args.fold, min_support=args.min_support,
-            augment=AugmentConfig(target=args.augment_target, max_copies_per_image=args.max_copies,
-                                  flips=args.flips, zoom=args.zoom),
-        )
-    except ValueError as exc:
-        raise EdgelesionError(f"bad training option: {exc}") from exc
+    config = _train_config(args, fold=args.fold)
     from edgelesion.train.training import train
 
     train(args.data, args.out, config, force=args.force)
+    return 0
+
+
+def _add_cv(sub: argparse._SubParsersAction, summary: str) -> None:
+    from edgelesion.thresholds import TARGET_SENSITIVITY
+
+    p = sub.add_parser("cv", help=summary,
+                       description="Leak-free k-fold cross-validation on the audit's duplicate groups: one resumable "
+                                   "run folder per fold (OUT/fold-K), then a merge of the finished folds: per-fold "
+                                   "table, mean and sd, out-of-fold melanoma operating points and ROC curve. Run it "
+                                   "again to resume; --only-folds runs some folds now, the rest later.")
+    p.add_argument("--out", required=True, type=Path, help="the cross-validation folder to create or continue")
+    _add_training_options(p)
+    p.add_argument("--only-folds", help="comma-separated fold numbers to run now (default: every fold)")
+    p.add_argument("--merge-only", action="store_true", help="train nothing: merge the folds finished so far")
+    p.add_argument("--melanoma-sensitivity", type=float, default=TARGET_SENSITIVITY,
+                   help=f"target sensitivity of the out-of-fold alert threshold (default {TARGET_SENSITIVITY})")
+    p.set_defaults(handler=_run_cv)
+
+
+def _run_cv(args: argparse.Namespace) -> int:
+    from edgelesion.train.cross_validation import cross_validate, merge_cv
+
+    if args.merge_only:
+        merge_cv(args.out, target_sensitivity=args.melanoma_sensitivity)
+        return 0
+    if args.data is None:
+        raise EdgelesionError("--data is required: the folder of class subfolders to cross-validate on")
+    try:
+        folds = None if args.only_folds is None else [int(k) for k in args.only_folds.split(",") if k.strip()]
+    except ValueError as exc:
+        raise EdgelesionError(f"--only-folds {args.only_folds!r}: write fold numbers such as 0,1") from exc
+    cross_validate(args.data, args.out, _train_config(args), folds=folds, force=args.force,
+                   target_sensitivity=args.melanoma_sensitivity)
     return 0
 
 
@@ -125,7 +192,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _add_export(sub: argparse._SubParsersAction, summary: str) -> None:
     from edgelesion.export.exporting import ARTIFACTS
     from edgelesion.export.qat import QATConfig
-    from edgelesion.export.thresholds import TARGET_SENSITIVITY
+    from edgelesion.thresholds import TARGET_SENSITIVITY
 
     qat = QATConfig()
     p = sub.add_parser("export", help=summary,
@@ -246,6 +313,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
 COMMANDS = {
     "audit": (_add_audit, "report class counts, duplicates, label conflicts and test overlap"),
     "train": (_add_train, "train a model on a leak-free split"),
+    "cv": (_add_cv, "cross-validate a training recipe over leak-free folds"),
     "evaluate": (_add_evaluate, "score a trained run with confidence intervals"),
     "predict": (_add_predict, "classify images with an exported bundle (onnxruntime or LiteRT, no TensorFlow)"),
     "benchmark": (_add_benchmark, "measure a bundle's artifacts: accuracy, latency, throughput, size, memory"),
@@ -280,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgelesion {args.command}: check failed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        hint = f"; continue with: edgelesion train --resume --out {args.out}" if args.command == "train" else ""
+        hint = {"train": f"; continue with: edgelesion train --resume --out {args.out}",
+                "cv": f"; continue with the same 'edgelesion cv' command (out: {args.out})"}.get(args.command, "")
         print(f"\nedgelesion {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 

@@ -11,6 +11,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, r
 MIN_SUPPORT = 5  # a class with fewer evaluation images is listed, not scored
 POSITIVE_CLASS = "melanoma"
 BOOTSTRAP_RESAMPLES = 2000
+CALIBRATION_BINS = 15
 
 
 def wilson_interval(successes: int, n: int) -> dict[str, Any]:
@@ -40,6 +41,22 @@ def sensitivity(y_true: np.ndarray, y_pred: np.ndarray, positive: int | None) ->
     if positive is None or not is_pos.any():
         return None
     return float((np.asarray(y_pred)[is_pos] == positive).mean())
+
+
+def calibration_bins(y_true: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> dict[str, Any]:
+    """Top-1 confidence against accuracy in equal-width confidence bins, and the expected calibration error.
+
+    ECE is the image-weighted mean gap |accuracy - confidence| over the bins (Guo et al. 2017).
+    """
+    confidence = np.asarray(probabilities).max(axis=1)
+    correct = np.asarray(probabilities).argmax(axis=1) == np.asarray(y_true)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    rows = [{"low": b / bins, "high": (b + 1) / bins, "n": int((which == b).sum()),
+             "confidence": float(confidence[which == b].mean()) if (which == b).any() else None,
+             "accuracy": float(correct[which == b].mean()) if (which == b).any() else None}
+            for b in range(bins)]
+    ece = sum(r["n"] * abs(r["accuracy"] - r["confidence"]) for r in rows if r["n"]) / max(1, len(confidence))
+    return {"expected_calibration_error": float(ece), "bins": rows, "method": f"{bins} equal-width top-1 confidence bins"}
 
 
 def balanced_accuracy_interval(
@@ -118,6 +135,7 @@ def classification_metrics(
     metrics["unscored_classes"] = unscored
     metrics["class_names"] = list(class_names)
     metrics["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=list(range(n_classes))).tolist()
+    metrics["calibration"] = calibration_bins(y_true, probabilities)
     return metrics
 
 
@@ -138,8 +156,14 @@ def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
     lines.append(f"  balanced accuracy     {format_estimate(bal)}  over {len(bal['classes'])} classes")
     for key in metrics:
         if key.endswith("_sensitivity") or key.endswith("_specificity"):
-            lines.append(f"  {key.replace('_', ' '):<21} {format_estimate(metrics[key])}")
+            lines.append(f"  {key.replace('_', ' '):<21} {format_estimate(metrics[key])}  (arg-max)")
+    if alert := metrics.get("melanoma_alert"):
+        lines.append(f"  melanoma alert at p >= {alert['threshold']:.3f}: sensitivity {format_estimate(alert['sensitivity'])}, "
+                     f"specificity {format_estimate(alert['specificity'])}")
     lines.append(f"  accuracy              {format_estimate(metrics['accuracy'])}")
+    if "calibration" in metrics:
+        lines.append(f"  expected calibration error {metrics['calibration']['expected_calibration_error']:.3f} "
+                     "(top-1 confidence against accuracy)")
     lines.append(f"  {'class':<28} {'n':>4}  {'recall [95% CI]':<24} {'precision':>9} {'f1':>6}")
     for name, row in metrics["per_class"].items():
         recall = format_estimate({k: v for k, v in row["recall"].items() if k != "n"})

@@ -1,4 +1,4 @@
-"""Charts people would rather look at than tables: class counts, training curves, confusion matrices."""
+"""Charts people would rather look at than tables: class counts, training curves, confusion matrices, CV, ROC."""
 
 from __future__ import annotations
 
@@ -66,4 +66,59 @@ def confusion_matrix_chart(matrix: list[list[int]], class_names: list[str], targ
         ax=axis, cmap="Blues", xticks_rotation=45, colorbar=False
     )
     axis.set_title(title)
+    _save(figure, target)
+
+
+def cv_folds_chart(values: dict[str, list[float | None]], target: Path, title: str) -> None:
+    """Each figure's folds as dots, with their mean and ± 1 sd as a bar and whisker."""
+    names = list(values)
+    figure, axis = plt.subplots(figsize=(1.3 * len(names) + 2, 4))
+    for x, name in enumerate(names):
+        present = np.array([v for v in values[name] if v is not None], dtype=float)
+        if not len(present):
+            continue
+        sd = present.std(ddof=1) if len(present) > 1 else 0.0
+        axis.bar(x, present.mean(), yerr=sd, color="#9ecae1", capsize=6, width=0.6)
+        axis.scatter(np.full(len(present), x), present, color="#08519c", zorder=3, s=14)
+    axis.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=8)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("mean ± sd over folds (dots: folds)")
+    axis.set_title(title)
+    _save(figure, target)
+
+
+def melanoma_roc_chart(is_positive: np.ndarray, scores: np.ndarray, points: list[tuple[float, float, str]],
+                       target: Path, title: str) -> None:
+    """The ROC curve of one class against the rest, with operating points as (specificity, sensitivity, label)."""
+    from sklearn.metrics import RocCurveDisplay
+
+    figure, axis = plt.subplots(figsize=(5, 5))
+    RocCurveDisplay.from_predictions(is_positive, scores, ax=axis, name="out-of-fold", plot_chance_level=True)
+    for specificity, sensitivity, label in points:
+        if specificity is not None and sensitivity is not None:
+            axis.scatter(1 - specificity, sensitivity, zorder=3, s=20, label=f"alert, {label}")
+    axis.set_xlabel("1 - specificity")
+    axis.set_ylabel("sensitivity")
+    axis.legend(fontsize=7, loc="lower right")
+    axis.set_title(title, fontsize=9)
+    _save(figure, target)
+
+
+def reliability_chart(bins: list[dict[str, float | None]], ece: float, target: Path, title: str) -> None:
+    """Accuracy against top-1 confidence per bin (a calibrated model sits on the diagonal), with image counts."""
+    used = [b for b in bins if b["n"]]
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.plot([0, 1], [0, 1], linestyle="--", color="#999999", label="calibrated")
+    width = used[0]["high"] - used[0]["low"] if used else 0.1
+    axis.bar([b["low"] for b in used], [b["accuracy"] for b in used], width=width, align="edge",
+             edgecolor="#08519c", color="#9ecae1", label="accuracy")
+    axis.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], "o", color="#08519c", markersize=3)
+    for b in used:
+        axis.annotate(str(b["n"]), (b["low"] + width / 2, 0.02), ha="center", fontsize=6)
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("top-1 confidence")
+    axis.set_ylabel("accuracy")
+    axis.legend(loc="upper left", fontsize=8)
+    axis.set_title(f"{title}\nexpected calibration error {ece:.3f}", fontsize=9)
     _save(figure, target)

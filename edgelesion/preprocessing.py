@@ -39,6 +39,22 @@ class Preprocessing:
         """The PIL filter that `resize_method` names."""
         return RESIZE_FILTERS[self.resize_method]
 
+    @property
+    def scaled_range(self) -> tuple[float, float]:
+        """What pixels 0 and 255 become after the in-model scaling: the range an int8 input must span."""
+        return self.offset, 255 * self.scale + self.offset
+
+    @property
+    def uint8_quantization(self) -> tuple[float, int]:
+        """(scale, zero point) of a uint8 input that holds raw pixels: (p - zero point) * scale = p * scale + offset.
+
+        1/255 and 0 for the seed models' pixels / 255; 1/128 and 127 for EfficientNet-Lite's (p - 127) / 128.
+        """
+        zero_point = -self.offset / self.scale
+        if abs(zero_point - round(zero_point)) > 1e-6 or not 0 <= round(zero_point) <= 255:
+            raise ValueError(f"the scaling p * {self.scale} + {self.offset} has no uint8 zero point")
+        return self.scale, int(round(zero_point))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for config files."""
         return asdict(self)

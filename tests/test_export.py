@@ -132,3 +132,29 @@ def test_interrupted_qat_resumes_to_the_uninterrupted_result(trained_run, tmp_pa
     resumed = export_run(tmp_path / "cut", tmp_path / "cut-bundle", options, progress=False)
     # the converter's bytes differ from run to run (same predictions), so compare what the model predicts
     assert resumed["artifacts"]["int8.tflite"]["parity"] == full["artifacts"]["int8.tflite"]["parity"]
+
+
+def test_a_lite0_run_exports_int8_with_its_own_input_quantization(dataset_dir, tmp_path):
+    """Lite0 has residual Adds (the QAT core is rebuilt from the graph) and takes (p - 127) / 128."""
+    from dataclasses import replace
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgelesion.export.qat import QATConfig
+    from edgelesion.train.config import TrainConfig
+    from edgelesion.train.training import train
+
+    recipe = TrainConfig.for_model("efficientnet-lite0", epochs=2, head_epochs=1, batch_size=8, folds=3,
+                                   min_support=2)
+    train(dataset_dir, tmp_path / "run", recipe.with_changes(
+        preprocessing=replace(recipe.preprocessing, image_size=32)), progress=False)
+    options = ExportOptions(artifacts=("int8.tflite",), qat=QATConfig(epochs=1), calibration_images=16,
+                            keep_failed=True)
+    bundle = export_run(tmp_path / "run", tmp_path / "bundle", options, progress=False)
+    entry = bundle["artifacts"]["int8.tflite"]
+    assert entry["input"]["quantization"] == {"scale": 1 / 128, "zero_point": 127}
+    details = Interpreter(model_path=str(tmp_path / "bundle" / "int8.tflite")).get_input_details()[0]
+    assert details["quantization"][1] == 127 and details["quantization"][0] == pytest.approx(1 / 128)
+    # the int8 file answers like the QAT model it came from, through the raw-pixel path
+    assert entry["parity"]["vs_qat"]["top1_agreement"] == 1.0
+    assert entry["parity"]["vs_qat"]["max_abs_prob_diff"] < 0.05

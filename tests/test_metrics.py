@@ -61,3 +61,15 @@ def test_summary_puts_balanced_accuracy_then_melanoma_first():
     y = np.array([0] * 6 + [1] * 6 + [2] * 6)
     lines = format_metrics(classification_metrics(y, one_hot(y), CLASSES)).splitlines()
     assert "balanced accuracy" in lines[0] and "melanoma sensitivity" in lines[1]
+
+
+def test_expected_calibration_error_is_the_weighted_confidence_accuracy_gap():
+    from edgelesion.metrics import calibration_bins
+
+    # 10 images at confidence 0.9, 8 right: gap 0.1; 10 at 0.6, 6 right: gap 0
+    probabilities = np.array([[0.9, 0.1]] * 10 + [[0.4, 0.6]] * 10)
+    labels = np.array([0] * 8 + [1] * 2 + [1] * 6 + [0] * 4)
+    result = calibration_bins(labels, probabilities, bins=10)
+    assert result["expected_calibration_error"] == pytest.approx(0.5 * 0.1 + 0.5 * 0.0)
+    used = [b for b in result["bins"] if b["n"]]
+    assert [(b["n"], b["accuracy"]) for b in used] == [(10, pytest.approx(0.6)), (10, pytest.approx(0.8))]

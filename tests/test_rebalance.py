@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import edgelesion.data.rebalance as rebalance
-from edgelesion.data.rebalance import AugmentConfig, augment, class_weights, extra_per_class
+from edgelesion.data.rebalance import MAX_CLASS_WEIGHT, AugmentConfig, augment, class_weights, extra_per_class
 
 
 def tiny_split(rng_seed: int = 0):
@@ -68,3 +68,5 @@ def test_cache_is_reused_when_inputs_are_unchanged(tmp_path, monkeypatch):
 def test_class_weights_balance_the_classes_present():
     weights = class_weights(np.array([0, 0, 0, 1]), 3)
     assert weights[0] * 3 == pytest.approx(weights[1] * 1) and weights[2] == 0.0
+    rare = class_weights(np.array([0] * 98 + [1] * 2), 2)  # balanced would give the rare class 25
+    assert rare[1] == MAX_CLASS_WEIGHT and rare[0] == pytest.approx(100 / (2 * 98))

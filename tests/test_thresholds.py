@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgelesion.export.thresholds import melanoma_threshold
+from edgelesion.thresholds import melanoma_threshold
 
 
 def probabilities(melanoma_scores):

@@ -24,6 +24,7 @@ from edgelesion.fileio import read_csv, replace_dir, staging_dir, write_json
 from edgelesion.images import UnreadableImage, read_image, to_model_input
 from edgelesion.metrics import balanced_accuracy, classification_metrics, scored_class_indices, sensitivity
 from edgelesion.provenance import provenance
+from edgelesion.thresholds import alert_figures
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,9 @@ def run_benchmark(bundle_dir: str | Path, out: str | Path, *, data_dir: str | Pa
     positive = classes.index(positive_class) if positive_class in classes else None
     baseline_name, baseline_path = baseline_entry(bundle, bundle_dir)
     targets = [(baseline_name, baseline_path), *[(name, bundle_dir / name) for name in bundle["artifacts"]]]
+    # each artifact's own alert threshold; the float baseline takes float32.tflite's (the same model)
+    thresholds = {name: (entry.get("melanoma_alert") or {}).get("threshold") for name, entry in bundle["artifacts"].items()}
+    thresholds.setdefault(baseline_name, thresholds.get("float32.tflite"))
     rows: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as scratch:
         pixels_file = Path(scratch) / "pixels.npy"
@@ -168,6 +172,7 @@ def run_benchmark(bundle_dir: str | Path, out: str | Path, *, data_dir: str | Pa
                 "file": str(path), "runtime": _runtime(path), "size_bytes": path.stat().st_size, **timings,
                 "balanced_accuracy": metrics["balanced_accuracy"], "accuracy": metrics["accuracy"],
                 "melanoma_sensitivity": metrics.get(f"{positive_class}_sensitivity"),
+                "melanoma_alert": alert_figures(probabilities[name], labels, positive, thresholds.get(name)),
                 "recall_per_class": {c: m["recall"] for c, m in metrics["per_class"].items()},
             }
         for name, row in rows.items():

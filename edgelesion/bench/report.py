@@ -28,20 +28,28 @@ def _interval(entry: dict[str, Any] | None) -> str:
     return f"{entry['value']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
 
+def _alert(alert: dict[str, Any] | None) -> str:
+    if alert is None:
+        return "n/a"
+    return (f"{format_estimate(alert['sensitivity'])} / {format_estimate(alert['specificity'])} "
+            f"at p >= {alert['threshold']:.3f}")
+
+
 def markdown_table(result: dict[str, Any], label: str = "") -> list[str]:
     """One row per artifact: accuracy first, then latency, throughput, size, load time and memory."""
     cores = next(iter(result["artifacts"].values()))["all_cores"]
-    rows = [f"| artifact | runtime | balanced accuracy [95% CI] | melanoma sensitivity [95% CI] "
+    rows = [f"| artifact | runtime | balanced accuracy [95% CI] | melanoma alert: sensitivity / specificity "
+            f"[95% CI] | melanoma sensitivity, arg-max [95% CI] "
             f"| Δ balanced accuracy vs baseline [paired 95% CI] | Δ melanoma sensitivity | top-1 agreement "
             f"| median / p90 / p99 ms, 1 thread | median ms, {cores} threads | img/s (batch) | size MB | load s "
             f"| memory added MB |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, a in result["artifacts"].items():
         one = a["latency_1_thread"]
         diff = a.get("difference_from_baseline")
         rows.append(
             f"| {label + ' ' if label else ''}{name} | {a['runtime']} | {format_estimate(a['balanced_accuracy'])} | "
-            f"{format_estimate(a['melanoma_sensitivity'] or {})} | "
+            f"{_alert(a.get('melanoma_alert'))} | {format_estimate(a['melanoma_sensitivity'] or {})} | "
             f"{_interval(diff['delta_balanced_accuracy']) if diff else 'baseline'} | "
             f"{_interval(diff['delta_melanoma_sensitivity']) if diff else 'baseline'} | "
             f"{a['top1_agreement_with_baseline']:.3f} | {one['median_ms']:.2f} / {one['p90_ms']:.2f} / {one['p99_ms']:.2f} | "

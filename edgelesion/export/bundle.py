@@ -25,10 +25,11 @@ def input_spec(artifact: str, preprocessing: Preprocessing) -> dict[str, Any]:
         "dtype": "uint8" if quantized_input else "float32",
         "color_order": preprocessing.color_order,
         "value_range": [0, 255],
-        "quantization": {"scale": 1 / 255, "zero_point": 0} if quantized_input else None,
+        "quantization": (dict(zip(("scale", "zero_point"), preprocessing.uint8_quantization))
+                         if quantized_input else None),
         "resize": {"size": [size, size], "method": preprocessing.resize_method, "library": "Pillow",
                    "keep_aspect_ratio": False},
-        "scaling": "inside the model (pixels / 255)",
+        "scaling": f"inside the model (pixels * {preprocessing.scale:.6g} + {preprocessing.offset:.6g})",
     }
 
 

@@ -19,13 +19,14 @@ from edgelesion.train.evaluation import predict, recorded_splits
 from edgelesion.fileio import replace_dir, sha256_file, staging_dir
 from edgelesion.export.mediapipe_check import INSTALL_HINT, mediapipe_agreement
 from edgelesion.metrics import classification_metrics, scored_class_indices
+from edgelesion.preprocessing import Preprocessing
 from edgelesion.export.parity import DEFAULT_TOLERANCES, Tolerance, compare, failures
 from edgelesion.provenance import provenance
 from edgelesion.export.qat import QATConfig, qat_finetune, with_scaling
 from edgelesion.data.rebalance import default_cache_dir
 from edgelesion.train.runs import RunDir, read_run
 from edgelesion.infer.runtimes import open_runner, predict_in_batches
-from edgelesion.export.thresholds import TARGET_SENSITIVITY, melanoma_threshold
+from edgelesion.thresholds import TARGET_SENSITIVITY, melanoma_threshold
 from edgelesion.train.training import training_arrays
 
 ARTIFACTS = tuple(DEFAULT_TOLERANCES)  # float32.tflite, float16.tflite, int8.tflite, float32.onnx, int8.onnx
@@ -59,7 +60,7 @@ def file_list_fingerprint(rows: list[tuple[str, str, str]]) -> str:
 
 
 def _write_artifact(name: str, target: Path, float_model: keras.Model, quantized_core: keras.Model | None,
-                    calibration: np.ndarray, staging: Path) -> None:
+                    calibration: np.ndarray, preprocessing: Preprocessing, staging: Path) -> None:
     from edgelesion.export import onnx_export, tflite_export
 
     if name == "float32.tflite":
@@ -67,7 +68,7 @@ def _write_artifact(name: str, target: Path, float_model: keras.Model, quantized
     elif name == "float16.tflite":
         target.write_bytes(tflite_export.convert_float16(float_model))
     elif name == "int8.tflite":
-        target.write_bytes(tflite_export.convert_int8(quantized_core, calibration))
+        target.write_bytes(tflite_export.convert_int8(quantized_core, calibration, preprocessing))
     elif name == "float32.onnx":
         onnx_export.convert_float32(float_model, target)
     elif name == "int8.onnx":
@@ -160,7 +161,8 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
         artifacts, problems = {}, []
         for name in options.artifacts:
             print(f"exporting {name}")
-            _write_artifact(name, staging / name, float_model, quantized_core, calibration, staging)
+            _write_artifact(name, staging / name, float_model, quantized_core, calibration, config.preprocessing,
+                            staging)
             entry, missed = validate_artifact(name, staging / name, references, val, scored, positive,
                                               options.tolerances[name], options.melanoma_sensitivity)
             entry["input"] = input_spec(name, config.preprocessing)

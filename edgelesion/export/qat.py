@@ -1,10 +1,11 @@
 """Quantization-aware fine-tuning (tensorflow-model-optimization) of a run's best float model.
 
 tfmot refuses Keras' Rescaling layer, and a quantized graph must be flat. So the scaling layer is
-kept out: the QAT model is the float model *after* its scaling layer (input: pixels / 255), with
-its input range set to exactly [0, 1]. Converted to TFLite with a uint8 input, that range gives
-the input tensor scale 1/255 and zero point 0, so a uint8 camera pixel p means p / 255: the
-scaling layer becomes the input quantization itself, and apps feed camera pixels straight in.
+kept out: the QAT model is the float model *after* its scaling layer (input: p * scale + offset),
+with its input range set to exactly what pixels 0 and 255 become. Converted to TFLite with a uint8
+input, that range gives the input tensor the scaling's own scale and zero point (1/255 and 0 for
+the seed models, 1/128 and 127 for EfficientNet-Lite), so a uint8 camera pixel p means exactly
+the scaled pixel: the scaling layer becomes the input quantization, and apps feed pixels straight in.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from edgelesion._tf import keras, tf
 from edgelesion.train.config import TrainConfig
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import read_json, replace_dir, write_json
+from edgelesion.train.online_augment import OnlineAugment
 from edgelesion.train.training import fit_one_epoch
 
 
@@ -51,16 +53,33 @@ def scaling_layer(model: keras.Model) -> keras.layers.Rescaling:
     return layer
 
 
-def core_model(model: keras.Model) -> keras.Model:
-    """The float model without its scaling layer: input is pixels already scaled to [0, 1]."""
+def input_range(model: keras.Model) -> tuple[float, float]:
+    """What raw pixels 0 and 255 become after the model's scaling layer."""
     scaling = scaling_layer(model)
-    if scaling.offset != 0.0 or not np.isclose(scaling.scale, 1 / 255):
-        raise EdgelesionError("int8 export needs the 1/255 pixel scaling of edgelesion's models")
+    return float(scaling.offset), float(255 * scaling.scale + scaling.offset)
+
+
+def scale_pixels(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
+    """Raw pixels as the model's scaling layer scales them (the core model's input)."""
+    scaling = scaling_layer(model)
+    return pixels.astype(np.float32) * np.float32(scaling.scale) + np.float32(scaling.offset)
+
+
+def core_model(model: keras.Model) -> keras.Model:
+    """The float model without its scaling layer (input: scaled pixels), sharing its layers.
+
+    The graph after the scaling layer is called again, node by node in the model's topological
+    order, on a new Input, so branches and residual Adds are kept as they are.
+    """
+    scaling = scaling_layer(model)
     inputs = keras.Input(shape=model.input_shape[1:], name="scaled_pixels")
-    x = inputs
+    produced = {id(scaling.output): inputs}
     for layer in model.layers[2:]:
-        x = layer(x)
-    return keras.Model(inputs, x, name=f"{model.name}_core")
+        node = layer.inbound_nodes[0]  # the layer's call inside `model`: each layer is used once
+        args = tf.nest.map_structure(lambda t: produced[id(t)], node.call_args)
+        kwargs = tf.nest.map_structure(lambda t: produced.get(id(t), t), node.call_kwargs)
+        produced[id(layer.output)] = layer(*args, **kwargs)
+    return keras.Model(inputs, produced[id(model.output)], name=f"{model.name}_core")
 
 
 def _short(weight: tf.Variable) -> str:
@@ -68,11 +87,11 @@ def _short(weight: tf.Variable) -> str:
     return weight.name.split("/")[-1]
 
 
-def quantize_core(core: keras.Model) -> keras.Model:
-    """tfmot's default 8-bit QAT model of `core` (float weights kept), its input range fixed to [0, 1].
+def quantize_core(core: keras.Model, scaled_range: tuple[float, float]) -> keras.Model:
+    """tfmot's default 8-bit QAT model of `core` (float weights kept), its input range fixed to `scaled_range`.
 
-    The input quantizer tracks the smallest and largest values seen; starting it at exactly
-    [0, 1], which pixels / 255 never leave, keeps it there. (tfmot's fix_input_output_range is not
+    The input quantizer tracks the smallest and largest values seen; starting it at exactly the
+    range that scaled pixels span, which they never leave, keeps it there. (tfmot's fix_input_output_range is not
     used: in tfmot 0.8.1 it re-initialises the weights, and it clamps the last layer's
     pre-softmax logits to the output range, which flattens every prediction.)
     """
@@ -80,10 +99,15 @@ def quantize_core(core: keras.Model) -> keras.Model:
     input_quantizer = quantized.layers[1]  # tfmot's QuantizeLayer, right after the input
     for weight in input_quantizer.weights:
         if _short(weight).endswith("_min:0"):
-            weight.assign(0.0)
+            weight.assign(scaled_range[0])
         elif _short(weight).endswith("_max:0"):
-            weight.assign(1.0)
+            weight.assign(scaled_range[1])
     return quantized
+
+
+# tfmot's moving-average range variables: a layer's own activation ('post_activation_min/max', e.g.
+# Dense with softmax) or the output of a layer quantized as a whole ('output_min/max': ReLU6, Add, BatchNorm)
+RANGE_PREFIXES = ("post_activation_", "output_")
 
 
 def calibrate_activation_ranges(quantized: keras.Model, float_model: keras.Model, pixels: np.ndarray) -> None:
@@ -96,15 +120,16 @@ def calibrate_activation_ranges(quantized: keras.Model, float_model: keras.Model
     outputs on the calibration pixels (0 is always kept in range, as TFLite requires).
     """
     wrappers = [layer for layer in quantized.layers
-                if any(_short(w).startswith("post_activation_min") for w in layer.non_trainable_weights)]
+                if any(_short(w).startswith(RANGE_PREFIXES) for w in layer.non_trainable_weights)]
     # the float model's own graph (node 0): its layers are shared with the core, which is called second
     probe = keras.Model(float_model.input, [float_model.get_layer(w.layer.name).get_output_at(0) for w in wrappers])
     outputs = probe.predict(pixels.astype(np.float32), batch_size=32, verbose=0)
     for wrapper, activations in zip(wrappers, outputs if len(wrappers) > 1 else [outputs]):
         for weight in wrapper.non_trainable_weights:
-            if _short(weight).startswith("post_activation_min"):
+            name = _short(weight)
+            if name.startswith(RANGE_PREFIXES) and name.endswith("_min:0"):
                 weight.assign(min(0.0, float(activations.min())))
-            elif _short(weight).startswith("post_activation_max"):
+            elif name.startswith(RANGE_PREFIXES) and name.endswith("_max:0"):
                 weight.assign(max(0.0, float(activations.max())))
 
 
@@ -115,7 +140,7 @@ def with_scaling(model: keras.Model, quantized_core: keras.Model) -> keras.Model
 
 
 def _compiled_quantized_core(float_model: keras.Model, config: QATConfig) -> keras.Model:
-    quantized = quantize_core(core_model(float_model))
+    quantized = quantize_core(core_model(float_model), input_range(float_model))
     quantized.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
     return quantized
@@ -146,7 +171,7 @@ def qat_finetune(float_model: keras.Model, x: np.ndarray, y: np.ndarray, weights
     """Fine-tune the QAT core of `float_model` on (x, y) with class `weights`, checkpointing each epoch in `work_dir`.
 
     Activation ranges start from the `calibration` pixels (see calibrate_activation_ranges).
-    Returns the quantized core (input: pixels / 255). Epochs are seeded like training's, so a
+    Returns the quantized core (input: scaled pixels). Epochs are seeded like training's, so a
     resumed fine-tune ends where an uninterrupted one would. A fine-tune of another float model
     (the run was resumed to a new best epoch since) is started again, never reused.
     """
@@ -172,8 +197,12 @@ def qat_finetune(float_model: keras.Model, x: np.ndarray, y: np.ndarray, weights
         done = state["epochs_done"] == config.epochs
         print(f"reusing the finished QAT fine-tune in {work_dir}" if done
               else f"resuming QAT after epoch {state['epochs_done']} of {config.epochs}")
-    epochs = train_config.with_changes(epochs=config.epochs, batch_size=config.batch_size)
-    scaled, labels = tf.constant(x.astype(np.float32) / 255.0), tf.constant(y)
+    # plain epochs on scaled pixels: the training recipe's head stage, schedule, smoothing and
+    # pixel augmentation (which works on raw 0-255 pixels) are not part of the short QAT fine-tune
+    epochs = train_config.with_changes(epochs=config.epochs, batch_size=config.batch_size, head_epochs=0,
+                                       warmup_epochs=0, label_smoothing=0.0, patience=0,
+                                       online_augment=OnlineAugment())
+    scaled, labels = tf.constant(scale_pixels(float_model, x)), tf.constant(y)
     for epoch in range(state["epochs_done"], config.epochs):
         logs = fit_one_epoch(quantized, scaled, labels, epoch, epochs, weights, progress)
         if not np.isfinite(logs["loss"]):

@@ -7,6 +7,7 @@ import numpy as np
 from edgelesion._tf import keras, tf
 from edgelesion.export.calibration import representative_dataset
 from edgelesion.errors import CheckFailed
+from edgelesion.preprocessing import Preprocessing
 
 
 def convert_float32(model: keras.Model) -> bytes:
@@ -22,17 +23,19 @@ def convert_float16(model: keras.Model) -> bytes:
     return converter.convert()
 
 
-def convert_int8(quantized_core: keras.Model, calibration: np.ndarray) -> bytes:
+def convert_int8(quantized_core: keras.Model, calibration: np.ndarray, preprocessing: Preprocessing) -> bytes:
     """Full-integer TFLite of the QAT core: uint8 camera pixels in, float32 probabilities out.
 
     Every op must be int8 (the converter fails otherwise). The QAT core's input range is fixed to
-    [0, 1], so the uint8 input gets scale 1/255 and zero point 0: pixel p means p / 255, exactly
-    the float model's scaling. That is checked here, since feeding pixels to a wrongly quantized
-    input silently ruins accuracy (tensorflow#53278).
+    what the scaling makes of pixels 0 and 255, so the uint8 input gets the scaling's own scale and
+    zero point (`Preprocessing.uint8_quantization`): pixel p means exactly the float model's scaled
+    pixel. That is checked here, since feeding pixels to a wrongly quantized input silently ruins
+    accuracy (tensorflow#53278).
     """
     converter = tf.lite.TFLiteConverter.from_keras_model(quantized_core)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: representative_dataset(calibration, scale=1 / 255)
+    converter.representative_dataset = lambda: representative_dataset(
+        calibration, scale=preprocessing.scale, offset=preprocessing.offset)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.float32
@@ -41,7 +44,8 @@ def convert_int8(quantized_core: keras.Model, calibration: np.ndarray) -> bytes:
 
     interpreter = Interpreter(model_content=flatbuffer)
     scale, zero_point = interpreter.get_input_details()[0]["quantization"]
-    if zero_point != 0 or not np.isclose(scale, 1 / 255, rtol=1e-6):
-        raise CheckFailed(f"int8.tflite input quantization is scale {scale}, zero point {zero_point}; "
-                          "expected 1/255 and 0 so that camera pixels can be fed as they are")
+    expected_scale, expected_zero_point = preprocessing.uint8_quantization
+    if zero_point != expected_zero_point or not np.isclose(scale, expected_scale, rtol=1e-6):
+        raise CheckFailed(f"int8.tflite input quantization is scale {scale}, zero point {zero_point}; expected "
+                          f"{expected_scale:.6g} and {expected_zero_point} so that camera pixels can be fed as they are")
     return flatbuffer

@@ -1,7 +1,8 @@
-"""Training settings as one dataclass, written whole into every run folder."""
+"""Training settings as one dataclass, written whole into every run folder, and each model's measured recipe."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -9,6 +10,13 @@ from edgelesion.data.audit import NEAR_DUPLICATE_MAX_DISTANCE, ConflictPolicy
 from edgelesion.metrics import MIN_SUPPORT, POSITIVE_CLASS
 from edgelesion.preprocessing import Preprocessing
 from edgelesion.data.rebalance import AugmentConfig, RebalanceMethod
+from edgelesion.train.online_augment import OnlineAugment
+
+LR_SCHEDULES = ("constant", "cosine")
+# Each architecture's own input normalisation: what its weights were trained with.
+MODEL_INPUTS = {
+    "efficientnet-lite0": Preprocessing(image_size=224, scale=1 / 128, offset=-127 / 128),  # google/automl: (p-127)/128
+}
 
 
 @dataclass(frozen=True)
@@ -16,26 +24,60 @@ class TrainConfig:
     """Everything that decides a training run's result, besides the data."""
 
     model: str = "seed-dropout"  # a name from edgelesion.train.models.list_models()
-    epochs: int = 20
+    pretrained: bool = True  # start from the model's ImageNet weights, where it has them
+    epochs: int = 20  # in all, head epochs included
     batch_size: int = 32
-    learning_rate: float = 1e-3  # Adam
+    learning_rate: float = 1e-3  # Adam; the whole network's peak rate after the head epochs
+    lr_schedule: str = "constant"  # or "cosine": warm-up, then cosine decay to 0 over the remaining epochs
+    warmup_epochs: int = 0  # linear warm-up at the start of the whole-network epochs
+    head_epochs: int = 0  # first epochs train only the classifier head, the backbone frozen
+    head_learning_rate: float = 1e-3  # constant, during the head epochs
+    freeze_batchnorm: bool = False  # BatchNorm layers keep their pretrained statistics (inference mode)
+    label_smoothing: float = 0.0
+    patience: int = 0  # stop after this many epochs without a better validation balanced accuracy (0: never)
     seed: int = 0
     rebalance: RebalanceMethod = RebalanceMethod.AUGMENTOR
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # Augmentor copies (rebalance=augmentor)
+    online_augment: OnlineAugment = field(default_factory=OnlineAugment)  # fresh draws every epoch, in the pipeline
     conflict_policy: ConflictPolicy = ConflictPolicy.EXCLUDE
     near_duplicate_max_distance: int = NEAR_DUPLICATE_MAX_DISTANCE
     folds: int = 5  # validation is one of this many group-stratified folds
     fold: int = 0  # which fold is validation
     min_support: int = MIN_SUPPORT  # classes with fewer validation images are not scored
     positive_class: str = POSITIVE_CLASS
-    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    preprocessing: Preprocessing | None = None  # None: the model's own (MODEL_INPUTS), else the seed's 180 px, 1/255
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rebalance", RebalanceMethod(self.rebalance))
         object.__setattr__(self, "conflict_policy", ConflictPolicy(self.conflict_policy))
+        if self.preprocessing is None:
+            object.__setattr__(self, "preprocessing", MODEL_INPUTS.get(self.model, Preprocessing()))
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule {self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
+        if not 0 <= self.head_epochs < self.epochs:
+            raise ValueError(f"head_epochs {self.head_epochs} must be at least 0 and fewer than epochs {self.epochs}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing {self.label_smoothing} must be in [0, 1)")
+
+    @classmethod
+    def for_model(cls, model: str, **changes: Any) -> TrainConfig:
+        """The model's measured recipe (benchmarks/README.md), with `changes` on top."""
+        return cls(**{"model": model, **MODEL_RECIPES.get(model, {}), **changes})
+
+    def learning_rate_at(self, epoch: int) -> float:
+        """The learning rate of 0-based `epoch`: constant for the head, then warm-up and the schedule."""
+        if epoch < self.head_epochs:
+            return self.head_learning_rate
+        step, steps = epoch - self.head_epochs, self.epochs - self.head_epochs
+        if step < self.warmup_epochs:
+            return self.learning_rate * (step + 1) / (self.warmup_epochs + 1)
+        if self.lr_schedule == "cosine":
+            done = (step - self.warmup_epochs) / max(1, steps - self.warmup_epochs)
+            return self.learning_rate * 0.5 * (1 + math.cos(math.pi * done))
+        return self.learning_rate
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (enums as their values)."""
@@ -49,9 +91,20 @@ class TrainConfig:
         """Inverse of to_dict."""
         data = dict(data)
         data["augment"] = AugmentConfig(**data["augment"])
+        data["online_augment"] = OnlineAugment(**data.get("online_augment", {}))
         data["preprocessing"] = Preprocessing(**data["preprocessing"])
         return cls(**data)
 
     def with_changes(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed."""
         return replace(self, **changes)
+
+
+# The fine-tuning recipe of each pretrained model, as measured (benchmarks/README.md, "Lite0 recipe").
+MODEL_RECIPES: dict[str, dict[str, Any]] = {
+    "efficientnet-lite0": {
+        "epochs": 12, "head_epochs": 3, "head_learning_rate": 1e-3, "learning_rate": 2e-4, "lr_schedule": "cosine",
+        "warmup_epochs": 1, "freeze_batchnorm": True, "label_smoothing": 0.1, "patience": 0,
+        "rebalance": RebalanceMethod.CLASS_WEIGHTS, "online_augment": OnlineAugment(enabled=True),
+    },
+}

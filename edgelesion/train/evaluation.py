@@ -12,10 +12,11 @@ from edgelesion.data.audit import prepare_test_set
 from edgelesion.train.config import TrainConfig
 from edgelesion.data.dataset import LoadedDataset, load_dataset
 from edgelesion.errors import EdgelesionError
-from edgelesion.fileio import read_csv, write_json
+from edgelesion.fileio import read_csv, read_json, write_csv, write_json
 from edgelesion.metrics import classification_metrics, format_metrics
-from edgelesion.plots import confusion_matrix_chart
+from edgelesion.plots import confusion_matrix_chart, reliability_chart
 from edgelesion.provenance import provenance
+from edgelesion.thresholds import alert_figures, melanoma_threshold
 from edgelesion.train.runs import RunDir, RunInfo, read_run
 
 
@@ -27,16 +28,49 @@ def predict(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.
 
 
 def evaluate_and_write(probabilities: np.ndarray, labels: np.ndarray, classes: list[str], out_dir: Path, *,
-                       title: str, config: TrainConfig, scored_classes: list[str] | None = None,
-                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Compute the metrics, print them, and write metrics.json and confusion_matrix.png into `out_dir`."""
+                       title: str, config: TrainConfig, paths: list[str], scored_classes: list[str] | None = None,
+                       alert_threshold: float | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Compute the metrics, print them, and write metrics.json, predictions.csv, confusion_matrix.png and
+    reliability.png (calibration) into `out_dir`.
+
+    With `alert_threshold`, the melanoma alert's sensitivity and specificity at that threshold are
+    reported too (`melanoma_alert`): the figures an app acting on the alert gets.
+    """
     metrics = classification_metrics(labels, probabilities, classes, min_support=config.min_support,
                                      scored_classes=scored_classes, positive_class=config.positive_class,
                                      seed=config.seed)
+    positive = classes.index(config.positive_class) if config.positive_class in classes else None
+    alert = alert_figures(probabilities, labels, positive, alert_threshold)
+    if alert is not None:
+        metrics["melanoma_alert"] = alert
     print(format_metrics(metrics, title))
     write_json(out_dir / "metrics.json", {"title": title, **metrics, **(extra or {}), "provenance": provenance()})
+    write_csv(out_dir / "predictions.csv", ["path", "label", *classes],
+              [[path, classes[label], *(f"{p:.6g}" for p in row)]
+               for path, label, row in zip(paths, labels, probabilities)])
     confusion_matrix_chart(metrics["confusion_matrix"], classes, out_dir / "confusion_matrix.png", title)
+    reliability_chart(metrics["calibration"]["bins"], metrics["calibration"]["expected_calibration_error"],
+                      out_dir / "reliability.png", title)
     return metrics
+
+
+def evaluate_validation(model: keras.Model, val: LoadedDataset, out_dir: Path, *, title: str,
+                        config: TrainConfig) -> dict[str, Any]:
+    """Score the validation split and choose the melanoma alert threshold on it (recorded in its metrics.json)."""
+    probabilities = predict(model, val.images)
+    positive = val.classes.index(config.positive_class) if config.positive_class in val.classes else None
+    threshold = melanoma_threshold(probabilities, val.labels, positive)["threshold"]
+    return evaluate_and_write(probabilities, val.labels, val.classes, out_dir, title=title, config=config,
+                              paths=[r.relpath for r in val.records], alert_threshold=threshold)
+
+
+def shift_gap(external: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
+    """The external set's balanced accuracy beside the validation split's, and the gap between them."""
+    ext, val = external["balanced_accuracy"], validation["balanced_accuracy"]
+    gap = None if ext["value"] is None or val["value"] is None else ext["value"] - val["value"]
+    return {"validation_balanced_accuracy": val["value"], "external_balanced_accuracy": ext["value"], "gap": gap,
+            "same_class_set": ext["classes"] == val["classes"], "validation_classes": val["classes"],
+            "external_classes": ext["classes"]}
 
 
 def recorded_splits(run: RunDir, info: RunInfo, *splits: str) -> list[LoadedDataset]:
@@ -73,9 +107,10 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dic
     model = keras.models.load_model(run.best_model)
     if data_dir is None:
         (val,) = recorded_splits(run, info, "val")
-        return evaluate_and_write(predict(model, val.images), val.labels, info.classes, run.evaluation / "validation",
-                                  title=f"Validation split of {run.root.name} ({len(val.records)} images)",
-                                  config=info.config)
+        return evaluate_validation(model, val, run.evaluation / "validation", config=info.config,
+                                   title=f"Validation split of {run.root.name} ({len(val.records)} images)")
+    validation_file = run.evaluation / "validation" / "metrics.json"
+    validation = read_json(validation_file) if validation_file.is_file() else None
     test = prepare_test_set(load_dataset(data_dir, info.config.preprocessing, classes=info.classes, min_classes=1),
                             read_csv(run.data_index), info.config.conflict_policy,
                             info.config.near_duplicate_max_distance)
@@ -84,15 +119,26 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dic
     metrics = evaluate_and_write(
         predict(model, test.clean.images), test.clean.labels, info.classes, out,
         title=f"Test folder {data_dir} ({len(test.clean.records)} images, training overlap removed)",
-        config=info.config,
+        config=info.config, paths=[r.relpath for r in test.clean.records],
+        alert_threshold=(validation or {}).get("melanoma_alert", {}).get("threshold"),
         extra={"overlap_removed": len(test.overlaps), "overlaps": test.overlaps,
                "excluded_in_test_folder": [vars(s) for s in test.excluded]},
     )
+    if validation is not None:
+        gap = shift_gap(metrics, validation)
+        metrics["shift"] = gap
+        write_json(out / "shift.json", gap)
+        if gap["gap"] is not None:
+            print(f"validation split {gap['validation_balanced_accuracy']:.3f} -> this folder "
+                  f"{gap['external_balanced_accuracy']:.3f} balanced accuracy: a gap of {gap['gap']:+.3f}"
+                  + ("" if gap["same_class_set"] else " (over different class sets)")
+                  + ". A folder from another source or period shows shift that no same-distribution split can.")
     if test.overlaps:
         evaluate_and_write(
             predict(model, test.with_overlap.images), test.with_overlap.labels, info.classes, out / "with_overlap_kept",
             title=f"INFLATED: test folder with its {len(test.overlaps)} training-overlap images kept "
                   f"({len(test.with_overlap.records)} images)",
-            config=info.config, scored_classes=metrics["balanced_accuracy"]["classes"],
+            config=info.config, paths=[r.relpath for r in test.with_overlap.records],
+            scored_classes=metrics["balanced_accuracy"]["classes"],
         )
     return metrics

@@ -15,10 +15,11 @@ from edgelesion.data.audit import AuditReport, audit_dataset, format_audit
 from edgelesion.train.config import TrainConfig
 from edgelesion.data.dataset import LoadedDataset, load_dataset
 from edgelesion.errors import EdgelesionError
-from edgelesion.train.evaluation import evaluate_and_write, predict
+from edgelesion.train.evaluation import evaluate_validation, predict
 from edgelesion.fileio import atomic_path, ensure_outside, read_csv, read_json, write_csv, write_json
 from edgelesion.metrics import balanced_accuracy, scored_class_indices, sensitivity
-from edgelesion.train.models import create_model
+from edgelesion.train.models import HEAD, create_model
+from edgelesion.train.online_augment import augment_batch
 from edgelesion.plots import class_counts_chart, training_curves_chart
 from edgelesion.provenance import provenance
 from edgelesion.data.rebalance import RebalanceMethod, augment, class_weights, default_cache_dir
@@ -113,23 +114,60 @@ def save_model(model: keras.Model, target: Path) -> None:
         model.save(tmp)
 
 
+def compile_model(model: keras.Model, config: TrainConfig, optimizer: keras.optimizers.Optimizer) -> None:
+    """Compile with the config's loss: one-hot targets with label smoothing, else sparse labels."""
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing) if config.label_smoothing
+            else keras.losses.SparseCategoricalCrossentropy())
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+
+
+def set_trainable(model: keras.Model, config: TrainConfig, *, head_only: bool) -> None:
+    """The classifier head alone, or every layer but BatchNorm when the config freezes it (inference mode).
+
+    Models are saved with the whole-network setting, so a loaded model's optimizer knows every
+    variable it will ever train.
+    """
+    for layer in model.layers:
+        layer.trainable = (layer.name == HEAD if head_only else
+                           not (config.freeze_batchnorm and isinstance(layer, keras.layers.BatchNormalization)))
+
+
+def configure_epoch(model: keras.Model, config: TrainConfig, epoch: int) -> None:
+    """Which layers train in `epoch` (the head alone first, then the whole network) and its learning rate.
+
+    Recompiled every epoch, keeping the optimizer and its state: Keras' fit() restores the trainable
+    flags recorded at compile time, so flags set after compiling would be silently undone.
+    """
+    set_trainable(model, config, head_only=epoch < config.head_epochs)
+    compile_model(model, config, model.optimizer)
+    keras.backend.set_value(model.optimizer.learning_rate, config.learning_rate_at(epoch))
+
+
 def fit_one_epoch(model: keras.Model, x: tf.Tensor, y: tf.Tensor, epoch: int, config: TrainConfig,
                   weights: dict[int, float] | None, progress: bool) -> dict[str, float]:
     """One epoch in a seeded order with a freshly traced step, so dropout and shuffling depend only on (seed, epoch).
 
     `x` and `y` are tensors made once per run: each epoch only a new order of indices enters the
-    pipeline, and batches are gathered from memory while the model trains (prefetch).
+    pipeline, and batches are gathered from memory (and augmented, if the config says so, from
+    (seed, epoch, image index)) while the model trains (prefetch).
     """
-    keras.utils.set_random_seed(epoch_seed(config.seed, epoch))
+    seed = epoch_seed(config.seed, epoch)
+    keras.utils.set_random_seed(seed)
     model.make_train_function(force=True)
-    order = np.random.default_rng(epoch_seed(config.seed, epoch)).permutation(int(x.shape[0]))
+    order = np.random.default_rng(seed).permutation(int(x.shape[0]))
+    n_classes = int(model.output_shape[-1])
+
+    def gather(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        images = augment_batch(tf.gather(x, index), index, seed, config.online_augment)
+        labels = tf.gather(y, index)
+        return images, (tf.one_hot(labels, n_classes) if config.label_smoothing else labels)
+
     # tf.data's autotuner runs its own threads, which on 2 cores compete with training (measured:
     # slower, uneven epochs); a fixed two-batch prefetch keeps the next batches ready without it.
     options = tf.data.Options()
     options.autotune.enabled = False
     batches = (tf.data.Dataset.from_tensor_slices(order).batch(config.batch_size)
-               .map(lambda index: (tf.gather(x, index), tf.gather(y, index)), num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=True)
+               .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                .prefetch(2).with_options(options))
     # epochs=config.epochs so Keras' bar reads "Epoch 3/20"; the callback ends fit() after this one epoch.
     stop_after_one = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: setattr(model, "stop_training", True))
@@ -146,12 +184,17 @@ def run_epochs(run: RunDir, model: keras.Model, x: np.ndarray, y: np.ndarray, we
     positive = classes.index(config.positive_class) if config.positive_class in classes else None
     x_tensor, y_tensor = tf.constant(x), tf.constant(y)  # once per run: epochs only reorder indices
     for epoch in range(state["epochs_done"], config.epochs):
+        if config.patience and epoch - state["best_epoch"] >= config.patience:
+            print(f"early stop after epoch {epoch}: no better validation balanced accuracy for {config.patience} epochs")
+            break
         started = time.perf_counter()
-        row: dict[str, Any] = {"epoch": epoch + 1}
+        configure_epoch(model, config, epoch)
+        row: dict[str, Any] = {"epoch": epoch + 1, "learning_rate": config.learning_rate_at(epoch)}
         row.update(fit_one_epoch(model, x_tensor, y_tensor, epoch, config, weights, progress))
         row["seconds"] = time.perf_counter() - started
         row["train_images_per_second"] = len(x) / row["seconds"]
         row.update(validation_scores(model, data.val, scored, positive))
+        set_trainable(model, config, head_only=False)  # saved as the whole network trains (see set_trainable)
         if not np.isfinite(row["loss"]):
             raise EdgelesionError(f"training diverged at epoch {epoch + 1} (loss {row['loss']}): lower --learning-rate")
         state["history"].append(row)
@@ -180,9 +223,10 @@ def _build_or_restore(run: RunDir, data: PreparedData, config: TrainConfig, stat
     keras.utils.set_random_seed(config.seed)
     if state["checkpoint"]:
         return keras.models.load_model(run.checkpoints / state["checkpoint"])
-    model = create_model(config.model, len(data.dataset.classes), config.preprocessing)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model = create_model(config.model, len(data.dataset.classes), config.preprocessing, pretrained=config.pretrained)
+    set_trainable(model, config, head_only=False)
+    compile_model(model, config, keras.optimizers.Adam(config.learning_rate))
+    model.optimizer.build(model.trainable_variables)  # every variable any epoch trains, before the head epochs freeze some
     return model
 
 
@@ -200,10 +244,8 @@ def train_prepared(run: RunDir, data: PreparedData, config: TrainConfig, state: 
     state = run_epochs(run, model, x, y, weights, data, config, state, progress)
     best = keras.models.load_model(run.best_model)
     print(f"best epoch: {state['best_epoch']} (by validation balanced accuracy)")
-    return evaluate_and_write(
-        predict(best, data.val.images), data.val.labels, data.dataset.classes, run.evaluation / "validation",
-        title=f"Validation split ({len(data.val.records)} images, best epoch {state['best_epoch']})", config=config,
-    )
+    return evaluate_validation(best, data.val, run.evaluation / "validation", config=config,
+                               title=f"Validation split ({len(data.val.records)} images, best epoch {state['best_epoch']})")
 
 
 def start_run(run: RunDir, data: PreparedData, config: TrainConfig, *, force: bool = False) -> None:

@@ -3,7 +3,7 @@
 Importing this package registers every architecture, so `create_model` and `list_models` see them all.
 """
 
-from edgelesion.train.models import seed  # noqa: F401  (registers the seed models)
-from edgelesion.train.models.registry import create_model, list_models, register_model
+from edgelesion.train.models import efficientnet_lite, seed  # noqa: F401  (each registers its models)
+from edgelesion.train.models.registry import HEAD, create_model, has_pretrained_weights, list_models, register_model
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["HEAD", "create_model", "has_pretrained_weights", "list_models", "register_model"]

@@ -10,17 +10,30 @@ from edgelesion.errors import EdgelesionError
 from edgelesion.preprocessing import Preprocessing
 
 ModelBuilder = Callable[[keras.layers.Layer], keras.layers.Layer]
+WeightLoader = Callable[[keras.Model], None]
+HEAD = "probabilities"  # the classifier layer every model ends in
 _REGISTRY: dict[str, ModelBuilder] = {}
+_PRETRAINED: dict[str, WeightLoader] = {}
 
 
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Register a function that maps scaled input to the penultimate layer's output."""
+def register_model(name: str, pretrained: WeightLoader | None = None) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Register a function that maps scaled input to the penultimate layer's output.
+
+    `pretrained` loads the architecture's pretrained weights into a built model (by layer name).
+    """
 
     def decorate(builder: ModelBuilder) -> ModelBuilder:
         _REGISTRY[name] = builder
+        if pretrained is not None:
+            _PRETRAINED[name] = pretrained
         return builder
 
     return decorate
+
+
+def has_pretrained_weights(name: str) -> bool:
+    """Whether model `name` can start from pretrained weights."""
+    return name in _PRETRAINED
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -28,8 +41,11 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
-def create_model(name: str, n_classes: int, preprocessing: Preprocessing) -> keras.Model:
-    """Build model `name`: raw pixels in, in-graph scaling, the architecture, softmax probabilities out."""
+def create_model(name: str, n_classes: int, preprocessing: Preprocessing, *, pretrained: bool = False) -> keras.Model:
+    """Build model `name`: raw pixels in, in-graph scaling, the architecture, softmax probabilities out.
+
+    With `pretrained`, the architecture's pretrained weights are loaded where it has them.
+    """
     if name not in _REGISTRY:
         raise EdgelesionError(f"unknown model {name!r}: choose one of {', '.join(list_models())}")
     size = preprocessing.image_size
@@ -37,5 +53,8 @@ def create_model(name: str, n_classes: int, preprocessing: Preprocessing) -> ker
     # Keras' Rescaling layer; the export step keeps it out of the quantized graph (tfmot refuses it).
     scaled = keras.layers.Rescaling(preprocessing.scale, preprocessing.offset, name="scaling")(inputs)
     features = _REGISTRY[name](scaled)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", name="probabilities")(features)
-    return keras.Model(inputs, outputs, name=name)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name=HEAD)(features)
+    model = keras.Model(inputs, outputs, name=name)
+    if pretrained and name in _PRETRAINED:
+        _PRETRAINED[name](model)
+    return model

@@ -36,3 +36,21 @@ def melanoma_threshold(probabilities: np.ndarray, labels: np.ndarray, positive: 
         "validation_sensitivity": wilson_interval(int((alert & is_positive).sum()), int(is_positive.sum())),
         "validation_specificity": wilson_interval(int((~alert & ~is_positive).sum()), int((~is_positive).sum())),
     }
+
+
+def alert_figures(probabilities: np.ndarray, labels: np.ndarray, positive: int | None,
+                  threshold: float | None) -> dict[str, Any] | None:
+    """Sensitivity and specificity (95% Wilson intervals) of `melanoma probability >= threshold` on a labelled set.
+
+    This is what an app acting on the alert gets, unlike the arg-max figures. None without a threshold
+    or a positive class.
+    """
+    if threshold is None or positive is None:
+        return None
+    is_positive = np.asarray(labels) == positive
+    alert = np.asarray(probabilities)[:, positive] >= threshold
+    return {
+        "threshold": float(threshold),
+        "sensitivity": wilson_interval(int((alert & is_positive).sum()), int(is_positive.sum())),
+        "specificity": wilson_interval(int((~alert & ~is_positive).sum()), int((~is_positive).sum())),
+    }

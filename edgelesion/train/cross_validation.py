@@ -1,0 +1,192 @@
+"""Leak-free k-fold cross-validation: one resumable run folder per fold, merged from whichever folds are finished.
+
+Folds are the audit's group-aware folds (`TrainConfig.folds`), so no duplicate group is ever on
+both sides. Each fold is an ordinary run folder (`fold-K/`), so folds can run as separate jobs and
+be resumed; `merge_cv` builds the table, the charts and the out-of-fold figures from those done.
+The melanoma operating point scored on a fold is chosen on the *other* folds' out-of-fold
+predictions, never on the fold being scored.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from edgelesion.errors import EdgelesionError
+from edgelesion.fileio import ensure_outside, read_csv, read_json, write_csv, write_json, write_text
+from edgelesion.plots import cv_folds_chart, melanoma_roc_chart
+from edgelesion.provenance import provenance
+from edgelesion.thresholds import TARGET_SENSITIVITY, alert_figures, melanoma_threshold
+from edgelesion.train.config import TrainConfig
+from edgelesion.train.runs import RunDir, read_run
+from edgelesion.train.training import resume, train
+
+CV_FORMAT_VERSION = 1
+FIGURES = ("balanced_accuracy", "alert_sensitivity", "alert_specificity", "melanoma_sensitivity",
+           "melanoma_specificity", "accuracy")  # what the table shows, in this order
+
+
+@dataclass(frozen=True)
+class CvDir:
+    """Paths inside a cross-validation folder."""
+
+    root: Path
+
+    spec = property(lambda self: self.root / "cv.json")  # the shared config, data folder
+    summary = property(lambda self: self.root / "cv_summary.json")
+    table = property(lambda self: self.root / "cv_summary.md")
+    chart = property(lambda self: self.root / "cv_folds.png")
+    roc = property(lambda self: self.root / "melanoma_roc.png")
+    oof_predictions = property(lambda self: self.root / "oof_predictions.csv")
+
+    def fold(self, k: int) -> RunDir:
+        """The run folder of fold `k`."""
+        return RunDir(self.root / f"fold-{k}")
+
+
+def fold_finished(run: RunDir) -> bool:
+    """A fold whose best model has been scored on its validation split."""
+    return (run.evaluation / "validation" / "predictions.csv").is_file()
+
+
+def _open_cv_dir(cv: CvDir, data_dir: Path, config: TrainConfig, force: bool) -> None:
+    """Create `cv` for `config`, or reuse it when it holds the same cross-validation; refuse anything else."""
+    spec = {"format_version": CV_FORMAT_VERSION, "config": config.with_changes(fold=0).to_dict(),
+            "data_dir": str(data_dir.resolve())}
+    if cv.spec.is_file():
+        if read_json(cv.spec)["config"] == spec["config"]:
+            return
+        if not force:
+            raise EdgelesionError(f"{cv.root} holds a cross-validation with other settings: choose another --out, "
+                                  "or replace it with --force")
+        shutil.rmtree(cv.root)
+    elif cv.root.exists() and any(cv.root.iterdir()):
+        raise EdgelesionError(f"{cv.root} exists and is not a cross-validation folder (no cv.json): choose another --out")
+    cv.root.mkdir(parents=True, exist_ok=True)
+    write_json(cv.spec, spec)
+    write_json(cv.root / "provenance.json", provenance())
+
+
+def cross_validate(data_dir: str | Path, out: str | Path, config: TrainConfig, *, folds: list[int] | None = None,
+                   force: bool = False, target_sensitivity: float = TARGET_SENSITIVITY,
+                   progress: bool = True) -> dict[str, Any]:
+    """Train (or resume, or keep) each fold of `config` on `data_dir` into `out/fold-K`, then merge.
+
+    `folds` picks some folds (default: all `config.folds`); the others can run later or elsewhere.
+    """
+    data_dir, cv = Path(data_dir), CvDir(Path(out))
+    ensure_outside(cv.root, data_dir)
+    chosen = list(range(config.folds)) if folds is None else folds
+    if bad := [k for k in chosen if not 0 <= k < config.folds]:
+        raise EdgelesionError(f"folds {bad} do not exist: there are {config.folds} folds, 0 to {config.folds - 1}")
+    _open_cv_dir(cv, data_dir, config, force)
+    for k in chosen:
+        run = cv.fold(k)
+        if fold_finished(run):
+            print(f"fold {k}: finished, kept")
+        elif run.state.is_file():
+            if read_run(run.root, need_model=False).config != config.with_changes(fold=k):
+                raise EdgelesionError(f"{run.root} was trained with other settings than {cv.spec}: remove it")
+            resume(run.root, data_dir=data_dir, progress=progress)
+        else:
+            print(f"fold {k} of {config.folds}")
+            train(data_dir, run.root, config.with_changes(fold=k), force=RunDir(run.root).is_run(), progress=progress)
+    return merge_cv(cv.root, target_sensitivity=target_sensitivity)
+
+
+def _fold_predictions(run: RunDir) -> tuple[list[dict[str, str]], np.ndarray, np.ndarray, list[str]]:
+    metrics = read_json(run.evaluation / "validation" / "metrics.json")
+    classes = metrics["class_names"]
+    rows = read_csv(run.evaluation / "validation" / "predictions.csv")
+    probabilities = np.array([[float(row[c]) for c in classes] for row in rows], dtype=np.float64)
+    labels = np.array([classes.index(row["label"]) for row in rows], dtype=np.int64)
+    return rows, probabilities, labels, classes
+
+
+def _mean_sd(values: list[float | None]) -> dict[str, Any]:
+    present = [v for v in values if v is not None]
+    return {"mean": float(np.mean(present)) if present else None,
+            "sd": float(np.std(present, ddof=1)) if len(present) > 1 else None, "n_folds": len(present)}
+
+
+def merge_cv(out: str | Path, *, target_sensitivity: float = TARGET_SENSITIVITY) -> dict[str, Any]:
+    """The per-fold table, mean and sd, out-of-fold melanoma operating points and ROC, from the finished folds."""
+    cv = CvDir(Path(out))
+    if not cv.spec.is_file():
+        raise EdgelesionError(f"{cv.root} is not a cross-validation folder (no cv.json): run 'edgelesion cv' first")
+    config = TrainConfig.from_dict(read_json(cv.spec)["config"])
+    finished = [k for k in range(config.folds) if fold_finished(cv.fold(k))]
+    if not finished:
+        raise EdgelesionError(f"no fold of {cv.root} has finished yet: run 'edgelesion cv' (or resume a fold)")
+    folds = {k: _fold_predictions(cv.fold(k)) for k in finished}
+    classes = folds[finished[0]][3]
+    positive = classes.index(config.positive_class) if config.positive_class in classes else None
+    per_fold: dict[int, dict[str, Any]] = {}
+    for k, (_, probabilities, labels, _) in folds.items():
+        metrics = read_json(cv.fold(k).evaluation / "validation" / "metrics.json")
+        others = [j for j in finished if j != k]
+        threshold = None
+        if others:
+            threshold = melanoma_threshold(np.concatenate([folds[j][1] for j in others]),
+                                           np.concatenate([folds[j][2] for j in others]), positive,
+                                           target_sensitivity)["threshold"]
+        alert = alert_figures(probabilities, labels, positive, threshold)
+        value = lambda key: (metrics.get(key) or {}).get("value")  # noqa: E731
+        per_fold[k] = {
+            "n_images": metrics["n_images"], "balanced_accuracy": value("balanced_accuracy"),
+            "balanced_accuracy_classes": metrics["balanced_accuracy"]["classes"],
+            "melanoma_sensitivity": value(f"{config.positive_class}_sensitivity"),
+            "melanoma_specificity": value(f"{config.positive_class}_specificity"), "accuracy": value("accuracy"),
+            "alert_threshold": threshold,
+            "alert_sensitivity": alert["sensitivity"]["value"] if alert else None,
+            "alert_specificity": alert["specificity"]["value"] if alert else None,
+        }
+    summary = {figure: _mean_sd([per_fold[k][figure] for k in finished]) for figure in FIGURES}
+    labels = np.concatenate([folds[k][2] for k in finished])
+    probabilities = np.concatenate([folds[k][1] for k in finished])
+    auc = None
+    if positive is not None and 0 < (labels == positive).sum() < len(labels):
+        auc = float(roc_auc_score(labels == positive, probabilities[:, positive]))
+        melanoma_roc_chart(labels == positive, probabilities[:, positive],
+                           [(per_fold[k]["alert_specificity"], per_fold[k]["alert_sensitivity"], f"fold {k}")
+                            for k in finished if per_fold[k]["alert_threshold"] is not None],
+                           cv.roc, f"{config.positive_class} against the rest, out-of-fold ({len(finished)} folds), "
+                                   f"AUC {auc:.3f}")
+    write_csv(cv.oof_predictions, ["fold", "path", "label", *classes],
+              [[k, row["path"], row["label"], *(row[c] for c in classes)] for k in finished for row in folds[k][0]])
+    result = {"model": config.model, "folds": config.folds, "finished_folds": finished,
+              "complete": len(finished) == config.folds, "target_sensitivity": target_sensitivity,
+              "melanoma_auc_out_of_fold": auc, "summary": summary, "per_fold": per_fold, "provenance": provenance()}
+    write_json(cv.summary, result)
+    cv_folds_chart({f: [per_fold[k][f] for k in finished] for f in FIGURES}, cv.chart,
+                   f"{config.model}: {len(finished)} of {config.folds} folds")
+    table = format_cv_table(result)
+    write_text(cv.table, table + "\n")
+    print(table)
+    return result
+
+
+def format_cv_table(result: dict[str, Any]) -> str:
+    """A markdown table: one row per fold, then mean ± sd; balanced accuracy and the melanoma alert first."""
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    header = ["fold", "images", "balanced accuracy", "alert sensitivity", "alert specificity",
+              "melanoma sensitivity (arg-max)", "melanoma specificity (arg-max)", "accuracy", "alert threshold"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    for k, row in result["per_fold"].items():
+        lines.append("| " + " | ".join([str(k), str(row["n_images"]), *(fmt(row[f]) for f in FIGURES),
+                                        fmt(row["alert_threshold"])]) + " |")
+    mean_sd = [fmt(s["mean"]) + ("" if s["sd"] is None else f" ± {s['sd']:.3f}") for s in result["summary"].values()]
+    lines.append("| mean ± sd | | " + " | ".join(mean_sd) + " | |")
+    status = ("all folds" if result["complete"] else
+              f"{len(result['finished_folds'])} of {result['folds']} folds finished: a partial result")
+    lines.append("")
+    lines.append(f"{result['model']}, {status}. Alert: melanoma probability >= a threshold chosen on the other folds' "
+                 f"out-of-fold predictions for {result['target_sensitivity']:.0%} sensitivity"
+                 + ("" if result["melanoma_auc_out_of_fold"] is None else
+                    f"; out-of-fold melanoma AUC {result['melanoma_auc_out_of_fold']:.3f}") + ".")
+    return "\n".join(lines)

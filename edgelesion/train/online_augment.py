@@ -1,0 +1,80 @@
+"""Augmentation inside the training input pipeline, drawn fresh every epoch from (seed, epoch, image index).
+
+Every random draw is a stateless TensorFlow op keyed on those three numbers, so an image gets the
+same augmentation in a resumed run as in an uninterrupted one, whatever order or batch it lands in.
+Dermoscopy has no "up": flips in both axes and 90-degree rotations are all label-preserving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from edgelesion._tf import tf
+
+
+@dataclass(frozen=True)
+class OnlineAugment:
+    """What each training image may undergo, on raw 0-255 pixels (the model scales them itself)."""
+
+    enabled: bool = False
+    flips: bool = True  # left-right and up-down, each with probability 1/2
+    rotate90: bool = True  # 0, 90, 180 or 270 degrees
+    min_crop: float = 0.8  # random square crop of this share of the side or more, resized back (zoom)
+    brightness: float = 0.1  # +- this share of the 0-255 range
+    contrast: float = 0.2  # factor in [1 - c, 1 + c]
+    saturation: float = 0.2  # factor in [1 - s, 1 + s]
+    hue: float = 0.02  # +- this share of the colour wheel
+
+    def __post_init__(self) -> None:
+        if not 0.1 <= self.min_crop <= 1.0:
+            raise ValueError(f"min_crop {self.min_crop} must be between 0.1 and 1 (1: no crop)")
+        for name in ("brightness", "contrast", "saturation"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} {getattr(self, name)} must be in [0, 1)")
+        if not 0.0 <= self.hue <= 0.5:
+            raise ValueError(f"hue {self.hue} must be in [0, 0.5]")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for config files."""
+        return asdict(self)
+
+
+def _augment_one(image: tf.Tensor, seed: tf.Tensor, config: OnlineAugment) -> tf.Tensor:
+    """One float32 HxWx3 image (0-255), augmented by draws from the stateless `seed` (shape [2])."""
+    seeds = tf.random.experimental.stateless_split(seed, num=8)
+    size = tf.shape(image)[0]
+    if config.flips:
+        image = tf.image.stateless_random_flip_left_right(image, seeds[0])
+        image = tf.image.stateless_random_flip_up_down(image, seeds[1])
+    if config.rotate90:
+        turns = tf.random.stateless_uniform([], seeds[2], minval=0, maxval=4, dtype=tf.int32)
+        image = tf.image.rot90(image, turns)
+    if config.min_crop < 1.0:
+        share = tf.random.stateless_uniform([], seeds[3], minval=config.min_crop, maxval=1.0)
+        side = tf.cast(tf.round(share * tf.cast(size, tf.float32)), tf.int32)
+        image = tf.image.stateless_random_crop(image, tf.stack([side, side, 3]), seeds[4])
+        image = tf.image.resize(image, tf.stack([size, size]), method="bilinear")
+    unit = image / 255.0
+    if config.brightness:
+        unit = tf.image.stateless_random_brightness(unit, config.brightness, seeds[5])
+    if config.contrast:
+        unit = tf.image.stateless_random_contrast(unit, 1 - config.contrast, 1 + config.contrast, seeds[6])
+    if config.saturation or config.hue:
+        colour = tf.random.experimental.stateless_split(seeds[7], num=2)
+        if config.saturation:
+            unit = tf.image.stateless_random_saturation(unit, 1 - config.saturation, 1 + config.saturation, colour[0])
+        if config.hue:
+            unit = tf.image.stateless_random_hue(tf.clip_by_value(unit, 0.0, 1.0), config.hue, colour[1])
+    return tf.clip_by_value(unit, 0.0, 1.0) * 255.0
+
+
+def augment_batch(images: tf.Tensor, indices: tf.Tensor, seed: int, config: OnlineAugment) -> tf.Tensor:
+    """A batch of uint8 images, augmented image by image from (seed, image index); float32 0-255 out."""
+    images = tf.cast(images, tf.float32)
+    if not config.enabled:
+        return images
+    seeds = tf.stack([tf.fill(tf.shape(indices), tf.constant(seed % 2**31, tf.int64)), tf.cast(indices, tf.int64)],
+                     axis=1)
+    return tf.map_fn(lambda pair: _augment_one(pair[0], pair[1], config), (images, seeds),
+                     fn_output_signature=tf.float32)

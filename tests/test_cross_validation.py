@@ -1,0 +1,61 @@
+"""Cross-validation: every kept image scored once out of fold, folds resumable and mergeable as they finish."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgelesion.errors import EdgelesionError
+from edgelesion.fileio import read_csv, read_json
+from edgelesion.preprocessing import Preprocessing
+from edgelesion.thresholds import melanoma_threshold
+from edgelesion.train.config import TrainConfig
+from edgelesion.train.cross_validation import CvDir, cross_validate, merge_cv
+
+CONFIG = TrainConfig(model="seed-simple", epochs=2, batch_size=8, folds=3, min_support=2, rebalance="none",
+                     preprocessing=Preprocessing(image_size=24))
+
+
+def _oof(cv: CvDir, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = [r for r in read_csv(cv.oof_predictions) if r["fold"] == str(fold)]
+    classes = ["basal cell carcinoma", "melanoma", "nevus"]
+    return (np.array([[float(r[c]) for c in classes] for r in rows]),
+            np.array([classes.index(r["label"]) for r in rows]))
+
+
+def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_path):
+    cv = CvDir(tmp_path / "cv")
+    partial = cross_validate(dataset_dir, cv.root, CONFIG, folds=[0, 1], progress=False)
+    assert partial["finished_folds"] == [0, 1] and not partial["complete"]
+    assert "2 of 3 folds finished" in cv.table.read_text()
+    # fold 0's alert threshold comes from fold 1's predictions alone, never from its own
+    probabilities, labels = _oof(cv, 1)
+    assert partial["per_fold"][0]["alert_threshold"] == melanoma_threshold(probabilities, labels, 1)["threshold"]
+
+    kept_model = cv.fold(0).best_model.stat().st_mtime_ns
+    done = cross_validate(dataset_dir, cv.root, CONFIG, progress=False)  # runs fold 2 only
+    assert cv.fold(0).best_model.stat().st_mtime_ns == kept_model
+    assert done["complete"] and done["finished_folds"] == [0, 1, 2]
+    rows = read_csv(cv.oof_predictions)
+    kept = [r for r in read_csv(cv.fold(0).data_index) if r["status"] == "kept"]
+    assert sorted(r["path"] for r in rows) == sorted(r["path"] for r in kept)  # every kept image exactly once
+    values = [done["per_fold"][k]["balanced_accuracy"] for k in range(3)]
+    assert done["summary"]["balanced_accuracy"]["mean"] == pytest.approx(np.mean(values))
+    assert done["summary"]["balanced_accuracy"]["sd"] == pytest.approx(np.std(values, ddof=1))
+    for path in (cv.chart, cv.roc, cv.table, cv.summary):
+        assert path.is_file(), path
+    assert merge_cv(cv.root)["summary"] == read_json(cv.summary)["summary"]
+
+
+def test_a_cv_folder_refuses_other_settings_and_foreign_folders(dataset_dir, tmp_path):
+    cv = CvDir(tmp_path / "cv")
+    cross_validate(dataset_dir, cv.root, CONFIG.with_changes(epochs=1), folds=[0], progress=False)
+    with pytest.raises(EdgelesionError, match="other settings"):
+        cross_validate(dataset_dir, cv.root, CONFIG, folds=[0], progress=False)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(EdgelesionError, match="not a cross-validation folder"):
+        cross_validate(dataset_dir, tmp_path / "mine", CONFIG, folds=[0], force=True, progress=False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    with pytest.raises(EdgelesionError, match="folds \\[3\\] do not exist"):
+        cross_validate(dataset_dir, cv.root, CONFIG, folds=[3], progress=False)

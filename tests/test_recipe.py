@@ -1,0 +1,103 @@
+"""The fine-tuning recipe: augmentation drawn from (seed, epoch, image), its learning-rate schedule, its stages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgelesion._tf import tf
+from edgelesion.train.config import MODEL_INPUTS, TrainConfig
+from edgelesion.train.online_augment import OnlineAugment, augment_batch
+
+ON = OnlineAugment(enabled=True)
+
+
+def _images(n: int = 6, size: int = 20) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def test_an_image_gets_the_same_augmentation_in_any_batch_or_order():
+    images = _images()
+    index = np.arange(6)
+    whole = augment_batch(tf.constant(images), tf.constant(index), 7, ON).numpy()
+    order = np.array([4, 1, 5])
+    part = augment_batch(tf.constant(images[order]), tf.constant(order), 7, ON).numpy()
+    np.testing.assert_array_equal(part, whole[order])
+    assert whole.dtype == np.float32 and whole.min() >= 0 and whole.max() <= 255
+    assert not np.allclose(whole, images), "augmentation changed nothing"
+
+
+def test_another_epoch_draws_other_augmentations_and_disabled_is_the_identity():
+    images, index = tf.constant(_images()), tf.constant(np.arange(6))
+    first = augment_batch(images, index, 7, ON).numpy()
+    assert not np.allclose(first, augment_batch(images, index, 8, ON).numpy())
+    np.testing.assert_array_equal(augment_batch(images, index, 7, OnlineAugment()).numpy(), _images())
+
+
+def test_geometric_augmentation_keeps_the_pixels_of_a_flip_or_turn():
+    only_geometry = OnlineAugment(enabled=True, min_crop=1.0, brightness=0, contrast=0, saturation=0, hue=0)
+    images = _images(12)
+    out = augment_batch(tf.constant(images), tf.constant(np.arange(12)), 3, only_geometry).numpy()
+    for original, augmented in zip(images, out):
+        variants = [np.rot90(f, k) for f in (original, original[::-1]) for k in range(4)]
+        assert any(np.array_equal(v, augmented) for v in variants)
+
+
+def test_learning_rate_head_then_warmup_then_cosine_to_zero():
+    config = TrainConfig(epochs=10, head_epochs=2, head_learning_rate=1e-3, learning_rate=2e-4, warmup_epochs=1,
+                         lr_schedule="cosine")
+    rates = [config.learning_rate_at(e) for e in range(10)]
+    assert rates[:2] == [1e-3, 1e-3]
+    assert rates[2] == pytest.approx(1e-4)  # warm-up: half way
+    assert rates[3] == pytest.approx(2e-4)  # cosine starts at the peak
+    assert all(a > b for a, b in zip(rates[3:], rates[4:]))
+    assert rates[-1] == pytest.approx(2e-4 * 0.5 * (1 + np.cos(np.pi * 6 / 7)))
+    assert TrainConfig().learning_rate_at(5) == TrainConfig().learning_rate  # the seed models' constant rate
+
+
+def test_a_model_takes_its_own_input_normalisation_and_recipe():
+    lite = TrainConfig.for_model("efficientnet-lite0")
+    assert lite.preprocessing == MODEL_INPUTS["efficientnet-lite0"]
+    assert (lite.preprocessing.scale, lite.preprocessing.offset) == (1 / 128, -127 / 128)
+    assert lite.head_epochs > 0 and lite.online_augment.enabled and lite.label_smoothing > 0
+    assert TrainConfig.from_dict(lite.to_dict()) == lite
+    assert TrainConfig.for_model("seed-dropout") == TrainConfig()
+    with pytest.raises(ValueError, match="head_epochs"):
+        TrainConfig(epochs=3, head_epochs=3)
+
+
+def test_the_lite0_recipe_resumes_across_the_head_to_whole_network_switch_to_the_same_result(dataset_dir, tmp_path):
+    """Head epoch, then the whole network with frozen BatchNorm, augmentation, smoothing and class weights."""
+    from dataclasses import replace
+
+    import edgelesion.train.training as training
+    from edgelesion._tf import keras
+    from edgelesion.fileio import read_csv
+    from edgelesion.train.runs import RunDir
+    from tests.conftest import interrupted_at
+
+    # pretrained: with random weights and frozen BatchNorm the features vanish, and nothing would train
+    recipe = TrainConfig.for_model("efficientnet-lite0", epochs=2, head_epochs=1, batch_size=8, folds=3,
+                                   min_support=2)
+    config = recipe.with_changes(preprocessing=replace(recipe.preprocessing, image_size=32))
+    full = training.train(dataset_dir, tmp_path / "full", config, progress=False)
+    with interrupted_at(training, epoch=1), pytest.raises(KeyboardInterrupt):  # the first whole-network epoch
+        training.train(dataset_dir, tmp_path / "cut", config, progress=False)
+    after_head = keras.models.load_model(RunDir(tmp_path / "cut").checkpoints / "epoch-0001.keras")
+    resumed = training.resume(tmp_path / "cut", progress=False)
+    full_history, cut_history = (read_csv(RunDir(tmp_path / name).history) for name in ("full", "cut"))
+    for key in ("loss", "val_loss", "learning_rate"):
+        assert [r[key] for r in cut_history] == [r[key] for r in full_history], key
+    assert resumed["confusion_matrix"] == full["confusion_matrix"]
+    # the head epoch trained the head alone, and BatchNorm statistics never move under freeze_batchnorm
+    keras.utils.set_random_seed(config.seed)  # as training does before building the model
+    start = training.create_model(config.model, 3, config.preprocessing, pretrained=True)
+    after_all = keras.models.load_model(RunDir(tmp_path / "cut").checkpoints / "epoch-0002.keras")
+    for name in ("stem_conv", "block4b_dwconv", "head_conv"):
+        np.testing.assert_array_equal(after_head.get_layer(name).get_weights()[0], start.get_layer(name).get_weights()[0])
+    assert not np.array_equal(after_head.get_layer("probabilities").get_weights()[0],
+                              start.get_layer("probabilities").get_weights()[0])
+    assert not np.array_equal(after_all.get_layer("stem_conv").get_weights()[0],
+                              start.get_layer("stem_conv").get_weights()[0])
+    bn = next(l for l in after_all.layers if isinstance(l, keras.layers.BatchNormalization))
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), start.get_layer(bn.name).moving_mean.numpy())
