@@ -132,3 +132,26 @@ def test_killed_training_resumes_from_the_cli_to_the_uninterrupted_result(datase
     full_metrics = json.loads((tmp_path / "full" / "evaluation" / "validation" / "metrics.json").read_text())
     cut_metrics = json.loads((tmp_path / "cut" / "evaluation" / "validation" / "metrics.json").read_text())
     assert cut_metrics["balanced_accuracy"] == full_metrics["balanced_accuracy"]
+
+
+def test_lite0_options_take_its_recipe_and_refuse_an_impossible_one(dataset_dir, tmp_path, capsys):
+    from edgelesion.cli import _train_config, build_parser
+    from edgelesion.train.config import TrainConfig
+
+    args = build_parser("train").parse_args(["train", "--data", str(dataset_dir), "--out", str(tmp_path / "r"),
+                                             "--model", "efficientnet-lite0", "--image-size", "96",
+                                             "--no-online-augment", "--label-smoothing", "0"])
+    config = _train_config(args, fold=args.fold)
+    recipe = TrainConfig.for_model("efficientnet-lite0")
+    assert config.head_epochs == recipe.head_epochs and config.lr_schedule == "cosine"
+    assert config.preprocessing.image_size == 96 and config.preprocessing.scale == recipe.preprocessing.scale
+    assert not config.online_augment.enabled and config.label_smoothing == 0
+    assert main(["train", "--data", str(dataset_dir), "--out", str(tmp_path / "r"), "--model", "efficientnet-lite0",
+                 "--epochs", "3"]) == 2  # the recipe's 3 head epochs leave no whole-network epoch
+    assert "head_epochs 3 must be" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cv_merge_of_a_folder_that_is_not_one_is_a_clear_error(tmp_path, capsys):
+    assert main(["cv", "--out", str(tmp_path), "--merge-only"]) == 2
+    assert "not a cross-validation folder" in capsys.readouterr().err
