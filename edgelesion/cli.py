@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgelesion import __version__
 from edgelesion.errors import CheckFailed, EdgelesionError
+
+if TYPE_CHECKING:  # the training stack is imported only by the command that needs it
+    from edgelesion.train.config import TrainConfig
 
 
 def _add_audit(sub: argparse._SubParsersAction, summary: str) -> None:
@@ -86,7 +90,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
 
 
-def _train_config(args: argparse.Namespace, **fixed: int) -> "TrainConfig":  # noqa: F821 (imported inside)
+def _train_config(args: argparse.Namespace, **fixed: int) -> TrainConfig:
     """The TrainConfig the options describe: the model's recipe with every option given on top."""
     from dataclasses import replace
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,14 @@ def _fold_predictions(run: RunDir) -> tuple[list[dict[str, str]], np.ndarray, np
     return rows, probabilities, labels, classes
 
 
+def _value(metrics: dict[str, Any], key: str) -> float | None:
+    return (metrics.get(key) or {}).get("value")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _mean_sd(values: list[float | None]) -> dict[str, Any]:
     present = [v for v in values if v is not None]
     return {"mean": float(np.mean(present)) if present else None,
@@ -136,7 +145,7 @@ def merge_cv(out: str | Path, *, target_sensitivity: float = TARGET_SENSITIVITY)
                                            np.concatenate([folds[j][2] for j in others]), positive,
                                            target_sensitivity)["threshold"]
         alert = alert_figures(probabilities, labels, positive, threshold)
-        value = lambda key: (metrics.get(key) or {}).get("value")  # noqa: E731
+        value = partial(_value, metrics)
         per_fold[k] = {
             "n_images": metrics["n_images"], "balanced_accuracy": value("balanced_accuracy"),
             "balanced_accuracy_classes": metrics["balanced_accuracy"]["classes"],
@@ -173,14 +182,13 @@ def merge_cv(out: str | Path, *, target_sensitivity: float = TARGET_SENSITIVITY)
 
 def format_cv_table(result: dict[str, Any]) -> str:
     """A markdown table: one row per fold, then mean ± sd; balanced accuracy and the melanoma alert first."""
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     header = ["fold", "images", "balanced accuracy", "alert sensitivity", "alert specificity",
               "melanoma sensitivity (arg-max)", "melanoma specificity (arg-max)", "accuracy", "alert threshold"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     for k, row in result["per_fold"].items():
-        lines.append("| " + " | ".join([str(k), str(row["n_images"]), *(fmt(row[f]) for f in FIGURES),
-                                        fmt(row["alert_threshold"])]) + " |")
-    mean_sd = [fmt(s["mean"]) + ("" if s["sd"] is None else f" ± {s['sd']:.3f}") for s in result["summary"].values()]
+        lines.append("| " + " | ".join([str(k), str(row["n_images"]), *(_fmt(row[f]) for f in FIGURES),
+                                        _fmt(row["alert_threshold"])]) + " |")
+    mean_sd = [_fmt(s["mean"]) + ("" if s["sd"] is None else f" ± {s['sd']:.3f}") for s in result["summary"].values()]
     lines.append("| mean ± sd | | " + " | ".join(mean_sd) + " | |")
     status = ("all folds" if result["complete"] else
               f"{len(result['finished_folds'])} of {result['folds']} folds finished: a partial result")
