@@ -158,3 +158,18 @@ def test_a_lite0_run_exports_int8_with_its_own_input_quantization(dataset_dir, t
     # the int8 file answers like the QAT model it came from, through the raw-pixel path
     assert entry["parity"]["vs_qat"]["top1_agreement"] == 1.0
     assert entry["parity"]["vs_qat"]["max_abs_prob_diff"] < 0.05
+
+
+def test_low_top1_agreement_alone_fails_an_artifact():
+    """The branch int8 artifacts trip: every probability close, but arg-max flipped on borderline images."""
+    from edgelesion.export.parity import compare, failures
+
+    reference = np.array([[0.51, 0.49]] * 90 + [[0.9, 0.1]] * 10)
+    candidate = reference.copy()
+    candidate[:3] = [0.49, 0.51]  # 3 of 100 flip by 0.02
+    labels = np.zeros(100, dtype=int)
+    figures = compare(reference, candidate, labels, scored=[0], positive=None)
+    assert figures["top1_agreement"] == pytest.approx(0.97) and figures["max_abs_prob_diff"] == pytest.approx(0.02)
+    problems = failures("int8.onnx", figures, Tolerance(min_top1_agreement=0.98, max_prob_diff=0.05), "float")
+    assert problems == ["int8.onnx: top-1 agreement with the float model 0.9700 < 0.98"]
+    assert failures("int8.onnx", figures, Tolerance(min_top1_agreement=0.97, max_prob_diff=0.05), "float") == []

@@ -95,3 +95,23 @@ def test_class_weights_and_no_rebalancing_train_without_augmentation(dataset_dir
         training.train(dataset_dir, tmp_path / method, TINY.with_changes(epochs=1, rebalance=method), progress=False)
         assert not RunDir(tmp_path / method).augmentation.exists()
         assert np.isfinite(float(read_csv(RunDir(tmp_path / method).history)[0]["loss"]))
+
+
+def test_near_duplicates_never_straddle_training_and_validation(dataset_dir, tmp_path):
+    """Re-saved, resized copies (other bytes, same lesion) must follow their original's side of the split."""
+    import io
+
+    from PIL import Image
+
+    for original in sorted((dataset_dir / "nevus").glob("img_*.jpg")):
+        buffer = io.BytesIO()
+        Image.open(original).resize((96, 96)).save(buffer, "JPEG", quality=60)
+        (dataset_dir / "nevus" / f"resaved_{original.name}").write_bytes(buffer.getvalue())
+    training.train(dataset_dir, tmp_path / "run", TINY.with_changes(epochs=1), progress=False)
+    run = RunDir(tmp_path / "run")
+    near = json.loads(run.audit.read_text())["near_duplicate_groups"]
+    assert len(near) >= 10  # the copies were found (two similar originals may share a group)
+    side = {r["path"]: "train" for r in read_csv(run.splits / "train.csv")}
+    side |= {r["path"]: "val" for r in read_csv(run.splits / "val.csv")}
+    for group in near:
+        assert len({side[m["path"]] for m in group["members"]}) == 1, group
