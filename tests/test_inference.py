@@ -107,6 +107,9 @@ def test_melanoma_alert_uses_the_bundle_threshold(bundle_dir):
     below = np.zeros((32, 32, 3), np.uint8)
     result = clf.predict(below)
     assert result.melanoma_alert == (result.probabilities["melanoma"] >= entry["threshold"])
+    assert clf.melanoma_threshold == entry["threshold"]  # each artifact's own threshold, from bundle.json
+    clf.melanoma_threshold = result.probabilities["melanoma"]  # exactly at the threshold: an alert (>=)
+    assert clf.predict(below).melanoma_alert is True
     clf.melanoma_threshold = result.probabilities["melanoma"] + 1e-6  # the alert follows the threshold it holds
     assert clf.predict(below).melanoma_alert is False
 
