@@ -91,6 +91,15 @@ def test_damaged_or_incomplete_bundles_are_refused(bundle_dir, tmp_path):
         handle.truncate(1000)
     with pytest.raises(EdgelesionError, match="does not match its sha256"):
         Classifier.load(copy, "int8.onnx")
+    size = (copy / "int8.tflite").stat().st_size
+    with open(copy / "int8.tflite", "r+b") as handle:  # one byte changed, same size: only the hash can tell
+        handle.seek(size // 2)
+        byte = handle.read(1)
+        handle.seek(size // 2)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    assert (copy / "int8.tflite").stat().st_size == size
+    with pytest.raises(EdgelesionError, match="does not match its sha256"):
+        Classifier.load(copy, "int8.tflite")
     (copy / "float16.tflite").unlink()
     with pytest.raises(EdgelesionError, match="float16.tflite is missing"):
         Classifier.load(copy, "float16.tflite")
