@@ -115,3 +115,15 @@ def test_near_duplicates_never_straddle_training_and_validation(dataset_dir, tmp
     side |= {r["path"]: "val" for r in read_csv(run.splits / "val.csv")}
     for group in near:
         assert len({side[m["path"]] for m in group["members"]}) == 1, group
+
+
+def test_early_stopping_ends_patience_epochs_after_the_best(dataset_dir, tmp_path):
+    config = TINY.with_changes(epochs=6, patience=1, learning_rate=0.05)  # a rate that stops improving fast
+    training.train(dataset_dir, tmp_path / "run", config, progress=False)
+    state = json.loads(RunDir(tmp_path / "run").state.read_text())
+    history = read_csv(RunDir(tmp_path / "run").history)
+    assert len(history) == state["epochs_done"]
+    scores = [float(r["val_balanced_accuracy"]) for r in history]
+    best = int(np.argmax(scores))  # first best, as training keeps the first
+    assert state["best_epoch"] == best + 1
+    assert len(history) == min(6, best + 1 + 1), "training must stop one epoch after its best, not later or sooner"

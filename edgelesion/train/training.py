@@ -184,7 +184,7 @@ def run_epochs(run: RunDir, model: keras.Model, x: np.ndarray, y: np.ndarray, we
     positive = classes.index(config.positive_class) if config.positive_class in classes else None
     x_tensor, y_tensor = tf.constant(x), tf.constant(y)  # once per run: epochs only reorder indices
     for epoch in range(state["epochs_done"], config.epochs):
-        if config.patience and epoch - state["best_epoch"] >= config.patience:
+        if config.patience and state["best_epoch"] is not None and epoch - state["best_epoch"] >= config.patience:
             print(f"early stop after epoch {epoch}: no better validation balanced accuracy for {config.patience} epochs")
             break
         started = time.perf_counter()
