@@ -7,8 +7,7 @@ Dermoscopy has no "up": flips in both axes and 90-degree rotations are all label
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from edgelesion._tf import tf
 
@@ -34,10 +33,6 @@ class OnlineAugment:
                 raise ValueError(f"{name} {getattr(self, name)} must be in [0, 1)")
         if not 0.0 <= self.hue <= 0.5:
             raise ValueError(f"hue {self.hue} must be in [0, 0.5]")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict for config files."""
-        return asdict(self)
 
 
 def _augment_one(image: tf.Tensor, seed: tf.Tensor, config: OnlineAugment) -> tf.Tensor:

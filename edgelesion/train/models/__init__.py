@@ -4,6 +4,6 @@ Importing this package registers every architecture, so `create_model` and `list
 """
 
 from edgelesion.train.models import efficientnet_lite, seed  # noqa: F401  (each registers its models)
-from edgelesion.train.models.registry import HEAD, create_model, has_pretrained_weights, list_models, register_model
+from edgelesion.train.models.registry import HEAD, create_model, list_models, register_model
 
-__all__ = ["HEAD", "create_model", "has_pretrained_weights", "list_models", "register_model"]
+__all__ = ["HEAD", "create_model", "list_models", "register_model"]

@@ -31,11 +31,6 @@ def register_model(name: str, pretrained: WeightLoader | None = None) -> Callabl
     return decorate
 
 
-def has_pretrained_weights(name: str) -> bool:
-    """Whether model `name` can start from pretrained weights."""
-    return name in _PRETRAINED
-
-
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style pattern."""
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
