@@ -78,6 +78,22 @@ def trained_run(tmp_path_factory) -> Path:
     return root / "run"
 
 
+@pytest.fixture(scope="session")
+def lite0_run(tmp_path_factory) -> Path:
+    """A pretrained Lite0 run at 32 px: one head epoch, then one whole-network epoch (its recipe otherwise)."""
+    from dataclasses import replace
+
+    from edgelesion.train.config import TrainConfig
+    from edgelesion.train.training import train
+
+    root = tmp_path_factory.mktemp("lite0")
+    recipe = TrainConfig.for_model("efficientnet-lite0", epochs=2, head_epochs=1, batch_size=8, folds=3,
+                                   min_support=2)
+    config = recipe.with_changes(preprocessing=replace(recipe.preprocessing, image_size=32))
+    train(write_dataset(root / "data"), root / "run", config, progress=False)
+    return root / "run"
+
+
 def fast_export_options():
     """All five artifacts, one QAT epoch, a small calibration sample."""
     from edgelesion.export.exporting import ExportOptions

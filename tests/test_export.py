@@ -134,20 +134,15 @@ def test_interrupted_qat_resumes_to_the_uninterrupted_result(trained_run, tmp_pa
     assert resumed["artifacts"]["int8.tflite"]["parity"] == full["artifacts"]["int8.tflite"]["parity"]
 
 
-def test_a_lite0_run_exports_int8_with_its_own_input_quantization(dataset_dir, tmp_path):
+def test_a_lite0_run_exports_int8_with_its_own_input_quantization(lite0_run, tmp_path):
     """Lite0 has residual Adds (the QAT core is rebuilt from the graph) and takes (p - 127) / 128."""
-    from dataclasses import replace
+    import shutil
 
     from ai_edge_litert.interpreter import Interpreter
 
     from edgelesion.export.qat import QATConfig
-    from edgelesion.train.config import TrainConfig
-    from edgelesion.train.training import train
 
-    recipe = TrainConfig.for_model("efficientnet-lite0", epochs=2, head_epochs=1, batch_size=8, folds=3,
-                                   min_support=2)
-    train(dataset_dir, tmp_path / "run", recipe.with_changes(
-        preprocessing=replace(recipe.preprocessing, image_size=32)), progress=False)
+    shutil.copytree(lite0_run, tmp_path / "run")
     options = ExportOptions(artifacts=("int8.tflite",), qat=QATConfig(epochs=1), calibration_images=16,
                             keep_failed=True)
     bundle = export_run(tmp_path / "run", tmp_path / "bundle", options, progress=False)

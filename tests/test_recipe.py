@@ -66,26 +66,24 @@ def test_a_model_takes_its_own_input_normalisation_and_recipe():
         TrainConfig(epochs=3, head_epochs=3)
 
 
-def test_the_lite0_recipe_resumes_across_the_head_to_whole_network_switch_to_the_same_result(dataset_dir, tmp_path):
+def test_the_lite0_recipe_resumes_across_the_head_to_whole_network_switch_to_the_same_result(lite0_run, tmp_path):
     """Head epoch, then the whole network with frozen BatchNorm, augmentation, smoothing and class weights."""
-    from dataclasses import replace
-
     import edgelesion.train.training as training
     from edgelesion._tf import keras
-    from edgelesion.fileio import read_csv
-    from edgelesion.train.runs import RunDir
+    from edgelesion.fileio import read_csv, read_json
+    from edgelesion.train.runs import RunDir, read_run
     from tests.conftest import interrupted_at
 
     # pretrained: with random weights and frozen BatchNorm the features vanish, and nothing would train
-    recipe = TrainConfig.for_model("efficientnet-lite0", epochs=2, head_epochs=1, batch_size=8, folds=3,
-                                   min_support=2)
-    config = recipe.with_changes(preprocessing=replace(recipe.preprocessing, image_size=32))
-    full = training.train(dataset_dir, tmp_path / "full", config, progress=False)
+    info = read_run(lite0_run)
+    config = info.config
+    assert config.head_epochs == 1 and config.epochs == 2 and config.freeze_batchnorm
     with interrupted_at(training, epoch=1), pytest.raises(KeyboardInterrupt):  # the first whole-network epoch
-        training.train(dataset_dir, tmp_path / "cut", config, progress=False)
+        training.train(info.data_dir, tmp_path / "cut", config, progress=False)
     after_head = keras.models.load_model(RunDir(tmp_path / "cut").checkpoints / "epoch-0001.keras")
     resumed = training.resume(tmp_path / "cut", progress=False)
-    full_history, cut_history = (read_csv(RunDir(tmp_path / name).history) for name in ("full", "cut"))
+    full = read_json(RunDir(lite0_run).evaluation / "validation" / "metrics.json")
+    full_history, cut_history = (read_csv(RunDir(path).history) for path in (lite0_run, tmp_path / "cut"))
     for key in ("loss", "val_loss", "learning_rate"):
         assert [r[key] for r in cut_history] == [r[key] for r in full_history], key
     assert resumed["confusion_matrix"] == full["confusion_matrix"]
