@@ -26,7 +26,8 @@ def qat_qdq_onnx(target: Path) -> None:
     """tf2onnx's conversion of the QAT Keras model (raw pixels in) to a QDQ ONNX model."""
     from edgelesion._tf import keras
     from edgelesion.export.onnx_export import convert_float32
-    from edgelesion.export.qat import load_quantized_core, with_scaling
+    from edgelesion.export.qat import load_quantized_core
+    from edgelesion.export.scaling import with_scaling
     from edgelesion.train.runs import RunDir
 
     float_model = keras.models.load_model(RunDir(RUN).best_model)

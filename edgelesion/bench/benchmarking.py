@@ -22,7 +22,7 @@ from edgelesion.errors import EdgelesionError
 from edgelesion.infer.bundle_reader import bundle_preprocessing, read_bundle, verified_artifact
 from edgelesion.fileio import read_csv, replace_dir, staging_dir, write_json
 from edgelesion.images import UnreadableImage, read_image, to_model_input
-from edgelesion.metrics import balanced_accuracy, classification_metrics, scored_class_indices, sensitivity
+from edgelesion.metrics import classification_metrics, paired_difference, scored_class_indices
 from edgelesion.provenance import provenance
 from edgelesion.thresholds import alert_figures
 
@@ -103,35 +103,6 @@ def measure_in_subprocess(artifact: Path, pixels_file: Path, scratch: Path, conf
     return timings, np.load((scratch / f"{artifact.name}.1.json").with_suffix(".npy"))
 
 
-def paired_difference(labels: np.ndarray, baseline: np.ndarray, candidate: np.ndarray, scored: list[int],
-                      positive: int | None, config: BenchmarkConfig) -> dict[str, Any]:
-    """Candidate minus baseline in balanced accuracy and melanoma sensitivity, with paired bootstrap 95% intervals.
-
-    Both predictions are resampled on the same images, so the interval is that of the difference.
-    """
-    rng = np.random.default_rng(config.seed)
-    base_pred, cand_pred = baseline.argmax(1), candidate.argmax(1)
-
-    def deltas(index: np.ndarray) -> tuple[float, float]:
-        y = labels[index]
-        bal = (balanced_accuracy(y, cand_pred[index], scored) or 0.0) - (balanced_accuracy(y, base_pred[index], scored) or 0.0)
-        cand_mel, base_mel = sensitivity(y, cand_pred[index], positive), sensitivity(y, base_pred[index], positive)
-        return bal, np.nan if cand_mel is None else cand_mel - base_mel
-
-    point = deltas(np.arange(len(labels)))
-    # resample within each class so every scored class stays present
-    by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    samples = np.array([deltas(np.concatenate([rng.choice(ix, len(ix)) for ix in by_class]))
-                        for _ in range(config.resamples)])
-    def estimate(column: int) -> dict[str, Any] | None:
-        if np.isnan(point[column]):  # no melanoma in the evaluation set
-            return None
-        return {"value": point[column], "ci95": np.percentile(samples[:, column], [2.5, 97.5]).tolist()}
-
-    return {"delta_balanced_accuracy": estimate(0), "delta_melanoma_sensitivity": estimate(1),
-            "method": f"paired, class-stratified bootstrap, {config.resamples} resamples"}
-
-
 def baseline_entry(bundle: dict[str, Any], bundle_dir: Path) -> tuple[str, Path]:
     """The float Keras model of the source run, or float32.tflite standing in when the run folder is gone."""
     keras_model = Path(bundle["source_run"]["best_model"])
@@ -180,7 +151,8 @@ def run_benchmark(bundle_dir: str | Path, out: str | Path, *, data_dir: str | Pa
                 (probabilities[name].argmax(1) == probabilities[baseline_name].argmax(1)).mean())
             if name != baseline_name:
                 row["difference_from_baseline"] = paired_difference(labels, probabilities[baseline_name],
-                                                                    probabilities[name], scored, positive, config)
+                                                                    probabilities[name], scored, positive,
+                                                                    resamples=config.resamples, seed=config.seed)
     result = {
         "bundle": str(bundle_dir.resolve()),
         "evaluation_set": described,

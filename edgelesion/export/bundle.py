@@ -9,7 +9,7 @@ from edgelesion.fileio import write_json, write_text
 from edgelesion.metrics import format_estimate
 from edgelesion.preprocessing import Preprocessing
 
-BUNDLE_SCHEMA_VERSION = 1
+BUNDLE_SCHEMA_VERSION = 2
 
 
 def input_spec(artifact: str, preprocessing: Preprocessing) -> dict[str, Any]:
@@ -65,8 +65,17 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
     for key in ("melanoma_sensitivity", "melanoma_specificity", "accuracy"):
         if key in validation:
             lines.append(f"- {key.replace('_', ' ')}: {format_estimate(validation[key])}")
-    lines += ["", "Per-artifact agreement with the Keras models is in `bundle.json` (`artifacts.*.parity`).", "",
-              "## Known limitations"]
+    lines += ["", "## Artifacts against the float model (validation split)", "",
+              "| artifact | made by | top-1 agreement | on sure images (p >= 0.5) | Δ balanced accuracy [paired 95% CI] "
+              "| top-1 ties | passed |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, entry in bundle["artifacts"].items():
+        for method, figures in entry.get("int8_candidates", {None: {"vs_float": entry["parity"]["vs_float"],
+                                                                    "passed": entry["passed"]}}).items():
+            made_by = (f"{method.upper()}{' (shipped)' if method == entry['int8_method'] else ' (not shipped)'}"
+                       if method else "conversion" if name.startswith("float") else "onnxruntime post-training")
+            lines.append(f"| {name} | {made_by} | {_parity_row(figures['vs_float'])} | {'yes' if figures['passed'] else 'NO'} |")
+    lines += ["", "Every artifact's full figures, against each Keras model, are in `bundle.json` (`artifacts.*.parity`).",
+              "", "## Known limitations"]
     for item in validation["unscored_classes"]:
         lines.append(f"- {item['class']}: {item['n']} validation images, not scored ({item['reason']}).")
     lines += [
@@ -77,6 +86,16 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _parity_row(figures: dict[str, Any]) -> str:
+    sure, delta, ci = figures["sure_top1_agreement"], figures["delta_balanced_accuracy"], figures["delta_balanced_accuracy_ci95"]
+    return " | ".join([
+        f"{figures['top1_agreement']:.3f}",
+        "n/a" if sure is None else f"{sure:.3f} of {figures['sure_images']}",
+        "n/a" if delta is None else f"{delta:+.3f}" + ("" if ci is None else f" [{ci[0]:+.3f}, {ci[1]:+.3f}]"),
+        f"{figures['top1_ties']:.3f}",
+    ])
 
 
 def write_bundle_files(folder: Path, bundle: dict[str, Any], validation: dict[str, Any]) -> None:

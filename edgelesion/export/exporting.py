@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,10 @@ from edgelesion.fileio import replace_dir, sha256_file, staging_dir
 from edgelesion.export.mediapipe_check import INSTALL_HINT, mediapipe_agreement
 from edgelesion.metrics import classification_metrics, scored_class_indices
 from edgelesion.preprocessing import Preprocessing
-from edgelesion.export.parity import DEFAULT_TOLERANCES, Tolerance, compare, failures
+from edgelesion.export.parity import CONVERSION_TOLERANCE, DEFAULT_TOLERANCES, Tolerance, compare, failures
 from edgelesion.provenance import provenance
-from edgelesion.export.qat import QATConfig, qat_finetune, with_scaling
+from edgelesion.export.qat import QATConfig, qat_finetune
+from edgelesion.export.scaling import with_scaling
 from edgelesion.data.rebalance import default_cache_dir
 from edgelesion.train.runs import RunDir, read_run
 from edgelesion.infer.runtimes import open_runner, predict_in_batches
@@ -30,9 +32,8 @@ from edgelesion.thresholds import TARGET_SENSITIVITY, melanoma_threshold
 from edgelesion.train.training import training_arrays
 
 ARTIFACTS = tuple(DEFAULT_TOLERANCES)  # float32.tflite, float16.tflite, int8.tflite, float32.onnx, int8.onnx
-# which Keras model each artifact is judged against (it is compared with both)
-REFERENCE = {"float32.tflite": "float", "float16.tflite": "float", "int8.tflite": "qat", "float32.onnx": "float",
-             "int8.onnx": "float"}  # int8.onnx is onnxruntime's static quantization of float32.onnx
+# how int8.tflite is made: quantization-aware fine-tune, post-training quantization, or both and the closer one
+INT8_METHODS = ("auto", "qat", "ptq")
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,11 @@ class ExportOptions:
     keep_failed: bool = False  # keep an artifact that misses its tolerance (marked as such in bundle.json)
     calibration_images: int = CALIBRATION_IMAGES
     melanoma_sensitivity: float = TARGET_SENSITIVITY  # the melanoma alert's target on the validation split
+    int8: str = "auto"  # one of INT8_METHODS
 
     def __post_init__(self) -> None:
+        if self.int8 not in INT8_METHODS:
+            raise EdgelesionError(f"--int8 {self.int8!r}: choose one of {', '.join(INT8_METHODS)}")
         unknown = sorted(set(self.artifacts) - set(ARTIFACTS))
         if unknown or not self.artifacts:
             raise EdgelesionError(f"unknown artifact(s) {unknown or '(none given)'}: choose from {', '.join(ARTIFACTS)}")
@@ -59,16 +63,14 @@ def file_list_fingerprint(rows: list[tuple[str, str, str]]) -> str:
     return hashlib.sha256("".join(f"{p}\t{l}\t{s}\n" for p, l, s in rows).encode()).hexdigest()
 
 
-def _write_artifact(name: str, target: Path, float_model: keras.Model, quantized_core: keras.Model | None,
-                    calibration: np.ndarray, preprocessing: Preprocessing, staging: Path) -> None:
+def _write_artifact(name: str, target: Path, float_model: keras.Model, calibration: np.ndarray, staging: Path) -> None:
+    """Every artifact but int8.tflite (see export_int8_tflite)."""
     from edgelesion.export import onnx_export, tflite_export
 
     if name == "float32.tflite":
         target.write_bytes(tflite_export.convert_float32(float_model))
     elif name == "float16.tflite":
         target.write_bytes(tflite_export.convert_float16(float_model))
-    elif name == "int8.tflite":
-        target.write_bytes(tflite_export.convert_int8(quantized_core, calibration, preprocessing))
     elif name == "float32.onnx":
         onnx_export.convert_float32(float_model, target)
     elif name == "int8.onnx":
@@ -80,10 +82,56 @@ def _write_artifact(name: str, target: Path, float_model: keras.Model, quantized
         (staging / ".float32-for-int8.onnx").unlink(missing_ok=True)
 
 
+def _closeness(entry: dict[str, Any], missed: list[str], method: str) -> tuple:
+    """Sort key: an int8 candidate that passes, agrees more on sure images, then overall, moves balanced accuracy
+    less, and (all else equal) is the post-training one, comes first."""
+    judged = entry["parity"]["vs_float"]
+    return (bool(missed), -(judged["sure_top1_agreement"] or 0.0), -judged["top1_agreement"],
+            abs(judged["delta_balanced_accuracy"] or 0.0), method != "ptq")
+
+
+def export_int8_tflite(staging: Path, method: str, float_model: keras.Model, quantized_core: keras.Model | None,
+                       calibration: np.ndarray, preprocessing: Preprocessing,
+                       validate: Callable[[Path, dict[str, np.ndarray]], tuple[dict[str, Any], list[str]]],
+                       references: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[str]]:
+    """Write int8.tflite by QAT, by post-training quantization, or (method "auto") both, shipping the one that
+    agrees better with the float model on the validation split; every candidate's figures go in its entry."""
+    from edgelesion.export import tflite_export
+
+    candidates = {}
+    for candidate in (("qat", "ptq") if method == "auto" else (method,)):
+        path = staging / f".int8-{candidate}.tflite"
+        if candidate == "qat":
+            path.write_bytes(tflite_export.convert_int8_qat(quantized_core, calibration, preprocessing))
+        else:
+            path.write_bytes(tflite_export.convert_int8_ptq(float_model, calibration, preprocessing))
+        print(f"  int8.tflite by {'quantization-aware training' if candidate == 'qat' else 'post-training quantization'}:")
+        entry, missed = validate(path, references if candidate == "qat" else {"float": references["float"]})
+        if candidate == "qat":  # is the file faithful to the QAT model it was converted from?
+            missed += failures("int8.tflite", entry["parity"]["vs_qat"], CONVERSION_TOLERANCE, "QAT")
+            entry["passed"] = not missed
+        candidates[candidate] = (path, entry, missed)
+    chosen = min(candidates, key=lambda c: _closeness(candidates[c][1], candidates[c][2], c))
+    path, entry, missed = candidates[chosen]
+    path.rename(staging / "int8.tflite")
+    for other, (other_path, _, _) in candidates.items():
+        other_path.unlink(missing_ok=True)
+    entry["int8_method"] = chosen
+    entry["int8_candidates"] = {c: {"passed": e["passed"], "problems": m, "vs_float": {
+        k: e["parity"]["vs_float"][k] for k in ("top1_agreement", "sure_top1_agreement", "sure_images",
+                                                "delta_balanced_accuracy", "delta_balanced_accuracy_ci95",
+                                                "top1_ties", "max_abs_prob_diff")}}
+        for c, (_, e, m) in candidates.items()}
+    if len(candidates) > 1:
+        print(f"  int8.tflite: shipping the {chosen.upper()} file (closer to the float model on the validation split)")
+    return entry, missed
+
+
 def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], val: LoadedDataset,
                       scored: list[int], positive: int | None, tolerance: Tolerance,
                       melanoma_sensitivity: float) -> tuple[dict[str, Any], list[str]]:
-    """Score the artifact file itself on the validation images against every reference model.
+    """Score the artifact file itself on the validation images against every reference model (judged
+    against the float model).
 
     Returns its bundle.json entry (with its own melanoma alert threshold, chosen on its own
     validation probabilities) and the reasons it misses `tolerance` (none when it passes).
@@ -91,11 +139,11 @@ def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], 
     """
     probs = predict_in_batches(open_runner(path), val.images)
     parity = {f"vs_{ref}": compare(ref_probs, probs, val.labels, scored, positive) for ref, ref_probs in references.items()}
-    judged = parity[f"vs_{REFERENCE[name]}"]
-    missed = failures(name, judged, tolerance, REFERENCE[name])
+    judged = parity["vs_float"]
+    missed = failures(name, judged, tolerance, "float")
     entry: dict[str, Any] = {
         "file": name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
-        "runtime": "LiteRT" if name.endswith(".tflite") else "onnxruntime", "reference": REFERENCE[name],
+        "runtime": "LiteRT" if name.endswith(".tflite") else "onnxruntime", "reference": "float",
         "tolerance": tolerance.to_dict(), "parity": parity,
         "melanoma_alert": melanoma_threshold(probs, val.labels, positive, melanoma_sensitivity),
     }
@@ -111,7 +159,9 @@ def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], 
                               f"{entry['mediapipe']['top1_agreement_with_litert']:.4f} of the images")
     entry["passed"] = not missed
     verdict = "ok" if not missed else "FAILED: " + "; ".join(missed)
-    print(f"  {name}: top-1 agreement {judged['top1_agreement']:.4f} with the {REFERENCE[name]} model, "
+    sure = judged["sure_top1_agreement"]
+    print(f"  {name}: top-1 agreement with the float model {judged['top1_agreement']:.4f} "
+          f"({'n/a' if sure is None else f'{sure:.4f}'} on the {judged['sure_images']} sure images), "
           f"max prob diff {judged['max_abs_prob_diff']:.2e}, balanced accuracy change "
           f"{_signed(judged['delta_balanced_accuracy'])} — {verdict}")
     return entry, missed
@@ -148,7 +198,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
 
     references = {"float": predict(float_model, val.images)}
     quantized_core = None
-    if "int8.tflite" in options.artifacts:
+    if "int8.tflite" in options.artifacts and options.int8 in ("qat", "auto"):
         x, y, weights = training_arrays(run, train, config, default_cache_dir(), progress)
         quantized_core = qat_finetune(float_model, x, y, weights, calibration, run.root / "qat", options.qat, config,
                                       progress=progress)
@@ -161,10 +211,17 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
         artifacts, problems = {}, []
         for name in options.artifacts:
             print(f"exporting {name}")
-            _write_artifact(name, staging / name, float_model, quantized_core, calibration, config.preprocessing,
-                            staging)
-            entry, missed = validate_artifact(name, staging / name, references, val, scored, positive,
-                                              options.tolerances[name], options.melanoma_sensitivity)
+
+            def validate(path: Path, refs: dict[str, np.ndarray], name: str = name) -> tuple[dict[str, Any], list[str]]:
+                return validate_artifact(name, path, refs, val, scored, positive, options.tolerances[name],
+                                         options.melanoma_sensitivity)
+
+            if name == "int8.tflite":
+                entry, missed = export_int8_tflite(staging, options.int8, float_model, quantized_core, calibration,
+                                                   config.preprocessing, validate, references)
+            else:
+                _write_artifact(name, staging / name, float_model, calibration, staging)
+                entry, missed = validate(staging / name, references)
             entry["input"] = input_spec(name, config.preprocessing)
             artifacts[name], problems = entry, problems + missed
         if problems and not options.keep_failed:
@@ -179,6 +236,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
             "output": output_spec(classes),
             "artifacts": artifacts,
             "calibration": {"images": len(calibration), "source": "training split", "seed": config.seed},
+            "int8_method": options.int8,
             "qat": None if quantized_core is None else asdict(options.qat),
             "validation_metrics_float": validation,
             "source_run": {

@@ -1,11 +1,8 @@
 """Quantization-aware fine-tuning (tensorflow-model-optimization) of a run's best float model.
 
-tfmot refuses Keras' Rescaling layer, and a quantized graph must be flat. So the scaling layer is
-kept out: the QAT model is the float model *after* its scaling layer (input: p * scale + offset),
-with its input range set to exactly what pixels 0 and 255 become. Converted to TFLite with a uint8
-input, that range gives the input tensor the scaling's own scale and zero point (1/255 and 0 for
-the seed models, 1/128 and 127 for EfficientNet-Lite), so a uint8 camera pixel p means exactly
-the scaled pixel: the scaling layer becomes the input quantization, and apps feed pixels straight in.
+The QAT model is the float model's core (the graph after its scaling layer, see `scaling`), with
+its input range fixed to exactly what pixels 0 and 255 become, so that converted with a uint8
+input, a camera pixel p means exactly the scaled pixel.
 """
 
 from __future__ import annotations
@@ -21,6 +18,7 @@ import tensorflow_model_optimization as tfmot
 from edgelesion._tf import keras, tf
 from edgelesion.train.config import TrainConfig
 from edgelesion.errors import EdgelesionError
+from edgelesion.export.scaling import core_model, input_range, scale_pixels
 from edgelesion.fileio import read_json, replace_dir, write_json
 from edgelesion.train.online_augment import OnlineAugment
 from edgelesion.train.training import fit_one_epoch
@@ -43,43 +41,6 @@ class QATConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"QAT epochs must be at least 1, not {self.epochs}")
-
-
-def scaling_layer(model: keras.Model) -> keras.layers.Rescaling:
-    """The model's in-graph pixel scaling (the layer right after its input)."""
-    layer = model.layers[1]
-    if not isinstance(layer, keras.layers.Rescaling):
-        raise EdgelesionError(f"model {model.name} does not start with its scaling layer: it was not made by edgelesion")
-    return layer
-
-
-def input_range(model: keras.Model) -> tuple[float, float]:
-    """What raw pixels 0 and 255 become after the model's scaling layer."""
-    scaling = scaling_layer(model)
-    return float(scaling.offset), float(255 * scaling.scale + scaling.offset)
-
-
-def scale_pixels(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
-    """Raw pixels as the model's scaling layer scales them (the core model's input)."""
-    scaling = scaling_layer(model)
-    return pixels.astype(np.float32) * np.float32(scaling.scale) + np.float32(scaling.offset)
-
-
-def core_model(model: keras.Model) -> keras.Model:
-    """The float model without its scaling layer (input: scaled pixels), sharing its layers.
-
-    The graph after the scaling layer is called again, node by node in the model's topological
-    order, on a new Input, so branches and residual Adds are kept as they are.
-    """
-    scaling = scaling_layer(model)
-    inputs = keras.Input(shape=model.input_shape[1:], name="scaled_pixels")
-    produced = {id(scaling.output): inputs}
-    for layer in model.layers[2:]:
-        node = layer.inbound_nodes[0]  # the layer's call inside `model`: each layer is used once
-        args = tf.nest.map_structure(lambda t: produced[id(t)], node.call_args)
-        kwargs = tf.nest.map_structure(lambda t: produced.get(id(t), t), node.call_kwargs)
-        produced[id(layer.output)] = layer(*args, **kwargs)
-    return keras.Model(inputs, produced[id(model.output)], name=f"{model.name}_core")
 
 
 def _short(weight: tf.Variable) -> str:
@@ -131,12 +92,6 @@ def calibrate_activation_ranges(quantized: keras.Model, float_model: keras.Model
                 weight.assign(min(0.0, float(activations.min())))
             elif name.startswith(RANGE_PREFIXES) and name.endswith("_max:0"):
                 weight.assign(max(0.0, float(activations.max())))
-
-
-def with_scaling(model: keras.Model, quantized_core: keras.Model) -> keras.Model:
-    """Raw pixels in: the float model's scaling layer in front of the QAT core (for parity checks)."""
-    inputs = keras.Input(shape=model.input_shape[1:], name="pixels")
-    return keras.Model(inputs, quantized_core(scaling_layer(model)(inputs)), name=f"{model.name}_qat")
 
 
 def _compiled_quantized_core(float_model: keras.Model, config: QATConfig) -> keras.Model:

@@ -7,6 +7,7 @@ import numpy as np
 from edgelesion._tf import keras, tf
 from edgelesion.export.calibration import representative_dataset
 from edgelesion.errors import CheckFailed
+from edgelesion.export.scaling import core_model
 from edgelesion.preprocessing import Preprocessing
 
 
@@ -23,29 +24,61 @@ def convert_float16(model: keras.Model) -> bytes:
     return converter.convert()
 
 
-def convert_int8(quantized_core: keras.Model, calibration: np.ndarray, preprocessing: Preprocessing) -> bytes:
-    """Full-integer TFLite of the QAT core: uint8 camera pixels in, float32 probabilities out.
+def _full_integer_converter(model: keras.Model, calibration: np.ndarray,
+                            preprocessing: Preprocessing) -> tf.lite.TFLiteConverter:
+    """A converter to int8 ops of a core model (input: scaled pixels), uint8 in, float32 out.
 
-    Every op must be int8 (the converter fails otherwise). The QAT core's input range is fixed to
-    what the scaling makes of pixels 0 and 255, so the uint8 input gets the scaling's own scale and
-    zero point (`Preprocessing.uint8_quantization`): pixel p means exactly the float model's scaled
-    pixel. That is checked here, since feeding pixels to a wrongly quantized input silently ruins
-    accuracy (tensorflow#53278).
+    The representative dataset is the calibration sample, scaled, with pixels 0 and 255 set in its
+    first image, so the input range is exactly what the scaling makes of 0..255 whatever the sample:
+    the uint8 input then gets the scaling's own scale and zero point, never one calibrated from data.
     """
-    converter = tf.lite.TFLiteConverter.from_keras_model(quantized_core)
+    pinned = calibration.copy()
+    pinned[0, 0, 0, :], pinned[0, 0, -1, :] = 0, 255
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: representative_dataset(
-        calibration, scale=preprocessing.scale, offset=preprocessing.offset)
+        pinned, scale=preprocessing.scale, offset=preprocessing.offset)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.float32
-    flatbuffer = converter.convert()
+    return converter
+
+
+def _checked_input_quantization(flatbuffer: bytes, preprocessing: Preprocessing) -> bytes:
+    """Refuse an int8 file whose uint8 input is not quantized exactly as the model's scaling.
+
+    Feeding pixels to a wrongly quantized input silently ruins accuracy (tensorflow#53278).
+    """
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=flatbuffer)
-    scale, zero_point = interpreter.get_input_details()[0]["quantization"]
+    scale, zero_point = Interpreter(model_content=flatbuffer).get_input_details()[0]["quantization"]
     expected_scale, expected_zero_point = preprocessing.uint8_quantization
     if zero_point != expected_zero_point or not np.isclose(scale, expected_scale, rtol=1e-6):
         raise CheckFailed(f"int8.tflite input quantization is scale {scale}, zero point {zero_point}; expected "
                           f"{expected_scale:.6g} and {expected_zero_point} so that camera pixels can be fed as they are")
     return flatbuffer
+
+
+def convert_int8_qat(quantized_core: keras.Model, calibration: np.ndarray, preprocessing: Preprocessing) -> bytes:
+    """Full-integer TFLite of the QAT core (its fake-quant ranges): uint8 camera pixels in, float32 probabilities out."""
+    return _checked_input_quantization(
+        _full_integer_converter(quantized_core, calibration, preprocessing).convert(), preprocessing)
+
+
+def convert_int8_ptq(float_model: keras.Model, calibration: np.ndarray, preprocessing: Preprocessing) -> bytes:
+    """Post-training full-integer TFLite of the float model's core, calibrated on `calibration`.
+
+    Every op is int8 except the final softmax, which runs in float32 on the dequantized int8 logits:
+    probabilities keep full resolution (an int8 softmax rounds them to steps of 1/256, which ties the
+    top two classes on flat predictions and puts the alert threshold on that grid). The converter
+    cannot leave one op in float by itself, so TFLite's QuantizationDebugger builds the model with
+    SOFTMAX denylisted, and the converter's own `modify_model_io_type` then gives it the uint8 input.
+    """
+    from tensorflow.lite.python.util import modify_model_io_type
+
+    converter = _full_integer_converter(core_model(float_model), calibration, preprocessing)
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=converter.representative_dataset,
+        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=["SOFTMAX"]))
+    flatbuffer = modify_model_io_type(debugger.get_nondebug_quantized_model(), tf.uint8, tf.float32)
+    return _checked_input_quantization(flatbuffer, preprocessing)

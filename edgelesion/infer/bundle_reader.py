@@ -13,7 +13,7 @@ from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import sha256_file
 from edgelesion.preprocessing import Preprocessing
 
-SUPPORTED_SCHEMA = 1
+SUPPORTED_SCHEMA = 2
 
 
 def read_bundle(bundle_dir: Path) -> dict[str, Any]:

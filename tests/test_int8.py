@@ -1,0 +1,117 @@
+"""int8 artifacts judged against the float model: QAT or post-training, the closer one shipped, full-resolution
+probabilities, and tolerances on the images the float model is sure of and on balanced accuracy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edgelesion.export.exporting import ExportOptions, export_run
+from edgelesion.export.parity import INT8_TOLERANCE, compare, failures
+
+
+def _closeness(method: str, figures: dict) -> tuple:
+    vs_float = figures["vs_float"]
+    return (not figures["passed"], -vs_float["sure_top1_agreement"], -vs_float["top1_agreement"],
+            abs(vs_float["delta_balanced_accuracy"]), method != "ptq")
+
+
+def test_auto_builds_both_int8_tflite_files_and_ships_the_one_closer_to_the_float_model(bundle_dir):
+    bundle = json.loads((bundle_dir / "bundle.json").read_text())
+    entry = bundle["artifacts"]["int8.tflite"]
+    candidates = entry["int8_candidates"]
+    assert bundle["int8_method"] == "auto" and set(candidates) == {"qat", "ptq"}
+    ranked = sorted(candidates, key=lambda method: _closeness(method, candidates[method]))
+    assert entry["int8_method"] == ranked[0]
+    assert entry["parity"]["vs_float"]["top1_agreement"] == candidates[ranked[0]]["vs_float"]["top1_agreement"]
+    assert [p.name for p in bundle_dir.iterdir() if p.name.startswith(".")] == []  # the other candidate is gone
+
+
+def test_post_training_int8_tflite_takes_pinned_uint8_pixels_and_ends_in_a_float_softmax(trained_run, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgelesion.train.evaluation import recorded_splits
+    from edgelesion.train.runs import RunDir, read_run
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("qat"))
+    options = ExportOptions(artifacts=("int8.tflite",), int8="ptq", calibration_images=16)
+    entry = export_run(run, tmp_path / "bundle", options, progress=False)["artifacts"]["int8.tflite"]
+    assert entry["int8_method"] == "ptq" and set(entry["int8_candidates"]) == {"ptq"}
+    assert not (run / "qat").exists()  # no quantization-aware fine-tune was run
+
+    interpreter = Interpreter(model_path=str(tmp_path / "bundle" / "int8.tflite"))
+    details = interpreter.get_input_details()[0]
+    assert details["dtype"] == np.uint8 and details["quantization"][1] == 0
+    assert details["quantization"][0] == pytest.approx(1 / 255)  # the scaling's own, not calibrated from data
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    softmax = [op for op in interpreter._get_ops_details() if op["op_name"] == "SOFTMAX"]
+    assert len(softmax) == 1
+    assert tensors[softmax[0]["inputs"][0]]["dtype"] == tensors[softmax[0]["outputs"][0]]["dtype"] == np.float32
+    float_tensors = {i for i, t in tensors.items() if t["dtype"] == np.float32}
+    assert float_tensors == {softmax[0]["inputs"][0], softmax[0]["outputs"][0]}, "every other tensor is integer"
+
+    # probabilities at full resolution: not on an int8 softmax's grid of 1/256
+    (val,) = recorded_splits(RunDir(run), read_run(run), "val")
+    interpreter.resize_tensor_input(details["index"], val.images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(details["index"], val.images)
+    interpreter.invoke()
+    probabilities = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    steps = probabilities * 256
+    assert not np.allclose(steps, np.round(steps), atol=1e-3)
+
+
+def test_int8_onnx_has_seven_bit_per_channel_weights_and_a_float_softmax(bundle_dir):
+    """8-bit weights saturate onnxruntime's 16-bit pair sums on AVX2-only CPUs (61% agreement on Lite0 there)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(bundle_dir / "int8.onnx")).graph
+    weights = [numpy_helper.to_array(t) for t in graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2]
+    assert weights and max(int(np.abs(w.astype(int)).max()) for w in weights) <= 64
+    producer = {out: node for node in graph.node for out in node.output}
+    (softmax,) = [node for node in graph.node if node.op_type == "Softmax"]
+    assert producer[softmax.input[0]].op_type == "DequantizeLinear"
+    assert softmax.output[0] == graph.output[0].name  # probabilities come straight from the float softmax
+
+
+def _three_class_case() -> tuple[np.ndarray, np.ndarray]:
+    """100 images of class 0 the model is sure of, 100 of class 1 it is not (top-1 probability 0.45)."""
+    labels = np.repeat([0, 1], 100)
+    reference = np.array([[0.8, 0.1, 0.1]] * 100 + [[0.3, 0.45, 0.25]] * 100)
+    return labels, reference
+
+
+def test_flipping_two_sure_images_fails_an_int8_artifact_on_its_sure_agreement_alone():
+    labels, reference = _three_class_case()
+    candidate = reference.copy()
+    candidate[:2] = [0.1, 0.8, 0.1]  # 2 of the 100 sure images change class
+    figures = compare(reference, candidate, labels, scored=[0, 1], positive=None)
+    assert figures["sure_images"] == 100 and figures["sure_top1_agreement"] == pytest.approx(0.98)
+    assert figures["top1_agreement"] == pytest.approx(0.99) and figures["delta_balanced_accuracy"] == pytest.approx(-0.01)
+    assert failures("int8.tflite", figures, INT8_TOLERANCE, "float") == [
+        "int8.tflite: top-1 agreement with the float model on the 100 images it is sure of (probability >= 0.5) "
+        "0.9800 < 0.99"]
+
+
+def test_flipping_unsure_images_fails_an_int8_artifact_on_balanced_accuracy_alone():
+    labels, reference = _three_class_case()
+    candidate = reference.copy()
+    candidate[100:103] = [0.45, 0.3, 0.25]  # 3 unsure, correct images become wrong
+    figures = compare(reference, candidate, labels, scored=[0, 1], positive=None)
+    assert figures["sure_top1_agreement"] == 1.0 and figures["top1_agreement"] == pytest.approx(0.985)
+    low, high = figures["delta_balanced_accuracy_ci95"]
+    assert figures["delta_balanced_accuracy"] == pytest.approx(-0.015) and low <= -0.015 <= high
+    assert failures("int8.tflite", figures, INT8_TOLERANCE, "float") == [
+        "int8.tflite: balanced accuracy moved -0.0150 from the float model (more than ±0.01)"]
+
+
+def test_top1_ties_are_counted():
+    from edgelesion.export.parity import top1_tie_rate
+
+    assert top1_tie_rate(np.array([[0.5, 0.5, 0.0], [0.6, 0.3, 0.1], [0.25, 0.375, 0.375], [1.0, 0.0, 0.0]])) == 0.5
