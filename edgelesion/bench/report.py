@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from edgelesion.fileio import atomic_path, write_text  # noqa: E402
 from edgelesion.metrics import format_estimate  # noqa: E402
+from edgelesion.provenance import int8_instructions  # noqa: E402
 
 
 def _save(figure: plt.Figure, target: Path) -> None:
@@ -59,17 +60,29 @@ def markdown_table(result: dict[str, Any], label: str = "") -> list[str]:
 
 
 def efficiency_lines(result: dict[str, Any]) -> list[str]:
-    """How close each float artifact gets to the machine's measured float32 matmul peak (1 thread)."""
-    flops, peak = result["model_flops_per_image"], result["machine_peak"].get("1_thread_gflops")
-    if not flops or not peak:
-        return ["FLOPs or the machine peak are unavailable: no efficiency figure."]
-    lines = [f"Model: {flops / 1e6:.0f} MFLOPs per image. Machine float32 matmul peak (numpy, 1 thread): "
-             f"{peak:.1f} GFLOP/s; all cores: {result['machine_peak']['all_cores_gflops']:.1f} GFLOP/s. "
-             f"int8 peak: {result['machine_peak']['int8']}.", ""]
+    """How close each artifact gets to this machine's measured peak at 1 thread: float artifacts against the
+    float32 matmul peak, int8 ones against the int8 one; and whether int8 is faster than float32 here, and why."""
+    flops, peak = result["model_flops_per_image"], result["machine_peak"]
+    int8_peak = peak.get("int8", {}).get("1_thread_gops")
+    flags = result["provenance"]["machine"].get("cpu_flags", [])
+    lines = [f"CPU int8 instructions: {int8_instructions(flags)}.", ""]
+    if not flops or not peak.get("1_thread_gflops"):
+        return lines + ["FLOPs or the machine peak are unavailable: no efficiency figure."]
+    lines += [f"Model: {flops / 1e6:.0f} MFLOPs per image. Machine peaks at 1 thread (all cores): float32 matmul "
+              f"(numpy) {peak['1_thread_gflops']:.1f} ({peak['all_cores_gflops']:.1f}) GFLOP/s; int8 matmul "
+              + (f"({peak['int8']['runtime']}) {int8_peak:.1f} ({peak['int8']['all_cores_gops']:.1f}) GOP/s"
+                 if int8_peak else f"not measured ({peak.get('int8', {}).get('error', 'unavailable')})") + ".", ""]
     for name, a in result["artifacts"].items():
         achieved = flops / (a["latency_1_thread"]["median_ms"] / 1000) / 1e9
-        lines.append(f"- {name}: {achieved:.1f} GFLOP/s at 1 thread = {achieved / peak:.0%} of the float32 peak"
-                     + (" (an int8 model: compared with the float32 peak only for scale)" if "int8" in name else ""))
+        reference = int8_peak if "int8" in name else peak["1_thread_gflops"]
+        lines.append(f"- {name}: {achieved:.1f} G(FL)OP/s at 1 thread" + (
+            f" = {achieved / reference:.0%} of the {'int8' if 'int8' in name else 'float32'} peak" if reference else ""))
+    for runtime in ("tflite", "onnx"):
+        int8, float32 = result["artifacts"].get(f"int8.{runtime}"), result["artifacts"].get(f"float32.{runtime}")
+        if int8 and float32:
+            ratio = float32["latency_1_thread"]["median_ms"] / int8["latency_1_thread"]["median_ms"]
+            lines.append(f"- int8.{runtime} is {ratio:.2f}x the speed of float32.{runtime} at 1 thread"
+                         + ("" if ratio > 1.05 else f": not faster on this CPU ({int8_instructions(flags)})"))
     return lines
 
 
