@@ -65,6 +65,69 @@ def test_existing_bundle_is_not_overwritten_without_force(bundle_dir, trained_ru
     assert sha256_file(bundle_dir / "bundle.json") == before
 
 
+def test_an_interrupted_forced_export_leaves_the_old_bundle_whole_and_force_never_replaces_other_folders(
+        trained_run, bundle_dir, tmp_path, monkeypatch):
+    """Interrupted after its staging folder holds a converted artifact: the bundle being replaced is untouched."""
+    import shutil
+
+    import edgelesion.export.exporting as exporting
+
+    target = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, target)
+    before = {p.name: sha256_file(p) for p in target.iterdir()}
+    validate, staged = exporting.validate_artifact, []
+
+    def interrupted(name, path, *args, **kwargs):
+        staged.append(sorted(p.name for p in path.parent.iterdir()))
+        if len(staged) == 2:
+            raise KeyboardInterrupt
+        return validate(name, path, *args, **kwargs)
+
+    monkeypatch.setattr(exporting, "validate_artifact", interrupted)
+    options = ExportOptions(artifacts=("float32.tflite", "float16.tflite"))
+    with pytest.raises(KeyboardInterrupt):
+        export_run(trained_run, target, options, force=True, progress=False)
+    assert staged[1] == ["float16.tflite", "float32.tflite"]  # the staging folder was well under way
+    assert {p.name: sha256_file(p) for p in target.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # and it is gone
+    monkeypatch.setattr(exporting, "validate_artifact", validate)
+
+    export_run(trained_run, target, ExportOptions(artifacts=("float32.tflite",)), force=True, progress=False)
+    assert sorted(p.name for p in target.iterdir()) == ["MODEL_CARD.md", "bundle.json", "float32.tflite", "labels.txt"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(EdgelesionError, match="not an edgelesion bundle, so --force will not replace it"):
+        export_run(trained_run, mine, ExportOptions(artifacts=("float32.tflite",)), force=True, progress=False)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_qat_starts_again_for_a_changed_float_model_and_refuses_other_settings(trained_run, bundle_dir, tmp_path):
+    """bundle_dir's export left a finished 1-epoch fine-tune in trained_run/qat."""
+    import shutil
+
+    from edgelesion._tf import keras
+    from edgelesion.export.qat import QATConfig, qat_finetune, weights_fingerprint
+    from edgelesion.fileio import read_json
+    from edgelesion.train.evaluation import recorded_splits
+    from edgelesion.train.runs import RunDir, read_run
+
+    run = RunDir(tmp_path / "run")
+    shutil.copytree(trained_run, run.root)
+    info = read_run(run.root)
+    (train,) = recorded_splits(run, info, "train")
+    model = keras.models.load_model(run.best_model)
+    state = run.root / "qat" / "checkpoint" / "state.json"
+    assert read_json(state)["float_weights_sha256"] == weights_fingerprint(model)
+    finetune = lambda config: qat_finetune(model, train.images, train.labels, None, train.images[:8], run.root / "qat",
+                                           config, info.config, progress=False)
+    with pytest.raises(EdgelesionError, match="other settings"):
+        finetune(QATConfig(epochs=2))
+    model.layers[-1].kernel.assign(model.layers[-1].kernel * 1.01)  # the run was resumed to a new best model
+    finetune(QATConfig())
+    assert read_json(state)["float_weights_sha256"] == weights_fingerprint(model) and read_json(state)["epochs_done"] == 1
+
+
 def test_failed_parity_fails_the_export_and_leaves_nothing(trained_run, tmp_path):
     strict = ExportOptions(artifacts=("float16.tflite",), tolerances={**DEFAULT_TOLERANCES,
                                                                        "float16.tflite": Tolerance(1.0, 1e-12)})

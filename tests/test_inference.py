@@ -105,6 +105,13 @@ def test_damaged_or_incomplete_bundles_are_refused(bundle_dir, tmp_path):
         Classifier.load(copy, "float16.tflite")
     with pytest.raises(EdgelesionError, match="has no int4.tflite"):
         Classifier.load(copy, "int4.tflite")
+    manifest = json.loads((copy / "bundle.json").read_text())
+    (copy / "bundle.json").write_text(json.dumps({**manifest, "schema_version": manifest["schema_version"] + 1}))
+    with pytest.raises(EdgelesionError, match=r"has bundle schema 3; this edgelesion reads schema 2"):
+        Classifier.load(copy, "float32.tflite")
+    (copy / "bundle.json").write_text(json.dumps(manifest)[:-10])  # cut short, as by a full disk
+    with pytest.raises(EdgelesionError, match="bundle.json is not valid JSON"):
+        Classifier.load(copy, "float32.tflite")
     (copy / "bundle.json").unlink()
     with pytest.raises(EdgelesionError, match="no bundle.json"):
         Classifier.load(copy)
