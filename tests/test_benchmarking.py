@@ -107,3 +107,49 @@ def test_several_bundles_share_one_table_and_chart(bundle_dir, tmp_path):
     assert "| float float32.tflite |" in table and "| quantized int8.tflite |" in table
     assert (tmp_path / "cmp" / "comparison_accuracy_vs_latency.png").stat().st_size > 0
     assert (tmp_path / "cmp" / "float" / "benchmark.json").is_file()
+
+
+def test_benchmark_of_an_external_folder_names_its_gap_and_never_replaces_results_without_force(
+        bundle_dir, tmp_path, capsys):
+    from tests.conftest import write_dataset
+
+    copy = tmp_path / "bundle"  # two artifacts are enough here, and quicker
+    shutil.copytree(bundle_dir, copy)
+    bundle = json.loads((copy / "bundle.json").read_text())
+    bundle["artifacts"] = {name: bundle["artifacts"][name] for name in ("float32.tflite", "int8.onnx")}
+    (copy / "bundle.json").write_text(json.dumps(bundle))
+    external = write_dataset(tmp_path / "external", per_class=6, seed=7)
+    out = tmp_path / "bench"
+    args = ["benchmark", str(copy), "--data", str(external), "--out", str(out), "--runs", "3", "--warmup", "1"]
+    assert main(args) == 0
+    result = json.loads((out / "benchmark.json").read_text())
+    assert result["external_data"] and str(external) in result["evaluation_set"]
+    assert result["artifacts"]["keras float model"]["validation_balanced_accuracy"] == \
+        bundle["validation_metrics_float"]["balanced_accuracy"]["value"]
+    for name, a in result["artifacts"].items():
+        if name in bundle["artifacts"]:
+            assert a["validation_balanced_accuracy"] == bundle["artifacts"][name]["parity"]["vs_float"]["artifact"]["balanced_accuracy"]
+        assert a["gap_to_validation"] == pytest.approx(a["balanced_accuracy"]["value"] - a["validation_balanced_accuracy"])
+    assert "## External folder against the validation split" in (out / "benchmark.md").read_text()
+    before = (out / "benchmark.json").read_bytes()
+    assert main(args) == 2 and "--force" in capsys.readouterr().err
+    assert (out / "benchmark.json").read_bytes() == before
+    assert main(args + ["--force"]) == 0 and (out / "benchmark.json").read_bytes() != before  # new timings
+
+
+def test_a_changed_validation_image_is_refused(bundle_dir, tmp_path):
+    from PIL import Image
+
+    copy, data = tmp_path / "bundle", tmp_path / "data"
+    shutil.copytree(bundle_dir, copy)
+    manifest = json.loads((copy / "bundle.json").read_text())
+    shutil.copytree(manifest["source_run"]["data_dir"], data)
+    manifest["source_run"]["data_dir"] = str(data)
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    first = data / manifest["source_run"]["validation_files"][0][0]
+    pixels = np.asarray(Image.open(first)).copy()
+    pixels[0, 0] = 255 - pixels[0, 0]
+    Image.fromarray(pixels).save(first, quality=95)
+    with pytest.raises(EdgelesionError, match=f"validation image {first} changed since export"):
+        run_benchmark(copy, tmp_path / "out", config=QUICK, progress=False)
+    assert not (tmp_path / "out").exists()

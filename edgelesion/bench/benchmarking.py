@@ -154,9 +154,12 @@ def run_benchmark(bundle_dir: str | Path, out: str | Path, *, data_dir: str | Pa
                 row["difference_from_baseline"] = paired_difference(labels, probabilities[baseline_name],
                                                                     probabilities[name], scored, positive,
                                                                     resamples=config.resamples, seed=config.seed)
+    if data_dir is not None:
+        add_validation_gap(bundle, baseline_name, rows)
     result = {
         "bundle": str(bundle_dir.resolve()),
         "evaluation_set": described,
+        "external_data": data_dir is not None,
         "baseline": baseline_name,
         "scored_classes": [classes[c] for c in scored],
         "config": vars(config),
@@ -173,6 +176,20 @@ def run_benchmark(bundle_dir: str | Path, out: str | Path, *, data_dir: str | Pa
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def add_validation_gap(bundle: dict[str, Any], baseline_name: str, rows: dict[str, Any]) -> None:
+    """Put each model's balanced accuracy on its export's validation split beside the external figure, and the gap.
+
+    A folder from another source or period of the archive shows shifts that no same-distribution split can.
+    """
+    for name, row in rows.items():
+        entry = bundle["artifacts"].get(name)
+        validation = (entry["parity"]["vs_float"]["artifact"]["balanced_accuracy"] if entry
+                      else bundle["validation_metrics_float"]["balanced_accuracy"]["value"])
+        external = row["balanced_accuracy"]["value"]
+        row["validation_balanced_accuracy"] = validation
+        row["gap_to_validation"] = None if validation is None or external is None else external - validation
 
 
 def _runtime(path: Path) -> str:

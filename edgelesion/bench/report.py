@@ -86,13 +86,28 @@ def efficiency_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def validation_gap_lines(result: dict[str, Any]) -> list[str]:
+    """On an external folder: each model's balanced accuracy there beside its validation figure, and the gap."""
+    if not result.get("external_data"):
+        return []
+    lines = ["## External folder against the validation split", "",
+             "The same models on the export's validation split and on this folder. A folder from another source or "
+             "period shows shifts that no same-distribution split can see.", "",
+             "| model | balanced accuracy, validation split | balanced accuracy, this folder | gap |", "|---|---:|---:|---:|"]
+    for name, a in result["artifacts"].items():
+        figures = (a["validation_balanced_accuracy"], a["balanced_accuracy"]["value"], a["gap_to_validation"])
+        lines.append(f"| {name} | " + " | ".join("n/a" if x is None else f"{x:{'+' if i == 2 else ''}.3f}"
+                                                  for i, x in enumerate(figures)) + " |")
+    return lines + [""]
+
+
 def write_report(result: dict[str, Any], out: Path) -> None:
     """benchmark.md, accuracy_vs_latency.png and latency_distribution.png into `out`."""
     lines = [f"# Benchmark of {result['bundle']}", "",
              f"Evaluation set: {result['evaluation_set']}; baseline: {result['baseline']}; balanced accuracy over "
              f"{len(result['scored_classes'])} classes. Machine: {result['provenance']['machine']['cpu']}, "
              f"{result['provenance']['machine']['cores']} cores.", "", *markdown_table(result), "",
-             *efficiency_lines(result), ""]
+             *efficiency_lines(result), "", *validation_gap_lines(result)]
     write_text(out / "benchmark.md", "\n".join(lines))
     accuracy_latency_chart({"": result}, out / "accuracy_vs_latency.png")
     figure, axis = plt.subplots(figsize=(8, 0.5 * len(result["artifacts"]) + 1.5))
