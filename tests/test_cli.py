@@ -155,3 +155,15 @@ def test_lite0_options_take_its_recipe_and_refuse_an_impossible_one(dataset_dir,
 def test_cv_merge_of_a_folder_that_is_not_one_is_a_clear_error(tmp_path, capsys):
     assert main(["cv", "--out", str(tmp_path), "--merge-only"]) == 2
     assert "not a cross-validation folder" in capsys.readouterr().err
+
+
+def test_an_interrupted_command_exits_130_and_says_how_to_continue(dataset_dir, tmp_path, monkeypatch, capsys):
+    import edgelesion.train.training as training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train", interrupted)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(dataset_dir), "--out", str(out)]) == 130
+    assert f"interrupted; continue with: edgelesion train --resume --out {out}" in capsys.readouterr().err

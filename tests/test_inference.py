@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,6 +48,12 @@ def test_api_matches_the_keras_model_on_the_same_files(bundle_dir, trained_run, 
     if entry["tolerance"]["max_prob_diff"] is not None:
         assert np.abs(api_probs - keras_probs).max() <= entry["tolerance"]["max_prob_diff"]
     assert [r.source for r in results] == files
+    # the artifact's own alert threshold reaches its target sensitivity on the validation split it was chosen on
+    alert = entry["melanoma_alert"]
+    is_melanoma = np.array([Path(f).parent.name == "melanoma" for f in files])
+    caught = api_probs[is_melanoma, clf.classes.index("melanoma")] >= alert["threshold"]
+    assert caught.mean() >= alert["target_sensitivity"]
+    assert caught.mean() == pytest.approx(alert["validation_sensitivity"]["value"])
 
 
 def test_any_image_form_gives_the_training_input(bundle_dir, tmp_path):
@@ -115,6 +122,18 @@ def test_damaged_or_incomplete_bundles_are_refused(bundle_dir, tmp_path):
     (copy / "bundle.json").unlink()
     with pytest.raises(EdgelesionError, match="no bundle.json"):
         Classifier.load(copy)
+
+
+def test_an_artifact_kept_with_keep_failed_warns_when_loaded(bundle_dir, tmp_path, capsys):
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    Classifier.load(copy, "int8.onnx")
+    assert "warning" not in capsys.readouterr().out
+    manifest = json.loads((copy / "bundle.json").read_text())
+    manifest["artifacts"]["int8.onnx"]["passed"] = False
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    Classifier.load(copy, "int8.onnx")
+    assert "warning: int8.onnx missed its parity tolerance at export (kept with --keep-failed)" in capsys.readouterr().out
 
 
 def test_melanoma_alert_uses_the_bundle_threshold(bundle_dir):

@@ -83,6 +83,19 @@ def test_existing_run_folder_is_not_overwritten_without_force(dataset_dir, tmp_p
     assert (out / "precious.txt").read_text() == "mine"
 
 
+def test_force_replaces_a_run_and_no_cache_is_ever_made_inside_the_dataset(dataset_dir, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    training.train(dataset_dir, out, TINY.with_changes(epochs=1), progress=False)
+    first = RunDir(out).config.read_text()
+    training.train(dataset_dir, out, TINY.with_changes(epochs=1, seed=1), force=True, progress=False)
+    assert json.loads(RunDir(out).config.read_text())["config"]["seed"] == 1 != json.loads(first)["config"]["seed"]
+    before = snapshot(dataset_dir)
+    monkeypatch.setenv("EDGELESION_CACHE", str(dataset_dir / "cache"))
+    with pytest.raises(EdgelesionError, match="augmentation cache .* is inside the dataset folder"):
+        training.train(dataset_dir, tmp_path / "run2", TINY, progress=False)
+    assert snapshot(dataset_dir) == before
+
+
 def test_resume_refuses_changed_data(dataset_dir, tmp_path, monkeypatch):
     training.train(dataset_dir, tmp_path / "run", TINY.with_changes(epochs=1), progress=False)
     (dataset_dir / "nevus" / "img_000.jpg").unlink()
