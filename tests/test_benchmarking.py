@@ -32,7 +32,6 @@ def test_every_artifact_and_the_baseline_are_measured(benchmark, bundle_dir):
             assert 0 < latency["median_ms"] <= latency["p90_ms"] <= latency["p99_ms"]
             assert len(latency["times_ms"]) == QUICK.runs
         assert a["throughput_images_per_second"] > 0 and a["size_bytes"] > 0 and a["load_seconds"] > 0
-        assert a["peak_memory_added_mb"] >= 0
         assert a["balanced_accuracy"]["ci95"][0] <= a["balanced_accuracy"]["value"] <= a["balanced_accuracy"]["ci95"][1]
         assert a["accuracy"]["n"] == n_images
         assert set(a["recall_per_class"]) == set(bundle["classes"])
@@ -40,6 +39,9 @@ def test_every_artifact_and_the_baseline_are_measured(benchmark, bundle_dir):
             diff = a["difference_from_baseline"]["delta_balanced_accuracy"]
             assert diff["ci95"][0] <= diff["value"] <= diff["ci95"][1]
     assert result["artifacts"]["float32.tflite"]["top1_agreement_with_baseline"] == 1.0
+    # memory is measured, not assumed: loading TensorFlow and a Keras model costs more than a LiteRT file
+    memory = {name: a["peak_memory_added_mb"] for name, a in result["artifacts"].items()}
+    assert memory["keras float model"] > max(memory["float32.tflite"], memory["int8.tflite"]) >= 0
     # the benchmark scores the same validation images as the export: its figures are the bundle's
     recorded = bundle["validation_metrics_float"]["balanced_accuracy"]["value"]
     assert result["artifacts"]["keras float model"]["balanced_accuracy"]["value"] == pytest.approx(recorded)

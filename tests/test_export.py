@@ -172,6 +172,9 @@ def test_cli_export_exit_codes_and_messages(trained_run, tmp_path, capsys):
                  "--tolerance", "float32.tflite=1.0,1e-12"]) == 1
     err = capsys.readouterr().err
     assert "float32.tflite: max probability difference" in err and "--keep-failed" in err
+    assert main(["export", str(trained_run), "--out", str(tmp_path / "x"), "--artifacts", "float32.tflite",
+                 "--tolerance", "float32.tflite=1.0,1e-12", "--keep-failed"]) == 0
+    assert json.loads((tmp_path / "x" / "bundle.json").read_text())["artifacts"]["float32.tflite"]["passed"] is False
     assert main(["export", str(trained_run), "--out", str(tmp_path / "y"), "--artifacts", "int4.tflite"]) == 2
     assert "unknown artifact" in capsys.readouterr().err
     assert main(["export", str(trained_run), "--out", str(tmp_path / "y"), "--tolerance", "int8.tflite=high"]) == 2
