@@ -94,6 +94,15 @@ def lite0_run(tmp_path_factory) -> Path:
     return root / "run"
 
 
+def rewrite_bundle(folder: Path, manifest: dict) -> None:
+    """Write an edited bundle.json sealed again as the exporter seals it (a test standing in for another bundle)."""
+    import json
+
+    from edgelesion.infer.bundle_reader import sealed
+
+    (folder / "bundle.json").write_text(json.dumps(sealed(manifest)))
+
+
 def fast_export_options():
     """All five artifacts, one QAT epoch, a small calibration sample."""
     from edgelesion.export.exporting import ExportOptions

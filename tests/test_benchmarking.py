@@ -11,6 +11,7 @@ import pytest
 from edgelesion.bench.benchmarking import BenchmarkConfig, run_benchmark
 from edgelesion.cli import main
 from edgelesion.errors import EdgelesionError
+from tests.conftest import rewrite_bundle
 
 QUICK = BenchmarkConfig(warmup=2, runs=10, batch_size=8, resamples=100)
 
@@ -74,7 +75,7 @@ def test_float32_tflite_stands_in_when_the_run_is_gone(bundle_dir, tmp_path):
     manifest = json.loads((copy / "bundle.json").read_text())
     manifest["source_run"]["best_model"] = str(tmp_path / "gone.keras")
     manifest["artifacts"] = {"float32.tflite": manifest["artifacts"]["float32.tflite"]}
-    (copy / "bundle.json").write_text(json.dumps(manifest))
+    rewrite_bundle(copy, manifest)
     result = run_benchmark(copy, tmp_path / "out", config=QUICK, progress=False)
     assert result["baseline"].startswith("float32.tflite (standing in")
     assert result["model_flops_per_image"] is None
@@ -101,7 +102,7 @@ def test_several_bundles_share_one_table_and_chart(bundle_dir, tmp_path):
         manifest = json.loads((copy / "bundle.json").read_text())
         keep = "float32.tflite" if name == "float" else "int8.tflite"
         manifest["artifacts"] = {keep: manifest["artifacts"][keep]}
-        (copy / "bundle.json").write_text(json.dumps(manifest))
+        rewrite_bundle(copy, manifest)
     results = compare_bundles([tmp_path / "float", tmp_path / "quantized"], tmp_path / "cmp", config=QUICK,
                               progress=False)
     assert set(results) == {"float", "quantized"}
@@ -119,7 +120,7 @@ def test_benchmark_of_an_external_folder_names_its_gap_and_never_replaces_result
     shutil.copytree(bundle_dir, copy)
     bundle = json.loads((copy / "bundle.json").read_text())
     bundle["artifacts"] = {name: bundle["artifacts"][name] for name in ("float32.tflite", "int8.onnx")}
-    (copy / "bundle.json").write_text(json.dumps(bundle))
+    rewrite_bundle(copy, bundle)
     external = write_dataset(tmp_path / "external", per_class=6, seed=7)
     out = tmp_path / "bench"
     args = ["benchmark", str(copy), "--data", str(external), "--out", str(out), "--runs", "3", "--warmup", "1"]
@@ -147,7 +148,7 @@ def test_a_changed_validation_image_is_refused(bundle_dir, tmp_path):
     manifest = json.loads((copy / "bundle.json").read_text())
     shutil.copytree(manifest["source_run"]["data_dir"], data)
     manifest["source_run"]["data_dir"] = str(data)
-    (copy / "bundle.json").write_text(json.dumps(manifest))
+    rewrite_bundle(copy, manifest)
     first = data / manifest["source_run"]["validation_files"][0][0]
     pixels = np.asarray(Image.open(first)).copy()
     pixels[0, 0] = 255 - pixels[0, 0]

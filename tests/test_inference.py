@@ -17,6 +17,7 @@ from PIL import Image
 from edgelesion import Classifier, FailedImage
 from edgelesion.cli import main
 from edgelesion.errors import EdgelesionError
+from tests.conftest import rewrite_bundle
 from edgelesion.export.exporting import ARTIFACTS
 from edgelesion.fileio import read_csv
 
@@ -113,6 +114,14 @@ def test_damaged_or_incomplete_bundles_are_refused(bundle_dir, tmp_path):
     with pytest.raises(EdgelesionError, match="has no int4.tflite"):
         Classifier.load(copy, "int4.tflite")
     manifest = json.loads((copy / "bundle.json").read_text())
+    reversed_classes = {**manifest, "classes": manifest["classes"][::-1]}
+    (copy / "bundle.json").write_text(json.dumps(reversed_classes))  # edited by hand: its self-hash tells
+    with pytest.raises(EdgelesionError, match="does not match its own sha256"):
+        Classifier.load(copy, "float32.tflite")
+    rewrite_bundle(copy, {**reversed_classes, "output": {**manifest["output"], "classes": manifest["classes"][::-1]}})
+    with pytest.raises(EdgelesionError, match=r"the class order disagrees: labels.txt lists \['basal cell carcinoma', 'melanoma', 'nevus'\], "
+                                                  r"bundle.json's classes are \['nevus'"):
+        Classifier.load(copy, "float32.tflite")  # a consistent bundle.json, but labels.txt says otherwise
     (copy / "bundle.json").write_text(json.dumps({**manifest, "schema_version": manifest["schema_version"] + 1}))
     with pytest.raises(EdgelesionError, match=r"has bundle schema 3; this edgelesion reads schema 2"):
         Classifier.load(copy, "float32.tflite")
@@ -131,7 +140,7 @@ def test_an_artifact_kept_with_keep_failed_warns_when_loaded(bundle_dir, tmp_pat
     assert "warning" not in capsys.readouterr().out
     manifest = json.loads((copy / "bundle.json").read_text())
     manifest["artifacts"]["int8.onnx"]["passed"] = False
-    (copy / "bundle.json").write_text(json.dumps(manifest))
+    rewrite_bundle(copy, manifest)
     Classifier.load(copy, "int8.onnx")
     assert "warning: int8.onnx missed its parity tolerance at export (kept with --keep-failed)" in capsys.readouterr().out
 

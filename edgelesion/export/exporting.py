@@ -27,6 +27,7 @@ from edgelesion.export.qat import QATConfig, qat_finetune
 from edgelesion.export.scaling import with_scaling
 from edgelesion.data.rebalance import default_cache_dir
 from edgelesion.train.runs import RunDir, read_run
+from edgelesion.infer.bundle_reader import sealed
 from edgelesion.infer.runtimes import open_runner, predict_in_batches
 from edgelesion.thresholds import TARGET_SENSITIVITY, melanoma_threshold
 from edgelesion.train.training import training_arrays
@@ -247,6 +248,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
             },
             "provenance": provenance(),
         }
+        bundle = sealed(bundle)  # its self-hash last, over everything else
         write_bundle_files(staging, bundle, validation)
         replace_dir(staging, out)
     finally:

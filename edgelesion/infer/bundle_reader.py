@@ -5,6 +5,7 @@ Light (no TensorFlow, no scikit-learn): inference and the benchmark harness both
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,19 @@ from edgelesion.fileio import sha256_file
 from edgelesion.preprocessing import Preprocessing
 
 SUPPORTED_SCHEMA = 2
+SELF_HASH_FIELD = "bundle_sha256"  # sha256 of bundle.json's own content less this field, computed last
+
+
+def bundle_content_sha256(bundle: dict[str, Any]) -> str:
+    """sha256 of a bundle manifest less its self-hash field, as canonical JSON (sorted keys, no spaces)."""
+    content = {key: value for key, value in bundle.items() if key != SELF_HASH_FIELD}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def sealed(bundle: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with its self-hash added (values made JSON first, as bundle.json will hold them)."""
+    content = json.loads(json.dumps(bundle, default=str))
+    return {**content, SELF_HASH_FIELD: bundle_content_sha256(content)}
 
 
 def read_bundle(bundle_dir: Path) -> dict[str, Any]:
@@ -29,6 +43,15 @@ def read_bundle(bundle_dir: Path) -> dict[str, Any]:
     if bundle.get("schema_version") != SUPPORTED_SCHEMA:
         raise EdgelesionError(f"{manifest} has bundle schema {bundle.get('schema_version')}; this edgelesion "
                               f"reads schema {SUPPORTED_SCHEMA}: export the bundle again with this version")
+    if bundle.get(SELF_HASH_FIELD) != bundle_content_sha256(bundle):
+        raise EdgelesionError(f"{manifest} does not match its own sha256 ({SELF_HASH_FIELD}): it was edited or is "
+                              "damaged; copy the bundle again from the original")
+    labels_file = bundle_dir / "labels.txt"
+    labels = labels_file.read_text(encoding="utf-8").splitlines() if labels_file.is_file() else None
+    if labels != bundle["classes"] or bundle["output"]["classes"] != bundle["classes"]:
+        raise EdgelesionError(f"{bundle_dir}: the class order disagrees: labels.txt lists {labels}, bundle.json's "
+                              f"classes are {bundle['classes']} and its output lists {bundle['output']['classes']}; "
+                              "every prediction would be mislabelled: copy the bundle again from the original")
     return bundle
 
 
