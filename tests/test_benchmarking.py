@@ -116,10 +116,11 @@ def test_benchmark_of_an_external_folder_names_its_gap_and_never_replaces_result
         bundle_dir, tmp_path, capsys):
     from tests.conftest import write_dataset
 
-    copy = tmp_path / "bundle"  # two artifacts are enough here, and quicker
+    copy = tmp_path / "bundle"  # quicker: two artifacts, float32.tflite standing in for the Keras model
     shutil.copytree(bundle_dir, copy)
     bundle = json.loads((copy / "bundle.json").read_text())
     bundle["artifacts"] = {name: bundle["artifacts"][name] for name in ("float32.tflite", "int8.onnx")}
+    bundle["source_run"]["best_model"] = str(tmp_path / "gone.keras")
     rewrite_bundle(copy, bundle)
     external = write_dataset(tmp_path / "external", per_class=6, seed=7)
     out = tmp_path / "bench"
@@ -127,7 +128,7 @@ def test_benchmark_of_an_external_folder_names_its_gap_and_never_replaces_result
     assert main(args) == 0
     result = json.loads((out / "benchmark.json").read_text())
     assert result["external_data"] and str(external) in result["evaluation_set"]
-    assert result["artifacts"]["keras float model"]["validation_balanced_accuracy"] == \
+    assert result["artifacts"][result["baseline"]]["validation_balanced_accuracy"] == \
         bundle["validation_metrics_float"]["balanced_accuracy"]["value"]
     for name, a in result["artifacts"].items():
         if name in bundle["artifacts"]:

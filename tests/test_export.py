@@ -119,8 +119,8 @@ def test_qat_starts_again_for_a_changed_float_model_and_refuses_other_settings(t
     model = keras.models.load_model(run.best_model)
     state = run.root / "qat" / "checkpoint" / "state.json"
     assert read_json(state)["float_weights_sha256"] == weights_fingerprint(model)
-    finetune = lambda config: qat_finetune(model, train.images, train.labels, None, train.images[:8], run.root / "qat",
-                                           config, info.config, progress=False)
+    finetune = lambda config: qat_finetune(model, train.images[:16], train.labels[:16], None, train.images[:8],
+                                           run.root / "qat", config, info.config, progress=False)
     with pytest.raises(EdgelesionError, match="other settings"):
         finetune(QATConfig(epochs=2))
     model.layers[-1].kernel.assign(model.layers[-1].kernel * 1.01)  # the run was resumed to a new best model
