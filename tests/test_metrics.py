@@ -73,3 +73,29 @@ def test_expected_calibration_error_is_the_weighted_confidence_accuracy_gap():
     assert result["expected_calibration_error"] == pytest.approx(0.5 * 0.1 + 0.5 * 0.0)
     used = [b for b in result["bins"] if b["n"]]
     assert [(b["n"], b["accuracy"]) for b in used] == [(10, pytest.approx(0.6)), (10, pytest.approx(0.8))]
+
+
+def test_paired_difference_is_the_metric_difference_on_the_same_class_stratified_resamples():
+    from edgelesion.metrics import balanced_accuracy, paired_difference, sensitivity
+
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1, 2, 3], [40, 25, 3, 30])  # class 2 too small to score, class 3 outside the stated set
+    base = one_hot(np.where(rng.random(len(y)) < 0.6, y, rng.integers(0, 4, len(y))), 4)
+    cand = one_hot(np.where(rng.random(len(y)) < 0.8, y, rng.integers(0, 4, len(y))), 4)
+    scored, resamples = [0, 1, 4], 50  # class 4 is stated but has no image: it scores 0 for both
+
+    def delta(index):
+        yi, b, c = y[index], base.argmax(1)[index], cand.argmax(1)[index]
+        return (balanced_accuracy(yi, c, scored) - balanced_accuracy(yi, b, scored),
+                sensitivity(yi, c, 1) - sensitivity(yi, b, 1))
+
+    draws = np.random.default_rng(9)
+    by_class = [np.flatnonzero(y == c) for c in np.unique(y)]
+    expected = np.array([delta(np.concatenate([draws.choice(ix, len(ix)) for ix in by_class]))
+                         for _ in range(resamples)])
+    result = paired_difference(y, base, cand, scored, 1, resamples=resamples, seed=9)
+    for column, key in enumerate(("delta_balanced_accuracy", "delta_melanoma_sensitivity")):
+        assert result[key]["value"] == pytest.approx(delta(np.arange(len(y)))[column])
+        assert result[key]["ci95"] == pytest.approx(np.percentile(expected[:, column], [2.5, 97.5]).tolist())
+    assert result["delta_balanced_accuracy"]["value"] > 0.1  # the candidate is the better model
+    assert paired_difference(y, base, cand, scored, None, resamples=5)["delta_melanoma_sensitivity"] is None
