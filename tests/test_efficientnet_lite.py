@@ -106,13 +106,19 @@ def test_weights_that_do_not_fit_the_model_are_refused(classifier):
         lite.load_imagenet_weights(classifier, missing)
 
 
-def test_tfmot_quantizes_a_model_built_on_the_backbone():
-    import tensorflow_model_optimization as tfmot
+def test_tfmot_quantizes_a_model_built_on_the_backbone_around_its_residual_adds():
+    from edgelesion.export.qat import quantize_core
+    from edgelesion.export.scaling import core_model, input_range, with_scaling
 
     inputs = keras.Input((64, 64, 3))
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(lite.efficientnet_lite0(inputs)))
+    scaled = keras.layers.Rescaling(1 / 128, offset=-127 / 128)(inputs)  # as edgelesion's Lite0 models start
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(lite.efficientnet_lite0(scaled)))
     drops = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
     assert len(drops) == 9 and drops[-1].rate == pytest.approx(0.2 * 14 / 16)  # residual blocks; 6d is block 14 of 16
     assert model.output_shape == (None, 3) and model.count_params() == 4_694_024 - 1_281_000 + 1280 * 3 + 3
-    quantized = tfmot.quantization.keras.quantize_model(model)
-    assert quantized(np.zeros((1, 64, 64, 3), np.float32)).shape == (1, 3)
+    # tfmot's default QAT scheme takes the core rebuilt from the graph (not layer after layer) with no custom config
+    quantized = quantize_core(core_model(model), input_range(model))
+    adds = [layer for layer in quantized.layers if isinstance(getattr(layer, "layer", layer), keras.layers.Add)]
+    assert len(adds) == 9 and all(len(layer.inbound_nodes[0].inbound_layers) == 2 for layer in adds)
+    probabilities = with_scaling(model, quantized)(np.full((2, 64, 64, 3), 127, np.float32)).numpy()
+    assert probabilities.shape == (2, 3) and np.allclose(probabilities.sum(1), 1, atol=1e-5)

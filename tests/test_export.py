@@ -186,7 +186,7 @@ def test_interrupted_qat_resumes_to_the_uninterrupted_result(trained_run, tmp_pa
 
     import edgelesion.export.qat as qat
 
-    options = ExportOptions(artifacts=("int8.tflite",), qat=qat.QATConfig(epochs=2), calibration_images=16)
+    options = ExportOptions(artifacts=("int8.tflite",), int8="qat", qat=qat.QATConfig(epochs=2), calibration_images=16)
     for name in ("full", "cut"):
         shutil.copytree(trained_run, tmp_path / name, ignore=shutil.ignore_patterns("qat"))
     full = export_run(tmp_path / "full", tmp_path / "full-bundle", options, progress=False)
@@ -201,24 +201,21 @@ def test_interrupted_qat_resumes_to_the_uninterrupted_result(trained_run, tmp_pa
 
 
 def test_a_lite0_run_exports_int8_with_its_own_input_quantization(lite0_run, tmp_path):
-    """Lite0 has residual Adds (the QAT core is rebuilt from the graph) and takes (p - 127) / 128."""
+    """Lite0 takes (p - 127) / 128: its uint8 input is pinned to scale 1/128 and zero point 127."""
     import shutil
 
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgelesion.export.qat import QATConfig
-
     shutil.copytree(lite0_run, tmp_path / "run")
-    options = ExportOptions(artifacts=("int8.tflite",), int8="qat", qat=QATConfig(epochs=1), calibration_images=16,
-                            keep_failed=True)
+    # post-training only: converting Lite0's QAT graph takes TFLite 2 minutes (its QAT core: test_efficientnet_lite)
+    options = ExportOptions(artifacts=("int8.tflite",), int8="ptq", calibration_images=16, keep_failed=True)
     bundle = export_run(tmp_path / "run", tmp_path / "bundle", options, progress=False)
     entry = bundle["artifacts"]["int8.tflite"]
-    assert entry["input"]["quantization"] == {"scale": 1 / 128, "zero_point": 127}
+    assert entry["input"]["quantization"] == {"scale": 1 / 128, "zero_point": 127} and entry["int8_method"] == "ptq"
     details = Interpreter(model_path=str(tmp_path / "bundle" / "int8.tflite")).get_input_details()[0]
     assert details["quantization"][1] == 127 and details["quantization"][0] == pytest.approx(1 / 128)
-    # the int8 file answers like the QAT model it came from, through the raw-pixel path
-    assert entry["parity"]["vs_qat"]["top1_agreement"] == 1.0
-    assert entry["parity"]["vs_qat"]["max_abs_prob_diff"] < 0.05
+    # the int8 file answers like the float model through the raw-pixel path
+    assert entry["parity"]["vs_float"]["top1_agreement"] >= 0.9 and entry["parity"]["vs_float"]["max_abs_prob_diff"] < 0.1
 
 
 def test_low_top1_agreement_alone_fails_an_artifact():
