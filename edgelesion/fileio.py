@@ -7,7 +7,9 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,10 +24,60 @@ def _umask() -> int:
     return mask
 
 
+# Every temporary file or folder beside a target is named .TARGET.owner-HOST-PID.RANDOM.KIND, so that a later
+# command can tell one whose process was killed (removed) from one still in use (kept).
+_OWNED = re.compile(r"^\.(?P<target>.+)\.owner-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.(?P<random>[^.]+)\."
+                    r"(?P<kind>staging|old|tmp.*)$")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+
+
+def _owner_prefix(target: Path) -> str:
+    return f".{target.name}.owner-{_host()}-{os.getpid()}."
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def remove_litter(target: Path) -> list[Path]:
+    """Remove the temporary files and folders beside `target` left by processes of this host that have stopped
+    (killed mid-write), saying so; a left-over old copy whose replacement never arrived is put back instead.
+
+    Returns what was removed or put back. Litter of a live process, or of another host, is left alone.
+    """
+    handled = []
+    if not target.parent.is_dir():
+        return handled
+    for entry in target.parent.iterdir():
+        match = _OWNED.match(entry.name)
+        if not match or match["target"] != target.name or match["host"] != _host() or not _process_gone(int(match["pid"])):
+            continue
+        if match["kind"] == "old" and not target.exists():
+            os.replace(entry, target)
+            print(f"put back {target}: a replacement was interrupted (process {match['pid']} stopped) after the old "
+                  "copy was moved aside")
+        else:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            print(f"removed {entry}: left by process {match['pid']}, which stopped before finishing")
+        handled.append(entry)
+    return handled
+
+
 def staging_dir(target: Path) -> Path:
-    """A new empty folder beside `target` to build it in, before replace_dir or a rename moves it into place."""
+    """A new empty folder beside `target` to build it in, before replace_dir or a rename moves it into place
+    (removing the litter of killed earlier attempts first)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent))
+    remove_litter(target)
+    staging = Path(tempfile.mkdtemp(prefix=_owner_prefix(target), suffix=".staging", dir=target.parent))
     staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the result is an ordinary folder
     return staging
 
@@ -35,7 +87,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
+    remove_litter(target)
+    fd, tmp = tempfile.mkstemp(prefix=_owner_prefix(target), suffix=".tmp" + target.suffix, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
@@ -78,9 +131,7 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
 
 def replace_dir(staging: Path, target: Path) -> None:
     """Move a fully written `staging` folder onto `target` (new or old), removing any old `target` only after."""
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
+    old = target.with_name(f"{_owner_prefix(target)}0.old")
     if target.exists():
         os.replace(target, old)
     os.replace(staging, target)

@@ -8,7 +8,6 @@ input, a camera pixel p means exactly the scaled pixel.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from edgelesion._tf import keras, tf
 from edgelesion.train.config import TrainConfig
 from edgelesion.errors import EdgelesionError
 from edgelesion.export.scaling import core_model, input_range, scale_pixels
-from edgelesion.fileio import read_json, replace_dir, write_json
+from edgelesion.fileio import read_json, replace_dir, staging_dir, write_json
 from edgelesion.train.online_augment import OnlineAugment
 from edgelesion.train.training import fit_one_epoch
 
@@ -164,9 +163,7 @@ def qat_finetune(float_model: keras.Model, x: np.ndarray, y: np.ndarray, weights
             raise EdgelesionError(f"QAT diverged at epoch {epoch + 1} (loss {logs['loss']}): lower --qat-learning-rate")
         # .keras files cannot hold tfmot's layers, so a TensorFlow checkpoint (weights and optimizer
         # state) and its state.json are written into a staging folder and swapped in whole.
-        work_dir.mkdir(parents=True, exist_ok=True)
-        staging = work_dir / ".checkpoint.staging"
-        shutil.rmtree(staging, ignore_errors=True)
+        staging = staging_dir(saved)
         checkpoint.write(str(staging / "ckpt"))
         state["epochs_done"] = epoch + 1
         write_json(staging / "state.json", state)
