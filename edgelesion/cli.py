@@ -265,7 +265,11 @@ def _add_predict(sub: argparse._SubParsersAction, summary: str) -> None:
 
     p = sub.add_parser("predict", help=summary,
                        description="Classify image files and folders (recursively) with an exported bundle, using the "
-                                   "bundle's own preprocessing. Unreadable files are reported, never fatal.")
+                                   "bundle's own preprocessing. Every file gets a row: images are recognised by "
+                                   "content (JPEG, PNG, BMP, GIF, TIFF, WebP), anything else gets an error row, never "
+                                   "a silent skip; images under half the model's input side get a warning.",
+                       epilog="exit status: 0 every input classified, 1 some inputs could not be (their rows say "
+                              "why), 2 bad usage or an unusable bundle")
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a bundle folder made by 'edgelesion export'")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
     p.add_argument("--artifact", default="int8.tflite", help="which artifact to run (default int8.tflite)")
@@ -274,15 +278,18 @@ def _add_predict(sub: argparse._SubParsersAction, summary: str) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument("--batch-size", type=int, default=32, help="images per inference batch (default 32)")
     p.add_argument("--threads", type=int, help="inference threads (default: all cores)")
+    p.add_argument("--full-decode", action="store_true",
+                   help="decode every JPEG in full (exact, slower on large photos) instead of decoding large ones "
+                        "reduced in the DCT domain, as the bundle's input spec says")
     p.set_defaults(handler=_run_predict)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     from edgelesion.infer.predicting import run_predict
 
-    run_predict(args.bundle, args.paths, artifact=args.artifact, output_format=args.format, out=args.out,
-                force=args.force, batch_size=args.batch_size, threads=args.threads)
-    return 0
+    rows = run_predict(args.bundle, args.paths, artifact=args.artifact, output_format=args.format, out=args.out,
+                       force=args.force, batch_size=args.batch_size, threads=args.threads, full_decode=args.full_decode)
+    return 1 if any(row["error"] for row in rows) else 0
 
 
 def _add_benchmark(sub: argparse._SubParsersAction, summary: str) -> None:

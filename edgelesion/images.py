@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 from dataclasses import dataclass
@@ -13,6 +14,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from edgelesion.preprocessing import Preprocessing
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+# Pillow decoders tried, by content, whatever the file is called; never EPS/PS (Pillow hands those to Ghostscript).
+# Pillow's JPEG decoder also opens MPO, the multi-picture JPEG many cameras and phones write.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")
+READABLE = "JPEG, PNG, BMP, GIF, TIFF or WebP"
 
 
 class UnreadableImage(Exception):
@@ -27,8 +32,9 @@ class DecodedImage:
     image: Image.Image
 
 
-def read_image(path: str | Path) -> DecodedImage:
-    """Read and fully decode `path` as RGB, applying its EXIF orientation.
+def read_image(path: str | Path, draft_side: int | None = None) -> DecodedImage:
+    """Read and decode `path` as RGB, applying its EXIF orientation; a JPEG at least twice `draft_side` per side
+    is decoded reduced in the DCT domain (Pillow's draft mode), to no less than `draft_side`.
 
     Raises UnreadableImage for empty, truncated, corrupt or non-image files.
     """
@@ -36,20 +42,34 @@ def read_image(path: str | Path) -> DecodedImage:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise UnreadableImage(f"cannot read file: {exc.strerror or exc}") from exc
+        raise UnreadableImage(_read_error(path, exc)) from exc
     if not data:
         raise UnreadableImage("empty file (0 bytes)")
-    return DecodedImage(sha256=hashlib.sha256(data).hexdigest(), image=decode_bytes(data))
+    return DecodedImage(sha256=hashlib.sha256(data).hexdigest(), image=decode_bytes(data, draft_side))
 
 
-def decode_bytes(data: bytes) -> Image.Image:
-    """Decode image bytes to an upright RGB PIL image."""
+def _read_error(path: Path, exc: OSError) -> str:
+    """Why `path` could not be read, in words: a broken or looping link, a folder, or the system's reason."""
+    if exc.errno == errno.ELOOP:
+        return "a symbolic link loop: the link never reaches a file"
+    if path.is_symlink() and exc.errno == errno.ENOENT:
+        return f"a broken symbolic link: its target {path.readlink()} does not exist"
+    if exc.errno == errno.EISDIR:
+        return "a folder, not an image file (links to folders are not followed inside a scanned folder)"
+    return f"cannot read file: {exc.strerror or exc}"
+
+
+def decode_bytes(data: bytes, draft_side: int | None = None) -> Image.Image:
+    """Decode image bytes (one of IMAGE_FORMATS, recognised by content) to an upright RGB PIL image, a large JPEG
+    reduced to no less than `draft_side` per side (see `read_image`)."""
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        if draft_side and image.format in ("JPEG", "MPO"):
+            image.draft(None, (draft_side, draft_side))
         image.load()
         image = ImageOps.exif_transpose(image)
     except UnidentifiedImageError as exc:
-        raise UnreadableImage("not a recognised image format") from exc
+        raise UnreadableImage(f"not a {READABLE} image") from exc
     except Image.DecompressionBombError as exc:
         raise UnreadableImage(f"image too large to decode safely: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
@@ -79,3 +99,12 @@ def to_model_input(image: Image.Image, preprocessing: Preprocessing) -> np.ndarr
     if image.size != size:
         image = image.resize(size, preprocessing.resize_filter)
     return np.asarray(image, dtype=np.uint8)
+
+
+def small_image_warning(size: tuple[int, int], model_side: int) -> str | None:
+    """A warning when an image's shorter side is under half the model's input side (upscaled that far, the
+    model sees blur, and its answer is unreliable); None otherwise."""
+    if 2 * min(size) >= model_side:
+        return None
+    return (f"only {size[0]}x{size[1]} pixels, under half the model's {model_side}-pixel input side: "
+            "the result is unreliable")

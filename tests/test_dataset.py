@@ -32,7 +32,7 @@ def test_bad_files_are_skipped_and_listed_and_never_stop_the_run(dataset_dir):
     data = load_dataset(dataset_dir, PRE, progress=False)
     reasons = {s.relpath: s.reason for s in data.skipped}
     assert "empty file" in reasons["melanoma/zero.jpg"]
-    assert "not a recognised image format" in reasons["melanoma/text.jpg"]
+    assert "not a JPEG, PNG, BMP, GIF, TIFF or WebP image" in reasons["melanoma/text.jpg"]
     assert "corrupt or truncated" in reasons["melanoma/truncated.jpg"]
     assert "not a JPEG, PNG or BMP" in reasons["melanoma/notes.txt"]
     assert len(data.records) == 36

@@ -63,7 +63,7 @@ def test_huge_image_is_resized_to_the_input_size(tmp_path):
     ("content", "reason"),
     [
         (b"", "empty file"),
-        (b"this is not an image", "not a recognised image format"),
+        (b"this is not an image", "not a JPEG, PNG, BMP, GIF, TIFF or WebP image"),
         ("truncated", "corrupt or truncated"),
     ],
 )
@@ -82,3 +82,17 @@ def test_content_hash_is_of_the_file_bytes(tmp_path):
     import hashlib
 
     assert read_image(tmp_path / "a.png").sha256 == hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
+
+
+def test_a_large_jpeg_is_decoded_reduced_to_no_less_than_the_draft_side(tmp_path):
+    rng = np.random.default_rng(0)
+    smooth = Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((1600, 1200), Image.Resampling.BICUBIC)
+    smooth.save(tmp_path / "big.jpg", quality=92)
+    smooth.save(tmp_path / "big.png")
+    reduced, full = read_image(tmp_path / "big.jpg", draft_side=128).image, read_image(tmp_path / "big.jpg").image
+    assert full.size == (1600, 1200) and reduced.size == (200, 150)  # 1/8 scale: the most that keeps >= 128
+    assert read_image(tmp_path / "big.jpg", draft_side=700).image.size == (1600, 1200)  # under 2 x 700 tall: whole
+    assert read_image(tmp_path / "big.png", draft_side=128).image.size == (1600, 1200)  # only JPEGs have a draft mode
+    pre = Preprocessing(image_size=64)
+    difference = np.abs(to_model_input(reduced, pre).astype(int) - to_model_input(full, pre))
+    assert difference.mean() < 2 and read_image(tmp_path / "big.jpg").sha256 == read_image(tmp_path / "big.jpg", 128).sha256

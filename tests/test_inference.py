@@ -82,7 +82,7 @@ def test_any_image_form_gives_the_training_input(bundle_dir, tmp_path):
 def test_bad_inputs_get_clear_errors(bundle_dir, tmp_path):
     clf = Classifier.load(bundle_dir, "int8.tflite")
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
-    with pytest.raises(EdgelesionError, match="broken.jpg: .*corrupt|broken.jpg: not a recognised"):
+    with pytest.raises(EdgelesionError, match="broken.jpg: .*corrupt|broken.jpg: not a JPEG"):
         clf.predict(tmp_path / "broken.jpg")
     with pytest.raises(EdgelesionError, match="missing.jpg: cannot read file"):
         clf.predict(tmp_path / "missing.jpg")
@@ -133,6 +133,50 @@ def test_damaged_or_incomplete_bundles_are_refused(bundle_dir, tmp_path):
         Classifier.load(copy)
 
 
+def test_every_artifact_file_carries_its_labels_mediapipe_names_them_and_a_file_that_disagrees_is_refused(
+        bundle_dir, trained_run, tmp_path):
+    import mediapipe as mp
+    import onnx
+    from mediapipe.tasks import python as mp_tasks
+    from mediapipe.tasks.python import vision
+
+    from edgelesion.export.bundle import ModelDescription
+    from edgelesion.export.onnx_export import write_metadata
+    from edgelesion.export.tflite_metadata import with_metadata
+    from edgelesion.fileio import sha256_file
+
+    manifest = json.loads((bundle_dir / "bundle.json").read_text())
+    classes = manifest["classes"]
+    for name in ARTIFACTS:
+        assert manifest["artifacts"][name]["labels_inside"] and Classifier.load(bundle_dir, name).runner.labels == classes
+    for name in ("float32.onnx", "int8.onnx"):
+        props = {p.key: p.value for p in onnx.load(str(bundle_dir / name)).metadata_props}
+        assert json.loads(props["edgelesion_labels"]) == classes
+        assert json.loads(props["edgelesion_input"]) == manifest["artifacts"][name]["input"]
+        assert props["edgelesion_source_model_sha256"] == sha256_file(trained_run / "best.keras")
+    pixels = Classifier.load(bundle_dir, "int8.tflite").pixels(validation_files(trained_run)[0])
+    for name in ("int8.tflite", "float32.tflite"):  # float input works too: the metadata states its normalisation
+        options = vision.ImageClassifierOptions(base_options=mp_tasks.BaseOptions(model_asset_path=str(bundle_dir / name)),
+                                                max_results=-1)
+        with vision.ImageClassifier.create_from_options(options) as mediapipe:
+            categories = mediapipe.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=pixels)).classifications[0].categories
+        assert sorted((c.index, c.category_name) for c in categories) == list(enumerate(classes)), name
+    assert manifest["artifacts"]["int8.tflite"]["mediapipe"]["category_names"] == classes  # checked at export too
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    wrong = ModelDescription("int8.tflite", classes[::-1], Classifier.load(bundle_dir).preprocessing, "x")
+    (copy / "int8.tflite").write_bytes(with_metadata((bundle_dir / "int8.tflite").read_bytes(), wrong))
+    write_metadata(copy / "int8.onnx", {**props, "edgelesion_labels": json.dumps(classes[::-1])})
+    for name in ("int8.tflite", "int8.onnx"):
+        manifest["artifacts"][name]["sha256"] = sha256_file(copy / name)  # consistent checksums, wrong labels
+    rewrite_bundle(copy, manifest)
+    for name in ("int8.tflite", "int8.onnx"):
+        with pytest.raises(EdgelesionError, match=rf"{name}: the labels inside the file \['nevus'.*disagree with "
+                                                  r"bundle.json's classes \['basal cell carcinoma'"):
+            Classifier.load(copy, name)
+
+
 def test_an_artifact_kept_with_keep_failed_warns_when_loaded(bundle_dir, tmp_path, capsys):
     copy = tmp_path / "bundle"
     shutil.copytree(bundle_dir, copy)
@@ -162,7 +206,7 @@ def test_predict_cli_writes_csv_and_json_with_a_row_per_input(bundle_dir, traine
     files = validation_files(trained_run)[:3]
     (tmp_path / "bad.png").write_bytes(b"")
     inputs = [*files, str(tmp_path / "bad.png")]
-    assert main(["predict", str(bundle_dir), *inputs, "--format", "csv", "--out", str(tmp_path / "p.csv")]) == 0
+    assert main(["predict", str(bundle_dir), *inputs, "--format", "csv", "--out", str(tmp_path / "p.csv")]) == 1
     rows = list(csv.DictReader(io.StringIO((tmp_path / "p.csv").read_text())))
     assert [r["path"] for r in rows] == inputs
     assert rows[-1]["error"].endswith("empty file (0 bytes)") and all(not r["error"] for r in rows[:-1])
@@ -178,6 +222,72 @@ def test_predict_cli_writes_csv_and_json_with_a_row_per_input(bundle_dir, traine
     assert len(report["results"]) == 3 and report["artifact"] == "int8.onnx"
     # int8 outputs come in steps of 1/256, so with 3 classes the sum may be off by up to 3/512
     assert all(abs(sum(r[c] for c in report["classes"]) - 1) <= 3 / 512 for r in report["results"])
+
+
+def test_a_folder_scan_answers_every_file_by_content_and_warns_on_tiny_images(bundle_dir, trained_run, tmp_path):
+    folder = tmp_path / "odd"
+    (folder / "sub").mkdir(parents=True)
+    lesion = Image.open(validation_files(trained_run)[0])
+    for name, fmt in (("a.webp", "WEBP"), ("b.gif", "GIF"), ("c.tiff", "TIFF"), ("no_extension", "JPEG"),
+                      ("sub/d.bmp", "BMP"), ("png_named.jpg", "PNG")):
+        lesion.save(folder / name, fmt)
+    lesion.save(folder / "camera.jpg", "MPO", save_all=True, append_images=[lesion])  # a phone's multi-picture JPEG
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(folder / "tiny.png")
+    Image.new("RGB", (4000, 3), (200, 30, 30)).save(folder / "strip.png")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "drawing.eps").write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "gone.jpg").symlink_to(folder / "missing.jpg")
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")
+    (folder / "linked").symlink_to(folder / "sub", target_is_directory=True)
+    out = tmp_path / "rows.json"
+    assert main(["predict", str(bundle_dir), str(folder), "--format", "json", "--out", str(out)]) == 1  # some failed
+    rows = {Path(r["path"]).relative_to(folder).as_posix(): r for r in json.loads(out.read_text())["results"]}
+    expected_errors = {
+        "notes.txt": "not a JPEG, PNG, BMP, GIF, TIFF or WebP image",
+        "drawing.eps": "not a JPEG, PNG, BMP, GIF, TIFF or WebP image",  # never handed to Ghostscript
+        "empty.jpg": "empty file",
+        "gone.jpg": f"a broken symbolic link: its target {folder / 'missing.jpg'} does not exist",
+        "loop.jpg": "a symbolic link loop",
+        "linked": "a link to a folder, not followed",
+    }
+    classified = {"a.webp", "b.gif", "c.tiff", "no_extension", "sub/d.bmp", "png_named.jpg", "camera.jpg", "tiny.png",
+                  "strip.png"}
+    assert set(rows) == classified | set(expected_errors)  # one row per entry, none dropped
+    for name, reason in expected_errors.items():
+        assert reason in rows[name]["error"] and rows[name]["label"] is None, name
+    for name in classified:
+        assert rows[name]["error"] is None and rows[name]["label"] in json.loads(out.read_text())["classes"], name
+    assert "only 1x1 pixels, under half the model's 32-pixel input side" in rows["tiny.png"]["warning"]
+    assert "only 4000x3 pixels" in rows["strip.png"]["warning"]
+    assert all(rows[name]["warning"] is None for name in classified - {"tiny.png", "strip.png"})
+    for name in ("notes.txt", "drawing.eps", "empty.jpg", "gone.jpg", "loop.jpg", "linked"):
+        (folder / name).unlink()
+    assert main(["predict", str(bundle_dir), str(folder), "--format", "json", "--out", str(out), "--force"]) == 0
+
+
+def test_large_jpegs_are_decoded_reduced_as_the_input_spec_says_unless_asked_for_in_full(bundle_dir, trained_run,
+                                                                                        tmp_path):
+    big = tmp_path / "big.jpg"
+    Image.open(validation_files(trained_run)[0]).resize((600, 450), Image.Resampling.BICUBIC).save(big, quality=92)
+    manifest = json.loads((bundle_dir / "bundle.json").read_text())
+    assert all(entry["input"]["resize"]["jpeg_draft"] for entry in manifest["artifacts"].values())
+    reduced, exact = Classifier.load(bundle_dir, "float32.onnx"), Classifier.load(bundle_dir, "float32.onnx", jpeg_draft=False)
+    assert reduced.decoded(big).size == (300, 225) and exact.decoded(big).size == (600, 450)  # 1/2 keeps >= 4 x 32
+    assert np.abs(reduced.pixels(big).astype(int) - exact.pixels(big)).mean() < 3
+    out = tmp_path / "rows.json"
+    assert main(["predict", str(bundle_dir), str(big), "--artifact", "float32.onnx", "--full-decode", "--format", "json",
+                 "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["results"][0]
+    expected = exact.predict(big).probabilities
+    assert expected != reduced.predict(big).probabilities  # the two decodes differ, so this checks --full-decode
+    assert [row[c] for c in expected] == pytest.approx(list(expected.values()), abs=1e-6)
+    copy = tmp_path / "older"  # a bundle exported before reduced decoding: its figures came from full decodes
+    shutil.copytree(bundle_dir, copy)
+    for entry in manifest["artifacts"].values():
+        del entry["input"]["resize"]["jpeg_draft"]
+    rewrite_bundle(copy, manifest)
+    assert Classifier.load(copy, "float32.onnx").decoded(big).size == (600, 450)
 
 
 def test_inference_runs_where_tensorflow_cannot_be_imported(bundle_dir, trained_run):

@@ -68,7 +68,7 @@ def evaluation_images(bundle: dict[str, Any], data_dir: Path | None) -> tuple[np
     pixels, labels = [], []
     for relpath, label, sha in source["validation_files"]:
         try:
-            decoded = read_image(root / relpath)
+            decoded = read_image(root / relpath, preprocessing.draft_side)
         except UnreadableImage as exc:
             raise EdgelesionError(f"validation image {root / relpath}: {exc}; pass --data DIR to benchmark on "
                                   "another folder") from exc

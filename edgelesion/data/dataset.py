@@ -139,7 +139,7 @@ def load_dataset(
 
     def decode(record: ImageRecord) -> tuple[str, int, np.ndarray] | str:
         try:
-            decoded = read_image(root / record.relpath)
+            decoded = read_image(root / record.relpath, preprocessing.draft_side)
         except UnreadableImage as exc:
             return str(exc)
         phash = int(str(imagehash.phash(decoded.image)), 16)

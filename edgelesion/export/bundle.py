@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgelesion import __version__
 from edgelesion.fileio import write_json, write_text
 from edgelesion.metrics import format_estimate
 from edgelesion.preprocessing import Preprocessing
@@ -28,9 +31,29 @@ def input_spec(artifact: str, preprocessing: Preprocessing) -> dict[str, Any]:
         "quantization": (dict(zip(("scale", "zero_point"), preprocessing.uint8_quantization))
                          if quantized_input else None),
         "resize": {"size": [size, size], "method": preprocessing.resize_method, "library": "Pillow",
-                   "keep_aspect_ratio": False},
+                   "keep_aspect_ratio": False, "jpeg_draft": preprocessing.jpeg_draft,
+                   "jpeg_decode": (f"a JPEG of at least {2 * preprocessing.draft_side} px per side is decoded reduced "
+                                   f"(Pillow draft) to no less than {preprocessing.draft_side} px, then resized; "
+                                   "the bundle's figures were measured this way") if preprocessing.jpeg_draft
+                                  else "every JPEG decoded in full, then resized"},
         "scaling": f"inside the model (pixels * {preprocessing.scale:.6g} + {preprocessing.offset:.6g})",
     }
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What an artifact file carries about itself, so it is usable and checkable away from its bundle."""
+
+    artifact: str
+    classes: list[str]
+    preprocessing: Preprocessing
+    source_model_sha256: str  # of the run's best.keras, the model the file was converted from
+
+    def onnx_properties(self) -> dict[str, str]:
+        """ONNX metadata_props: labels in output order, the input spec, the edgelesion version, the source."""
+        return {"edgelesion_labels": json.dumps(self.classes),
+                "edgelesion_input": json.dumps(input_spec(self.artifact, self.preprocessing)),
+                "edgelesion_version": __version__, "edgelesion_source_model_sha256": self.source_model_sha256}
 
 
 def output_spec(classes: list[str]) -> dict[str, Any]:

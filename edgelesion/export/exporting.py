@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from edgelesion._tf import keras
-from edgelesion.export.bundle import BUNDLE_SCHEMA_VERSION, input_spec, output_spec, write_bundle_files
+from edgelesion.export.bundle import (BUNDLE_SCHEMA_VERSION, ModelDescription, input_spec, output_spec,
+                                      write_bundle_files)
 from edgelesion.export.calibration import CALIBRATION_IMAGES, calibration_sample
 from edgelesion.errors import CheckFailed, EdgelesionError
 from edgelesion.data.dataset import LoadedDataset
@@ -20,7 +21,6 @@ from edgelesion.train.evaluation import predict, recorded_splits
 from edgelesion.fileio import replace_dir, sha256_file, staging_dir
 from edgelesion.export.mediapipe_check import INSTALL_HINT, mediapipe_agreement
 from edgelesion.metrics import classification_metrics, scored_class_indices
-from edgelesion.preprocessing import Preprocessing
 from edgelesion.export.parity import CONVERSION_TOLERANCE, DEFAULT_TOLERANCES, Tolerance, compare, failures
 from edgelesion.provenance import provenance
 from edgelesion.export.qat import QATConfig, qat_finetune
@@ -64,14 +64,28 @@ def file_list_fingerprint(rows: list[tuple[str, str, str]]) -> str:
     return hashlib.sha256("".join(f"{p}\t{l}\t{s}\n" for p, l, s in rows).encode()).hexdigest()
 
 
-def _write_artifact(name: str, target: Path, float_model: keras.Model, calibration: np.ndarray, staging: Path) -> None:
-    """Every artifact but int8.tflite (see export_int8_tflite)."""
+def described_tflite(tflite: bytes, description: ModelDescription) -> bytes:
+    """A .tflite file with its metadata (labels, input spec) inside; unchanged, with a warning, without mediapipe,
+    whose generated metadata-schema modules write it."""
+    try:
+        from edgelesion.export.tflite_metadata import with_metadata
+    except ImportError:
+        print(f"  warning: {description.artifact} gets no metadata (labels) inside: mediapipe is not installed "
+              f"({INSTALL_HINT})")
+        return tflite
+    return with_metadata(tflite, description)
+
+
+def _write_artifact(target: Path, float_model: keras.Model, calibration: np.ndarray, staging: Path,
+                    description: ModelDescription) -> None:
+    """Every artifact but int8.tflite (see export_int8_tflite), with its description inside."""
     from edgelesion.export import onnx_export, tflite_export
 
+    name = description.artifact
     if name == "float32.tflite":
-        target.write_bytes(tflite_export.convert_float32(float_model))
+        target.write_bytes(described_tflite(tflite_export.convert_float32(float_model), description))
     elif name == "float16.tflite":
-        target.write_bytes(tflite_export.convert_float16(float_model))
+        target.write_bytes(described_tflite(tflite_export.convert_float16(float_model), description))
     elif name == "float32.onnx":
         onnx_export.convert_float32(float_model, target)
     elif name == "int8.onnx":
@@ -81,6 +95,8 @@ def _write_artifact(name: str, target: Path, float_model: keras.Model, calibrati
             float_onnx = staging / ".float32-for-int8.onnx"
         onnx_export.quantize_static_int8(float_onnx, target, calibration)
         (staging / ".float32-for-int8.onnx").unlink(missing_ok=True)
+    if name.endswith(".onnx"):
+        onnx_export.write_metadata(target, description.onnx_properties())
 
 
 def _closeness(entry: dict[str, Any], missed: list[str], method: str) -> tuple:
@@ -92,7 +108,7 @@ def _closeness(entry: dict[str, Any], missed: list[str], method: str) -> tuple:
 
 
 def export_int8_tflite(staging: Path, method: str, float_model: keras.Model, quantized_core: keras.Model | None,
-                       calibration: np.ndarray, preprocessing: Preprocessing,
+                       calibration: np.ndarray, description: ModelDescription,
                        validate: Callable[[Path, dict[str, np.ndarray]], tuple[dict[str, Any], list[str]]],
                        references: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[str]]:
     """Write int8.tflite by QAT, by post-training quantization, or (method "auto") both, shipping the one that
@@ -103,9 +119,10 @@ def export_int8_tflite(staging: Path, method: str, float_model: keras.Model, qua
     for candidate in (("qat", "ptq") if method == "auto" else (method,)):
         path = staging / f".int8-{candidate}.tflite"
         if candidate == "qat":
-            path.write_bytes(tflite_export.convert_int8_qat(quantized_core, calibration, preprocessing))
+            converted = tflite_export.convert_int8_qat(quantized_core, calibration, description.preprocessing)
         else:
-            path.write_bytes(tflite_export.convert_int8_ptq(float_model, calibration, preprocessing))
+            converted = tflite_export.convert_int8_ptq(float_model, calibration, description.preprocessing)
+        path.write_bytes(described_tflite(converted, description))
         print(f"  int8.tflite by {'quantization-aware training' if candidate == 'qat' else 'post-training quantization'}:")
         entry, missed = validate(path, references if candidate == "qat" else {"float": references["float"]})
         if candidate == "qat":  # is the file faithful to the QAT model it was converted from?
@@ -138,7 +155,8 @@ def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], 
     validation probabilities) and the reasons it misses `tolerance` (none when it passes).
     int8.tflite is also run in MediaPipe's ImageClassifier, which must give LiteRT's top-1.
     """
-    probs = predict_in_batches(open_runner(path), val.images)
+    runner = open_runner(path)
+    probs = predict_in_batches(runner, val.images)
     parity = {f"vs_{ref}": compare(ref_probs, probs, val.labels, scored, positive) for ref, ref_probs in references.items()}
     judged = parity["vs_float"]
     missed = failures(name, judged, tolerance, "float")
@@ -147,7 +165,10 @@ def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], 
         "runtime": "LiteRT" if name.endswith(".tflite") else "onnxruntime", "reference": "float",
         "tolerance": tolerance.to_dict(), "parity": parity,
         "melanoma_alert": melanoma_threshold(probs, val.labels, positive, melanoma_sensitivity),
+        "labels_inside": runner.labels is not None,  # metadata written (export/README.md)
     }
+    if runner.labels not in (None, val.classes):
+        missed.append(f"{name}: the labels inside the file {runner.labels} are not the classes {val.classes}")
     if name == "int8.tflite":
         try:
             entry["mediapipe"] = mediapipe_agreement(path, val.images, probs)
@@ -158,6 +179,9 @@ def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], 
             if entry["mediapipe"]["top1_agreement_with_litert"] < 1.0:
                 missed.append(f"{name}: MediaPipe ImageClassifier top-1 agrees with LiteRT on only "
                               f"{entry['mediapipe']['top1_agreement_with_litert']:.4f} of the images")
+            if runner.labels is not None and entry["mediapipe"]["category_names"] != val.classes:
+                missed.append(f"{name}: MediaPipe ImageClassifier names the classes {entry['mediapipe']['category_names']}, "
+                              f"not {val.classes}")
     entry["passed"] = not missed
     verdict = "ok" if not missed else "FAILED: " + "; ".join(missed)
     sure = judged["sure_top1_agreement"]
@@ -193,6 +217,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
     check_output_dir(out, force)
     info = read_run(run.root)
     float_model = keras.models.load_model(run.best_model)
+    source_sha256 = sha256_file(run.best_model)
     train, val = recorded_splits(run, info, "train", "val")
     classes, config = info.classes, info.config
     calibration = calibration_sample(train.images, n=options.calibration_images, seed=config.seed)
@@ -217,11 +242,12 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
                 return validate_artifact(name, path, refs, val, scored, positive, options.tolerances[name],
                                          options.melanoma_sensitivity)
 
+            description = ModelDescription(name, classes, config.preprocessing, source_sha256)
             if name == "int8.tflite":
                 entry, missed = export_int8_tflite(staging, options.int8, float_model, quantized_core, calibration,
-                                                   config.preprocessing, validate, references)
+                                                   description, validate, references)
             else:
-                _write_artifact(name, staging / name, float_model, calibration, staging)
+                _write_artifact(staging / name, float_model, calibration, staging, description)
                 entry, missed = validate(staging / name, references)
             entry["input"] = input_spec(name, config.preprocessing)
             artifacts[name], problems = entry, problems + missed

@@ -25,6 +25,18 @@ def convert_float32(model: keras.Model, target: Path) -> None:
     tf2onnx.convert.from_keras(model, input_signature=signature, opset=OPSET, output_path=str(target))
 
 
+def write_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Set `metadata` (ModelDescription.onnx_properties) as the ONNX file's metadata_props, replacing any
+    earlier ones (onnxruntime reads them as custom metadata)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
 def quantize_static_int8(float_onnx: Path, target: Path, calibration: np.ndarray) -> None:
     """Int8 QDQ ONNX from the float32 ONNX, calibrated on the shared calibration sample (onnxruntime).
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from edgelesion.errors import EdgelesionError
 from edgelesion.infer.bundle_reader import bundle_preprocessing, read_bundle, verified_artifact
-from edgelesion.images import UnreadableImage, read_image, to_model_input, to_rgb
+from edgelesion.images import UnreadableImage, read_image, small_image_warning, to_model_input, to_rgb
 from edgelesion.infer.runtimes import Runner, open_runner
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
@@ -34,6 +34,7 @@ class Prediction:
     probabilities: dict[str, float]
     melanoma_alert: bool | None  # melanoma probability >= the bundle's threshold; None without one
     source: str | None = None  # the file path, when the input was a file
+    warning: str | None = None  # why this answer deserves less trust (an image far smaller than the model's input)
 
 
 @dataclass(frozen=True)
@@ -47,52 +48,76 @@ class FailedImage:
 class Classifier:
     """A bundle artifact loaded on its runtime, with the bundle's input spec and labels."""
 
-    def __init__(self, bundle: dict[str, Any], artifact: str, runner: Runner) -> None:
+    def __init__(self, bundle: dict[str, Any], artifact: str, runner: Runner, *, jpeg_draft: bool | None = None
+                 ) -> None:
         self.bundle, self.artifact, self.runner = bundle, artifact, runner
         self.classes: list[str] = bundle["classes"]
         self.preprocessing = bundle_preprocessing(bundle, artifact)
+        if jpeg_draft is not None:  # False: the exact path, every JPEG decoded in full
+            self.preprocessing = replace(self.preprocessing, jpeg_draft=jpeg_draft)
         alert = bundle["artifacts"][artifact].get("melanoma_alert") or {}
         self.melanoma_threshold: float | None = alert.get("threshold")
         positive = bundle["source_run"]["config"]["positive_class"]  # "melanoma" unless trained otherwise
         self.melanoma_index = self.classes.index(positive) if positive in self.classes else None
 
     @classmethod
-    def load(cls, bundle_dir: str | Path, artifact: str = "int8.tflite", *, threads: int | None = None) -> Classifier:
-        """Open `artifact` of the bundle in `bundle_dir` after checking its sha256 against bundle.json."""
+    def load(cls, bundle_dir: str | Path, artifact: str = "int8.tflite", *, threads: int | None = None,
+             jpeg_draft: bool | None = None) -> Classifier:
+        """Open `artifact` of the bundle in `bundle_dir` after checking its sha256 against bundle.json.
+
+        `jpeg_draft`: None decodes JPEGs as the bundle's input spec says; False decodes every JPEG in full (exact,
+        slower on large photos); True decodes large JPEGs reduced (see Preprocessing.jpeg_draft).
+        """
         bundle_dir = Path(bundle_dir)
         bundle = read_bundle(bundle_dir)
         path = verified_artifact(bundle_dir, bundle, artifact)
         entry = bundle["artifacts"][artifact]
         if not entry.get("passed", True):
             print(f"warning: {artifact} missed its parity tolerance at export (kept with --keep-failed)")
-        return cls(bundle, artifact, open_runner(path, threads))
+        runner = open_runner(path, threads)
+        if runner.labels is not None and runner.labels != bundle["classes"]:
+            raise EdgelesionError(f"{path}: the labels inside the file {runner.labels} disagree with bundle.json's "
+                                  f"classes {bundle['classes']}; every prediction would be mislabelled: copy the "
+                                  "bundle again from the original")
+        return cls(bundle, artifact, runner, jpeg_draft=jpeg_draft)
 
-    def pixels(self, image: ImageInput) -> np.ndarray:
-        """The model input for one image: a path, a PIL image, or an HxWx3 (or HxW) uint8 array."""
+    def decoded(self, image: ImageInput) -> Image.Image:
+        """One image as upright RGB: a path, a PIL image, or an HxWx3 (or HxW) uint8 array."""
         if isinstance(image, (str, Path)):
             try:
-                return to_model_input(read_image(image).image, self.preprocessing)
+                return read_image(image, self.preprocessing.draft_side).image
             except UnreadableImage as exc:
                 raise EdgelesionError(f"{image}: {exc}") from exc
         if isinstance(image, Image.Image):
-            return to_model_input(to_rgb(image), self.preprocessing)
+            return to_rgb(image)
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
                 raise EdgelesionError(f"an array image must be HxWx3 (RGB) or HxW uint8, not {image.dtype} {image.shape}")
-            return to_model_input(to_rgb(Image.fromarray(image)), self.preprocessing)
+            return to_rgb(Image.fromarray(image))
         raise EdgelesionError(f"cannot classify a {type(image).__name__}: pass a path, a PIL image or a uint8 array")
 
-    def _result(self, probabilities: np.ndarray, source: str | None) -> Prediction:
+    def pixels(self, image: ImageInput) -> np.ndarray:
+        """The model input for one image (see `decoded` for what an image may be)."""
+        return to_model_input(self.decoded(image), self.preprocessing)
+
+    def _prepared(self, image: ImageInput) -> tuple[np.ndarray, str | None]:
+        """The model input and, for an image far smaller than the model's input, a warning."""
+        decoded = self.decoded(image)
+        return (to_model_input(decoded, self.preprocessing),
+                small_image_warning(decoded.size, self.preprocessing.image_size))
+
+    def _result(self, probabilities: np.ndarray, source: str | None, warning: str | None) -> Prediction:
         alert = None
         if self.melanoma_threshold is not None and self.melanoma_index is not None:
             alert = bool(probabilities[self.melanoma_index] >= self.melanoma_threshold)
         return Prediction(self.classes[int(probabilities.argmax())],
-                          {name: float(p) for name, p in zip(self.classes, probabilities)}, alert, source)
+                          {name: float(p) for name, p in zip(self.classes, probabilities)}, alert, source, warning)
 
     def predict(self, image: ImageInput) -> Prediction:
         """Classify one image."""
         source = str(image) if isinstance(image, (str, Path)) else None
-        return self._result(self.runner.predict(self.pixels(image)[None])[0], source)
+        pixels, warning = self._prepared(image)
+        return self._result(self.runner.predict(pixels[None])[0], source, warning)
 
     def predict_many(self, images: Iterable[ImageInput], *, batch_size: int = 32, progress: bool = False,
                      workers: int = 4) -> Iterator[Prediction | FailedImage]:
@@ -104,10 +129,10 @@ class Classifier:
         bar = tqdm(total=len(items) if progress else None, unit="img", desc="predicting",  # type: ignore[arg-type]
                    disable=not progress)
 
-        def load(item: ImageInput) -> tuple[str | None, np.ndarray | str]:
+        def load(item: ImageInput) -> tuple[str | None, tuple[np.ndarray, str | None] | str]:
             source = str(item) if isinstance(item, (str, Path)) else None
             try:
-                return source, self.pixels(item)
+                return source, self._prepared(item)
             except EdgelesionError as exc:
                 return source, str(exc)
 
@@ -122,12 +147,13 @@ class Classifier:
                 yield from self._run_batch([pending.popleft().result() for _ in range(min(batch_size, len(pending)))], bar)
         bar.close()
 
-    def _run_batch(self, loaded: list[tuple[str | None, np.ndarray | str]], bar: tqdm) -> Iterator[Prediction | FailedImage]:
-        good = [pixels for _, pixels in loaded if isinstance(pixels, np.ndarray)]
+    def _run_batch(self, loaded: list[tuple[str | None, tuple[np.ndarray, str | None] | str]], bar: tqdm
+                   ) -> Iterator[Prediction | FailedImage]:
+        good = [prepared[0] for _, prepared in loaded if not isinstance(prepared, str)]
         probabilities = iter(self.runner.predict(np.stack(good)) if good else [])
-        for source, pixels in loaded:
-            if isinstance(pixels, np.ndarray):
-                yield self._result(next(probabilities), source)
+        for source, prepared in loaded:
+            if isinstance(prepared, str):
+                yield FailedImage(source or "<image>", prepared)
             else:
-                yield FailedImage(source or "<image>", pixels)
+                yield self._result(next(probabilities), source, prepared[1])
         bar.update(len(loaded))

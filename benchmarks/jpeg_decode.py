@@ -1,0 +1,106 @@
+"""Reduced JPEG decoding (Pillow's draft mode) against a full decode, on dermatoscope-sized photos.
+
+    .venv/bin/python -m benchmarks.jpeg_decode export/lite0-fold0 --images 300
+
+The shared images are 180x180; users' photos are 1024x768 to 6000x4000. A sample of the shared images is
+re-encoded (bicubic upscale, JPEG quality 90) at 1024x768 and 4000x3000 into runs/benchmarks/jpeg-decode
+(git-ignored; decode cost depends on pixel count, not content). For each size:
+- decode + resize time per image, one thread, full against reduced;
+- `edgelesion predict`'s own throughput (Classifier.predict_many on int8.tflite, all cores), full against reduced;
+- for every artifact of the bundle, top-1 agreement and the largest probability difference between the two.
+Goal (4000x3000): predict >= 4x faster, >= 99.5% top-1 agreement per artifact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from benchmarks.common import DATA, RESULTS, RUNS, record, require_data
+from edgelesion import Classifier
+from edgelesion.fileio import read_json, write_text
+from edgelesion.images import IMAGE_SUFFIXES
+
+SIZES = {"1024x768": (1024, 768), "4000x3000": (4000, 3000)}
+
+
+def reencoded(files: list[Path], size: tuple[int, int]) -> list[Path]:
+    """`files` upscaled to `size` and saved as JPEG (quality 90) once, under runs/benchmarks/jpeg-decode."""
+    folder = RUNS / "jpeg-decode" / f"{size[0]}x{size[1]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = [folder / f"{f.parent.name.replace(' ', '_')}__{f.stem}.jpg" for f in files]
+    for source, target in tqdm(list(zip(files, targets)), desc=f"re-encoding at {size[0]}x{size[1]}", unit="img"):
+        if not target.exists():
+            Image.open(source).convert("RGB").resize(size, Image.Resampling.BICUBIC).save(target, quality=90)
+    return targets
+
+
+def decode_seconds(classifier: Classifier, files: list[Path]) -> tuple[np.ndarray, float]:
+    """Every file's model input, and the median decode + resize time per image on this thread."""
+    pixels, times = [], []
+    for f in files:
+        start = time.perf_counter()
+        pixels.append(classifier.pixels(f))
+        times.append(time.perf_counter() - start)
+    return np.stack(pixels), float(np.median(times))
+
+
+def predict_throughput(classifier: Classifier, files: list[Path]) -> float:
+    """Images/s of predict_many (decoding in threads ahead of inference), as `edgelesion predict` runs it."""
+    start = time.perf_counter()
+    for _ in classifier.predict_many(files, batch_size=32):
+        pass
+    return len(files) / (time.perf_counter() - start)
+
+
+def compare(bundle: Path, files: list[Path]) -> dict:
+    """Full against reduced decoding of `files` with every artifact of `bundle`."""
+    artifacts = list(read_json(bundle / "bundle.json")["artifacts"])
+    reduced, full = (Classifier.load(bundle, "int8.tflite", jpeg_draft=draft) for draft in (True, False))
+    reduced_pixels, reduced_ms = decode_seconds(reduced, files)
+    full_pixels, full_ms = decode_seconds(full, files)
+    result = {"images": len(files), "decoded_size_reduced": list(reduced.decoded(files[0]).size),
+              "decode_resize_ms_median": {"full": full_ms * 1e3, "reduced": reduced_ms * 1e3},
+              "decode_speedup": full_ms / reduced_ms,
+              "predict_images_per_second": {"full": predict_throughput(full, files),
+                                            "reduced": predict_throughput(reduced, files)},
+              "artifacts": {}}
+    result["predict_speedup"] = result["predict_images_per_second"]["reduced"] / result["predict_images_per_second"]["full"]
+    for name in artifacts:
+        runner = Classifier.load(bundle, name).runner
+        a, b = runner.predict(full_pixels), runner.predict(reduced_pixels)
+        result["artifacts"][name] = {"top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
+                                     "max_probability_difference": float(np.abs(a - b).max())}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("bundle", type=Path, help="a bundle made by 'edgelesion export'")
+    parser.add_argument("--images", type=int, default=300, help="shared images to re-encode (default 300)")
+    args = parser.parse_args()
+    require_data()
+    everything = sorted(p for p in DATA.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    sample = everything[:: max(1, len(everything) // args.images)][: args.images]  # spread over every class
+    results = {tag: compare(args.bundle, reencoded(sample, size)) for tag, size in SIZES.items()}
+    record("jpeg_decode", {"bundle": args.bundle.name, "sizes": results})
+    rows = ["| photo size | decoded (reduced) | decode + resize ms, full / reduced | predict img/s, full / reduced "
+            "| predict speed-up | per artifact: top-1 agreement, max prob diff |", "|---|---|---:|---:|---:|---|"]
+    for tag, r in results.items():
+        ms, ips = r["decode_resize_ms_median"], r["predict_images_per_second"]
+        agreement = "; ".join(f"{name} {a['top1_agreement']:.1%}, {a['max_probability_difference']:.3f}"
+                              for name, a in r["artifacts"].items())
+        rows.append(f"| {tag} ({r['images']} images) | {r['decoded_size_reduced'][0]}x{r['decoded_size_reduced'][1]} "
+                    f"| {ms['full']:.1f} / {ms['reduced']:.1f} | {ips['full']:.1f} / {ips['reduced']:.1f} "
+                    f"| {r['predict_speedup']:.1f}x | {agreement} |")
+    write_text(RESULTS / "jpeg_decode.md", "\n".join(rows) + "\n")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
