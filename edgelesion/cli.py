@@ -301,6 +301,8 @@ def _add_benchmark(sub: argparse._SubParsersAction, summary: str) -> None:
                                    "intervals, single-image latency (1 thread and all cores), throughput, size, load "
                                    "time and memory. Several bundles are compared in one table and chart.")
     p.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE", help="bundle folder(s) made by 'edgelesion export'")
+    p.add_argument("--run", type=Path, metavar="RUN", help="the training run the bundle was exported from (default: "
+                   "where bundle.json records it, relative to the bundle); one bundle only")
     p.add_argument("--data", type=Path, help="evaluation folder of class subfolders (default: the run's validation split)")
     p.add_argument("--out", type=Path, help="folder for benchmark.json, benchmark.md and charts "
                                             "(default: BUNDLE-benchmark, or benchmark-comparison for several)")
@@ -319,10 +321,13 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise EdgelesionError(f"{out} already exists: choose another --out or pass --force")
     config = BenchmarkConfig(runs=args.runs, warmup=args.warmup)
+    if several and args.run:
+        raise EdgelesionError("--run names the run of one bundle: benchmark the bundles one at a time, or keep each "
+                              "bundle where its run is recorded (relative to the bundle)")
     if several:
         compare_bundles(args.bundles, out, data_dir=args.data, config=config)
     else:
-        run_benchmark(args.bundles[0], out, data_dir=args.data, config=config)
+        run_benchmark(args.bundles[0], out, run_dir=args.run, data_dir=args.data, config=config)
     print((out / ("comparison.md" if several else "benchmark.md")).read_text())
     return 0
 

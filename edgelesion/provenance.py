@@ -91,10 +91,18 @@ def machine_info() -> dict[str, Any]:
     return {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "platform": platform.platform()}
 
 
-def provenance() -> dict[str, Any]:
-    """Command line, time, git commit, machine and library versions, for a results folder."""
+def _without_machine_path(argument: str) -> str:
+    """An absolute path (alone or as --option=PATH) reduced to its last part."""
+    option, equals, value = argument.partition("=") if argument.startswith("-") else ("", "", argument)
+    return option + equals + (Path(value).name if Path(value).is_absolute() else value)
+
+
+def provenance(portable: bool = False) -> dict[str, Any]:
+    """Command line, time, git commit, machine and library versions, for a results folder; `portable` names each
+    absolute path of the command line by its last part only (for files that leave the machine)."""
+    arguments = [_without_machine_path(arg) if portable else arg for arg in sys.orig_argv[1:]]
     return {
-        "command": shlex.join([Path(sys.orig_argv[0]).name, *sys.orig_argv[1:]]),
+        "command": shlex.join([Path(sys.orig_argv[0]).name, *arguments]),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "machine": machine_info(),

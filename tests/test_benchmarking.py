@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -16,13 +17,19 @@ from tests.conftest import rewrite_bundle
 QUICK = BenchmarkConfig(warmup=2, runs=10, batch_size=8, resamples=100)
 
 
+def run_without_keras_model(trained_run, folder):
+    """A copy of the run whose best.keras is gone: float32.tflite stands in (quicker: no TensorFlow subprocess)."""
+    shutil.copytree(trained_run, folder, ignore=shutil.ignore_patterns("best.keras", "checkpoints", "qat"))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def benchmark(bundle_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "result"
     return run_benchmark(bundle_dir, out, config=QUICK, progress=False), out
 
 
-def test_every_artifact_and_the_baseline_are_measured(benchmark, bundle_dir):
+def test_every_artifact_and_the_baseline_are_measured(benchmark, bundle_dir, trained_run):
     result, out = benchmark
     bundle = json.loads((bundle_dir / "bundle.json").read_text())
     assert result["baseline"] == "keras float model"
@@ -52,7 +59,8 @@ def test_every_artifact_and_the_baseline_are_measured(benchmark, bundle_dir):
     # every conv and Dense kernel weight takes part in at least one multiply-add per image
     from edgelesion._tf import keras
 
-    model = keras.models.load_model(bundle["source_run"]["best_model"])
+    assert result["run"] == str(trained_run.resolve())  # found where bundle.json records it, relative to the bundle
+    model = keras.models.load_model(trained_run / "best.keras")
     kernels = sum(int(np.prod(l.kernel.shape)) for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense)))
     assert result["model_flops_per_image"] >= 2 * kernels > 0
     assert result["machine_peak"]["1_thread_gflops"] > 0 and result["machine_peak"]["int8"]["1_thread_gops"] > 0
@@ -69,14 +77,23 @@ def test_every_artifact_and_the_baseline_are_measured(benchmark, bundle_dir):
     assert "int8.tflite is " in report and "x the speed of float32.tflite at 1 thread" in report
 
 
-def test_float32_tflite_stands_in_when_the_run_is_gone(bundle_dir, tmp_path):
-    copy = tmp_path / "bundle"
+def test_a_moved_bundle_names_its_run_with_run_and_float32_tflite_stands_in_for_a_gone_model(
+        bundle_dir, trained_run, tmp_path, capsys):
+    copy = tmp_path / "moved" / "bundle"  # elsewhere: the run is no longer where bundle.json says, relative to it
     shutil.copytree(bundle_dir, copy)
     manifest = json.loads((copy / "bundle.json").read_text())
-    manifest["source_run"]["best_model"] = str(tmp_path / "gone.keras")
     manifest["artifacts"] = {"float32.tflite": manifest["artifacts"]["float32.tflite"]}
     rewrite_bundle(copy, manifest)
-    result = run_benchmark(copy, tmp_path / "out", config=QUICK, progress=False)
+    with pytest.raises(EdgelesionError, match=f"the run '{trained_run.name}' this bundle was exported from is not at "
+                                              ".*pass --run RUN"):
+        run_benchmark(copy, tmp_path / "out", config=QUICK, progress=False)
+    other = tmp_path / "retrained"
+    shutil.copytree(trained_run, other, ignore=shutil.ignore_patterns("checkpoints", "qat"))
+    (other / "best.keras").write_bytes((other / "best.keras").read_bytes() + b"\0")  # another model
+    assert main(["benchmark", str(copy), "--run", str(other), "--out", str(tmp_path / "out")]) == 2
+    assert "is not the model" in capsys.readouterr().err
+    result = run_benchmark(copy, tmp_path / "out", run_dir=run_without_keras_model(trained_run, tmp_path / "run"),
+                           config=QUICK, progress=False)
     assert result["baseline"].startswith("float32.tflite (standing in")
     assert result["model_flops_per_image"] is None
 
@@ -93,16 +110,17 @@ def test_missing_or_corrupted_artifacts_are_refused(bundle_dir, tmp_path, capsys
     assert not (tmp_path / "out").exists()
 
 
-def test_several_bundles_share_one_table_and_chart(bundle_dir, tmp_path):
+def test_several_bundles_share_one_table_and_chart(bundle_dir, trained_run, tmp_path):
     from edgelesion.bench.benchmarking import compare_bundles
 
+    run = run_without_keras_model(trained_run, tmp_path / "run")
     for name in ("float", "quantized"):
         copy = tmp_path / name
         shutil.copytree(bundle_dir, copy)
         manifest = json.loads((copy / "bundle.json").read_text())
         keep = "float32.tflite" if name == "float" else "int8.tflite"
         manifest["artifacts"] = {kept: manifest["artifacts"][kept] for kept in ("float32.tflite", keep)}
-        manifest["source_run"]["best_model"] = str(tmp_path / "gone.keras")  # quicker: no TensorFlow subprocess
+        manifest["source_run"]["relative_path"] = os.path.relpath(run, copy)  # the run without its Keras model
         rewrite_bundle(copy, manifest)
     results = compare_bundles([tmp_path / "float", tmp_path / "quantized"], tmp_path / "cmp", config=QUICK,
                               progress=False)
@@ -114,18 +132,19 @@ def test_several_bundles_share_one_table_and_chart(bundle_dir, tmp_path):
 
 
 def test_benchmark_of_an_external_folder_names_its_gap_and_never_replaces_results_without_force(
-        bundle_dir, tmp_path, capsys):
+        bundle_dir, trained_run, tmp_path, capsys):
     from tests.conftest import write_dataset
 
     copy = tmp_path / "bundle"  # quicker: two artifacts, float32.tflite standing in for the Keras model
     shutil.copytree(bundle_dir, copy)
     bundle = json.loads((copy / "bundle.json").read_text())
     bundle["artifacts"] = {name: bundle["artifacts"][name] for name in ("float32.tflite", "int8.onnx")}
-    bundle["source_run"]["best_model"] = str(tmp_path / "gone.keras")
     rewrite_bundle(copy, bundle)
+    run = run_without_keras_model(trained_run, tmp_path / "run")
     external = write_dataset(tmp_path / "external", per_class=6, seed=7)
     out = tmp_path / "bench"
-    args = ["benchmark", str(copy), "--data", str(external), "--out", str(out), "--runs", "3", "--warmup", "1"]
+    args = ["benchmark", str(copy), "--run", str(run), "--data", str(external), "--out", str(out), "--runs", "3",
+            "--warmup", "1"]
     assert main(args) == 0
     result = json.loads((out / "benchmark.json").read_text())
     assert result["external_data"] and str(external) in result["evaluation_set"]
@@ -142,19 +161,18 @@ def test_benchmark_of_an_external_folder_names_its_gap_and_never_replaces_result
     assert main(args + ["--force"]) == 0 and (out / "benchmark.json").read_bytes() != before  # new timings
 
 
-def test_a_changed_validation_image_is_refused(bundle_dir, tmp_path):
+def test_a_changed_validation_image_is_refused(bundle_dir, trained_run, tmp_path):
     from PIL import Image
 
-    copy, data = tmp_path / "bundle", tmp_path / "data"
-    shutil.copytree(bundle_dir, copy)
-    manifest = json.loads((copy / "bundle.json").read_text())
-    shutil.copytree(manifest["source_run"]["data_dir"], data)
-    manifest["source_run"]["data_dir"] = str(data)
-    rewrite_bundle(copy, manifest)
+    run, data = run_without_keras_model(trained_run, tmp_path / "run"), tmp_path / "data"
+    config = json.loads((run / "config.json").read_text())
+    shutil.copytree(config["data_dir"], data)
+    (run / "config.json").write_text(json.dumps({**config, "data_dir": str(data)}))  # the run finds the data
+    manifest = json.loads((bundle_dir / "bundle.json").read_text())
     first = data / manifest["source_run"]["validation_files"][0][0]
     pixels = np.asarray(Image.open(first)).copy()
     pixels[0, 0] = 255 - pixels[0, 0]
     Image.fromarray(pixels).save(first, quality=95)
     with pytest.raises(EdgelesionError, match=f"validation image {first} changed since export"):
-        run_benchmark(copy, tmp_path / "out", config=QUICK, progress=False)
+        run_benchmark(bundle_dir, tmp_path / "out", run_dir=run, config=QUICK, progress=False)
     assert not (tmp_path / "out").exists()

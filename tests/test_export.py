@@ -32,14 +32,20 @@ def test_every_artifact_meets_its_parity_tolerance(bundle_dir):
 
 def test_bundle_describes_its_artifacts_and_source(bundle_dir, trained_run):
     bundle = json.loads((bundle_dir / "bundle.json").read_text())
-    assert bundle["schema_version"] == 2
+    assert bundle["schema_version"] == 3
     assert (bundle_dir / "labels.txt").read_text().splitlines() == bundle["classes"] == bundle["output"]["classes"]
     for name, entry in bundle["artifacts"].items():
         assert entry["sha256"] == sha256_file(bundle_dir / name)
         assert entry["size_bytes"] == (bundle_dir / name).stat().st_size
         assert entry["input"]["dtype"] == ("uint8" if name == "int8.tflite" else "float32")
         assert entry["input"]["shape"] == [-1, 32, 32, 3] and entry["input"]["color_order"] == "RGB"
-    assert bundle["source_run"]["path"] == str(trained_run.resolve())
+    # no path of the exporting machine: names, fingerprints, and the run's place relative to the bundle
+    source = bundle["source_run"]
+    assert (bundle_dir / source["relative_path"]).resolve() == trained_run.resolve()
+    assert source["name"] == trained_run.name and source["best_model_sha256"] == sha256_file(trained_run / "best.keras")
+    text = (bundle_dir / "bundle.json").read_text() + (bundle_dir / "MODEL_CARD.md").read_text()
+    data_dir = json.loads((trained_run / "config.json").read_text())["data_dir"]
+    assert str(trained_run.parent) not in text and data_dir not in text and '"/' not in text
     assert bundle["source_run"]["data_fingerprint"] and bundle["source_run"]["validation_fingerprint"]
     assert bundle["provenance"]["versions"]["tf2onnx"].startswith("1.17")
     card = (bundle_dir / "MODEL_CARD.md").read_text()

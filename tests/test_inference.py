@@ -123,7 +123,7 @@ def test_damaged_or_incomplete_bundles_are_refused(bundle_dir, tmp_path):
                                                   r"bundle.json's classes are \['nevus'"):
         Classifier.load(copy, "float32.tflite")  # a consistent bundle.json, but labels.txt says otherwise
     (copy / "bundle.json").write_text(json.dumps({**manifest, "schema_version": manifest["schema_version"] + 1}))
-    with pytest.raises(EdgelesionError, match=r"has bundle schema 3; this edgelesion reads schema 2"):
+    with pytest.raises(EdgelesionError, match=r"has bundle schema 4; this edgelesion reads schema 3"):
         Classifier.load(copy, "float32.tflite")
     (copy / "bundle.json").write_text(json.dumps(manifest)[:-10])  # cut short, as by a full disk
     with pytest.raises(EdgelesionError, match="bundle.json is not valid JSON"):

@@ -21,7 +21,7 @@ from edgelesion.data.audit import ConflictPolicy, prepare_test_set
 from edgelesion.data.dataset import load_dataset
 from edgelesion.errors import EdgelesionError
 from edgelesion.infer.bundle_reader import bundle_preprocessing, read_bundle, verified_artifact
-from edgelesion.fileio import read_csv, replace_dir, staging_dir, write_json
+from edgelesion.fileio import read_csv, read_json, replace_dir, sha256_file, staging_dir, write_json
 from edgelesion.images import UnreadableImage, read_image, to_model_input
 from edgelesion.metrics import classification_metrics, paired_difference, scored_class_indices
 from edgelesion.provenance import provenance
@@ -47,13 +47,28 @@ def verified_bundle(bundle_dir: Path) -> dict[str, Any]:
     return bundle
 
 
-def evaluation_images(bundle: dict[str, Any], data_dir: Path | None) -> tuple[np.ndarray, np.ndarray, str]:
+def source_run(bundle: dict[str, Any], bundle_dir: Path, run_dir: Path | None) -> Path:
+    """The training run the bundle was exported from: `run_dir`, or where bundle.json says it lies relative to the
+    bundle (bundles record no absolute paths). Refused when its best.keras is not the exported model."""
+    source = bundle["source_run"]
+    run = Path(run_dir) if run_dir is not None else (bundle_dir / source["relative_path"]).resolve()
+    if not (run / "config.json").is_file():
+        raise EdgelesionError(f"the run {source['name']!r} this bundle was exported from is not at {run}: pass "
+                              "--run RUN (its folder holds the validation images' location and the float model)")
+    best = run / "best.keras"
+    if best.is_file() and sha256_file(best) != source["best_model_sha256"]:
+        raise EdgelesionError(f"{best} is not the model {bundle_dir} was exported from (its sha256 differs): pass "
+                              "--run with the run that made this bundle")
+    return run
+
+
+def evaluation_images(bundle: dict[str, Any], run: Path, data_dir: Path | None) -> tuple[np.ndarray, np.ndarray, str]:
     """Pixels and labels of the evaluation set: the export's validation files (checked by sha256), or `data_dir`."""
     classes, preprocessing = bundle["classes"], bundle_preprocessing(bundle)
     source = bundle["source_run"]
     if data_dir is not None:
         data = load_dataset(data_dir, preprocessing, classes=classes, min_classes=1)
-        index = Path(source["path"]) / "data_index.csv"
+        index = run / "data_index.csv"
         if not index.is_file():
             raise EdgelesionError(f"--data {data_dir}: the run's {index} is gone, so images shared with the training "
                                   "folder cannot be removed; benchmark on the run's validation split instead")
@@ -64,7 +79,7 @@ def evaluation_images(bundle: dict[str, Any], data_dir: Path | None) -> tuple[np
         return (test.clean.images, test.clean.labels,
                 f"{data_dir} ({len(test.clean.records)} images; {len(test.overlaps)} shared with the training folder "
                 "removed)")
-    root = Path(source["data_dir"])
+    root = Path(read_json(run / "config.json")["data_dir"])  # the run keeps the data's path; the bundle does not
     pixels, labels = [], []
     for relpath, label, sha in source["validation_files"]:
         try:
@@ -104,9 +119,9 @@ def measure_in_subprocess(artifact: Path, pixels_file: Path, scratch: Path, conf
     return timings, np.load((scratch / f"{artifact.name}.1.json").with_suffix(".npy"))
 
 
-def baseline_entry(bundle: dict[str, Any], bundle_dir: Path) -> tuple[str, Path]:
-    """The float Keras model of the source run, or float32.tflite standing in when the run folder is gone."""
-    keras_model = Path(bundle["source_run"]["best_model"])
+def baseline_entry(bundle: dict[str, Any], bundle_dir: Path, run: Path) -> tuple[str, Path]:
+    """The float Keras model of the source run, or float32.tflite standing in when the run's model is gone."""
+    keras_model = run / "best.keras"
     if keras_model.is_file():
         return "keras float model", keras_model
     if "float32.tflite" in bundle["artifacts"]:
@@ -114,19 +129,24 @@ def baseline_entry(bundle: dict[str, Any], bundle_dir: Path) -> tuple[str, Path]
     raise EdgelesionError(f"no float baseline: {keras_model} is gone and the bundle has no float32.tflite")
 
 
-def run_benchmark(bundle_dir: str | Path, out: str | Path, *, data_dir: str | Path | None = None,
-                  config: BenchmarkConfig = BenchmarkConfig(), progress: bool = True) -> dict[str, Any]:
-    """Benchmark every artifact of a bundle and the float baseline; write benchmark.json, benchmark.md and charts."""
+def run_benchmark(bundle_dir: str | Path, out: str | Path, *, run_dir: str | Path | None = None,
+                  data_dir: str | Path | None = None, config: BenchmarkConfig = BenchmarkConfig(),
+                  progress: bool = True) -> dict[str, Any]:
+    """Benchmark every artifact of a bundle and the float baseline; write benchmark.json, benchmark.md and charts.
+
+    `run_dir`: the training run the bundle came from (default: where bundle.json says it lies relative to the bundle).
+    """
     from edgelesion.bench.report import write_report
 
     bundle_dir, out = Path(bundle_dir), Path(out)
     bundle = verified_bundle(bundle_dir)
-    pixels, labels, described = evaluation_images(bundle, Path(data_dir) if data_dir else None)
+    run = source_run(bundle, bundle_dir, Path(run_dir) if run_dir else None)
+    pixels, labels, described = evaluation_images(bundle, run, Path(data_dir) if data_dir else None)
     classes = bundle["classes"]
     scored = scored_class_indices(labels, len(classes), bundle["source_run"]["config"]["min_support"])
     positive_class = bundle["source_run"]["config"]["positive_class"]
     positive = classes.index(positive_class) if positive_class in classes else None
-    baseline_name, baseline_path = baseline_entry(bundle, bundle_dir)
+    baseline_name, baseline_path = baseline_entry(bundle, bundle_dir, run)
     targets = [(baseline_name, baseline_path), *[(name, bundle_dir / name) for name in bundle["artifacts"]]]
     # each artifact's own alert threshold; the float baseline takes float32.tflite's (the same model)
     thresholds = {name: (entry.get("melanoma_alert") or {}).get("threshold") for name, entry in bundle["artifacts"].items()}
@@ -158,13 +178,14 @@ def run_benchmark(bundle_dir: str | Path, out: str | Path, *, data_dir: str | Pa
         add_validation_gap(bundle, baseline_name, rows)
     result = {
         "bundle": str(bundle_dir.resolve()),
+        "run": str(run),
         "evaluation_set": described,
         "external_data": data_dir is not None,
         "baseline": baseline_name,
         "scored_classes": [classes[c] for c in scored],
         "config": vars(config),
         "machine_peak": machine_peak(),
-        "model_flops_per_image": model_flops(bundle),
+        "model_flops_per_image": model_flops(run / "best.keras"),
         "artifacts": rows,
         "provenance": provenance(),
     }
@@ -196,9 +217,9 @@ def _runtime(path: Path) -> str:
     return {".tflite": "LiteRT (XNNPACK)", ".onnx": "onnxruntime (CPU)", ".keras": "TensorFlow"}[path.suffix]
 
 
-def model_flops(bundle: dict[str, Any]) -> int | None:
-    """Floating-point operations per image (2 x multiply-accumulates of conv and dense layers), from the Keras model."""
-    path = Path(bundle["source_run"]["best_model"])
+def model_flops(path: Path) -> int | None:
+    """Floating-point operations per image (2 x multiply-accumulates of conv and dense layers) of a .keras model;
+    None when it is gone."""
     if not path.is_file():
         return None
     from edgelesion._tf import keras

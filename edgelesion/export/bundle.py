@@ -12,7 +12,7 @@ from edgelesion.fileio import write_json, write_text
 from edgelesion.metrics import format_estimate
 from edgelesion.preprocessing import Preprocessing
 
-BUNDLE_SCHEMA_VERSION = 2
+BUNDLE_SCHEMA_VERSION = 3
 
 
 def input_spec(artifact: str, preprocessing: Preprocessing) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
     source = bundle["source_run"]
     bal = validation["balanced_accuracy"]
     lines = [
-        f"# Model card: {source['config']['model']} ({Path(source['path']).name})",
+        f"# Model card: {source['config']['model']} ({source['name']})",
         "",
         "**Not a medical device.** This model is a research artifact. It must not be used to diagnose,",
         "to rule out, or to delay the diagnosis of any skin condition.",
@@ -77,7 +77,7 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
         "for example to measure what quantization costs in accuracy and what it saves in latency.",
         "",
         "## Data",
-        f"Trained on `{source['data_dir']}` (fingerprint `{source['data_fingerprint'][:16]}`), classes: "
+        f"Trained on `{source['data_name']}` (fingerprint `{source['data_fingerprint'][:16]}`), classes: "
         + ", ".join(bundle["classes"]) + ".",
         "Duplicates and conflicting labels were removed by edgelesion's audit; the validation split keeps every",
         "group of identical or near-identical images on one side.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -266,13 +267,14 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
             "int8_method": options.int8,
             "qat": None if quantized_core is None else asdict(options.qat),
             "validation_metrics_float": validation,
-            "source_run": {
-                "path": str(run.root.resolve()), "config": config.to_dict(), "data_dir": str(info.data_dir),
-                "data_fingerprint": info.data_fingerprint, "best_model": str(run.best_model.resolve()),
+            "source_run": {  # names, fingerprints and relative paths only: a bundle carries no machine's paths
+                "name": run.root.name, "relative_path": os.path.relpath(run.root.resolve(), out.resolve()),
+                "config": config.to_dict(), "data_name": info.data_dir.name,
+                "data_fingerprint": info.data_fingerprint, "best_model_sha256": source_sha256,
                 "validation_files": [list(row) for row in val_rows],
                 "validation_fingerprint": file_list_fingerprint(val_rows),
             },
-            "provenance": provenance(),
+            "provenance": provenance(portable=True),
         }
         bundle = sealed(bundle)  # its self-hash last, over everything else
         write_bundle_files(staging, bundle, validation)

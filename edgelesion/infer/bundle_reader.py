@@ -14,7 +14,7 @@ from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import sha256_file
 from edgelesion.preprocessing import Preprocessing
 
-SUPPORTED_SCHEMA = 2
+SUPPORTED_SCHEMA = 3
 SELF_HASH_FIELD = "bundle_sha256"  # sha256 of bundle.json's own content less this field, computed last
 
 
