@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -61,13 +62,16 @@ def remove_litter(target: Path) -> list[Path]:
         match = _OWNED.match(entry.name)
         if not match or match["target"] != target.name or match["host"] != _host() or not _process_gone(int(match["pid"])):
             continue
-        if match["kind"] == "old" and not target.exists():
-            os.replace(entry, target)
-            print(f"put back {target}: a replacement was interrupted (process {match['pid']} stopped) after the old "
-                  "copy was moved aside")
-        else:
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-            print(f"removed {entry}: left by process {match['pid']}, which stopped before finishing")
+        try:  # another command may be cleaning the same place
+            if match["kind"] == "old" and not target.exists():
+                os.replace(entry, target)
+                print(f"put back {target}: a replacement was interrupted (process {match['pid']} stopped) after the "
+                      "old copy was moved aside", file=sys.stderr)
+            else:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                print(f"removed {entry}: left by process {match['pid']}, which stopped before finishing", file=sys.stderr)
+        except FileNotFoundError:
+            continue
         handled.append(entry)
     return handled
 

@@ -92,6 +92,11 @@ def test_a_moved_bundle_names_its_run_with_run_and_float32_tflite_stands_in_for_
     (other / "best.keras").write_bytes((other / "best.keras").read_bytes() + b"\0")  # another model
     assert main(["benchmark", str(copy), "--run", str(other), "--out", str(tmp_path / "out")]) == 2
     assert "is not the model" in capsys.readouterr().err
+    (other / "best.keras").unlink()  # without its model, a run is still checked by the data it was trained on
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "data_fingerprint": "0" * 64}))
+    assert main(["benchmark", str(copy), "--run", str(other), "--out", str(tmp_path / "out")]) == 2
+    assert "was trained on other data" in capsys.readouterr().err
     result = run_benchmark(copy, tmp_path / "out", run_dir=run_without_keras_model(trained_run, tmp_path / "run"),
                            config=QUICK, progress=False)
     assert result["baseline"].startswith("float32.tflite (standing in")

@@ -29,7 +29,7 @@ def test_the_staging_folder_of_a_killed_process_is_removed_by_the_next_one_and_n
         folder.mkdir()
     fresh = staging_dir(target)
     assert not left.exists() and fresh.is_dir() and all(f.is_dir() for f in (in_use, elsewhere, other_target))
-    assert f"removed {left}: left by process {killed.pid}, which stopped before finishing" in capsys.readouterr().out
+    assert f"removed {left}: left by process {killed.pid}, which stopped before finishing" in capsys.readouterr().err
     stale_tmp = tmp_path / f".results.json.owner-{host}-{killed.pid}.mnop3456.tmp.json"
     stale_tmp.write_text("{")
     write_json(tmp_path / "results.json", {"ok": True})  # atomic writes clean their own place too
@@ -45,4 +45,4 @@ def test_an_old_copy_moved_aside_by_a_killed_replacement_is_put_back(tmp_path, c
     (old / "bundle.json").write_text("{}")
     staging_dir(target)
     assert (target / "bundle.json").read_text() == "{}" and not old.exists()
-    assert f"put back {target}" in capsys.readouterr().out
+    assert f"put back {target}" in capsys.readouterr().err

@@ -282,10 +282,10 @@ def test_large_jpegs_are_decoded_reduced_as_the_input_spec_says_unless_asked_for
     expected = exact.predict(big).probabilities
     assert expected != reduced.predict(big).probabilities  # the two decodes differ, so this checks --full-decode
     assert [row[c] for c in expected] == pytest.approx(list(expected.values()), abs=1e-6)
-    copy = tmp_path / "older"  # a bundle exported before reduced decoding: its figures came from full decodes
+    copy = tmp_path / "full"  # a bundle of a run that decoded in full (made before reduced decoding existed)
     shutil.copytree(bundle_dir, copy)
     for entry in manifest["artifacts"].values():
-        del entry["input"]["resize"]["jpeg_draft"]
+        entry["input"]["resize"]["jpeg_draft"] = False
     rewrite_bundle(copy, manifest)
     assert Classifier.load(copy, "float32.onnx").decoded(big).size == (600, 450)
 

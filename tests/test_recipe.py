@@ -62,6 +62,9 @@ def test_a_model_takes_its_own_input_normalisation_and_recipe():
     assert lite.head_epochs > 0 and lite.online_augment.enabled and lite.label_smoothing > 0
     assert TrainConfig.from_dict(lite.to_dict()) == lite
     assert TrainConfig.for_model("seed-dropout") == TrainConfig()
+    older = lite.to_dict()  # a run written before reduced JPEG decoding existed trained on full decodes
+    del older["preprocessing"]["jpeg_draft"]
+    assert TrainConfig.from_dict(older).preprocessing.jpeg_draft is False and lite.preprocessing.jpeg_draft
     with pytest.raises(ValueError, match="head_epochs"):
         TrainConfig(epochs=3, head_epochs=3)
 

@@ -55,6 +55,9 @@ def source_run(bundle: dict[str, Any], bundle_dir: Path, run_dir: Path | None) -
     if not (run / "config.json").is_file():
         raise EdgelesionError(f"the run {source['name']!r} this bundle was exported from is not at {run}: pass "
                               "--run RUN (its folder holds the validation images' location and the float model)")
+    if read_json(run / "config.json").get("data_fingerprint") != source["data_fingerprint"]:
+        raise EdgelesionError(f"{run} was trained on other data than {bundle_dir} (data fingerprints differ): pass "
+                              "--run with the run that made this bundle")
     best = run / "best.keras"
     if best.is_file() and sha256_file(best) != source["best_model_sha256"]:
         raise EdgelesionError(f"{best} is not the model {bundle_dir} was exported from (its sha256 differs): pass "

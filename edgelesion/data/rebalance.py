@@ -97,11 +97,12 @@ def build_pipeline(config: AugmentConfig) -> Augmentor.Pipeline:
     return pipeline
 
 
-def cache_key(images_sha256: list[str], labels: np.ndarray, image_size: int, config: AugmentConfig, seed: int) -> str:
-    """Content key: the same sources, labels, size, operations and seed give the same images."""
+def cache_key(images: np.ndarray, images_sha256: list[str], labels: np.ndarray, config: AugmentConfig, seed: int) -> str:
+    """Content key: the same sources decoded to the same pixels (size, resize and JPEG decoding included), labels,
+    operations and seed give the same images."""
     payload = json.dumps(
-        {"sources": images_sha256, "labels": labels.tolist(), "size": image_size, "config": asdict(config),
-         "seed": seed, "augmentor": Augmentor.__version__},
+        {"sources": images_sha256, "pixels": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(),
+         "labels": labels.tolist(), "config": asdict(config), "seed": seed, "augmentor": Augmentor.__version__},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
@@ -119,7 +120,7 @@ def augment(
     progress: bool = True,
 ) -> Augmented:
     """Make extra images for the classes of the training split given; reuse the cache when inputs match."""
-    cache_file = Path(cache_dir) / "augmented" / f"{cache_key(images_sha256, labels, images.shape[1], config, seed)}.npz"
+    cache_file = Path(cache_dir) / "augmented" / f"{cache_key(images, images_sha256, labels, config, seed)}.npz"
     plan = extra_per_class(labels, n_classes, config)
     shortfall = {c: wanted - allowed for c, (wanted, allowed) in plan.items() if wanted > allowed}
     if cache_file.exists():

@@ -72,5 +72,4 @@ def bundle_preprocessing(bundle: dict[str, Any], artifact: str | None = None) ->
     """The input resizing of `artifact` (every artifact of a bundle shares it), as a Preprocessing."""
     entry = bundle["artifacts"][artifact] if artifact else next(iter(bundle["artifacts"].values()))
     resize = entry["input"]["resize"]
-    return Preprocessing(image_size=resize["size"][0], resize_method=resize["method"],
-                         jpeg_draft=resize.get("jpeg_draft", False))  # bundles made before it decoded in full
+    return Preprocessing(image_size=resize["size"][0], resize_method=resize["method"], jpeg_draft=resize["jpeg_draft"])

@@ -92,7 +92,8 @@ class TrainConfig:
         data = dict(data)
         data["augment"] = AugmentConfig(**data["augment"])
         data["online_augment"] = OnlineAugment(**data.get("online_augment", {}))
-        data["preprocessing"] = Preprocessing(**data["preprocessing"])
+        # runs written before reduced JPEG decoding existed decoded every JPEG in full
+        data["preprocessing"] = Preprocessing(**{"jpeg_draft": False, **data["preprocessing"]})
         return cls(**data)
 
     def with_changes(self, **changes: Any) -> TrainConfig:
