@@ -173,7 +173,7 @@ def test_every_artifact_file_carries_its_labels_mediapipe_names_them_and_a_file_
     rewrite_bundle(copy, manifest)
     for name in ("int8.tflite", "int8.onnx"):
         with pytest.raises(EdgelesionError, match=rf"{name}: the labels inside the file \['nevus'.*disagree with "
-                                                  r"bundle.json's classes \['basal cell carcinoma'"):
+                                                  r"the bundle's classes \['basal cell carcinoma'"):
             Classifier.load(copy, name)
 
 

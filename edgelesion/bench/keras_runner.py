@@ -20,6 +20,7 @@ class KerasRunner:
             tf.config.threading.set_inter_op_parallelism_threads(1)
         self.path = Path(path)
         self.model = keras.models.load_model(self.path)
+        self.labels = None  # a .keras file carries no label list
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of uint8 images."""

@@ -97,11 +97,11 @@ def build_pipeline(config: AugmentConfig) -> Augmentor.Pipeline:
     return pipeline
 
 
-def cache_key(images: np.ndarray, images_sha256: list[str], labels: np.ndarray, config: AugmentConfig, seed: int) -> str:
-    """Content key: the same sources decoded to the same pixels (size, resize and JPEG decoding included), labels,
-    operations and seed give the same images."""
+def cache_key(images: np.ndarray, labels: np.ndarray, config: AugmentConfig, seed: int) -> str:
+    """Content key: the same pixels (so the same sources, size, resize and JPEG decoding), labels, operations and
+    seed give the same images."""
     payload = json.dumps(
-        {"sources": images_sha256, "pixels": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(),
+        {"pixels": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(), "shape": list(images.shape),
          "labels": labels.tolist(), "config": asdict(config), "seed": seed, "augmentor": Augmentor.__version__},
         sort_keys=True,
     )
@@ -111,7 +111,6 @@ def cache_key(images: np.ndarray, images_sha256: list[str], labels: np.ndarray, 
 def augment(
     images: np.ndarray,
     labels: np.ndarray,
-    images_sha256: list[str],
     n_classes: int,
     config: AugmentConfig,
     *,
@@ -120,7 +119,7 @@ def augment(
     progress: bool = True,
 ) -> Augmented:
     """Make extra images for the classes of the training split given; reuse the cache when inputs match."""
-    cache_file = Path(cache_dir) / "augmented" / f"{cache_key(images, images_sha256, labels, config, seed)}.npz"
+    cache_file = Path(cache_dir) / "augmented" / f"{cache_key(images, labels, config, seed)}.npz"
     plan = extra_per_class(labels, n_classes, config)
     shortfall = {c: wanted - allowed for c, (wanted, allowed) in plan.items() if wanted > allowed}
     if cache_file.exists():

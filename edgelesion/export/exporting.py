@@ -28,7 +28,7 @@ from edgelesion.export.qat import QATConfig, qat_finetune
 from edgelesion.export.scaling import with_scaling
 from edgelesion.data.rebalance import default_cache_dir
 from edgelesion.train.runs import RunDir, read_run
-from edgelesion.infer.bundle_reader import sealed
+from edgelesion.infer.bundle_reader import labels_disagreement, sealed
 from edgelesion.infer.runtimes import open_runner, predict_in_batches
 from edgelesion.thresholds import TARGET_SENSITIVITY, melanoma_threshold
 from edgelesion.train.training import training_arrays
@@ -168,8 +168,9 @@ def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], 
         "melanoma_alert": melanoma_threshold(probs, val.labels, positive, melanoma_sensitivity),
         "labels_inside": runner.labels is not None,  # metadata written (export/README.md)
     }
-    if runner.labels not in (None, val.classes):
-        missed.append(f"{name}: the labels inside the file {runner.labels} are not the classes {val.classes}")
+    disagreement = labels_disagreement(path, runner.labels, val.classes)
+    if disagreement:
+        missed.append(disagreement)
     if name == "int8.tflite":
         try:
             entry["mediapipe"] = mediapipe_agreement(path, val.images, probs)

@@ -55,6 +55,15 @@ def read_bundle(bundle_dir: Path) -> dict[str, Any]:
     return bundle
 
 
+def labels_disagreement(path: Path, inside: list[str] | None, classes: list[str]) -> str | None:
+    """Why an artifact file's own labels make it unusable with the bundle's `classes` (None when they agree or the
+    file carries none)."""
+    if inside is None or inside == classes:
+        return None
+    return (f"{path}: the labels inside the file {inside} disagree with the bundle's classes {classes}; every "
+            "prediction would be mislabelled")
+
+
 def verified_artifact(bundle_dir: Path, bundle: dict[str, Any], artifact: str) -> Path:
     """The path of `artifact`, after checking that bundle.json lists it and the file matches its sha256."""
     if artifact not in bundle["artifacts"]:

@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from edgelesion.errors import EdgelesionError
-from edgelesion.infer.bundle_reader import bundle_preprocessing, read_bundle, verified_artifact
+from edgelesion.infer.bundle_reader import bundle_preprocessing, labels_disagreement, read_bundle, verified_artifact
 from edgelesion.images import UnreadableImage, read_image, small_image_warning, to_model_input, to_rgb
 from edgelesion.infer.runtimes import Runner, open_runner
 
@@ -75,10 +75,9 @@ class Classifier:
         if not entry.get("passed", True):
             print(f"warning: {artifact} missed its parity tolerance at export (kept with --keep-failed)")
         runner = open_runner(path, threads)
-        if runner.labels is not None and runner.labels != bundle["classes"]:
-            raise EdgelesionError(f"{path}: the labels inside the file {runner.labels} disagree with bundle.json's "
-                                  f"classes {bundle['classes']}; every prediction would be mislabelled: copy the "
-                                  "bundle again from the original")
+        disagreement = labels_disagreement(path, runner.labels, bundle["classes"])
+        if disagreement:
+            raise EdgelesionError(f"{disagreement}: copy the bundle again from the original")
         return cls(bundle, artifact, runner, jpeg_draft=jpeg_draft)
 
     def decoded(self, image: ImageInput) -> Image.Image:
@@ -98,7 +97,7 @@ class Classifier:
 
     def pixels(self, image: ImageInput) -> np.ndarray:
         """The model input for one image (see `decoded` for what an image may be)."""
-        return to_model_input(self.decoded(image), self.preprocessing)
+        return self._prepared(image)[0]
 
     def _prepared(self, image: ImageInput) -> tuple[np.ndarray, str | None]:
         """The model input and, for an image far smaller than the model's input, a warning."""

@@ -20,11 +20,18 @@ from edgelesion.errors import EdgelesionError
 class Runner(Protocol):
     """A loaded artifact: uint8 pixels in (N x H x W x 3), probabilities out (N x classes)."""
 
+    labels: list[str] | None  # the class names the file itself carries, in output order (None when it carries none)
+
     def predict(self, pixels: np.ndarray) -> np.ndarray: ...
 
-    @property
-    def labels(self) -> list[str] | None:
-        """The class names the file itself carries, in output order (None when it carries none)."""
+
+def _packed_labels(tflite: Path) -> list[str] | None:
+    """The labels file packed in a .tflite file's metadata (a zip appended to the flatbuffer), if it has one."""
+    try:
+        with zipfile.ZipFile(tflite) as archive:
+            return archive.read("labels.txt").decode("utf-8").splitlines()
+    except (zipfile.BadZipFile, KeyError):
+        return None
 
 
 class LiteRTRunner:
@@ -39,15 +46,7 @@ class LiteRTRunner:
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.batch = None
-
-    @property
-    def labels(self) -> list[str] | None:
-        """The labels file packed in the model's metadata (a zip appended to the flatbuffer), if it has one."""
-        try:
-            with zipfile.ZipFile(self.path) as archive:
-                return archive.read("labels.txt").decode("utf-8").splitlines()
-        except (zipfile.BadZipFile, KeyError):
-            return None
+        self.labels = _packed_labels(self.path)
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of uint8 images."""
@@ -77,12 +76,8 @@ class OnnxRunner:
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-
-    @property
-    def labels(self) -> list[str] | None:
-        """The labels in the file's metadata_props (edgelesion_labels), if it has them."""
-        labels = self.session.get_modelmeta().custom_metadata_map.get("edgelesion_labels")
-        return None if labels is None else json.loads(labels)
+        labels = self.session.get_modelmeta().custom_metadata_map.get("edgelesion_labels")  # metadata_props
+        self.labels = None if labels is None else json.loads(labels)
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of uint8 images."""

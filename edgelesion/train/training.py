@@ -80,7 +80,7 @@ def training_arrays(
     if config.rebalance is RebalanceMethod.NONE:
         return x, y, None
     ensure_outside(cache_dir, train.root, flag="the augmentation cache (EDGELESION_CACHE)")
-    extra = augment(x, y, train.sha256, n_classes, config.augment, seed=config.seed, cache_dir=cache_dir,
+    extra = augment(x, y, n_classes, config.augment, seed=config.seed, cache_dir=cache_dir,
                     progress=progress)
     write_csv(run.augmentation, ["generated", "source_path", "label"],
               [[i, train.records[s].relpath, train.records[s].label] for i, s in enumerate(extra.sources)])
