@@ -122,3 +122,14 @@ def test_tfmot_quantizes_a_model_built_on_the_backbone_around_its_residual_adds(
     assert len(adds) == 9 and all(len(layer.inbound_nodes[0].inbound_layers) == 2 for layer in adds)
     probabilities = with_scaling(model, quantized)(np.full((2, 64, 64, 3), 127, np.float32)).numpy()
     assert probabilities.shape == (2, 3) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    # the head's kernel gets one range per output unit, and a QAT step leaves BatchNorm's statistics as they were
+    (head,) = [layer for layer in quantized.layers if isinstance(getattr(layer, "layer", None), keras.layers.Dense)]
+    assert [w.shape for w in head.weights if w.name.endswith("kernel_min:0")] == [(3,)]
+    norms = [layer for layer in quantized.layers
+             if isinstance(getattr(layer, "layer", None), keras.layers.BatchNormalization)]
+    before = [w.numpy() for layer in norms for w in layer.layer.weights]
+    quantized.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    pixels = np.random.default_rng(0).uniform(-1, 1, (4, 64, 64, 3)).astype(np.float32)
+    quantized.fit(pixels, np.array([0, 1, 2, 0]), epochs=1, verbose=0)
+    after = [w.numpy() for layer in norms for w in layer.layer.weights]
+    assert len(norms) == 49 and all(np.array_equal(b, a) for b, a in zip(before, after))

@@ -120,7 +120,8 @@ def export_int8_tflite(staging: Path, method: str, float_model: keras.Model, qua
     for candidate in (("qat", "ptq") if method == "auto" else (method,)):
         path = staging / f".int8-{candidate}.tflite"
         if candidate == "qat":
-            converted = tflite_export.convert_int8_qat(quantized_core, calibration, description.preprocessing)
+            converted = tflite_export.convert_int8_qat(float_model, quantized_core, calibration,
+                                                        description.preprocessing)
         else:
             converted = tflite_export.convert_int8_ptq(float_model, calibration, description.preprocessing)
         path.write_bytes(described_tflite(converted, description))

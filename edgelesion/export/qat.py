@@ -47,22 +47,104 @@ def _short(weight: tf.Variable) -> str:
     return weight.name.split("/")[-1]
 
 
+class DenseQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+    """Dense as tfmot's default 8-bit scheme quantizes it, but with one kernel scale per output unit.
+
+    tfmot 0.8 quantizes a Dense kernel per tensor (one scale for the seed models' whole 30,976 x 128
+    kernel), where TFLite's and onnxruntime's post-training paths use one scale per output channel.
+    A per-channel fake-quantized kernel trains, but TFLite 2.21's converter refuses it ("'tfl.transpose'
+    op has mismatched quantized axes": it transposes the kernel for FULLY_CONNECTED after quantizing
+    it). So the graph handed to the converter (`for_conversion`) leaves the kernel out
+    (`quantize_kernel=False`) and the converter quantizes it per output channel, symmetrically from
+    each channel's largest magnitude: the grid the QAT model trained on.
+    """
+
+    def __init__(self, quantize_kernel: bool = True) -> None:
+        self.quantize_kernel = quantize_kernel
+        quantizers = tfmot.quantization.keras.quantizers
+        self.kernel_quantizer = quantizers.LastValueQuantizer(num_bits=8, per_axis=True, symmetric=True,
+                                                              narrow_range=True)
+        self.activation_quantizer = quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
+                                                                      narrow_range=False)
+
+    def get_weights_and_quantizers(self, layer: keras.layers.Dense) -> list:
+        return [(layer.kernel, self.kernel_quantizer)] if self.quantize_kernel else []
+
+    def get_activations_and_quantizers(self, layer: keras.layers.Dense) -> list:
+        return [(layer.activation, self.activation_quantizer)]
+
+    def set_quantize_weights(self, layer: keras.layers.Dense, quantize_weights: list) -> None:
+        if self.quantize_kernel:
+            layer.kernel = quantize_weights[0]
+
+    def set_quantize_activations(self, layer: keras.layers.Dense, quantize_activations: list) -> None:
+        layer.activation = quantize_activations[0]
+
+    def get_output_quantizers(self, layer: keras.layers.Dense) -> list:
+        return []
+
+    def get_config(self) -> dict:
+        return {"quantize_kernel": self.quantize_kernel}
+
+
+# what a QAT checkpoint was trained with: one made under another scheme is started again
+QAT_SCHEME = "tfmot default 8-bit, per-channel Dense kernels, BatchNorm frozen"
+
+
+def _quantized(core: keras.Model, *, quantize_dense_kernels: bool) -> keras.Model:
+    """tfmot's default 8-bit QAT model of `core` (float weights kept), Dense layers by DenseQuantizeConfig."""
+    q = tfmot.quantization.keras
+
+    def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
+        clone = layer.__class__.from_config(layer.get_config())
+        if isinstance(layer, keras.layers.Dense):
+            return q.quantize_annotate_layer(clone, DenseQuantizeConfig(quantize_dense_kernels))
+        return clone
+
+    annotated = keras.models.clone_model(core, clone_function=annotate)
+    annotated.set_weights(core.get_weights())
+    with q.quantize_scope({"DenseQuantizeConfig": DenseQuantizeConfig}):
+        return q.quantize_apply(q.quantize_annotate_model(annotated))
+
+
 def quantize_core(core: keras.Model, scaled_range: tuple[float, float]) -> keras.Model:
-    """tfmot's default 8-bit QAT model of `core` (float weights kept), its input range fixed to `scaled_range`.
+    """The 8-bit QAT model of `core` (QAT_SCHEME), its input range fixed to `scaled_range`.
 
     The input quantizer tracks the smallest and largest values seen; starting it at exactly the
     range that scaled pixels span, which they never leave, keeps it there. (tfmot's fix_input_output_range is not
     used: in tfmot 0.8.1 it re-initialises the weights, and it clamps the last layer's
-    pre-softmax logits to the output range, which flattens every prediction.)
+    pre-softmax logits to the output range, which flattens every prediction.) BatchNorm layers are
+    frozen (inference mode): their statistics stay the float model's, which the converter folds
+    into the convolutions, instead of drifting with the QAT batches.
     """
-    quantized = tfmot.quantization.keras.quantize_model(core)
+    quantized = _quantized(core, quantize_dense_kernels=True)
     input_quantizer = quantized.layers[1]  # tfmot's QuantizeLayer, right after the input
     for weight in input_quantizer.weights:
         if _short(weight).endswith("_min:0"):
             weight.assign(scaled_range[0])
         elif _short(weight).endswith("_max:0"):
             weight.assign(scaled_range[1])
+    for layer in quantized.layers:
+        if isinstance(getattr(layer, "layer", None), keras.layers.BatchNormalization):
+            layer.trainable = False
     return quantized
+
+
+def _own_name(layer: keras.layers.Layer, weight: tf.Variable) -> str:
+    """A weight's name within its layer, the same in two copies of a model ('kernel:0', '_min:0')."""
+    name = _short(weight)
+    return name[len(layer.name):] if name.startswith(layer.name) else name
+
+
+def for_conversion(float_model: keras.Model, quantized_core: keras.Model) -> keras.Model:
+    """The QAT core as TFLite's converter takes it: the same weights and ranges, Dense kernels left to the
+    converter, which quantizes them per output channel (see DenseQuantizeConfig)."""
+    twin = _quantized(core_model(float_model), quantize_dense_kernels=False)
+    for target, source in zip(twin.layers, quantized_core.layers):
+        weights = {_own_name(source, weight): weight for weight in source.weights}
+        for weight in target.weights:
+            weight.assign(weights[_own_name(target, weight)])
+    return twin
 
 
 # tfmot's moving-average range variables: a layer's own activation ('post_activation_min/max', e.g.
@@ -131,10 +213,13 @@ def qat_finetune(float_model: keras.Model, x: np.ndarray, y: np.ndarray, weights
     """
     saved = work_dir / "checkpoint"  # the checkpoint and its state.json, swapped in together
     source = weights_fingerprint(float_model)
-    fresh = {"epochs_done": 0, "config": asdict(config), "float_weights_sha256": source}
+    fresh = {"epochs_done": 0, "config": asdict(config), "float_weights_sha256": source, "scheme": QAT_SCHEME}
     state = read_json(saved / "state.json") if (saved / "state.json").is_file() else fresh
     if state.get("float_weights_sha256") != source:
         print(f"the run's model changed since the QAT fine-tune in {work_dir}: starting it again")
+        state = fresh
+    elif state.get("scheme") != QAT_SCHEME:
+        print(f"the QAT fine-tune in {work_dir} used another quantization scheme: starting it again")
         state = fresh
     if state["config"] != asdict(config):
         raise EdgelesionError(

@@ -59,10 +59,14 @@ def _checked_input_quantization(flatbuffer: bytes, preprocessing: Preprocessing)
     return flatbuffer
 
 
-def convert_int8_qat(quantized_core: keras.Model, calibration: np.ndarray, preprocessing: Preprocessing) -> bytes:
-    """Full-integer TFLite of the QAT core (its fake-quant ranges): uint8 camera pixels in, float32 probabilities out."""
-    return _checked_input_quantization(
-        _full_integer_converter(quantized_core, calibration, preprocessing).convert(), preprocessing)
+def convert_int8_qat(float_model: keras.Model, quantized_core: keras.Model, calibration: np.ndarray,
+                     preprocessing: Preprocessing) -> bytes:
+    """Full-integer TFLite of the QAT core (its fake-quant ranges, Dense kernels per output channel, see
+    qat.for_conversion): uint8 camera pixels in, float32 probabilities out."""
+    from edgelesion.export.qat import for_conversion
+
+    converter = _full_integer_converter(for_conversion(float_model, quantized_core), calibration, preprocessing)
+    return _checked_input_quantization(converter.convert(), preprocessing)
 
 
 def convert_int8_ptq(float_model: keras.Model, calibration: np.ndarray, preprocessing: Preprocessing) -> bytes:

@@ -1,0 +1,61 @@
+"""int8 against the float model, per bundle: both int8.tflite candidates (QAT and post-training), which
+one `--int8 auto` shipped, and int8.onnx, as the export measured them on its validation split.
+
+    .venv/bin/python -m benchmarks.int8_parity export/model1-seed-simple export/model2-seed-dropout export/model3
+
+Reads each bundle's bundle.json (made by a plain `edgelesion export`, no --keep-failed) and records
+benchmarks/results/int8_parity.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import RESULTS, markdown_table, record
+from edgelesion.fileio import read_json, write_text
+
+FIGURES = ("delta_balanced_accuracy", "delta_balanced_accuracy_ci95", "sure_top1_agreement", "sure_images",
+           "top1_agreement", "top1_ties")
+
+
+def int8_rows(bundle: Path) -> dict[str, dict[str, Any]]:
+    """Each int8 file the export built for `bundle`, with its figures against the float model."""
+    artifacts = read_json(bundle / "bundle.json")["artifacts"]
+    rows = {}
+    tflite = artifacts.get("int8.tflite")
+    if tflite:
+        for method, candidate in tflite["int8_candidates"].items():
+            shipped = "shipped" if method == tflite["int8_method"] else "not shipped"
+            rows[f"int8.tflite by {method.upper()} ({shipped})"] = {
+                "passed": candidate["passed"], "problems": candidate["problems"], **candidate["vs_float"]}
+    onnx = artifacts.get("int8.onnx")
+    if onnx:
+        rows["int8.onnx"] = {"passed": onnx["passed"], **{k: onnx["parity"]["vs_float"][k] for k in FIGURES}}
+    return rows
+
+
+def _row(bundle: str, name: str, figures: dict[str, Any]) -> list[str]:
+    low, high = figures["delta_balanced_accuracy_ci95"]
+    return [bundle, name, f"{figures['delta_balanced_accuracy']:+.3f} [{low:+.3f}, {high:+.3f}]",
+            f"{figures['sure_top1_agreement']:.3f} of {figures['sure_images']}", f"{figures['top1_agreement']:.3f}",
+            f"{figures['top1_ties']:.3f}", "yes" if figures["passed"] else "no"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("bundles", type=Path, nargs="+", help="bundles made by 'edgelesion export'")
+    bundles = {bundle.name: int8_rows(bundle) for bundle in parser.parse_args().bundles}
+    record("int8_parity", {"bundles": bundles})
+    lines = markdown_table(
+        ["bundle", "int8 file", "Δ balanced accuracy vs float [paired 95% CI]", "top-1 agreement on sure images",
+         "top-1 agreement, all", "top-1 ties", "passes"],
+        [_row(bundle, name, figures) for bundle, rows in bundles.items() for name, figures in rows.items()],
+        "llrrrrl")
+    write_text(RESULTS / "int8_parity.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
