@@ -26,12 +26,15 @@ class Tolerance:
     max_prob_diff: float | None = None  # largest absolute probability difference, if checked
     min_sure_agreement: float | None = None  # top-1 agreement on the images the reference is sure of, if checked
     max_balanced_accuracy_change: float | None = None  # |artifact - reference| balanced accuracy, if checked
+    max_top1_ties: float | None = None  # fraction of images whose top two probabilities are equal, if checked
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-INT8_TOLERANCE = Tolerance(min_top1_agreement=0.90, min_sure_agreement=0.99, max_balanced_accuracy_change=0.01)
+# a tie is decided by class order (arg-max takes the first class listed; MediaPipe's ImageClassifier may take the other)
+INT8_TOLERANCE = Tolerance(min_top1_agreement=0.90, min_sure_agreement=0.99, max_balanced_accuracy_change=0.01,
+                           max_top1_ties=0.01)
 DEFAULT_TOLERANCES = {
     "float32.tflite": Tolerance(min_top1_agreement=1.0, max_prob_diff=1e-4),
     "float16.tflite": Tolerance(min_top1_agreement=0.99, max_prob_diff=1e-2),
@@ -99,6 +102,9 @@ def failures(name: str, figures: dict[str, Any], tolerance: Tolerance, reference
             and abs(change) > tolerance.max_balanced_accuracy_change + 1e-12:  # recalls are ratios: no float noise
         problems.append(f"{name}: balanced accuracy moved {change:+.4f} from the {reference_name} model "
                         f"(more than ±{tolerance.max_balanced_accuracy_change})")
+    if tolerance.max_top1_ties is not None and figures["top1_ties"] > tolerance.max_top1_ties:
+        problems.append(f"{name}: its top two probabilities are tied on {figures['top1_ties']:.4f} of the images "
+                        f"(more than {tolerance.max_top1_ties}): arg-max then decides by class order")
     if tolerance.max_prob_diff is not None and figures["max_abs_prob_diff"] > tolerance.max_prob_diff:
         problems.append(f"{name}: max probability difference from the {reference_name} model "
                         f"{figures['max_abs_prob_diff']:.2e} > {tolerance.max_prob_diff:.0e}")
