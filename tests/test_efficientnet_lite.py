@@ -116,7 +116,7 @@ def test_tfmot_quantizes_a_model_built_on_the_backbone_around_its_residual_adds(
     drops = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
     assert len(drops) == 9 and drops[-1].rate == pytest.approx(0.2 * 14 / 16)  # residual blocks; 6d is block 14 of 16
     assert model.output_shape == (None, 3) and model.count_params() == 4_694_024 - 1_281_000 + 1280 * 3 + 3
-    # tfmot's default QAT scheme takes the core rebuilt from the graph (not layer after layer) with no custom config
+    # tfmot takes the core rebuilt from the graph (not layer after layer); only Dense layers get our own config
     quantized = quantize_core(core_model(model), input_range(model))
     adds = [layer for layer in quantized.layers if isinstance(getattr(layer, "layer", layer), keras.layers.Add)]
     assert len(adds) == 9 and all(len(layer.inbound_nodes[0].inbound_layers) == 2 for layer in adds)

@@ -146,7 +146,7 @@ def test_qat_int8_tflite_quantizes_every_dense_kernel_per_output_channel_on_the_
     from ai_edge_litert.interpreter import Interpreter
 
     from edgelesion._tf import keras
-    from edgelesion.export.qat import quantize_core
+    from edgelesion.export.qat import calibrate_activation_ranges, quantize_core
     from edgelesion.export.scaling import core_model, input_range, with_scaling
     from edgelesion.export.tflite_export import convert_int8_qat
     from edgelesion.preprocessing import Preprocessing
@@ -157,7 +157,9 @@ def test_qat_int8_tflite_quantizes_every_dense_kernel_per_output_channel_on_the_
     model = create_model("seed-simple", 3, preprocessing)
     quantized = quantize_core(core_model(model), input_range(model))
     pixels = np.random.default_rng(0).integers(0, 256, (24, 32, 32, 3)).astype(np.float32)
-    # a QAT step at rate 0 sets each kernel's ranges from its weights, as the first step of a fine-tune does
+    # activation ranges from the float model, then a QAT step at rate 0 sets each kernel's ranges from its weights,
+    # as a fine-tune's first step does: the file must carry both over (qat.for_conversion copies them)
+    calibrate_activation_ranges(quantized, model, pixels)
     quantized.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
     quantized.fit(pixels / 255, np.zeros(len(pixels)), batch_size=len(pixels), verbose=0)
     interpreter = Interpreter(model_content=convert_int8_qat(model, quantized, pixels, preprocessing))

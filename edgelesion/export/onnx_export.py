@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 
 from edgelesion._tf import keras, tf
+from edgelesion.errors import EdgelesionError
 from edgelesion.export.calibration import OnnxCalibrationReader
 
 OPSET = 17
@@ -42,8 +43,11 @@ HEAD_OPS = ("MatMul", "Gemm", "Add")  # how tf2onnx writes a Dense layer: MatMul
 def classifier_head_nodes(graph: onnx.GraphProto) -> list[str]:
     """The nodes that compute the logits the Softmax reads: the classifier head, from the Softmax back to its MatMul."""
     producer = {output: node for node in graph.node for output in node.output}
-    (softmax,) = [node for node in graph.node if node.op_type == "Softmax"]
-    head, node = [], producer.get(softmax.input[0])
+    softmax = [node for node in graph.node if node.op_type == "Softmax"]
+    if len(softmax) != 1:
+        raise EdgelesionError(f"the ONNX graph has {len(softmax)} Softmax nodes: edgelesion's int8 export needs one, "
+                              "at the end, after the classifier head")
+    head, node = [], producer.get(softmax[0].input[0])
     while node is not None and node.op_type in HEAD_OPS:
         head.append(node.name)
         if node.op_type != "Add":

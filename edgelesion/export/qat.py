@@ -140,7 +140,7 @@ def for_conversion(float_model: keras.Model, quantized_core: keras.Model) -> ker
     """The QAT core as TFLite's converter takes it: the same weights and ranges, Dense kernels left to the
     converter, which quantizes them per output channel (see DenseQuantizeConfig)."""
     twin = _quantized(core_model(float_model), quantize_dense_kernels=False)
-    for target, source in zip(twin.layers, quantized_core.layers):
+    for target, source in zip(twin.layers, quantized_core.layers, strict=True):
         weights = {_own_name(source, weight): weight for weight in source.weights}
         for weight in target.weights:
             weight.assign(weights[_own_name(target, weight)])
@@ -154,9 +154,13 @@ OUTPUT_RANGES = ("post_activation_", "output_")
 LOGIT_RANGES = ("pre_activation_",)
 
 
-def _pre_activation(dense: keras.layers.Dense, inputs: np.ndarray) -> np.ndarray:
+def _pre_activation(layer: keras.layers.Layer, inputs: np.ndarray) -> np.ndarray:
     """A Dense layer's output before its activation: the softmax head's logits."""
-    return inputs @ dense.kernel.numpy() + dense.bias.numpy()
+    if not isinstance(layer, keras.layers.Dense):
+        raise EdgelesionError(f"layer {layer.name} ({type(layer).__name__}) has an activation that tfmot quantizes "
+                              "before it, which edgelesion calibrates only for a Dense classifier head")
+    logits = inputs @ layer.kernel.numpy()
+    return logits + layer.bias.numpy() if layer.use_bias else logits
 
 
 def calibrate_activation_ranges(quantized: keras.Model, float_model: keras.Model, pixels: np.ndarray) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 
 from edgelesion._tf import keras, tf
 from edgelesion.export.calibration import representative_dataset
-from edgelesion.errors import CheckFailed
+from edgelesion.errors import CheckFailed, EdgelesionError
 from edgelesion.export.scaling import core_model
 from edgelesion.preprocessing import Preprocessing
 
@@ -74,8 +74,11 @@ def _softmax_input_name(flatbuffer: bytes) -> str:
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=flatbuffer)
-    (softmax,) = [op for op in interpreter._get_ops_details() if op["op_name"] == "SOFTMAX"]
-    return interpreter.get_tensor_details()[softmax["inputs"][0]]["name"]
+    softmax = [op for op in interpreter._get_ops_details() if op["op_name"] == "SOFTMAX"]
+    if len(softmax) != 1:
+        raise EdgelesionError(f"the model has {len(softmax)} softmax ops: edgelesion's int8 export needs one, "
+                              "at the end, after the classifier head")
+    return interpreter.get_tensor_details()[softmax[0]["inputs"][0]]["name"]
 
 
 def convert_int8_ptq(float_model: keras.Model, calibration: np.ndarray, preprocessing: Preprocessing) -> bytes:
