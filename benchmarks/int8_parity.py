@@ -14,11 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import RESULTS, markdown_table, record
+from edgelesion.export.exporting import CANDIDATE_FIGURES
 from edgelesion.fileio import read_json, write_text
-
-FIGURES = ("delta_balanced_accuracy", "delta_balanced_accuracy_ci95", "sure_top1_agreement", "sure_images",
-           "top1_agreement", "top1_ties")
-
 
 def int8_rows(bundle: Path) -> dict[str, dict[str, Any]]:
     """Each int8 file the export built for `bundle`, with its figures against the float model."""
@@ -32,7 +29,8 @@ def int8_rows(bundle: Path) -> dict[str, dict[str, Any]]:
                 "passed": candidate["passed"], "problems": candidate["problems"], **candidate["vs_float"]}
     onnx = artifacts.get("int8.onnx")
     if onnx:
-        rows["int8.onnx"] = {"passed": onnx["passed"], **{k: onnx["parity"]["vs_float"][k] for k in FIGURES}}
+        vs_float = onnx["parity"]["vs_float"]
+        rows["int8.onnx"] = {"passed": onnx["passed"], **{k: vs_float[k] for k in CANDIDATE_FIGURES}}
     return rows
 
 

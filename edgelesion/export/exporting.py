@@ -36,6 +36,9 @@ from edgelesion.train.training import training_arrays
 ARTIFACTS = tuple(DEFAULT_TOLERANCES)  # float32.tflite, float16.tflite, int8.tflite, float32.onnx, int8.onnx
 # how int8.tflite is made: quantization-aware fine-tune, post-training quantization, or both and the closer one
 INT8_METHODS = ("auto", "qat", "ptq")
+# the figures against the float model that bundle.json keeps for each int8.tflite candidate
+CANDIDATE_FIGURES = ("top1_agreement", "sure_top1_agreement", "sure_images", "delta_balanced_accuracy",
+                     "delta_balanced_accuracy_ci95", "top1_ties", "max_abs_prob_diff")
 
 
 @dataclass(frozen=True)
@@ -138,10 +141,7 @@ def export_int8_tflite(staging: Path, method: str, float_model: keras.Model, qua
         other_path.unlink(missing_ok=True)
     entry["int8_method"] = chosen
     entry["int8_candidates"] = {c: {"passed": e["passed"], "problems": m, "vs_float": {
-        k: e["parity"]["vs_float"][k] for k in ("top1_agreement", "sure_top1_agreement", "sure_images",
-                                                "delta_balanced_accuracy", "delta_balanced_accuracy_ci95",
-                                                "top1_ties", "max_abs_prob_diff")}}
-        for c, (_, e, m) in candidates.items()}
+        k: e["parity"]["vs_float"][k] for k in CANDIDATE_FIGURES}} for c, (_, e, m) in candidates.items()}
     if len(candidates) > 1:
         print(f"  int8.tflite: shipping the {chosen.upper()} file (closer to the float model on the validation split)")
     return entry, missed
