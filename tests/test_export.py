@@ -208,15 +208,20 @@ def test_interrupted_qat_resumes_to_the_uninterrupted_result(trained_run, tmp_pa
     assert resumed["artifacts"]["int8.tflite"]["parity"] == full["artifacts"]["int8.tflite"]["parity"]
 
 
-def test_a_lite0_run_exports_int8_with_its_own_input_quantization(lite0_run, tmp_path):
-    """Lite0 takes (p - 127) / 128: its uint8 input is pinned to scale 1/128 and zero point 127."""
+def test_a_lite0_run_exports_int8_with_its_own_input_quantization_and_8_bit_depthwise_onnx_weights(lite0_run,
+                                                                                                     tmp_path):
+    """Lite0 takes (p - 127) / 128: its uint8 input is pinned to scale 1/128 and zero point 127. Its int8.onnx
+    keeps 8-bit weights where onnxruntime's kernels cannot saturate (depthwise convolutions) and 7 bits elsewhere."""
     import shutil
 
+    import onnx
     from ai_edge_litert.interpreter import Interpreter
+    from onnx import numpy_helper
 
     shutil.copytree(lite0_run, tmp_path / "run")
     # post-training only: converting Lite0's QAT graph takes TFLite 2 minutes (its QAT core: test_efficientnet_lite)
-    options = ExportOptions(artifacts=("int8.tflite",), int8="ptq", calibration_images=16, keep_failed=True)
+    options = ExportOptions(artifacts=("int8.tflite", "int8.onnx"), int8="ptq", calibration_images=16,
+                            keep_failed=True)
     bundle = export_run(tmp_path / "run", tmp_path / "bundle", options, progress=False)
     entry = bundle["artifacts"]["int8.tflite"]
     assert entry["input"]["quantization"] == {"scale": 1 / 128, "zero_point": 127} and entry["int8_method"] == "ptq"
@@ -226,6 +231,20 @@ def test_a_lite0_run_exports_int8_with_its_own_input_quantization(lite0_run, tmp
     # answer (this 2-epoch, 32 px model is unsure of most images, whose top-1 flips between CPUs' int8 kernels)
     judged = entry["parity"]["vs_float"]
     assert judged["sure_images"] >= 1 and judged["sure_top1_agreement"] == 1.0 and judged["max_abs_prob_diff"] < 0.1
+
+    graph = onnx.load(str(tmp_path / "bundle" / "int8.onnx")).graph
+    int8_weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer
+                    if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4}
+    dequantized = {node.output[0]: node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    convolutions = {node.name: (dequantized.get(node.input[1]), any(a.name == "group" and a.i > 1
+                                                                    for a in node.attribute))
+                    for node in graph.node if node.op_type == "Conv"}
+    assert len(convolutions) == 49 and all(weight in int8_weights for weight, _ in convolutions.values())
+    peaks = {weight: np.abs(int8_weights[weight].astype(int)).max(axis=(1, 2, 3)) for weight in int8_weights}
+    depthwise = [weight for weight, grouped in convolutions.values() if grouped]
+    assert len(depthwise) == 16  # Lite0's depthwise convolutions, on the full int8 grid (7 bits would stop at 64)
+    assert all(peaks[weight].max() == 127 for weight in depthwise)
+    assert all(peaks[weight].max() <= 64 for weight, grouped in convolutions.values() if not grouped)
 
 
 def test_low_top1_agreement_alone_fails_an_artifact():
