@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,21 @@ def depthwise_conv_weights(graph: onnx.GraphProto) -> list[str]:
             and any(attribute.name == "group" and attribute.i > 1 for attribute in node.attribute)]
 
 
-def quantize_static_int8(float_onnx: Path, target: Path, calibration: np.ndarray) -> None:
+@dataclass(frozen=True)
+class OnnxInt8Scheme:
+    """How int8.onnx is quantized. The default is what the export ships (see `quantize_static_int8`); the others
+    exist to be measured against it (benchmarks/onnx_int8_schemes.py)."""
+
+    activations: str = "uint8"  # or "int8"
+    eight_bit_weights: str = "depthwise"  # which weights keep 8 bits, the rest 7: "depthwise", "none" or "all"
+
+    def __post_init__(self) -> None:
+        if self.activations not in ("uint8", "int8") or self.eight_bit_weights not in ("depthwise", "none", "all"):
+            raise ValueError(f"unknown int8 ONNX scheme {self}")
+
+
+def quantize_static_int8(float_onnx: Path, target: Path, calibration: np.ndarray,
+                         scheme: OnnxInt8Scheme = OnnxInt8Scheme()) -> None:
     """Int8 QDQ ONNX from the float32 ONNX, calibrated on the shared calibration sample (onnxruntime).
 
     uint8 activations, int8 weights per output channel. On x86 CPUs without VNNI (AVX2 only),
@@ -73,7 +88,7 @@ def quantize_static_int8(float_onnx: Path, target: Path, calibration: np.ndarray
     weights keep 7 bits (`reduce_range`: 2 x 255 x 64 fits in 16 bits). Depthwise convolutions run
     in kernels that widen both operands to 16 bits and add in 32 (MLAS's depthwise kernels), so
     their weights keep all 8 bits: on Lite0, 7-bit depthwise weights cost most of int8.onnx's
-    agreement (benchmarks/README.md). uint8 activations run 1.7x faster than int8 ones on Lite0.
+    agreement, and uint8 activations run 1.7x faster than int8 ones (benchmarks/README.md).
     The softmax stays in float32 on the dequantized features, and so does the classifier head
     before it (`classifier_head_nodes`): probabilities keep full resolution, and classes whose int8
     logits would be equal do not tie.
@@ -85,10 +100,12 @@ def quantize_static_int8(float_onnx: Path, target: Path, calibration: np.ndarray
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(float_onnx), str(prepared))
         graph = onnx.load(str(prepared)).graph
-        full_range = {name: [{"axis": 0, "reduce_range": False}] for name in depthwise_conv_weights(graph)}
+        eight_bit = depthwise_conv_weights(graph) if scheme.eight_bit_weights == "depthwise" else []
         quantize_static(str(prepared), str(target), OnnxCalibrationReader(calibration, INPUT_NAME),
-                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
+                        quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8 if scheme.activations == "uint8" else QuantType.QInt8,
+                        weight_type=QuantType.QInt8, per_channel=True, reduce_range=scheme.eight_bit_weights != "all",
                         op_types_to_quantize=sorted((set(QLinearOpsRegistry) | set(QDQRegistry)) - {"Softmax"}),
                         nodes_to_exclude=classifier_head_nodes(graph),
-                        extra_options={"TensorQuantOverrides": full_range})
+                        extra_options={"TensorQuantOverrides": {
+                            name: [{"axis": 0, "reduce_range": False}] for name in eight_bit}})
