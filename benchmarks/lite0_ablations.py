@@ -1,0 +1,116 @@
+"""EfficientNet-Lite0's recipe, one choice changed at a time, on fold 0: what each choice is worth.
+
+    .venv/bin/python -m benchmarks.lite0_ablations 180px bn-trainable   # variants to run now, in order
+    .venv/bin/python -m benchmarks.lite0_ablations                      # only re-record the finished ones
+
+Each variant trains fold 0 (same seed, same split) into runs/benchmarks/lite0-ablations/NAME (git-ignored,
+resumable: run the command again after an interruption) and is compared with the recipe's own fold-0 run
+(`benchmarks.cv_lite0`, runs/benchmarks/cv-lite0/fold-0) on the same validation images: the paired
+bootstrap difference in balanced accuracy and melanoma sensitivity, and melanoma's ROC AUC (the alert's
+quality, threshold-free). Records benchmarks/results/lite0_ablations.{md,json}. One fold cannot resolve
+differences under about 3 points: the intervals say which differences are real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from benchmarks.common import RESULTS, RUNS, finished_metrics, markdown_table, record, require_data, train_or_resume
+from edgelesion.data.rebalance import RebalanceMethod
+from edgelesion.fileio import read_csv, write_text
+from edgelesion.metrics import paired_difference, scored_class_indices
+from edgelesion.train.config import TrainConfig
+from edgelesion.train.online_augment import OnlineAugment
+from edgelesion.train.runs import RunDir, read_run
+
+RECIPE = TrainConfig.for_model("efficientnet-lite0")
+BASELINE = RUNS / "cv-lite0" / "fold-0"
+OUT = RUNS / "lite0-ablations"
+# one change from the recipe each (TrainConfig fields)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "180px": {"preprocessing": replace(RECIPE.preprocessing, image_size=180)},
+    "bn-trainable": {"freeze_batchnorm": False},
+    "no-label-smoothing": {"label_smoothing": 0.0},
+    "no-class-weights": {"rebalance": RebalanceMethod.NONE},
+    "no-online-augment": {"online_augment": OnlineAugment(enabled=False)},
+    "no-head-epochs": {"head_epochs": 0},
+    "20-epochs": {"epochs": 20},
+}
+
+
+def validation_probabilities(run_dir: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """A finished run's validation predictions: image paths, label indices, probabilities, class names."""
+    classes = read_run(run_dir, need_model=False).classes
+    rows = read_csv(RunDir(run_dir).evaluation / "validation" / "predictions.csv")
+    return ([r["path"] for r in rows], np.array([classes.index(r["label"]) for r in rows]),
+            np.array([[float(r[c]) for c in classes] for r in rows]), classes)
+
+
+def training_time(run_dir: Path, head_epochs: int) -> dict[str, float]:
+    """Seconds of training, and the median whole-network epoch, from the run's history."""
+    seconds = [float(r["seconds"]) for r in read_csv(RunDir(run_dir).history)]
+    return {"training_seconds": sum(seconds), "whole_network_epoch_seconds_median": statistics.median(
+        seconds[head_epochs:])}
+
+
+def compared(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
+    """A finished run's figures against the recipe's fold-0 run, paired on the same validation images."""
+    paths, labels, probabilities, classes = validation_probabilities(run_dir)
+    base_paths, base_labels, baseline, _ = validation_probabilities(BASELINE)
+    if paths != base_paths or not np.array_equal(labels, base_labels):
+        raise SystemExit(f"{run_dir} was validated on other images than {BASELINE}: same fold and seed expected")
+    positive = classes.index(config.positive_class)
+    scored = scored_class_indices(labels, len(classes), config.min_support)
+    metrics = finished_metrics(run_dir, config.epochs)
+    return {"balanced_accuracy": metrics["balanced_accuracy"], "melanoma_sensitivity": metrics["melanoma_sensitivity"],
+            "melanoma_auc": float(roc_auc_score(labels == positive, probabilities[:, positive])),
+            "vs_recipe": paired_difference(labels, baseline, probabilities, scored, positive, seed=config.seed),
+            "timing": training_time(run_dir, config.head_epochs), "images": len(labels)}
+
+
+def _row(name: str, result: dict[str, Any]) -> list[str]:
+    def delta(key: str) -> str:
+        estimate = result["vs_recipe"][key]
+        low, high = estimate["ci95"]
+        return f"{estimate['value']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+    return [name, f"{result['balanced_accuracy']['value']:.3f}", delta("delta_balanced_accuracy"),
+            f"{result['melanoma_sensitivity']['value']:.3f}", delta("delta_melanoma_sensitivity"),
+            f"{result['melanoma_auc']:.3f}", f"{result['timing']['whole_network_epoch_seconds_median']:.0f}"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("variants", nargs="*", help=f"variants to train now, in this order: {', '.join(VARIANTS)}")
+    args = parser.parse_args()
+    unknown = [name for name in args.variants if name not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
+    if finished_metrics(BASELINE, RECIPE.epochs) is None:
+        raise SystemExit(f"the recipe's fold-0 run {BASELINE} is not finished: run benchmarks.cv_lite0 --folds 0 first")
+    data = require_data()
+    for name in args.variants:
+        train_or_resume(data, OUT / name, RECIPE.with_changes(**VARIANTS[name]))
+    results = {"recipe (fold 0)": compared(BASELINE, RECIPE)}
+    for name, changes in VARIANTS.items():
+        config = RECIPE.with_changes(**changes)
+        if finished_metrics(OUT / name, config.epochs) is not None:
+            results[name] = {"changes": {k: str(v) for k, v in changes.items()}, **compared(OUT / name, config)}
+    record("lite0_ablations", {"recipe": RECIPE.to_dict(), "results": results})
+    lines = markdown_table(["variant (one change from the recipe)", "balanced accuracy", "Δ vs recipe [paired 95% CI]",
+                            "melanoma sensitivity (arg-max)", "Δ vs recipe [paired 95% CI]", "melanoma AUC",
+                            "s per whole-network epoch"],
+                           [_row(name, result) for name, result in results.items()], "lrrrrrr")
+    write_text(RESULTS / "lite0_ablations.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

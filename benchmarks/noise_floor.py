@@ -1,0 +1,84 @@
+"""How much the float model's own answers move under imperceptible input noise: the floor under any int8 agreement.
+
+    .venv/bin/python -m benchmarks.noise_floor export/lite0-fold0 export/model3
+
+For each bundle, the float model (its float32.onnx, which matches the Keras model to 1e-5) is run on
+the export's validation images and on the same images with uniform integer noise of +-1 and +-2
+grey levels added (3 seeded draws each; JPEG compression itself changes pixels by more). Its
+agreement with itself is set beside the int8 files' agreement with it (the export's figures in
+bundle.json): an int8 file cannot be asked to keep more answers than a one-grey-level change keeps.
+Records benchmarks/results/noise_floor.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import RESULTS, markdown_table, record
+from benchmarks.onnx_int8_schemes import probabilities
+from edgelesion.bench.benchmarking import source_run, verified_bundle
+from edgelesion.export.parity import compare
+from edgelesion.fileio import write_text
+from edgelesion.metrics import scored_class_indices
+from edgelesion.train.evaluation import recorded_splits
+from edgelesion.train.runs import RunDir, read_run
+
+AMPLITUDES = (1, 2)  # grey levels, uniform integer noise in [-a, a]
+DRAWS = 3
+INT8_FILES = ("int8.tflite", "int8.onnx")
+
+
+def noisy(images: np.ndarray, amplitude: int, seed: int) -> np.ndarray:
+    """`images` with uniform integer noise in [-amplitude, amplitude] added, clipped to 0..255."""
+    noise = np.random.default_rng(seed).integers(-amplitude, amplitude + 1, images.shape)
+    return np.clip(images.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def measure(bundle_dir: Path) -> dict[str, Any]:
+    """The float model against itself under noise, and the bundle's int8 files against the float model."""
+    bundle = verified_bundle(bundle_dir)
+    run = RunDir(source_run(bundle, bundle_dir, None))
+    info = read_run(run.root)
+    (val,) = recorded_splits(run, info, "val")
+    scored = scored_class_indices(val.labels, len(info.classes), info.config.min_support)
+    positive = info.classes.index(info.config.positive_class)
+    model = bundle_dir / "float32.onnx"
+    reference = probabilities(model, val.images)
+    rows = {}
+    for amplitude in AMPLITUDES:
+        for draw in range(DRAWS):
+            rows[f"float model, ±{amplitude} grey levels (draw {draw + 1})"] = compare(
+                reference, probabilities(model, noisy(val.images, amplitude, draw)), val.labels, scored, positive,
+                seed=info.config.seed)
+    for name in INT8_FILES:
+        if name in bundle["artifacts"]:
+            rows[f"{name} (the export's figures)"] = bundle["artifacts"][name]["parity"]["vs_float"]
+    return rows
+
+
+def _row(bundle: str, name: str, figures: dict[str, Any]) -> list[str]:
+    low, high = figures["delta_balanced_accuracy_ci95"]
+    return [bundle, name, f"{figures['top1_agreement']:.3f}",
+            f"{figures['sure_top1_agreement']:.3f} of {figures['sure_images']}",
+            f"{figures['delta_balanced_accuracy']:+.3f} [{low:+.3f}, {high:+.3f}]", f"{figures['max_abs_prob_diff']:.3f}"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("bundles", type=Path, nargs="+", help="bundles made by 'edgelesion export'")
+    bundles = {bundle.name: measure(bundle) for bundle in parser.parse_args().bundles}
+    record("noise_floor", {"amplitudes": AMPLITUDES, "draws": DRAWS, "bundles": bundles})
+    lines = markdown_table(["bundle", "against the float model", "top-1 agreement, all", "on sure images",
+                            "Δ balanced accuracy [paired 95% CI]", "max prob diff"],
+                           [_row(bundle, name, figures) for bundle, rows in bundles.items()
+                            for name, figures in rows.items()], "llrrrr")
+    write_text(RESULTS / "noise_floor.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
