@@ -21,6 +21,7 @@ from edgelesion.data.dataset import LoadedDataset
 from edgelesion.train.evaluation import predict, recorded_splits
 from edgelesion.fileio import replace_dir, sha256_file, staging_dir
 from edgelesion.export.mediapipe_check import INSTALL_HINT, mediapipe_agreement
+from edgelesion.export.onnx_export import OnnxInt8Scheme
 from edgelesion.metrics import classification_metrics, scored_class_indices
 from edgelesion.export.parity import CONVERSION_TOLERANCE, DEFAULT_TOLERANCES, Tolerance, compare, failures
 from edgelesion.provenance import provenance
@@ -52,6 +53,7 @@ class ExportOptions:
     calibration_images: int = CALIBRATION_IMAGES
     melanoma_sensitivity: float = TARGET_SENSITIVITY  # the melanoma alert's target on the validation split
     int8: str = "auto"  # one of INT8_METHODS
+    onnx_int8: OnnxInt8Scheme = OnnxInt8Scheme()  # how int8.onnx is quantized (recorded in its bundle.json entry)
 
     def __post_init__(self) -> None:
         if self.int8 not in INT8_METHODS:
@@ -81,7 +83,7 @@ def described_tflite(tflite: bytes, description: ModelDescription) -> bytes:
 
 
 def _write_artifact(target: Path, float_model: keras.Model, calibration: np.ndarray, staging: Path,
-                    description: ModelDescription) -> None:
+                    description: ModelDescription, onnx_int8: OnnxInt8Scheme) -> None:
     """Every artifact but int8.tflite (see export_int8_tflite), with its description inside."""
     from edgelesion.export import onnx_export, tflite_export
 
@@ -97,7 +99,7 @@ def _write_artifact(target: Path, float_model: keras.Model, calibration: np.ndar
         if not float_onnx.exists():
             onnx_export.convert_float32(float_model, staging / ".float32-for-int8.onnx")
             float_onnx = staging / ".float32-for-int8.onnx"
-        onnx_export.quantize_static_int8(float_onnx, target, calibration)
+        onnx_export.quantize_static_int8(float_onnx, target, calibration, onnx_int8)
         (staging / ".float32-for-int8.onnx").unlink(missing_ok=True)
     if name.endswith(".onnx"):
         onnx_export.write_metadata(target, description.onnx_properties())
@@ -250,8 +252,10 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
                 entry, missed = export_int8_tflite(staging, options.int8, float_model, quantized_core, calibration,
                                                    description, validate, references)
             else:
-                _write_artifact(staging / name, float_model, calibration, staging, description)
+                _write_artifact(staging / name, float_model, calibration, staging, description, options.onnx_int8)
                 entry, missed = validate(staging / name, references)
+                if name == "int8.onnx":
+                    entry["quantization"] = asdict(options.onnx_int8)
             entry["input"] = input_spec(name, config.preprocessing)
             artifacts[name], problems = entry, problems + missed
         if problems and not options.keep_failed:
