@@ -6,8 +6,9 @@
 Each variant trains fold 0 (same seed, same split) into runs/benchmarks/lite0-ablations/NAME (git-ignored,
 resumable: run the command again after an interruption) and is compared with the recipe's own fold-0 run
 (`benchmarks.cv_lite0`, runs/benchmarks/cv-lite0/fold-0) on the same validation images: the paired
-bootstrap difference in balanced accuracy and melanoma sensitivity, and melanoma's ROC AUC (the alert's
-quality, threshold-free). Records benchmarks/results/lite0_ablations.{md,json}. One fold cannot resolve
+bootstrap difference in balanced accuracy and melanoma sensitivity, melanoma's ROC AUC (the alert's
+quality, threshold-free), and how many answers the model keeps under +-1 grey level of input noise
+(`benchmarks.noise_floor`: the floor under its int8 files' agreement). Records benchmarks/results/lite0_ablations.{md,json}. One fold cannot resolve
 differences under about 3 points: the intervals say which differences are real.
 """
 
@@ -23,10 +24,13 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from benchmarks.common import RESULTS, RUNS, finished_metrics, markdown_table, record, require_data, train_or_resume
+from benchmarks.noise_floor import noisy
 from edgelesion.data.rebalance import RebalanceMethod
 from edgelesion.fileio import read_csv, write_text
+from edgelesion.export.parity import compare
 from edgelesion.metrics import paired_difference, scored_class_indices
 from edgelesion.train.config import TrainConfig
+from edgelesion.train.evaluation import predict, recorded_splits
 from edgelesion.train.online_augment import OnlineAugment
 from edgelesion.train.runs import RunDir, read_run
 
@@ -60,6 +64,17 @@ def training_time(run_dir: Path, head_epochs: int) -> dict[str, float]:
         seconds[head_epochs:])}
 
 
+def noise_agreement(run_dir: Path, scored: list[int], positive: int) -> dict[str, float]:
+    """Top-1 agreement of the run's model with itself when +-1 grey level of noise is added (one seeded draw)."""
+    from edgelesion._tf import keras
+
+    run = RunDir(run_dir)
+    (val,) = recorded_splits(run, read_run(run.root), "val")
+    model = keras.models.load_model(run.best_model)
+    figures = compare(predict(model, val.images), predict(model, noisy(val.images, 1, 0)), val.labels, scored, positive)
+    return {key: figures[key] for key in ("top1_agreement", "sure_top1_agreement", "sure_images")}
+
+
 def compared(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     """A finished run's figures against the recipe's fold-0 run, paired on the same validation images."""
     paths, labels, probabilities, classes = validation_probabilities(run_dir)
@@ -72,7 +87,8 @@ def compared(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     return {"balanced_accuracy": metrics["balanced_accuracy"], "melanoma_sensitivity": metrics["melanoma_sensitivity"],
             "melanoma_auc": float(roc_auc_score(labels == positive, probabilities[:, positive])),
             "vs_recipe": paired_difference(labels, baseline, probabilities, scored, positive, seed=config.seed),
-            "timing": training_time(run_dir, config.head_epochs), "images": len(labels)}
+            "noise_pm1": noise_agreement(run_dir, scored, positive), "timing": training_time(run_dir, config.head_epochs),
+            "images": len(labels)}
 
 
 def _row(name: str, result: dict[str, Any]) -> list[str]:
@@ -83,7 +99,9 @@ def _row(name: str, result: dict[str, Any]) -> list[str]:
 
     return [name, f"{result['balanced_accuracy']['value']:.3f}", delta("delta_balanced_accuracy"),
             f"{result['melanoma_sensitivity']['value']:.3f}", delta("delta_melanoma_sensitivity"),
-            f"{result['melanoma_auc']:.3f}", f"{result['timing']['whole_network_epoch_seconds_median']:.0f}"]
+            f"{result['melanoma_auc']:.3f}",
+            f"{result['noise_pm1']['top1_agreement']:.3f} / {result['noise_pm1']['sure_top1_agreement']:.3f}",
+            f"{result['timing']['whole_network_epoch_seconds_median']:.0f}"]
 
 
 def main() -> None:
@@ -106,8 +124,8 @@ def main() -> None:
     record("lite0_ablations", {"recipe": RECIPE.to_dict(), "results": results})
     lines = markdown_table(["variant (one change from the recipe)", "balanced accuracy", "Δ vs recipe [paired 95% CI]",
                             "melanoma sensitivity (arg-max)", "Δ vs recipe [paired 95% CI]", "melanoma AUC",
-                            "s per whole-network epoch"],
-                           [_row(name, result) for name, result in results.items()], "lrrrrrr")
+                            "answers kept under ±1 grey level (all / sure)", "s per whole-network epoch"],
+                           [_row(name, result) for name, result in results.items()], "lrrrrrrr")
     write_text(RESULTS / "lite0_ablations.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
