@@ -104,6 +104,24 @@ def melanoma_roc_chart(is_positive: np.ndarray, scores: np.ndarray, points: list
     _save(figure, target)
 
 
+def reliability_curves_chart(curves: dict[str, tuple[list[dict[str, float | None]], float]], target: Path,
+                             title: str) -> None:
+    """Accuracy against top-1 confidence, one line per model (name: (bins, expected calibration error))."""
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    axis.plot([0, 1], [0, 1], linestyle="--", color="#999999", label="calibrated")
+    for name, (bins, ece) in curves.items():
+        used = [b for b in bins if b["n"]]
+        axis.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], "o-", markersize=3,
+                  label=f"{name} (ECE {ece:.3f})")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("top-1 confidence")
+    axis.set_ylabel("accuracy")
+    axis.legend(loc="upper left", fontsize=7)
+    axis.set_title(title, fontsize=9)
+    _save(figure, target)
+
+
 def reliability_chart(bins: list[dict[str, float | None]], ece: float, target: Path, title: str) -> None:
     """Accuracy against top-1 confidence per bin (a calibrated model sits on the diagonal), with image counts."""
     used = [b for b in bins if b["n"]]

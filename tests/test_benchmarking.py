@@ -43,6 +43,9 @@ def test_every_artifact_and_the_baseline_are_measured(benchmark, bundle_dir, tra
         assert a["balanced_accuracy"]["ci95"][0] <= a["balanced_accuracy"]["value"] <= a["balanced_accuracy"]["ci95"][1]
         assert a["accuracy"]["n"] == n_images
         assert set(a["recall_per_class"]) == set(bundle["classes"])
+        # calibration per artifact, float and int8: image counts over the bins add up to the evaluation set
+        assert sum(b["n"] for b in a["calibration"]["bins"]) == n_images
+        assert 0 <= a["calibration"]["expected_calibration_error"] <= 1
         if name != "keras float model":
             diff = a["difference_from_baseline"]["delta_balanced_accuracy"]
             assert diff["ci95"][0] <= diff["value"] <= diff["ci95"][1]
@@ -67,7 +70,7 @@ def test_every_artifact_and_the_baseline_are_measured(benchmark, bundle_dir, tra
     assert result["provenance"]["machine"]["cpu"] and result["provenance"]["versions"]["onnxruntime"]
     saved = json.loads((out / "benchmark.json").read_text())
     assert saved["artifacts"].keys() == result["artifacts"].keys()
-    for chart in ("accuracy_vs_latency.png", "latency_distribution.png"):
+    for chart in ("accuracy_vs_latency.png", "latency_distribution.png", "reliability.png"):
         assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "benchmark.md").read_text()
     assert "| int8.tflite |" in report

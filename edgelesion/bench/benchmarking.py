@@ -169,6 +169,7 @@ def run_benchmark(bundle_dir: str | Path, out: str | Path, *, run_dir: str | Pat
                 "melanoma_sensitivity": metrics.get(f"{positive_class}_sensitivity"),
                 "melanoma_alert": alert_figures(probabilities[name], labels, positive, thresholds.get(name)),
                 "recall_per_class": {c: m["recall"] for c, m in metrics["per_class"].items()},
+                "calibration": metrics["calibration"],
             }
         for name, row in rows.items():
             row["top1_agreement_with_baseline"] = float(

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from edgelesion.fileio import atomic_path, write_text  # noqa: E402
 from edgelesion.metrics import format_estimate  # noqa: E402
+from edgelesion.plots import reliability_curves_chart  # noqa: E402
 from edgelesion.provenance import int8_instructions  # noqa: E402
 
 
@@ -42,9 +43,9 @@ def markdown_table(result: dict[str, Any], label: str = "") -> list[str]:
     rows = [f"| artifact | runtime | balanced accuracy [95% CI] | melanoma alert: sensitivity / specificity "
             f"[95% CI] | melanoma sensitivity, arg-max [95% CI] "
             f"| Δ balanced accuracy vs baseline [paired 95% CI] | Δ melanoma sensitivity | top-1 agreement "
-            f"| median / p90 / p99 ms, 1 thread | median ms, {cores} threads | img/s (batch) | size MB | load s "
-            f"| memory added MB |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            f"| expected calibration error | median / p90 / p99 ms, 1 thread | median ms, {cores} threads "
+            f"| img/s (batch) | size MB | load s | memory added MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, a in result["artifacts"].items():
         one = a["latency_1_thread"]
         diff = a.get("difference_from_baseline")
@@ -53,7 +54,8 @@ def markdown_table(result: dict[str, Any], label: str = "") -> list[str]:
             f"{_alert(a.get('melanoma_alert'))} | {format_estimate(a['melanoma_sensitivity'] or {})} | "
             f"{_interval(diff['delta_balanced_accuracy']) if diff else 'baseline'} | "
             f"{_interval(diff['delta_melanoma_sensitivity']) if diff else 'baseline'} | "
-            f"{a['top1_agreement_with_baseline']:.3f} | {one['median_ms']:.2f} / {one['p90_ms']:.2f} / {one['p99_ms']:.2f} | "
+            f"{a['top1_agreement_with_baseline']:.3f} | {a['calibration']['expected_calibration_error']:.3f} | "
+            f"{one['median_ms']:.2f} / {one['p90_ms']:.2f} / {one['p99_ms']:.2f} | "
             f"{a[f'latency_{cores}_threads']['median_ms']:.2f} | {a['throughput_images_per_second']:.0f} | "
             f"{a['size_bytes'] / 1e6:.2f} | {a['load_seconds']:.2f} | {a['peak_memory_added_mb']:.0f} |")
     return rows
@@ -102,7 +104,7 @@ def validation_gap_lines(result: dict[str, Any]) -> list[str]:
 
 
 def write_report(result: dict[str, Any], out: Path) -> None:
-    """benchmark.md, accuracy_vs_latency.png and latency_distribution.png into `out`."""
+    """benchmark.md, accuracy_vs_latency.png, latency_distribution.png and reliability.png into `out`."""
     lines = [f"# Benchmark of {result['bundle']}", "",
              f"Evaluation set: {result['evaluation_set']}; baseline: {result['baseline']}; balanced accuracy over "
              f"{len(result['scored_classes'])} classes. Machine: {result['provenance']['machine']['cpu']}, "
@@ -110,6 +112,9 @@ def write_report(result: dict[str, Any], out: Path) -> None:
              *efficiency_lines(result), "", *validation_gap_lines(result)]
     write_text(out / "benchmark.md", "\n".join(lines))
     accuracy_latency_chart({"": result}, out / "accuracy_vs_latency.png")
+    reliability_curves_chart({name: (a["calibration"]["bins"], a["calibration"]["expected_calibration_error"])
+                              for name, a in result["artifacts"].items()}, out / "reliability.png",
+                             f"Calibration on {result['evaluation_set']}")
     figure, axis = plt.subplots(figsize=(8, 0.5 * len(result["artifacts"]) + 1.5))
     names = list(result["artifacts"])
     axis.boxplot([result["artifacts"][n]["latency_1_thread"]["times_ms"] for n in names], vert=False, showfliers=True)
