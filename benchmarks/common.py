@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from edgelesion.train.config import TrainConfig
-from edgelesion.fileio import read_json, write_json
+from edgelesion.fileio import read_json, write_json, write_text
 from edgelesion.provenance import provenance
 from edgelesion.train.runs import RunDir
 
@@ -74,3 +75,16 @@ def fmt(estimate: dict[str, Any]) -> str:
         return "n/a"
     ci = estimate.get("ci95")
     return f"{estimate['value']:.3f} [{ci[0]:.3f}–{ci[1]:.3f}]" if ci else f"{estimate['value']:.3f}"
+
+
+def bundle_folders(doc: str) -> list[Path]:
+    """The bundle folders named on a per-bundle benchmark script's command line (`doc`: the script's docstring)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("bundles", type=Path, nargs="+", help="bundles made by 'edgelesion export'")
+    return parser.parse_args().bundles
+
+
+def write_table(name: str, lines: list[str]) -> None:
+    """benchmarks/results/NAME.md from a table's lines, printed too."""
+    write_text(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))

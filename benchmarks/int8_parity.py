@@ -9,11 +9,10 @@ benchmarks/results/int8_parity.{md,json}.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, markdown_table, record
+from benchmarks.common import bundle_folders, markdown_table, record, write_table
 from edgelesion.export.exporting import CANDIDATE_FIGURES
 from edgelesion.fileio import read_json, write_text
 
@@ -42,17 +41,14 @@ def _row(bundle: str, name: str, figures: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("bundles", type=Path, nargs="+", help="bundles made by 'edgelesion export'")
-    bundles = {bundle.name: int8_rows(bundle) for bundle in parser.parse_args().bundles}
+    bundles = {bundle.name: int8_rows(bundle) for bundle in bundle_folders(__doc__)}
     record("int8_parity", {"bundles": bundles})
     lines = markdown_table(
         ["bundle", "int8 file", "Δ balanced accuracy vs float [paired 95% CI]", "top-1 agreement on sure images",
          "top-1 agreement, all", "top-1 ties", "passes"],
         [_row(bundle, name, figures) for bundle, rows in bundles.items() for name, figures in rows.items()],
         "llrrrrl")
-    write_text(RESULTS / "int8_parity.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table("int8_parity", lines)
 
 
 if __name__ == "__main__":

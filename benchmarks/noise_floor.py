@@ -12,17 +12,15 @@ Records benchmarks/results/noise_floor.{md,json}.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS, markdown_table, record
+from benchmarks.common import bundle_folders, markdown_table, record, write_table
 from benchmarks.onnx_int8_schemes import probabilities
 from edgelesion.bench.benchmarking import source_run, verified_bundle
 from edgelesion.export.parity import compare
-from edgelesion.fileio import write_text
 from edgelesion.metrics import scored_class_indices
 from edgelesion.train.evaluation import recorded_splits
 from edgelesion.train.runs import RunDir, read_run
@@ -68,16 +66,13 @@ def _row(bundle: str, name: str, figures: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("bundles", type=Path, nargs="+", help="bundles made by 'edgelesion export'")
-    bundles = {bundle.name: measure(bundle) for bundle in parser.parse_args().bundles}
+    bundles = {bundle.name: measure(bundle) for bundle in bundle_folders(__doc__)}
     record("noise_floor", {"amplitudes": AMPLITUDES, "draws": DRAWS, "bundles": bundles})
     lines = markdown_table(["bundle", "against the float model", "top-1 agreement, all", "on sure images",
                             "Δ balanced accuracy [paired 95% CI]", "max prob diff"],
                            [_row(bundle, name, figures) for bundle, rows in bundles.items()
                             for name, figures in rows.items()], "llrrrr")
-    write_text(RESULTS / "noise_floor.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table("noise_floor", lines)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Records benchmarks/results/onnx_int8_schemes.{md,json}.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -21,12 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS, markdown_table, record
+from benchmarks.common import bundle_folders, markdown_table, record, write_table
 from edgelesion.bench.benchmarking import source_run, verified_bundle
 from edgelesion.export.calibration import calibration_sample
 from edgelesion.export.onnx_export import INPUT_NAME, OnnxInt8Scheme, quantize_static_int8
 from edgelesion.export.parity import compare
-from edgelesion.fileio import write_text
 from edgelesion.metrics import scored_class_indices
 from edgelesion.train.evaluation import predict, recorded_splits
 from edgelesion.train.runs import RunDir, read_run
@@ -100,9 +98,7 @@ def _row(bundle: str, name: str, figures: dict[str, Any], float_ms: float) -> li
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("bundles", type=Path, nargs="+", help="bundles made by 'edgelesion export'")
-    bundles = {bundle.name: measure(bundle) for bundle in parser.parse_args().bundles}
+    bundles = {bundle.name: measure(bundle) for bundle in bundle_folders(__doc__)}
     record("onnx_int8_schemes", {"bundles": bundles})
     lines = markdown_table(
         ["bundle", "int8.onnx scheme", "Δ balanced accuracy vs float [paired 95% CI]", "top-1 agreement on sure images",
@@ -110,8 +106,7 @@ def main() -> None:
         [_row(bundle, name, figures, results["float32.onnx"]["latency_ms"])
          for bundle, results in bundles.items() for name, figures in results.items() if name in SCHEMES],
         "llrrrrrr")
-    write_text(RESULTS / "onnx_int8_schemes.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table("onnx_int8_schemes", lines)
 
 
 if __name__ == "__main__":
