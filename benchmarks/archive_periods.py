@@ -17,8 +17,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.common import RESULTS, markdown_table, record
-from edgelesion.fileio import read_csv, write_text
+from benchmarks.common import markdown_table, record, write_table
+from edgelesion.fileio import read_csv
 from edgelesion.train.runs import RunDir
 
 HAM10000_FIRST_ID = 24306
@@ -45,12 +45,12 @@ def main() -> None:
                                "counts": {status: {f"{c} | {p}": n for (c, p), n in sorted(counter.items())}
                                           for status, counter in counts.items()},
                                "classes_in_both_periods_after_audit": both})
-    lines = markdown_table(["class", *[f"{p}: all / kept by the audit" for p in PERIODS[:2]]],
-                           [[c, *[f"{counts['all'][(c, p)]} / {counts['kept'][(c, p)]}" for p in PERIODS[:2]]]
-                            for c in classes], "lrr")
+    shown = [p for p in PERIODS if any(counts["all"][(c, p)] for c in classes)]
+    lines = markdown_table(["class", *[f"{p}: all / kept by the audit" for p in shown]],
+                           [[c, *[f"{counts['all'][(c, p)]} / {counts['kept'][(c, p)]}" for p in shown]]
+                            for c in classes], "l" + "r" * len(shown))
     lines += ["", f"Classes with images from both periods after the audit: {', '.join(both) or 'none'}."]
-    write_text(RESULTS / "archive_periods.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table("archive_periods", lines)
 
 
 if __name__ == "__main__":

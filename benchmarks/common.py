@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgelesion.train.config import TrainConfig
-from edgelesion.fileio import read_json, write_json, write_text
+from edgelesion.fileio import read_csv, read_json, write_json, write_text
 from edgelesion.provenance import provenance
-from edgelesion.train.runs import RunDir
+from edgelesion.train.runs import RunDir, read_run
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("EDGELESION_BENCH_DATA", REPO.parent / "shared" / "data" / "isic9" / "train"))
@@ -88,3 +90,28 @@ def write_table(name: str, lines: list[str]) -> None:
     """benchmarks/results/NAME.md from a table's lines, printed too."""
     write_text(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def probabilities(path: Path, images: np.ndarray) -> np.ndarray:
+    """onnxruntime's probabilities for `images`, in batches of 32."""
+    import onnxruntime as ort
+
+    from edgelesion.export.onnx_export import INPUT_NAME
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {INPUT_NAME: images[i:i + 32].astype(np.float32)})[0]
+                           for i in range(0, len(images), 32)])
+
+
+def noisy(images: np.ndarray, amplitude: int, seed: int) -> np.ndarray:
+    """`images` with uniform integer noise in [-amplitude, amplitude] added, clipped to 0..255."""
+    noise = np.random.default_rng(seed).integers(-amplitude, amplitude + 1, images.shape)
+    return np.clip(images.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def validation_probabilities(run_dir: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """A finished run's validation predictions: image paths, label indices, probabilities, class names."""
+    classes = read_run(run_dir, need_model=False).classes
+    rows = read_csv(RunDir(run_dir).evaluation / "validation" / "predictions.csv")
+    return ([r["path"] for r in rows], np.array([classes.index(r["label"]) for r in rows]),
+            np.array([[float(r[c]) for c in classes] for r in rows]), classes)

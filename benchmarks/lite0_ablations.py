@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.common import RESULTS, RUNS, finished_metrics, markdown_table, record, require_data, train_or_resume
-from benchmarks.noise_floor import noisy
+from benchmarks.common import (RUNS, finished_metrics, markdown_table, noisy, record, require_data, train_or_resume,
+                               validation_probabilities, write_table)
 from edgelesion.data.rebalance import RebalanceMethod
-from edgelesion.fileio import read_csv, write_text
+from edgelesion.fileio import read_csv
 from edgelesion.export.parity import compare
 from edgelesion.metrics import paired_difference, scored_class_indices
 from edgelesion.train.config import TrainConfig
@@ -47,14 +47,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-head-epochs": {"head_epochs": 0},
     "20-epochs": {"epochs": 20},
 }
-
-
-def validation_probabilities(run_dir: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-    """A finished run's validation predictions: image paths, label indices, probabilities, class names."""
-    classes = read_run(run_dir, need_model=False).classes
-    rows = read_csv(RunDir(run_dir).evaluation / "validation" / "predictions.csv")
-    return ([r["path"] for r in rows], np.array([classes.index(r["label"]) for r in rows]),
-            np.array([[float(r[c]) for c in classes] for r in rows]), classes)
 
 
 def training_time(run_dir: Path, head_epochs: int) -> dict[str, float]:
@@ -126,8 +118,7 @@ def main() -> None:
                             "melanoma sensitivity (arg-max)", "Δ vs recipe [paired 95% CI]", "melanoma AUC",
                             "answers kept under ±1 grey level (all / sure)", "s per whole-network epoch"],
                            [_row(name, result) for name, result in results.items()], "lrrrrrrr")
-    write_text(RESULTS / "lite0_ablations.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table("lite0_ablations", lines)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import bundle_folders, markdown_table, record, write_table
-from benchmarks.onnx_int8_schemes import probabilities
+from benchmarks.common import bundle_folders, markdown_table, noisy, probabilities, record, write_table
 from edgelesion.bench.benchmarking import source_run, verified_bundle
 from edgelesion.export.parity import compare
 from edgelesion.metrics import scored_class_indices
@@ -28,12 +27,6 @@ from edgelesion.train.runs import RunDir, read_run
 AMPLITUDES = (1, 2)  # grey levels, uniform integer noise in [-a, a]
 DRAWS = 3
 INT8_FILES = ("int8.tflite", "int8.onnx")
-
-
-def noisy(images: np.ndarray, amplitude: int, seed: int) -> np.ndarray:
-    """`images` with uniform integer noise in [-amplitude, amplitude] added, clipped to 0..255."""
-    noise = np.random.default_rng(seed).integers(-amplitude, amplitude + 1, images.shape)
-    return np.clip(images.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
 
 def measure(bundle_dir: Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import bundle_folders, markdown_table, record, write_table
+from benchmarks.common import bundle_folders, markdown_table, probabilities, record, write_table
 from edgelesion.bench.benchmarking import source_run, verified_bundle
 from edgelesion.export.calibration import calibration_sample
 from edgelesion.export.onnx_export import INPUT_NAME, OnnxInt8Scheme, quantize_static_int8
@@ -53,15 +53,6 @@ def latency_ms(path: Path, image: np.ndarray, runs: int = 200) -> float:
         session.run(None, feed)
         times.append(time.perf_counter() - start)
     return 1000 * float(np.median(times))
-
-
-def probabilities(path: Path, images: np.ndarray) -> np.ndarray:
-    """onnxruntime's probabilities for `images`, in batches of 32."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(None, {INPUT_NAME: images[i:i + 32].astype(np.float32)})[0]
-                           for i in range(0, len(images), 32)])
 
 
 def measure(bundle_dir: Path) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Would temperature scaling calibrate a run's probabilities? Cross-fitted on its validation predictions.
 
-    .venv/bin/python -m benchmarks.temperature runs/benchmarks/cv-lite0/fold-0 runs/benchmarks/model3-seed-dropout-augmentor
+    .venv/bin/python -m benchmarks.temperature runs/benchmarks/cv-lite0/fold-0 \
+        runs/benchmarks/model3-seed-dropout-augmentor runs/benchmarks/model1-seed-simple
 
 A temperature T divides the logits before the softmax (softmax(log p / T) from the saved
 probabilities). Fitting T and scoring it on the same images flatters it, so the validation split
@@ -20,9 +21,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from benchmarks.common import RESULTS, markdown_table, record
-from benchmarks.lite0_ablations import validation_probabilities
-from edgelesion.fileio import write_text
+from benchmarks.common import markdown_table, record, validation_probabilities, write_table
 from edgelesion.metrics import calibration_bins
 
 SPLITS = 5
@@ -37,6 +36,7 @@ def tempered(log_probabilities: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-probability of the true class."""
     return float(-np.log(probabilities[np.arange(len(labels)), labels] + 1e-12).mean())
 
 
@@ -79,10 +79,9 @@ def main() -> None:
     rows = [[name, str(r["images"]), f"{r['mean']['temperature']:.3f} ({r['temperature_range'][0]:.2f}–"
              f"{r['temperature_range'][1]:.2f})", f"{r['mean']['nll_before']:.3f} → {r['mean']['nll_after']:.3f}",
              f"{r['mean']['ece_before']:.3f} → {r['mean']['ece_after']:.3f}"] for name, r in results.items()]
-    lines = markdown_table(["run", "validation images", "T, mean (range) over 10 halves",
+    lines = markdown_table(["run", "validation images", f"T, mean (range) over {2 * SPLITS} halves",
                             "held-out NLL, before → after", "held-out ECE, before → after"], rows, "lrrrr")
-    write_text(RESULTS / "temperature.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table("temperature", lines)
 
 
 if __name__ == "__main__":

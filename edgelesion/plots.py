@@ -104,19 +104,25 @@ def melanoma_roc_chart(is_positive: np.ndarray, scores: np.ndarray, points: list
     _save(figure, target)
 
 
-def reliability_curves_chart(curves: dict[str, tuple[list[dict[str, float | None]], float]], target: Path,
-                             title: str) -> None:
-    """Accuracy against top-1 confidence, one line per model (name: (bins, expected calibration error))."""
-    figure, axis = plt.subplots(figsize=(5.5, 5))
+def _reliability_axes(size: tuple[float, float]) -> tuple[plt.Figure, plt.Axes]:
+    """A confidence-accuracy square with the calibrated diagonal drawn."""
+    figure, axis = plt.subplots(figsize=size)
     axis.plot([0, 1], [0, 1], linestyle="--", color="#999999", label="calibrated")
-    for name, (bins, ece) in curves.items():
-        used = [b for b in bins if b["n"]]
-        axis.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], "o-", markersize=3,
-                  label=f"{name} (ECE {ece:.3f})")
     axis.set_xlim(0, 1)
     axis.set_ylim(0, 1)
     axis.set_xlabel("top-1 confidence")
     axis.set_ylabel("accuracy")
+    return figure, axis
+
+
+def reliability_curves_chart(curves: dict[str, tuple[list[dict[str, float | None]], float]], target: Path,
+                             title: str) -> None:
+    """Accuracy against top-1 confidence, one line per model (name: (bins, expected calibration error))."""
+    figure, axis = _reliability_axes((5.5, 5))
+    for name, (bins, ece) in curves.items():
+        used = [b for b in bins if b["n"]]
+        axis.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], "o-", markersize=3,
+                  label=f"{name} (ECE {ece:.3f})")
     axis.legend(loc="upper left", fontsize=7)
     axis.set_title(title, fontsize=9)
     _save(figure, target)
@@ -125,18 +131,13 @@ def reliability_curves_chart(curves: dict[str, tuple[list[dict[str, float | None
 def reliability_chart(bins: list[dict[str, float | None]], ece: float, target: Path, title: str) -> None:
     """Accuracy against top-1 confidence per bin (a calibrated model sits on the diagonal), with image counts."""
     used = [b for b in bins if b["n"]]
-    figure, axis = plt.subplots(figsize=(5, 5))
-    axis.plot([0, 1], [0, 1], linestyle="--", color="#999999", label="calibrated")
+    figure, axis = _reliability_axes((5, 5))
     width = used[0]["high"] - used[0]["low"] if used else 0.1
     axis.bar([b["low"] for b in used], [b["accuracy"] for b in used], width=width, align="edge",
              edgecolor="#08519c", color="#9ecae1", label="accuracy")
     axis.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], "o", color="#08519c", markersize=3)
     for b in used:
         axis.annotate(str(b["n"]), (b["low"] + width / 2, 0.02), ha="center", fontsize=6)
-    axis.set_xlim(0, 1)
-    axis.set_ylim(0, 1)
-    axis.set_xlabel("top-1 confidence")
-    axis.set_ylabel("accuracy")
     axis.legend(loc="upper left", fontsize=8)
     axis.set_title(f"{title}\nexpected calibration error {ece:.3f}", fontsize=9)
     _save(figure, target)

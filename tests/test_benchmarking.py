@@ -43,8 +43,12 @@ def test_every_artifact_and_the_baseline_are_measured(benchmark, bundle_dir, tra
         assert a["balanced_accuracy"]["ci95"][0] <= a["balanced_accuracy"]["value"] <= a["balanced_accuracy"]["ci95"][1]
         assert a["accuracy"]["n"] == n_images
         assert set(a["recall_per_class"]) == set(bundle["classes"])
-        # calibration per artifact, float and int8: image counts over the bins add up to the evaluation set
-        assert sum(b["n"] for b in a["calibration"]["bins"]) == n_images
+        # calibration per artifact, from that artifact's own answers: its bins hold every image, and the images
+        # they count as correct are the artifact's correct top-1s (an int8 file's, not the float model's)
+        bins = a["calibration"]["bins"]
+        assert sum(b["n"] for b in bins) == n_images
+        correct = sum(round(b["n"] * b["accuracy"]) for b in bins if b["n"])
+        assert correct == round(a["accuracy"]["value"] * n_images)
         assert 0 <= a["calibration"]["expected_calibration_error"] <= 1
         if name != "keras float model":
             diff = a["difference_from_baseline"]["delta_balanced_accuracy"]
@@ -73,7 +77,7 @@ def test_every_artifact_and_the_baseline_are_measured(benchmark, bundle_dir, tra
     for chart in ("accuracy_vs_latency.png", "latency_distribution.png", "reliability.png"):
         assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "benchmark.md").read_text()
-    assert "| int8.tflite |" in report
+    assert "| int8.tflite |" in report and "| expected calibration error |" in report
     from edgelesion.provenance import int8_instructions
 
     assert f"CPU int8 instructions: {int8_instructions(result['provenance']['machine']['cpu_flags'])}." in report

@@ -85,7 +85,7 @@ def test_int8_onnx_has_uint8_activations_seven_bit_per_channel_weights_and_a_flo
                               if node.op_type == "QuantizeLinear"}
     assert activation_zero_points == {onnx.TensorProto.UINT8}
     entry = json.loads((bundle_dir / "bundle.json").read_text())["artifacts"]["int8.onnx"]
-    assert entry["quantization"] == {"activations": "uint8", "eight_bit_weights": "depthwise"}
+    assert entry["onnx_int8_scheme"] == {"activations": "uint8", "eight_bit_weights": "depthwise"}
     producer = {out: node for node in graph.node for out in node.output}
     (softmax,) = [node for node in graph.node if node.op_type == "Softmax"]
     assert softmax.output[0] == graph.output[0].name  # probabilities come straight from the float softmax

@@ -255,7 +255,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
                 _write_artifact(staging / name, float_model, calibration, staging, description, options.onnx_int8)
                 entry, missed = validate(staging / name, references)
                 if name == "int8.onnx":
-                    entry["quantization"] = asdict(options.onnx_int8)
+                    entry["onnx_int8_scheme"] = asdict(options.onnx_int8)
             entry["input"] = input_spec(name, config.preprocessing)
             artifacts[name], problems = entry, problems + missed
         if problems and not options.keep_failed:

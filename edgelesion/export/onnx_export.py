@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnx
@@ -58,10 +59,15 @@ def classifier_head_nodes(graph: onnx.GraphProto) -> list[str]:
 
 
 def depthwise_conv_weights(graph: onnx.GraphProto) -> list[str]:
-    """The weight initializers of the graph's depthwise (grouped) convolutions."""
-    initializers = {tensor.name for tensor in graph.initializer}
-    return [node.input[1] for node in graph.node if node.op_type == "Conv" and node.input[1] in initializers
-            and any(attribute.name == "group" and attribute.i > 1 for attribute in node.attribute)]
+    """The weight initializers of the graph's depthwise convolutions: one input and one output channel per group
+    (weights group x 1 x kh x kw), the only grouped convolutions onnxruntime runs in its depthwise kernels."""
+    shapes = {tensor.name: list(tensor.dims) for tensor in graph.initializer}
+
+    def group(node: onnx.NodeProto) -> int:
+        return next((attribute.i for attribute in node.attribute if attribute.name == "group"), 1)
+
+    return [node.input[1] for node in graph.node if node.op_type == "Conv" and node.input[1] in shapes
+            and group(node) > 1 and shapes[node.input[1]][:2] == [group(node), 1]]
 
 
 @dataclass(frozen=True)
@@ -69,8 +75,8 @@ class OnnxInt8Scheme:
     """How int8.onnx is quantized. The default is what the export ships (see `quantize_static_int8`); the others
     exist to be measured against it (benchmarks/onnx_int8_schemes.py)."""
 
-    activations: str = "uint8"  # or "int8"
-    eight_bit_weights: str = "depthwise"  # which weights keep 8 bits, the rest 7: "depthwise", "none" or "all"
+    activations: Literal["uint8", "int8"] = "uint8"
+    eight_bit_weights: Literal["depthwise", "none", "all"] = "depthwise"  # which weights keep 8 bits, the rest 7
 
     def __post_init__(self) -> None:
         if self.activations not in ("uint8", "int8") or self.eight_bit_weights not in ("depthwise", "none", "all"):
@@ -79,7 +85,8 @@ class OnnxInt8Scheme:
 
 def quantize_static_int8(float_onnx: Path, target: Path, calibration: np.ndarray,
                          scheme: OnnxInt8Scheme = OnnxInt8Scheme()) -> None:
-    """Int8 QDQ ONNX from the float32 ONNX, calibrated on the shared calibration sample (onnxruntime).
+    """Int8 QDQ ONNX from the float32 ONNX, calibrated on the shared calibration sample (onnxruntime), quantized
+    as `scheme` says. The default scheme, which the export ships:
 
     uint8 activations, int8 weights per output channel. On x86 CPUs without VNNI (AVX2 only),
     onnxruntime's int8 matrix kernels (MatMul, full and pointwise convolutions) add pairs of
@@ -88,7 +95,7 @@ def quantize_static_int8(float_onnx: Path, target: Path, calibration: np.ndarray
     weights keep 7 bits (`reduce_range`: 2 x 255 x 64 fits in 16 bits). Depthwise convolutions run
     in kernels that widen both operands to 16 bits and add in 32 (MLAS's depthwise kernels), so
     their weights keep all 8 bits: on Lite0, 7-bit depthwise weights cost most of int8.onnx's
-    agreement, and uint8 activations run 1.7x faster than int8 ones (benchmarks/README.md).
+    agreement, and uint8 activations run 1.6x faster than int8 ones (benchmarks/README.md).
     The softmax stays in float32 on the dequantized features, and so does the classifier head
     before it (`classifier_head_nodes`): probabilities keep full resolution, and classes whose int8
     logits would be equal do not tie.
