@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 
 from edgelesion.train.config import TrainConfig
-from edgelesion.fileio import read_csv, read_json, write_json, write_text
+from edgelesion.fileio import read_json, write_json, write_text
+from edgelesion.metrics import scored_class_indices
 from edgelesion.provenance import provenance
-from edgelesion.train.runs import RunDir, read_run
+from edgelesion.train.runs import RunDir, RunInfo, read_run
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("EDGELESION_BENCH_DATA", REPO.parent / "shared" / "data" / "isic9" / "train"))
@@ -92,26 +93,27 @@ def write_table(name: str, lines: list[str]) -> None:
     print("\n".join(lines))
 
 
-def probabilities(path: Path, images: np.ndarray) -> np.ndarray:
-    """onnxruntime's probabilities for `images`, in batches of 32."""
-    import onnxruntime as ort
-
-    from edgelesion.export.onnx_export import INPUT_NAME
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(None, {INPUT_NAME: images[i:i + 32].astype(np.float32)})[0]
-                           for i in range(0, len(images), 32)])
-
-
 def noisy(images: np.ndarray, amplitude: int, seed: int) -> np.ndarray:
     """`images` with uniform integer noise in [-amplitude, amplitude] added, clipped to 0..255."""
     noise = np.random.default_rng(seed).integers(-amplitude, amplitude + 1, images.shape)
     return np.clip(images.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
 
-def validation_probabilities(run_dir: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-    """A finished run's validation predictions: image paths, label indices, probabilities, class names."""
-    classes = read_run(run_dir, need_model=False).classes
-    rows = read_csv(RunDir(run_dir).evaluation / "validation" / "predictions.csv")
-    return ([r["path"] for r in rows], np.array([classes.index(r["label"]) for r in rows]),
-            np.array([[float(r[c]) for c in classes] for r in rows]), classes)
+def scoring(info: RunInfo, labels: np.ndarray) -> tuple[list[int], int]:
+    """The classes balanced accuracy scores on `labels` and the melanoma class index, as the run defines them."""
+    return (scored_class_indices(labels, len(info.classes), info.config.min_support),
+            info.classes.index(info.config.positive_class))
+
+
+def bundle_run(bundle_dir: Path) -> tuple[dict[str, Any], RunDir, RunInfo]:
+    """A checked bundle, and the training run it was exported from (where bundle.json says it lies)."""
+    from edgelesion.bench.benchmarking import source_run, verified_bundle
+
+    bundle = verified_bundle(bundle_dir)
+    run = RunDir(source_run(bundle, bundle_dir, None))
+    return bundle, run, read_run(run.root)
+
+
+def signed_interval(value: float, ci95: list[float]) -> str:
+    """'+0.042 [-0.006, +0.091]' for a difference in a markdown table."""
+    return f"{value:+.3f} [{ci95[0]:+.3f}, {ci95[1]:+.3f}]"

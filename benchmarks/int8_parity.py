@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import bundle_folders, markdown_table, record, write_table
+from benchmarks.common import bundle_folders, markdown_table, record, signed_interval, write_table
 from edgelesion.export.exporting import CANDIDATE_FIGURES
 from edgelesion.fileio import read_json, write_text
 
@@ -34,8 +34,7 @@ def int8_rows(bundle: Path) -> dict[str, dict[str, Any]]:
 
 
 def _row(bundle: str, name: str, figures: dict[str, Any]) -> list[str]:
-    low, high = figures["delta_balanced_accuracy_ci95"]
-    return [bundle, name, f"{figures['delta_balanced_accuracy']:+.3f} [{low:+.3f}, {high:+.3f}]",
+    return [bundle, name, signed_interval(figures["delta_balanced_accuracy"], figures["delta_balanced_accuracy_ci95"]),
             f"{figures['sure_top1_agreement']:.3f} of {figures['sure_images']}", f"{figures['top1_agreement']:.3f}",
             f"{figures['top1_ties']:.3f}", "yes" if figures["passed"] else "no"]
 

@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.common import (RUNS, finished_metrics, markdown_table, noisy, record, require_data, train_or_resume,
-                               validation_probabilities, write_table)
+from benchmarks.common import (RUNS, finished_metrics, markdown_table, noisy, record, require_data, scoring,
+                               signed_interval, train_or_resume, write_table)
 from edgelesion.data.rebalance import RebalanceMethod
 from edgelesion.fileio import read_csv
 from edgelesion.export.parity import compare
-from edgelesion.metrics import paired_difference, scored_class_indices
+from edgelesion.metrics import paired_difference
 from edgelesion.train.config import TrainConfig
-from edgelesion.train.evaluation import predict, recorded_splits
+from edgelesion.train.evaluation import predict, read_validation_predictions, recorded_splits
 from edgelesion.train.online_augment import OnlineAugment
 from edgelesion.train.runs import RunDir, read_run
 
@@ -69,12 +69,11 @@ def noise_agreement(run_dir: Path, scored: list[int], positive: int) -> dict[str
 
 def compared(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     """A finished run's figures against the recipe's fold-0 run, paired on the same validation images."""
-    paths, labels, probabilities, classes = validation_probabilities(run_dir)
-    base_paths, base_labels, baseline, _ = validation_probabilities(BASELINE)
-    if paths != base_paths or not np.array_equal(labels, base_labels):
+    rows, probabilities, labels, classes = read_validation_predictions(RunDir(run_dir))
+    base_rows, baseline, base_labels, _ = read_validation_predictions(RunDir(BASELINE))
+    if [r["path"] for r in rows] != [r["path"] for r in base_rows] or not np.array_equal(labels, base_labels):
         raise SystemExit(f"{run_dir} was validated on other images than {BASELINE}: same fold and seed expected")
-    positive = classes.index(config.positive_class)
-    scored = scored_class_indices(labels, len(classes), config.min_support)
+    scored, positive = scoring(read_run(run_dir, need_model=False), labels)
     metrics = finished_metrics(run_dir, config.epochs)
     return {"balanced_accuracy": metrics["balanced_accuracy"], "melanoma_sensitivity": metrics["melanoma_sensitivity"],
             "melanoma_auc": float(roc_auc_score(labels == positive, probabilities[:, positive])),
@@ -86,8 +85,7 @@ def compared(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
 def _row(name: str, result: dict[str, Any]) -> list[str]:
     def delta(key: str) -> str:
         estimate = result["vs_recipe"][key]
-        low, high = estimate["ci95"]
-        return f"{estimate['value']:+.3f} [{low:+.3f}, {high:+.3f}]"
+        return signed_interval(estimate["value"], estimate["ci95"])
 
     return [name, f"{result['balanced_accuracy']['value']:.3f}", delta("delta_balanced_accuracy"),
             f"{result['melanoma_sensitivity']['value']:.3f}", delta("delta_melanoma_sensitivity"),

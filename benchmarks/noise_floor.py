@@ -15,14 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
-from benchmarks.common import bundle_folders, markdown_table, noisy, probabilities, record, write_table
-from edgelesion.bench.benchmarking import source_run, verified_bundle
+from benchmarks.common import (bundle_folders, bundle_run, markdown_table, noisy, record, scoring, signed_interval,
+                               write_table)
 from edgelesion.export.parity import compare
-from edgelesion.metrics import scored_class_indices
+from edgelesion.infer.runtimes import open_runner, predict_in_batches
 from edgelesion.train.evaluation import recorded_splits
-from edgelesion.train.runs import RunDir, read_run
 
 AMPLITUDES = (1, 2)  # grey levels, uniform integer noise in [-a, a]
 DRAWS = 3
@@ -31,19 +29,16 @@ INT8_FILES = ("int8.tflite", "int8.onnx")
 
 def measure(bundle_dir: Path) -> dict[str, Any]:
     """The float model against itself under noise, and the bundle's int8 files against the float model."""
-    bundle = verified_bundle(bundle_dir)
-    run = RunDir(source_run(bundle, bundle_dir, None))
-    info = read_run(run.root)
+    bundle, run, info = bundle_run(bundle_dir)
     (val,) = recorded_splits(run, info, "val")
-    scored = scored_class_indices(val.labels, len(info.classes), info.config.min_support)
-    positive = info.classes.index(info.config.positive_class)
-    model = bundle_dir / "float32.onnx"
-    reference = probabilities(model, val.images)
+    scored, positive = scoring(info, val.labels)
+    model = open_runner(bundle_dir / "float32.onnx")
+    reference = predict_in_batches(model, val.images)
     rows = {}
     for amplitude in AMPLITUDES:
         for draw in range(DRAWS):
             rows[f"float model, ±{amplitude} grey levels (draw {draw + 1})"] = compare(
-                reference, probabilities(model, noisy(val.images, amplitude, draw)), val.labels, scored, positive,
+                reference, predict_in_batches(model, noisy(val.images, amplitude, draw)), val.labels, scored, positive,
                 seed=info.config.seed)
     for name in INT8_FILES:
         if name in bundle["artifacts"]:
@@ -52,10 +47,10 @@ def measure(bundle_dir: Path) -> dict[str, Any]:
 
 
 def _row(bundle: str, name: str, figures: dict[str, Any]) -> list[str]:
-    low, high = figures["delta_balanced_accuracy_ci95"]
     return [bundle, name, f"{figures['top1_agreement']:.3f}",
             f"{figures['sure_top1_agreement']:.3f} of {figures['sure_images']}",
-            f"{figures['delta_balanced_accuracy']:+.3f} [{low:+.3f}, {high:+.3f}]", f"{figures['max_abs_prob_diff']:.3f}"]
+            signed_interval(figures["delta_balanced_accuracy"], figures["delta_balanced_accuracy_ci95"]),
+            f"{figures['max_abs_prob_diff']:.3f}"]
 
 
 def main() -> None:

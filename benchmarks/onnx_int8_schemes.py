@@ -14,20 +14,17 @@ Records benchmarks/results/onnx_int8_schemes.{md,json}.
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
-from benchmarks.common import bundle_folders, markdown_table, probabilities, record, write_table
-from edgelesion.bench.benchmarking import source_run, verified_bundle
+from benchmarks.common import bundle_folders, bundle_run, markdown_table, record, scoring, signed_interval, write_table
+from edgelesion.bench.latency import measure_latency
 from edgelesion.export.calibration import calibration_sample
-from edgelesion.export.onnx_export import INPUT_NAME, OnnxInt8Scheme, quantize_static_int8
+from edgelesion.export.onnx_export import OnnxInt8Scheme, quantize_static_int8
 from edgelesion.export.parity import compare
-from edgelesion.metrics import scored_class_indices
+from edgelesion.infer.runtimes import open_runner, predict_in_batches
 from edgelesion.train.evaluation import predict, recorded_splits
-from edgelesion.train.runs import RunDir, read_run
 
 SCHEMES = {
     "shipped: uint8 activations, 8-bit depthwise weights, 7-bit others": OnnxInt8Scheme(),
@@ -37,44 +34,27 @@ SCHEMES = {
 }
 
 
-def latency_ms(path: Path, image: np.ndarray, runs: int = 200) -> float:
-    """Median 1-thread latency of one image, after 20 warm-up runs."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = {INPUT_NAME: image[None].astype(np.float32)}
-    for _ in range(20):
-        session.run(None, feed)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
-
-
 def measure(bundle_dir: Path) -> dict[str, Any]:
     """Every scheme's figures for one bundle."""
     from edgelesion._tf import keras
 
-    bundle = verified_bundle(bundle_dir)
-    run = RunDir(source_run(bundle, bundle_dir, None))
-    info = read_run(run.root)
+    bundle, run, info = bundle_run(bundle_dir)
     train, val = recorded_splits(run, info, "train", "val")
     calibration = calibration_sample(train.images, n=bundle["calibration"]["images"], seed=info.config.seed)
     reference = predict(keras.models.load_model(run.best_model), val.images)
-    scored = scored_class_indices(val.labels, len(info.classes), info.config.min_support)
-    positive = info.classes.index(info.config.positive_class)
-    results = {"float32.onnx": {"latency_ms": latency_ms(bundle_dir / "float32.onnx", val.images[0])}}
+    scored, positive = scoring(info, val.labels)
+
+    def latency_ms(path: Path) -> float:
+        return measure_latency(open_runner(path, threads=1), val.images[0])["median_ms"]
+
+    results = {"float32.onnx": {"latency_ms": latency_ms(bundle_dir / "float32.onnx")}}
     with tempfile.TemporaryDirectory() as scratch:
         for name, scheme in SCHEMES.items():
             target = Path(scratch) / "int8.onnx"
             quantize_static_int8(bundle_dir / "float32.onnx", target, calibration, scheme)
-            figures = compare(reference, probabilities(target, val.images), val.labels, scored, positive,
-                              seed=info.config.seed)
-            results[name] = {**figures, "latency_ms": latency_ms(target, val.images[0])}
+            figures = compare(reference, predict_in_batches(open_runner(target), val.images), val.labels, scored,
+                              positive, seed=info.config.seed)
+            results[name] = {**figures, "latency_ms": latency_ms(target)}
             print(f"{bundle_dir.name}, {name}: agreement {figures['top1_agreement']:.3f} "
                   f"({figures['sure_top1_agreement']:.3f} sure), balanced accuracy "
                   f"{figures['delta_balanced_accuracy']:+.3f}, {results[name]['latency_ms']:.2f} ms", flush=True)
@@ -82,8 +62,7 @@ def measure(bundle_dir: Path) -> dict[str, Any]:
 
 
 def _row(bundle: str, name: str, figures: dict[str, Any], float_ms: float) -> list[str]:
-    low, high = figures["delta_balanced_accuracy_ci95"]
-    return [bundle, name, f"{figures['delta_balanced_accuracy']:+.3f} [{low:+.3f}, {high:+.3f}]",
+    return [bundle, name, signed_interval(figures["delta_balanced_accuracy"], figures["delta_balanced_accuracy_ci95"]),
             f"{figures['sure_top1_agreement']:.3f} of {figures['sure_images']}", f"{figures['top1_agreement']:.3f}",
             f"{figures['max_abs_prob_diff']:.3f}", f"{figures['latency_ms']:.2f}", f"{float_ms / figures['latency_ms']:.2f}×"]
 

@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from benchmarks.common import markdown_table, record, validation_probabilities, write_table
+from benchmarks.common import markdown_table, record, write_table
 from edgelesion.metrics import calibration_bins
+from edgelesion.train.evaluation import read_validation_predictions
+from edgelesion.train.runs import RunDir
 
 SPLITS = 5
 BOUNDS = (0.05, 20.0)
@@ -49,7 +51,7 @@ def fit_temperature(log_probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 def cross_fitted(run_dir: Path) -> dict[str, Any]:
     """T fitted on one random half of the validation split, scored on the other, both ways, SPLITS times."""
-    _, labels, probabilities, _ = validation_probabilities(run_dir)
+    _, probabilities, labels, _ = read_validation_predictions(RunDir(run_dir))
     log_p = np.log(np.clip(probabilities, 1e-12, 1.0))
     halves = []
     for seed in range(SPLITS):

@@ -19,11 +19,12 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from edgelesion.errors import EdgelesionError
-from edgelesion.fileio import ensure_outside, read_csv, read_json, write_csv, write_json, write_text
+from edgelesion.fileio import ensure_outside, read_json, write_csv, write_json, write_text
 from edgelesion.plots import cv_folds_chart, melanoma_roc_chart
 from edgelesion.provenance import provenance
 from edgelesion.thresholds import TARGET_SENSITIVITY, alert_figures, melanoma_threshold
 from edgelesion.train.config import TrainConfig
+from edgelesion.train.evaluation import read_validation_predictions
 from edgelesion.train.runs import RunDir, read_run
 from edgelesion.train.training import resume, train
 
@@ -100,15 +101,6 @@ def cross_validate(data_dir: str | Path, out: str | Path, config: TrainConfig, *
     return merge_cv(cv.root, target_sensitivity=target_sensitivity)
 
 
-def _fold_predictions(run: RunDir) -> tuple[list[dict[str, str]], np.ndarray, np.ndarray, list[str]]:
-    metrics = read_json(run.evaluation / "validation" / "metrics.json")
-    classes = metrics["class_names"]
-    rows = read_csv(run.evaluation / "validation" / "predictions.csv")
-    probabilities = np.array([[float(row[c]) for c in classes] for row in rows], dtype=np.float64)
-    labels = np.array([classes.index(row["label"]) for row in rows], dtype=np.int64)
-    return rows, probabilities, labels, classes
-
-
 def _value(metrics: dict[str, Any], key: str) -> float | None:
     return (metrics.get(key) or {}).get("value")
 
@@ -132,7 +124,7 @@ def merge_cv(out: str | Path, *, target_sensitivity: float = TARGET_SENSITIVITY)
     finished = [k for k in range(config.folds) if fold_finished(cv.fold(k))]
     if not finished:
         raise EdgelesionError(f"no fold of {cv.root} has finished yet: run 'edgelesion cv' (or resume a fold)")
-    folds = {k: _fold_predictions(cv.fold(k)) for k in finished}
+    folds = {k: read_validation_predictions(cv.fold(k)) for k in finished}
     classes = folds[finished[0]][3]
     positive = classes.index(config.positive_class) if config.positive_class in classes else None
     per_fold: dict[int, dict[str, Any]] = {}

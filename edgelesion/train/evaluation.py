@@ -54,6 +54,16 @@ def evaluate_and_write(probabilities: np.ndarray, labels: np.ndarray, classes: l
     return metrics
 
 
+def read_validation_predictions(run: RunDir) -> tuple[list[dict[str, str]], np.ndarray, np.ndarray, list[str]]:
+    """A finished run's validation predictions.csv (see evaluate_and_write): rows, probabilities, label indices and
+    class names."""
+    classes = read_json(run.evaluation / "validation" / "metrics.json")["class_names"]
+    rows = read_csv(run.evaluation / "validation" / "predictions.csv")
+    probabilities = np.array([[float(row[c]) for c in classes] for row in rows], dtype=np.float64)
+    labels = np.array([classes.index(row["label"]) for row in rows], dtype=np.int64)
+    return rows, probabilities, labels, classes
+
+
 def evaluate_validation(model: keras.Model, val: LoadedDataset, out_dir: Path, *, title: str,
                         config: TrainConfig) -> dict[str, Any]:
     """Score the validation split and choose the melanoma alert threshold on it (recorded in its metrics.json)."""
