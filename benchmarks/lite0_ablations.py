@@ -46,6 +46,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-online-augment": {"online_augment": OnlineAugment(enabled=False)},
     "no-head-epochs": {"head_epochs": 0},
     "20-epochs": {"epochs": 20},
+    # the float model's answers flip under +-1 grey level (benchmarks.noise_floor): does training under noise help?
+    "pixel-noise-3": {"online_augment": replace(RECIPE.online_augment, pixel_noise=3.0)},
 }
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgelesion.errors import EdgelesionError
-from edgelesion.fileio import read_csv, read_json
+from edgelesion.fileio import read_csv, read_json, write_json
 from edgelesion.preprocessing import Preprocessing
 from edgelesion.thresholds import melanoma_threshold
 from edgelesion.train.config import TrainConfig
@@ -52,6 +52,14 @@ def test_a_cv_folder_refuses_other_settings_and_foreign_folders(dataset_dir, tmp
     cross_validate(dataset_dir, cv.root, CONFIG.with_changes(epochs=1), folds=[0], progress=False)
     with pytest.raises(EdgelesionError, match="other settings"):
         cross_validate(dataset_dir, cv.root, CONFIG, folds=[0], progress=False)
+    # a cv.json written before a setting existed still matches when that setting keeps its default
+    spec = read_json(cv.spec)
+    del spec["config"]["online_augment"]["pixel_noise"]
+    write_json(cv.spec, spec)
+    kept_model = cv.fold(0).best_model.stat().st_mtime_ns
+    assert cross_validate(dataset_dir, cv.root, CONFIG.with_changes(epochs=1), folds=[0],
+                          progress=False)["finished_folds"] == [0]
+    assert cv.fold(0).best_model.stat().st_mtime_ns == kept_model
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(EdgelesionError, match="not a cross-validation folder"):

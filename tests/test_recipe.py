@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -41,6 +43,20 @@ def test_geometric_augmentation_keeps_the_pixels_of_a_flip_or_turn():
     for original, augmented in zip(images, out):
         variants = [np.rot90(f, k) for f in (original, original[::-1]) for k in range(4)]
         assert any(np.array_equal(v, augmented) for v in variants)
+
+
+def test_pixel_noise_adds_gaussian_grey_levels_on_top_of_the_same_draws():
+    images = np.full((6, 32, 32, 3), 128, np.uint8)
+    index = tf.constant(np.arange(6))
+    plain = augment_batch(tf.constant(images), index, 7, ON).numpy()
+    noisy = augment_batch(tf.constant(images), index, 7, replace(ON, pixel_noise=4.0)).numpy()
+    inside = (plain > 20) & (plain < 235)  # away from the clip at 0 and 255
+    difference = (noisy - plain)[inside]
+    assert inside.mean() > 0.9
+    assert difference.std() == pytest.approx(4.0, rel=0.05) and abs(difference.mean()) < 0.1
+    assert noisy.min() >= 0 and noisy.max() <= 255
+    with pytest.raises(ValueError, match="pixel_noise"):
+        OnlineAugment(pixel_noise=-1)
 
 
 def test_learning_rate_head_then_warmup_then_cosine_to_zero():

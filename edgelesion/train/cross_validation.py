@@ -61,7 +61,7 @@ def _open_cv_dir(cv: CvDir, data_dir: Path, config: TrainConfig, force: bool) ->
     spec = {"format_version": CV_FORMAT_VERSION, "config": config.with_changes(fold=0).to_dict(),
             "data_dir": str(data_dir.resolve())}
     if cv.spec.is_file():
-        if read_json(cv.spec)["config"] == spec["config"]:
+        if TrainConfig.from_dict(read_json(cv.spec)["config"]) == config.with_changes(fold=0):
             return
         if not force:
             raise EdgelesionError(f"{cv.root} holds a cross-validation with other settings: choose another --out, "

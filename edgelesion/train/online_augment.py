@@ -24,6 +24,7 @@ class OnlineAugment:
     contrast: float = 0.2  # factor in [1 - c, 1 + c]
     saturation: float = 0.2  # factor in [1 - s, 1 + s]
     hue: float = 0.02  # +- this share of the colour wheel
+    pixel_noise: float = 0.0  # standard deviation, in grey levels, of Gaussian noise added to every pixel value
 
     def __post_init__(self) -> None:
         if not 0.1 <= self.min_crop <= 1.0:
@@ -33,6 +34,8 @@ class OnlineAugment:
                 raise ValueError(f"{name} {getattr(self, name)} must be in [0, 1)")
         if not 0.0 <= self.hue <= 0.5:
             raise ValueError(f"hue {self.hue} must be in [0, 0.5]")
+        if not 0.0 <= self.pixel_noise <= 32.0:
+            raise ValueError(f"pixel_noise {self.pixel_noise} must be between 0 and 32 grey levels")
 
 
 def _augment_one(image: tf.Tensor, seed: tf.Tensor, config: OnlineAugment) -> tf.Tensor:
@@ -61,7 +64,12 @@ def _augment_one(image: tf.Tensor, seed: tf.Tensor, config: OnlineAugment) -> tf
             unit = tf.image.stateless_random_saturation(unit, 1 - config.saturation, 1 + config.saturation, colour[0])
         if config.hue:
             unit = tf.image.stateless_random_hue(tf.clip_by_value(unit, 0.0, 1.0), config.hue, colour[1])
-    return tf.clip_by_value(unit, 0.0, 1.0) * 255.0
+    image = tf.clip_by_value(unit, 0.0, 1.0) * 255.0
+    if config.pixel_noise:  # its own stream (folded in), so the draws above stay what they were without it
+        noise_seed = tf.random.experimental.stateless_fold_in(seed, 8)
+        noise = tf.random.stateless_normal(tf.shape(image), noise_seed, stddev=config.pixel_noise)
+        image = tf.clip_by_value(image + noise, 0.0, 255.0)
+    return image
 
 
 def augment_batch(images: tf.Tensor, indices: tf.Tensor, seed: int, config: OnlineAugment) -> tf.Tensor:
