@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgelesion.train.config import TrainConfig
-from edgelesion.fileio import read_json, write_json, write_text
+from edgelesion.fileio import read_csv, read_json, write_json, write_text
 from edgelesion.metrics import scored_class_indices
 from edgelesion.provenance import provenance
 from edgelesion.train.runs import RunDir, RunInfo, read_run
@@ -49,6 +50,16 @@ def train_or_resume(data_dir: Path, out: Path, config: TrainConfig) -> dict[str,
     if RunDir(out).state.is_file():
         return resume(out, data_dir=data_dir)
     return train(data_dir, out, config, force=RunDir(out).is_run())
+
+
+def training_time(run_dir: Path, head_epochs: int) -> dict[str, float]:
+    """Epochs, seconds of training and median epoch times (head epochs apart) from a run's history."""
+    seconds = [float(r["seconds"]) for r in read_csv(RunDir(run_dir).history)]
+    timing = {"epochs": len(seconds), "training_seconds": sum(seconds),
+              "whole_network_epoch_seconds_median": statistics.median(seconds[head_epochs:])}
+    if head_epochs:
+        timing["head_epoch_seconds_median"] = statistics.median(seconds[:head_epochs])
+    return timing
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@
 
 Each variant trains fold 0 (same seed, same split) into runs/benchmarks/lite0-ablations/NAME (git-ignored,
 resumable: run the command again after an interruption) and is compared with the recipe's own fold-0 run
-(`benchmarks.cv_lite0`, runs/benchmarks/cv-lite0/fold-0) on the same validation images: the paired
+(`benchmarks.cv lite0`, runs/benchmarks/cv-lite0/fold-0) on the same validation images: the paired
 bootstrap difference in balanced accuracy and melanoma sensitivity, melanoma's ROC AUC (the alert's
 quality, threshold-free), and how many answers the model keeps under +-1 grey level of input noise
 (`benchmarks.noise_floor`: the floor under its int8 files' agreement). Records benchmarks/results/lite0_ablations.{md,json}. One fold cannot resolve
@@ -15,7 +15,6 @@ differences under about 3 points: the intervals say which differences are real.
 from __future__ import annotations
 
 import argparse
-import statistics
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,9 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from benchmarks.common import (RUNS, finished_metrics, markdown_table, noisy, record, require_data, scoring,
-                               signed_interval, train_or_resume, write_table)
+                               signed_interval, train_or_resume, training_time, write_table)
+from benchmarks.cv import RECIPES
 from edgelesion.data.rebalance import RebalanceMethod
-from edgelesion.fileio import read_csv
 from edgelesion.export.parity import compare
 from edgelesion.metrics import paired_difference
 from edgelesion.train.config import TrainConfig
@@ -34,7 +33,7 @@ from edgelesion.train.evaluation import predict, read_validation_predictions, re
 from edgelesion.train.online_augment import OnlineAugment
 from edgelesion.train.runs import RunDir, read_run
 
-RECIPE = TrainConfig.for_model("efficientnet-lite0")
+RECIPE = RECIPES["lite0"]
 BASELINE = RUNS / "cv-lite0" / "fold-0"
 OUT = RUNS / "lite0-ablations"
 # one change from the recipe each (TrainConfig fields)
@@ -49,13 +48,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the float model's answers flip under +-1 grey level (benchmarks.noise_floor): does training under noise help?
     "pixel-noise-3": {"online_augment": replace(RECIPE.online_augment, pixel_noise=3.0)},
 }
-
-
-def training_time(run_dir: Path, head_epochs: int) -> dict[str, float]:
-    """Seconds of training, and the median whole-network epoch, from the run's history."""
-    seconds = [float(r["seconds"]) for r in read_csv(RunDir(run_dir).history)]
-    return {"training_seconds": sum(seconds), "whole_network_epoch_seconds_median": statistics.median(
-        seconds[head_epochs:])}
 
 
 def noise_agreement(run_dir: Path, scored: list[int], positive: int) -> dict[str, float]:
@@ -104,7 +96,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
     if finished_metrics(BASELINE, RECIPE.epochs) is None:
-        raise SystemExit(f"the recipe's fold-0 run {BASELINE} is not finished: run benchmarks.cv_lite0 --folds 0 first")
+        raise SystemExit(f"the recipe's fold-0 run {BASELINE} is not finished: run benchmarks.cv lite0 --folds 0 first")
     data = require_data()
     for name in args.variants:
         train_or_resume(data, OUT / name, RECIPE.with_changes(**VARIANTS[name]))

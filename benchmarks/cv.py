@@ -1,0 +1,47 @@
+"""A recipe cross-validated on the real data, fold by fold, resumable.
+
+    .venv/bin/python -m benchmarks.cv lite0 --folds 0,1   # the folds to run now; finished ones are kept
+    .venv/bin/python -m benchmarks.cv model3 --folds none  # train nothing: record the folds finished so far
+
+Runs `edgelesion cv` into runs/benchmarks/cv-RECIPE (git-ignored) and records the merged summary of
+whichever folds are finished, with each finished fold's training time, in
+benchmarks/results/cv_RECIPE.{md,json} and its charts in cv_RECIPE/ (dashes become underscores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+
+from benchmarks.common import RESULTS, RUNS, record, require_data, training_time
+from benchmarks.seed_models import SEED_MODELS
+from edgelesion.fileio import write_text
+from edgelesion.train.config import TrainConfig
+from edgelesion.train.cross_validation import CvDir, cross_validate
+
+RECIPES = {
+    "lite0": TrainConfig.for_model("efficientnet-lite0"),
+    "lite0-20ep": TrainConfig.for_model("efficientnet-lite0", epochs=20),
+    "model3": TrainConfig(epochs=20, **SEED_MODELS["model3-seed-dropout-augmentor"]),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("recipe", choices=RECIPES)
+    parser.add_argument("--folds", default="0", help="comma-separated folds to run now (default 0), or 'none'")
+    args = parser.parse_args()
+    config, cv = RECIPES[args.recipe], CvDir(RUNS / f"cv-{args.recipe}")
+    folds = [] if args.folds == "none" else [int(k) for k in args.folds.split(",")]
+    result = cross_validate(require_data(), cv.root, config, folds=folds)
+    timing = {k: training_time(cv.fold(k).root, config.head_epochs) for k in result["finished_folds"]}
+    name = "cv_" + args.recipe.replace("-", "_")
+    record(name, {"config": config.to_dict(), "cv": result, "timing": timing})
+    write_text(RESULTS / f"{name}.md", cv.table.read_text())
+    (RESULTS / name).mkdir(exist_ok=True)
+    for chart in (cv.chart, cv.roc):
+        shutil.copyfile(chart, RESULTS / name / chart.name)
+
+
+if __name__ == "__main__":
+    main()
