@@ -195,7 +195,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 def _add_export(sub: argparse._SubParsersAction, summary: str) -> None:
     from edgelesion.export.exporting import ARTIFACTS, INT8_METHODS
-    from edgelesion.export.qat import QATConfig
+    from edgelesion.export.qat import QAT_TARGETS, QATConfig
     from edgelesion.thresholds import TARGET_SENSITIVITY
 
     qat = QATConfig()
@@ -212,6 +212,9 @@ def _add_export(sub: argparse._SubParsersAction, summary: str) -> None:
     p.add_argument("--qat-epochs", type=int, default=qat.epochs, help=f"QAT fine-tune epochs (default {qat.epochs})")
     p.add_argument("--qat-learning-rate", type=float, default=qat.learning_rate,
                    help=f"QAT Adam learning rate (default {qat.learning_rate})")
+    p.add_argument("--qat-target", choices=QAT_TARGETS, default=qat.target,
+                   help="what the QAT fine-tune fits: the training labels, or the float model's probabilities "
+                        f"(distillation) (default {qat.target})")
     p.add_argument("--tolerance", action="append", default=[], metavar="ARTIFACT=AGREEMENT[,MAXDIFF]",
                    help="override an artifact's overall top-1 agreement and max probability difference with the "
                         "float model, e.g. int8.tflite=0.97 or float32.tflite=1.0,1e-3 (repeatable; int8 artifacts "
@@ -250,7 +253,7 @@ def _run_export(args: argparse.Namespace) -> int:
     try:
         options = ExportOptions(
             artifacts=tuple(a.strip() for a in args.artifacts.split(",") if a.strip()),
-            qat=QATConfig(epochs=args.qat_epochs, learning_rate=args.qat_learning_rate),
+            qat=QATConfig(epochs=args.qat_epochs, learning_rate=args.qat_learning_rate, target=args.qat_target),
             tolerances=_parse_tolerances(args.tolerance), keep_failed=args.keep_failed,
             melanoma_sensitivity=args.melanoma_sensitivity, int8=args.int8,
         )

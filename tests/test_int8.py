@@ -218,3 +218,28 @@ def test_qat_ranges_start_at_the_float_activations_the_softmax_logits_included(t
     float_probs, qat_probs = predict(float_model, val.images), predict(with_scaling(float_model, quantized), val.images)
     assert np.abs(float_probs - qat_probs).max() < 0.1
     assert (float_probs.argmax(1) == qat_probs.argmax(1)).mean() >= 0.9
+
+
+def test_qat_distillation_fits_the_float_models_answers_not_the_training_labels(trained_run, tmp_path):
+    """--qat-target float-model: the int8 model is taught the float model's probabilities, the answers it is judged
+    against; with the training labels as target, wrong labels pull it away from the float model."""
+    from edgelesion._tf import keras
+    from edgelesion.export.qat import QATConfig, qat_finetune
+    from edgelesion.export.scaling import with_scaling
+    from edgelesion.train.evaluation import predict, recorded_splits
+    from edgelesion.train.runs import RunDir, read_run
+
+    run, info = RunDir(trained_run), read_run(trained_run)
+    float_model = keras.models.load_model(run.best_model)
+    train, val = recorded_splits(run, info, "train", "val")
+    wrong = np.zeros(len(train.labels), np.int64)  # every training image labelled class 0
+    reference = predict(float_model, val.images).argmax(1)
+    agreement = {}
+    for target in ("labels", "float-model"):
+        config = QATConfig(epochs=3, learning_rate=1e-3, batch_size=8, target=target)
+        core = qat_finetune(float_model, train.images, wrong, None, train.images, tmp_path / target, config,
+                            info.config, progress=False)
+        answers = predict(with_scaling(float_model, core), val.images).argmax(1)
+        agreement[target] = (answers == reference).mean()
+    assert agreement["float-model"] >= 0.9
+    assert agreement["labels"] <= agreement["float-model"] - 0.2

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
@@ -20,7 +21,11 @@ from edgelesion.errors import EdgelesionError
 from edgelesion.export.scaling import core_model, input_range, scale_pixels
 from edgelesion.fileio import read_json, replace_dir, staging_dir, write_json
 from edgelesion.train.online_augment import OnlineAugment
+from edgelesion.train.evaluation import predict
 from edgelesion.train.training import fit_one_epoch
+
+
+QAT_TARGETS = ("labels", "float-model")
 
 
 @dataclass(frozen=True)
@@ -36,10 +41,15 @@ class QATConfig:
     epochs: int = 1
     learning_rate: float = 1e-6  # Adam
     batch_size: int = 32
+    # what the fine-tune fits: the training labels, or the float model's own probabilities on the
+    # training images (distillation: the int8 model is taught the answers it is judged against)
+    target: Literal["labels", "float-model"] = "labels"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"QAT epochs must be at least 1, not {self.epochs}")
+        if self.target not in QAT_TARGETS:
+            raise ValueError(f"QAT target {self.target!r} is not one of {', '.join(QAT_TARGETS)}")
 
 
 def _short(weight: tf.Variable) -> str:
@@ -198,8 +208,8 @@ def calibrate_activation_ranges(quantized: keras.Model, float_model: keras.Model
 
 def _compiled_quantized_core(float_model: keras.Model, config: QATConfig) -> keras.Model:
     quantized = quantize_core(core_model(float_model), input_range(float_model))
-    quantized.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+    loss = "sparse_categorical_crossentropy" if config.target == "labels" else "kl_divergence"
+    quantized.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=["accuracy"])
     return quantized
 
 
@@ -225,7 +235,8 @@ def load_quantized_core(float_model: keras.Model, work_dir: Path) -> keras.Model
 def qat_finetune(float_model: keras.Model, x: np.ndarray, y: np.ndarray, weights: dict[int, float] | None,
                  calibration: np.ndarray, work_dir: Path, config: QATConfig, train_config: TrainConfig, *,
                  progress: bool = True) -> keras.Model:
-    """Fine-tune the QAT core of `float_model` on (x, y) with class `weights`, checkpointing each epoch in `work_dir`.
+    """Fine-tune the QAT core of `float_model` on (x, y) with class `weights`, checkpointing each epoch in `work_dir`;
+    with `config.target` "float-model", on the float model's probabilities for x instead (no class weights).
 
     Activation ranges start from the `calibration` pixels (see calibrate_activation_ranges).
     Returns the quantized core (input: scaled pixels). Epochs are seeded like training's, so a
@@ -245,7 +256,7 @@ def qat_finetune(float_model: keras.Model, x: np.ndarray, y: np.ndarray, weights
     if state["config"] != asdict(config):
         raise EdgelesionError(
             f"{work_dir} holds a QAT fine-tune with other settings ({state['config']}): remove that folder "
-            "or export with the same --qat-epochs and --qat-learning-rate"
+            "or export with the same --qat-epochs, --qat-learning-rate and --qat-target"
         )
     keras.utils.set_random_seed(train_config.seed)
     quantized = _compiled_quantized_core(float_model, config)
@@ -262,7 +273,11 @@ def qat_finetune(float_model: keras.Model, x: np.ndarray, y: np.ndarray, weights
     epochs = train_config.with_changes(epochs=config.epochs, batch_size=config.batch_size, head_epochs=0,
                                        warmup_epochs=0, label_smoothing=0.0, patience=0,
                                        online_augment=OnlineAugment())
-    scaled, labels = tf.constant(scale_pixels(float_model, x)), tf.constant(y)
+    scaled = tf.constant(scale_pixels(float_model, x))
+    if config.target == "float-model":
+        labels, weights = tf.constant(predict(float_model, x)), None
+    else:
+        labels = tf.constant(y)
     for epoch in range(state["epochs_done"], config.epochs):
         logs = fit_one_epoch(quantized, scaled, labels, epoch, epochs, weights, progress)
         if not np.isfinite(logs["loss"]):
