@@ -129,8 +129,10 @@ def test_qat_starts_again_for_a_changed_float_model_and_refuses_other_settings(t
                                            run.root / "qat", config, info.config, progress=False)
     with pytest.raises(EdgelesionError, match="other settings"):
         finetune(QATConfig(epochs=2))
+    with pytest.raises(EdgelesionError, match="other settings"):
+        finetune(QATConfig(epochs=1, target="labels"))
     model.layers[-1].kernel.assign(model.layers[-1].kernel * 1.01)  # the run was resumed to a new best model
-    finetune(QATConfig())
+    finetune(QATConfig(epochs=1))
     assert read_json(state)["float_weights_sha256"] == weights_fingerprint(model) and read_json(state)["epochs_done"] == 1
 
 
