@@ -35,9 +35,9 @@ class QATConfig:
     Fitting the training labels is more training, and on a model whose probabilities are flat it
     moves many top-1 predictions (seed model 3: agreement with the float model 74.6% after 3 epochs
     at 1e-4, 81.7% after 1 epoch at 1e-5, 92.6% after 1 epoch at 1e-6). Fitting the float model's
-    probabilities instead (2 epochs at 1e-5) agreed better on every model it was measured on
-    (benchmarks/README.md, session 7): Lite0 fold 0 at 12 epochs 0.970 against 0.952, at 20 epochs
-    0.972 against 0.954, seed model 3 0.947 against 0.936.
+    probabilities instead (2 epochs at 1e-5) agreed better on Lite0 fold 0 (12 epochs: 0.970 against
+    0.952; 20 epochs: 0.972 against 0.954) and seed models 3 and 1, worse on seed model 2
+    (benchmarks/README.md, session 7).
     """
 
     epochs: int = 2
