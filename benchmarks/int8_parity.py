@@ -1,9 +1,11 @@
 """int8 against the float model, per bundle: both int8.tflite candidates (QAT and post-training), which
 one `--int8 auto` shipped, and int8.onnx, as the export measured them on its validation split.
 
-    .venv/bin/python -m benchmarks.int8_parity export/model1-seed-simple export/model2-seed-dropout export/model3
+    .venv/bin/python -m benchmarks.int8_parity export/model1-seed-simple export/model2-seed-dropout export/model3 \
+        export/lite0-fold0 export/lite0-20ep-fold0
 
-Reads each bundle's bundle.json (made by a plain `edgelesion export`, no --keep-failed) and records
+Reads each bundle's bundle.json (made by a plain `edgelesion export`; one kept with --keep-failed shows
+its failing files as failing rows) and records
 benchmarks/results/int8_parity.{md,json}.
 """
 
