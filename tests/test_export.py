@@ -114,7 +114,7 @@ def test_qat_starts_again_for_a_changed_float_model_and_refuses_other_settings(t
 
     from edgelesion._tf import keras
     from edgelesion.export.qat import QATConfig, qat_finetune, weights_fingerprint
-    from edgelesion.fileio import read_json
+    from edgelesion.fileio import read_json, write_json
     from edgelesion.train.evaluation import recorded_splits
     from edgelesion.train.runs import RunDir, read_run
 
@@ -131,6 +131,14 @@ def test_qat_starts_again_for_a_changed_float_model_and_refuses_other_settings(t
         finetune(QATConfig(epochs=2))
     with pytest.raises(EdgelesionError, match="other settings"):
         finetune(QATConfig(epochs=1, target="labels"))
+    # a fine-tune recorded before QATConfig.target existed fitted the labels: reused as such
+    recorded = read_json(state)
+    del recorded["config"]["target"]
+    write_json(state, recorded)
+    finetune(QATConfig(epochs=1, target="labels"))
+    assert "target" not in read_json(state)["config"]  # reused, not fine-tuned again
+    with pytest.raises(EdgelesionError, match="other settings"):
+        finetune(QATConfig(epochs=1))
     model.layers[-1].kernel.assign(model.layers[-1].kernel * 1.01)  # the run was resumed to a new best model
     finetune(QATConfig(epochs=1))
     assert read_json(state)["float_weights_sha256"] == weights_fingerprint(model) and read_json(state)["epochs_done"] == 1

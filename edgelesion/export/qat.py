@@ -20,8 +20,8 @@ from edgelesion.train.config import TrainConfig
 from edgelesion.errors import EdgelesionError
 from edgelesion.export.scaling import core_model, input_range, scale_pixels
 from edgelesion.fileio import read_json, replace_dir, staging_dir, write_json
-from edgelesion.train.online_augment import OnlineAugment
 from edgelesion.train.evaluation import predict
+from edgelesion.train.online_augment import OnlineAugment
 from edgelesion.train.training import fit_one_epoch
 
 
@@ -208,6 +208,11 @@ def calibrate_activation_ranges(quantized: keras.Model, float_model: keras.Model
                     weight.assign(max(0.0, float(observed.max())))
 
 
+def _recorded_config(state: dict) -> QATConfig:
+    """The QATConfig a fine-tune's state.json records; one written before `target` existed fitted the labels."""
+    return QATConfig(**{"target": "labels", **state["config"]})
+
+
 def _compiled_quantized_core(float_model: keras.Model, config: QATConfig) -> keras.Model:
     quantized = quantize_core(core_model(float_model), input_range(float_model))
     loss = "sparse_categorical_crossentropy" if config.target == "labels" else "kl_divergence"
@@ -228,7 +233,7 @@ def load_quantized_core(float_model: keras.Model, work_dir: Path) -> keras.Model
     saved = work_dir / "checkpoint"
     if not (saved / "state.json").is_file():
         raise EdgelesionError(f"{work_dir} holds no QAT fine-tune: export the run first")
-    quantized = _compiled_quantized_core(float_model, QATConfig(**read_json(saved / "state.json")["config"]))
+    quantized = _compiled_quantized_core(float_model, _recorded_config(read_json(saved / "state.json")))
     tf.train.Checkpoint(model=quantized, optimizer=quantized.optimizer).read(
         str(saved / "ckpt")).assert_existing_objects_matched()
     return quantized
@@ -255,7 +260,7 @@ def qat_finetune(float_model: keras.Model, x: np.ndarray, y: np.ndarray, weights
     elif state.get("scheme") != QAT_SCHEME:
         print(f"the QAT fine-tune in {work_dir} used another quantization scheme: starting it again")
         state = fresh
-    if state["config"] != asdict(config):
+    if _recorded_config(state) != config:
         raise EdgelesionError(
             f"{work_dir} holds a QAT fine-tune with other settings ({state['config']}): remove that folder "
             "or export with the same --qat-epochs, --qat-learning-rate and --qat-target"
