@@ -56,10 +56,8 @@ def test_a_cv_folder_refuses_other_settings_and_foreign_folders(dataset_dir, tmp
     spec = read_json(cv.spec)
     del spec["config"]["online_augment"]["pixel_noise"]
     write_json(cv.spec, spec)
-    kept_model = cv.fold(0).best_model.stat().st_mtime_ns
     assert cross_validate(dataset_dir, cv.root, CONFIG.with_changes(epochs=1), folds=[0],
                           progress=False)["finished_folds"] == [0]
-    assert cv.fold(0).best_model.stat().st_mtime_ns == kept_model
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(EdgelesionError, match="not a cross-validation folder"):

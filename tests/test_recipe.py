@@ -46,13 +46,13 @@ def test_geometric_augmentation_keeps_the_pixels_of_a_flip_or_turn():
 
 
 def test_pixel_noise_adds_gaussian_grey_levels_on_top_of_the_same_draws():
-    images = np.full((6, 32, 32, 3), 128, np.uint8)
+    images = _images(6, 32)  # random pixels: a different flip, turn or crop would show up as a large difference
     index = tf.constant(np.arange(6))
     plain = augment_batch(tf.constant(images), index, 7, ON).numpy()
     noisy = augment_batch(tf.constant(images), index, 7, replace(ON, pixel_noise=4.0)).numpy()
     inside = (plain > 20) & (plain < 235)  # away from the clip at 0 and 255
     difference = (noisy - plain)[inside]
-    assert inside.mean() > 0.9
+    assert inside.mean() > 0.7
     assert difference.std() == pytest.approx(4.0, rel=0.05) and abs(difference.mean()) < 0.1
     assert noisy.min() >= 0 and noisy.max() <= 255
     with pytest.raises(ValueError, match="pixel_noise"):
