@@ -19,14 +19,18 @@ from edgelesion.export.exporting import CANDIDATE_FIGURES
 from edgelesion.fileio import read_json, write_text
 
 def int8_rows(bundle: Path) -> dict[str, dict[str, Any]]:
-    """Each int8 file the export built for `bundle`, with its figures against the float model."""
-    artifacts = read_json(bundle / "bundle.json")["artifacts"]
+    """Each int8 file the export built for `bundle`, with its figures against the float model (a QAT file's
+    name says what its fine-tune fitted: the float model or the labels)."""
+    manifest = read_json(bundle / "bundle.json")
+    artifacts, qat = manifest["artifacts"], manifest.get("qat") or {}
     rows = {}
     tflite = artifacts.get("int8.tflite")
     if tflite:
         for method, candidate in tflite["int8_candidates"].items():
             shipped = "shipped" if method == tflite["int8_method"] else "not shipped"
-            rows[f"int8.tflite by {method.upper()} ({shipped})"] = {
+            fitted = f", fitting the {'float model' if qat.get('target') == 'float-model' else 'labels'}" \
+                if method == "qat" else ""
+            rows[f"int8.tflite by {method.upper()}{fitted} ({shipped})"] = {
                 "passed": candidate["passed"], "problems": candidate["problems"], **candidate["vs_float"]}
     onnx = artifacts.get("int8.onnx")
     if onnx:
