@@ -14,7 +14,7 @@ import argparse
 import shutil
 
 from benchmarks.common import RESULTS, RUNS, record, require_data, training_time
-from benchmarks.seed_models import SEED_MODELS
+from benchmarks.seed_models import SEED_EPOCHS, SEED_MODELS
 from edgelesion.fileio import write_text
 from edgelesion.train.config import TrainConfig
 from edgelesion.train.cross_validation import CvDir, cross_validate
@@ -22,7 +22,7 @@ from edgelesion.train.cross_validation import CvDir, cross_validate
 RECIPES = {
     "lite0": TrainConfig.for_model("efficientnet-lite0"),
     "lite0-20ep": TrainConfig.for_model("efficientnet-lite0", epochs=20),
-    "model3": TrainConfig(epochs=20, **SEED_MODELS["model3-seed-dropout-augmentor"]),
+    "model3": TrainConfig(epochs=SEED_EPOCHS, **SEED_MODELS["model3-seed-dropout-augmentor"]),
 }
 
 

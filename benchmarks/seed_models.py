@@ -16,6 +16,7 @@ from edgelesion.train.config import TrainConfig
 from edgelesion.fileio import read_csv, read_json, write_text
 from edgelesion.train.runs import RunDir
 
+SEED_EPOCHS = 20  # the seed project's schedule
 SEED_MODELS = {
     "model1-seed-simple": {"model": "seed-simple", "rebalance": "none"},
     "model2-seed-dropout": {"model": "seed-dropout", "rebalance": "none"},
@@ -25,7 +26,7 @@ SEED_MODELS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=SEED_EPOCHS)
     args = parser.parse_args()
     data = require_data()
     results = {}

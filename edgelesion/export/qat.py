@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
@@ -25,7 +25,8 @@ from edgelesion.train.online_augment import OnlineAugment
 from edgelesion.train.training import fit_one_epoch
 
 
-QAT_TARGETS = ("labels", "float-model")
+QatTarget = Literal["labels", "float-model"]
+QAT_TARGETS = get_args(QatTarget)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class QATConfig:
     batch_size: int = 32
     # what the fine-tune fits: the float model's own probabilities on the training images
     # (distillation), or the training labels with the run's class weights
-    target: Literal["labels", "float-model"] = "float-model"
+    target: QatTarget = "float-model"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
