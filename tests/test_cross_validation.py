@@ -42,6 +42,13 @@ def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_
     values = [done["per_fold"][k]["balanced_accuracy"] for k in range(3)]
     assert done["summary"]["balanced_accuracy"]["mean"] == pytest.approx(np.mean(values))
     assert done["summary"]["balanced_accuracy"]["sd"] == pytest.approx(np.std(values, ddof=1))
+    # beside the best epoch's (chosen on the fold itself), the last epoch's figure, which no choice touched
+    for k in range(3):
+        history = read_json(cv.fold(k).state)["history"]
+        row = done["per_fold"][k]
+        assert row["last_epoch_balanced_accuracy"] == history[-1]["val_balanced_accuracy"]
+        assert row["balanced_accuracy"] == pytest.approx(max(h["val_balanced_accuracy"] for h in history))
+    assert "balanced accuracy (last epoch)" in cv.table.read_text()
     for path in (cv.chart, cv.roc, cv.table, cv.summary):
         assert path.is_file(), path
     assert merge_cv(cv.root)["summary"] == read_json(cv.summary)["summary"]
