@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 
 from benchmarks.common import RESULTS, RUNS, record, require_data, training_time
 from benchmarks.seed_models import SEED_EPOCHS, SEED_MODELS
-from edgelesion.fileio import write_text
+from edgelesion.fileio import read_json, write_text
 from edgelesion.train.config import TrainConfig
 from edgelesion.train.cross_validation import CvDir, cross_validate
 
@@ -30,12 +31,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("recipe", choices=RECIPES)
     parser.add_argument("--folds", default="0", help="comma-separated folds to run now (default 0), or 'none'")
+    parser.add_argument("--force", action="store_true", help="record even fewer finished folds than the record holds")
     args = parser.parse_args()
     config, cv = RECIPES[args.recipe], CvDir(RUNS / f"cv-{args.recipe}")
     folds = [] if args.folds == "none" else [int(k) for k in args.folds.split(",")]
     result = cross_validate(require_data(), cv.root, config, folds=folds)
     timing = {k: training_time(cv.fold(k).root, config.head_epochs) for k in result["finished_folds"]}
     name = "cv_" + args.recipe.replace("-", "_")
+    recorded = RESULTS / f"{name}.json"
+    if recorded.is_file() and not args.force:
+        before = read_json(recorded)["cv"]["finished_folds"]
+        if missing := sorted(set(before) - set(result["finished_folds"])):
+            sys.exit(f"{recorded} holds folds {missing} that {cv.root} lacks (trained on another machine?): "
+                     "not overwritten; record anyway with --force")
     record(name, {"config": config.to_dict(), "cv": result, "timing": timing})
     write_text(RESULTS / f"{name}.md", cv.table.read_text())
     (RESULTS / name).mkdir(exist_ok=True)
