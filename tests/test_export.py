@@ -184,10 +184,11 @@ def test_cli_export_exit_codes_and_messages(trained_run, tmp_path, capsys):
     assert json.loads((out / "bundle.json").read_text())["artifacts"].keys() == {"float32.tflite"}
     assert main(["export", str(trained_run), "--out", str(out), "--artifacts", "float32.tflite"]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert main(["export", str(trained_run), "--out", str(tmp_path / "x"), "--artifacts", "float32.tflite",
+    assert main(["export", str(trained_run), "--out", str(tmp_path / "x"), "--artifacts", "float32.tflite,float32.onnx",
                  "--tolerance", "float32.tflite=1.0,1e-12"]) == 1
     err = capsys.readouterr().err
     assert "float32.tflite: max probability difference" in err and "--keep-failed" in err
+    assert "--artifacts float32.onnx" in err and not (tmp_path / "x").exists()  # the way out that passes, nothing left
     assert main(["export", str(trained_run), "--out", str(tmp_path / "x"), "--artifacts", "float32.tflite",
                  "--tolerance", "float32.tflite=1.0,1e-12", "--keep-failed"]) == 0
     assert json.loads((tmp_path / "x" / "bundle.json").read_text())["artifacts"]["float32.tflite"]["passed"] is False

@@ -239,7 +239,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
     positive = classes.index(config.positive_class) if config.positive_class in classes else None
     staging = staging_dir(out)
     try:
-        artifacts, problems = {}, []
+        artifacts, problems, failed = {}, [], []
         for name in options.artifacts:
             print(f"exporting {name}")
 
@@ -257,10 +257,13 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
                 if name == "int8.onnx":
                     entry["onnx_int8_scheme"] = asdict(options.onnx_int8)
             entry["input"] = input_spec(name, config.preprocessing)
-            artifacts[name], problems = entry, problems + missed
+            artifacts[name], problems, failed = entry, problems + missed, failed + [name] * bool(missed)
         if problems and not options.keep_failed:
-            raise CheckFailed("artifacts missed their parity tolerance (pass --keep-failed to keep them anyway): "
-                              + "; ".join(problems))
+            passed = [name for name in options.artifacts if name not in failed]
+            raise CheckFailed("artifacts missed their parity tolerance: " + "; ".join(problems)
+                              + ". Nothing was written. Export without them"
+                              + (f" (--artifacts {','.join(passed)})" if passed else "")
+                              + ", or pass --keep-failed to keep them, marked as failed")
         validation = classification_metrics(val.labels, references["float"], classes, min_support=config.min_support,
                                             positive_class=config.positive_class, seed=config.seed)
         val_rows = [(r.relpath, r.label, s) for r, s in zip(val.records, val.sha256)]
