@@ -21,7 +21,7 @@ from edgelesion.train.config import TrainConfig
 from edgelesion.train.cross_validation import CvDir, cross_validate
 
 RECIPES = {
-    "lite0": TrainConfig.for_model("efficientnet-lite0"),
+    "lite0": TrainConfig.for_model("efficientnet-lite0", epochs=12),  # the recipe until session 8
     "lite0-20ep": TrainConfig.for_model("efficientnet-lite0", epochs=20),
     "model3": TrainConfig(epochs=SEED_EPOCHS, **SEED_MODELS["model3-seed-dropout-augmentor"]),
 }

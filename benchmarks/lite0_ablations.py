@@ -45,6 +45,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-online-augment": {"online_augment": OnlineAugment(enabled=False)},
     "no-head-epochs": {"head_epochs": 0},
     "20-epochs": {"epochs": 20},
+    "30-epochs": {"epochs": 30},  # 20 epochs' best epochs came late (17-19 of 20): does longer still help?
     # the float model's answers flip under +-1 grey level (benchmarks.noise_floor): does training under noise help?
     "pixel-noise-3": {"online_augment": replace(RECIPE.online_augment, pixel_noise=3.0)},
 }

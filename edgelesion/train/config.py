@@ -104,7 +104,7 @@ class TrainConfig:
 # The fine-tuning recipe of each pretrained model, as measured (benchmarks/README.md, "Lite0 recipe").
 MODEL_RECIPES: dict[str, dict[str, Any]] = {
     "efficientnet-lite0": {
-        "epochs": 12, "head_epochs": 3, "head_learning_rate": 1e-3, "learning_rate": 2e-4, "lr_schedule": "cosine",
+        "epochs": 20, "head_epochs": 3, "head_learning_rate": 1e-3, "learning_rate": 2e-4, "lr_schedule": "cosine",
         "warmup_epochs": 1, "freeze_batchnorm": True, "label_smoothing": 0.1, "patience": 0,
         "rebalance": RebalanceMethod.CLASS_WEIGHTS, "online_augment": OnlineAugment(enabled=True),
     },
