@@ -223,6 +223,9 @@ def _add_export(sub: argparse._SubParsersAction, summary: str) -> None:
                    help="target validation sensitivity of the melanoma alert threshold recorded in the bundle "
                         f"(default {TARGET_SENSITIVITY})")
     p.add_argument("--keep-failed", action="store_true", help="keep artifacts that miss their tolerance (marked in bundle.json)")
+    p.add_argument("--cv", type=Path, metavar="CV_DIR",
+                   help="an 'edgelesion cv' folder of this run's recipe, whose figures go in the model card "
+                        "(default: the folder around RUN when RUN is one of its folds)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.set_defaults(handler=_run_export)
 
@@ -255,7 +258,7 @@ def _run_export(args: argparse.Namespace) -> int:
             artifacts=tuple(a.strip() for a in args.artifacts.split(",") if a.strip()),
             qat=QATConfig(epochs=args.qat_epochs, learning_rate=args.qat_learning_rate, target=args.qat_target),
             tolerances=_parse_tolerances(args.tolerance), keep_failed=args.keep_failed,
-            melanoma_sensitivity=args.melanoma_sensitivity, int8=args.int8,
+            melanoma_sensitivity=args.melanoma_sensitivity, int8=args.int8, cross_validation=args.cv,
         )
     except ValueError as exc:
         raise EdgelesionError(f"bad export option: {exc}") from exc

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from edgelesion.errors import EdgelesionError
+from edgelesion.export.exporting import ExportOptions, export_run
 from edgelesion.fileio import read_csv, read_json, write_json
 from edgelesion.preprocessing import Preprocessing
 from edgelesion.thresholds import melanoma_threshold
@@ -52,6 +53,24 @@ def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_
     for path in (cv.chart, cv.roc, cv.table, cv.summary):
         assert path.is_file(), path
     assert merge_cv(cv.root)["summary"] == read_json(cv.summary)["summary"]
+
+    # a fold exported for phones carries its recipe's cross-validation into bundle.json and the model card
+    bundle = export_run(cv.fold(0).root, tmp_path / "bundle", ExportOptions(artifacts=("float32.onnx",)), progress=False)
+    figures = bundle["cross_validation"]
+    assert figures["finished_folds"] == [0, 1, 2] and figures["folds_finished_since"] == []
+    assert figures["summary"]["balanced_accuracy"] == done["summary"]["balanced_accuracy"]
+    card = (tmp_path / "bundle" / "MODEL_CARD.md").read_text()
+    assert "Cross-validation of this recipe (3 of 3 leak-free folds; this model is fold 0)" in card
+    assert f"balanced accuracy: {done['summary']['balanced_accuracy']['mean']:.3f} ± " in card
+
+
+def test_export_refuses_a_cross_validation_of_another_recipe(dataset_dir, trained_run, tmp_path):
+    cv = CvDir(tmp_path / "cv")
+    cross_validate(dataset_dir, cv.root, CONFIG.with_changes(folds=2, epochs=1), folds=[0], progress=False)
+    with pytest.raises(EdgelesionError, match="cross-validated other settings than the run being exported"):
+        export_run(trained_run, tmp_path / "bundle", ExportOptions(artifacts=("float32.onnx",), cross_validation=cv.root),
+                   progress=False)
+    assert not (tmp_path / "bundle").exists()
 
 
 def test_a_cv_folder_refuses_other_settings_and_foreign_folders(dataset_dir, tmp_path):

@@ -88,6 +88,7 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
     for key in ("melanoma_sensitivity", "melanoma_specificity", "accuracy"):
         if key in validation:
             lines.append(f"- {key.replace('_', ' ')}: {format_estimate(validation[key])}")
+    lines += _cross_validation_lines(bundle.get("cross_validation"), source["config"]["fold"])
     lines += ["", "## Artifacts against the float model (validation split)", "",
               "| artifact | made by | top-1 agreement | on sure images (p >= 0.5) | Δ balanced accuracy [paired 95% CI] "
               "| top-1 ties | passed |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -109,6 +110,34 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _mean_sd(figure: dict[str, Any]) -> str:
+    return "n/a" if figure["mean"] is None else f"{figure['mean']:.3f}" + (
+        "" if figure["sd"] is None else f" ± {figure['sd']:.3f}")
+
+
+def _cross_validation_lines(cv: dict[str, Any] | None, fold: int) -> list[str]:
+    """The model card's section on the recipe's cross-validation, this model being one of its folds."""
+    if cv is None:
+        return []
+    summary = cv["summary"]
+    lines = ["", f"## Cross-validation of this recipe ({len(cv['finished_folds'])} of {cv['folds']} leak-free folds; "
+                 f"this model is fold {fold})",
+             f"- balanced accuracy: {_mean_sd(summary['balanced_accuracy'])} (mean ± sd over folds, each fold's best "
+             "epoch, chosen on the fold it is scored on: leans optimistic)"]
+    if "last_epoch_balanced_accuracy" in summary:
+        lines.append(f"- balanced accuracy of each fold's last epoch (no choice made on the scored fold): "
+                     f"{_mean_sd(summary['last_epoch_balanced_accuracy'])}")
+    lines.append(f"- melanoma alert at a threshold chosen on the other folds for {cv['target_sensitivity']:.0%} "
+                 f"sensitivity: sensitivity {_mean_sd(summary['alert_sensitivity'])}, specificity "
+                 f"{_mean_sd(summary['alert_specificity'])}")
+    if cv["melanoma_auc_out_of_fold"] is not None:
+        lines.append(f"- out-of-fold melanoma AUC (against the rest): {cv['melanoma_auc_out_of_fold']:.3f}")
+    if cv["folds_finished_since"]:
+        lines.append(f"- folds {cv['folds_finished_since']} finished after this summary was merged: run "
+                     "'edgelesion cv' again to include them")
+    return lines
 
 
 def _parity_row(figures: dict[str, Any]) -> str:

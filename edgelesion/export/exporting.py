@@ -18,6 +18,7 @@ from edgelesion.export.bundle import (BUNDLE_SCHEMA_VERSION, ModelDescription, i
 from edgelesion.export.calibration import CALIBRATION_IMAGES, calibration_sample
 from edgelesion.errors import CheckFailed, EdgelesionError
 from edgelesion.data.dataset import LoadedDataset
+from edgelesion.train.cross_validation import CvDir, recipe_cv_figures
 from edgelesion.train.evaluation import predict, recorded_splits
 from edgelesion.fileio import replace_dir, sha256_file, staging_dir
 from edgelesion.export.mediapipe_check import INSTALL_HINT, mediapipe_agreement
@@ -54,6 +55,8 @@ class ExportOptions:
     melanoma_sensitivity: float = TARGET_SENSITIVITY  # the melanoma alert's target on the validation split
     int8: str = "auto"  # one of INT8_METHODS
     onnx_int8: OnnxInt8Scheme = OnnxInt8Scheme()  # how int8.onnx is quantized (recorded in its bundle.json entry)
+    # the cross-validation of the run's recipe, for the model card (default: the folder around a run that is its fold)
+    cross_validation: Path | None = None
 
     def __post_init__(self) -> None:
         if self.int8 not in INT8_METHODS:
@@ -221,6 +224,8 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
     run, out = RunDir(Path(run_dir)), Path(out)
     check_output_dir(out, force)
     info = read_run(run.root)
+    cv_dir = options.cross_validation or (run.root.parent if CvDir(run.root.parent).spec.is_file() else None)
+    cross_validation = None if cv_dir is None else recipe_cv_figures(cv_dir, info.config)
     float_model = keras.models.load_model(run.best_model)
     source_sha256 = sha256_file(run.best_model)
     train, val = recorded_splits(run, info, "train", "val")
@@ -276,6 +281,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
             "int8_method": options.int8,
             "qat": None if quantized_core is None else asdict(options.qat),
             "validation_metrics_float": validation,
+            "cross_validation": cross_validation,  # the recipe's, when the run is a fold of one or --cv names it
             "source_run": {  # names, fingerprints and relative paths only: a bundle carries no machine's paths
                 "name": run.root.name, "relative_path": os.path.relpath(run.root.resolve(), out.resolve()),
                 "config": config.to_dict(), "data_name": info.data_dir.name,

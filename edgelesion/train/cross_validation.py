@@ -58,12 +58,17 @@ def fold_finished(run: RunDir) -> bool:
     return (run.evaluation / "validation" / "predictions.csv").is_file()
 
 
+def _is_recipe_of(cv: CvDir, config: TrainConfig) -> bool:
+    """Whether `cv` cross-validates `config` (any fold of it)."""
+    return TrainConfig.from_dict(read_json(cv.spec)["config"]) == config.with_changes(fold=0)
+
+
 def _open_cv_dir(cv: CvDir, data_dir: Path, config: TrainConfig, force: bool) -> None:
     """Create `cv` for `config`, or reuse it when it holds the same cross-validation; refuse anything else."""
     spec = {"format_version": CV_FORMAT_VERSION, "config": config.with_changes(fold=0).to_dict(),
             "data_dir": str(data_dir.resolve())}
     if cv.spec.is_file():
-        if TrainConfig.from_dict(read_json(cv.spec)["config"]) == config.with_changes(fold=0):
+        if _is_recipe_of(cv, config):
             return
         if not force:
             raise EdgelesionError(f"{cv.root} holds a cross-validation with other settings: choose another --out, "
@@ -201,3 +206,22 @@ def format_cv_table(result: dict[str, Any]) -> str:
                  "figure but the last epoch's balanced accuracy leans optimistic; the last epoch's is the one no "
                  "choice touched.")
     return "\n".join(lines)
+
+
+def recipe_cv_figures(out: str | Path, config: TrainConfig) -> dict[str, Any]:
+    """The merged cross-validation in `out` of the recipe `config` was trained with, for a bundle's model card:
+    mean ± sd of each figure, the out-of-fold melanoma AUC, and which folds the merge held."""
+    cv = CvDir(Path(out))
+    if not (cv.spec.is_file() and cv.summary.is_file()):
+        raise EdgelesionError(f"{cv.root} holds no merged cross-validation (cv.json and cv_summary.json): "
+                              "run 'edgelesion cv' there first")
+    if not _is_recipe_of(cv, config):
+        raise EdgelesionError(f"{cv.root} cross-validated other settings than the run being exported: "
+                              "give the cross-validation of this run's own recipe")
+    result = read_json(cv.summary)
+    finished_now = [k for k in range(result["folds"]) if fold_finished(cv.fold(k))]
+    return {"cv_name": cv.root.name, "folds": result["folds"], "finished_folds": result["finished_folds"],
+            "folds_finished_since": sorted(set(finished_now) - set(result["finished_folds"])),
+            "target_sensitivity": result["target_sensitivity"],
+            "melanoma_auc_out_of_fold": result["melanoma_auc_out_of_fold"],
+            "summary": {figure: result["summary"][figure] for figure in FIGURES if figure in result["summary"]}}
