@@ -20,10 +20,13 @@ TINY = TrainConfig(epochs=3, batch_size=8, folds=3, min_support=2, preprocessing
                    augment=AugmentConfig(target="16"))
 
 
-def test_run_folder_records_everything_needed_to_reproduce_it(dataset_dir, tmp_path):
+def test_run_folder_records_everything_needed_to_reproduce_it(dataset_dir, tmp_path, capsys):
     before = snapshot(dataset_dir)
     metrics = training.train(dataset_dir, tmp_path / "run", TINY, progress=False)
     run = RunDir(tmp_path / "run")
+    # the best epoch is chosen on the split it is scored on: the last epoch's figure is printed beside it
+    last = read_csv(run.history)[-1]["val_balanced_accuracy"]
+    assert f"which no choice touched, was {float(last):.3f}" in capsys.readouterr().out
     config = json.loads(run.config.read_text())
     assert TrainConfig.from_dict(config["config"]) == TINY
     assert config["data_fingerprint"] and config["classes"] == ["basal cell carcinoma", "melanoma", "nevus"]

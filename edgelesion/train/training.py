@@ -243,7 +243,10 @@ def train_prepared(run: RunDir, data: PreparedData, config: TrainConfig, state: 
     model = _build_or_restore(run, data, config, state)
     state = run_epochs(run, model, x, y, weights, data, config, state, progress)
     best = keras.models.load_model(run.best_model)
-    print(f"best epoch: {state['best_epoch']} (by validation balanced accuracy)")
+    last = state["history"][-1]["val_balanced_accuracy"]
+    print(f"best epoch: {state['best_epoch']} of {state['epochs_done']} by validation balanced accuracy. It was chosen "
+          f"on the split it is scored on below, so those figures lean optimistic; the last epoch's balanced accuracy, "
+          f"which no choice touched, was {last:.3f}")
     return evaluate_validation(best, data.val, run.evaluation / "validation", config=config,
                                title=f"Validation split ({len(data.val.records)} images, best epoch {state['best_epoch']})")
 
