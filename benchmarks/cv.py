@@ -31,7 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("recipe", choices=RECIPES)
     parser.add_argument("--folds", default="0", help="comma-separated folds to run now (default 0), or 'none'")
-    parser.add_argument("--force", action="store_true", help="record even fewer finished folds than the record holds")
+    parser.add_argument("--force", action="store_true", help="record even when this machine has fewer finished folds than the record")
     args = parser.parse_args()
     config, cv = RECIPES[args.recipe], CvDir(RUNS / f"cv-{args.recipe}")
     folds = [] if args.folds == "none" else [int(k) for k in args.folds.split(",")]

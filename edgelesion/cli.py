@@ -72,6 +72,8 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help=f"flips, 90-degree turns, crop/zoom and colour jitter drawn fresh every epoch ({recipe})")
     p.add_argument("--patience", type=int, help=f"stop after this many epochs without a better validation balanced accuracy, 0: never ({recipe})")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed for the split, augmentation and training")
+    p.add_argument("--split-seed", type=int,
+                   help="seed for the split alone (default: --seed), so runs with other --seed values share one split")
     p.add_argument("--rebalance", choices=[m.value for m in RebalanceMethod],
                    help="augmentor: Augmentor copies of the training split (the seed's method, seed models' default); "
                         "class-weights: weight the loss (efficientnet-lite0's default); none")
@@ -103,7 +105,8 @@ def _train_config(args: argparse.Namespace, **fixed: int) -> TrainConfig:
              "freeze_batchnorm": args.freeze_batchnorm, "patience": args.patience, "rebalance": args.rebalance}
     try:
         config = TrainConfig.for_model(
-            args.model, pretrained=args.weights == "imagenet", seed=args.seed, conflict_policy=args.conflicts,
+            args.model, pretrained=args.weights == "imagenet", seed=args.seed, split_seed=args.split_seed,
+            conflict_policy=args.conflicts,
             folds=args.folds, min_support=args.min_support,
             augment=AugmentConfig(target=args.augment_target, max_copies_per_image=args.max_copies,
                                   flips=args.flips, zoom=args.zoom),
@@ -258,7 +261,7 @@ def _run_export(args: argparse.Namespace) -> int:
             artifacts=tuple(a.strip() for a in args.artifacts.split(",") if a.strip()),
             qat=QATConfig(epochs=args.qat_epochs, learning_rate=args.qat_learning_rate, target=args.qat_target),
             tolerances=_parse_tolerances(args.tolerance), keep_failed=args.keep_failed,
-            melanoma_sensitivity=args.melanoma_sensitivity, int8=args.int8, cross_validation=args.cv,
+            melanoma_sensitivity=args.melanoma_sensitivity, int8=args.int8, cv_dir=args.cv,
         )
     except ValueError as exc:
         raise EdgelesionError(f"bad export option: {exc}") from exc

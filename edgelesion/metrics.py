@@ -170,6 +170,13 @@ def classification_metrics(
     return metrics
 
 
+def format_mean_sd(figure: dict[str, Any]) -> str:
+    """'0.748 ± 0.051' from a {"mean", "sd"} summary over folds (or '0.748' from one fold, 'n/a' from none)."""
+    if figure["mean"] is None:
+        return "n/a"
+    return f"{figure['mean']:.3f}" + ("" if figure["sd"] is None else f" ± {figure['sd']:.3f}")
+
+
 def format_estimate(estimate: dict[str, Any]) -> str:
     """'0.712 [0.640, 0.776]' (or 'n/a')."""
     if estimate.get("value") is None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 
@@ -11,7 +14,7 @@ from edgelesion.fileio import read_csv, read_json, write_json
 from edgelesion.preprocessing import Preprocessing
 from edgelesion.thresholds import melanoma_threshold
 from edgelesion.train.config import TrainConfig
-from edgelesion.train.cross_validation import CvDir, cross_validate, merge_cv
+from edgelesion.train.cross_validation import CvDir, cross_validate, merge_cv, recipe_cv_figures
 
 CONFIG = TrainConfig(model="seed-simple", epochs=2, batch_size=8, folds=3, min_support=2, rebalance="none",
                      preprocessing=Preprocessing(image_size=24))
@@ -24,7 +27,7 @@ def _oof(cv: CvDir, fold: int) -> tuple[np.ndarray, np.ndarray]:
             np.array([classes.index(r["label"]) for r in rows]))
 
 
-def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_path):
+def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_path, capsys):
     cv = CvDir(tmp_path / "cv")
     partial = cross_validate(dataset_dir, cv.root, CONFIG, folds=[0, 1], progress=False)
     assert partial["finished_folds"] == [0, 1] and not partial["complete"]
@@ -57,18 +60,31 @@ def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_
     # a fold exported for phones carries its recipe's cross-validation into bundle.json and the model card
     bundle = export_run(cv.fold(0).root, tmp_path / "bundle", ExportOptions(artifacts=("float32.onnx",)), progress=False)
     figures = bundle["cross_validation"]
-    assert figures["finished_folds"] == [0, 1, 2] and figures["folds_finished_since"] == []
+    assert figures["finished_folds"] == [0, 1, 2] and figures["folds_changed_since_merge"] == []
+    assert figures["this_run_is_a_fold"]
     assert figures["summary"]["balanced_accuracy"] == done["summary"]["balanced_accuracy"]
     card = (tmp_path / "bundle" / "MODEL_CARD.md").read_text()
-    assert "Cross-validation of this recipe (3 of 3 leak-free folds; this model is fold 0)" in card
+    assert "Cross-validation of this recipe (3 of 3 leak-free folds; this model is its fold 0)" in card
     assert f"balanced accuracy: {done['summary']['balanced_accuracy']['mean']:.3f} ± " in card
+    # a fold scored again after the merge is named as not in the figures
+    later = cv.summary.stat().st_mtime + 10
+    os.utime(cv.fold(1).evaluation / "validation" / "predictions.csv", (later, later))
+    assert recipe_cv_figures(cv.root, cv.fold(0).root)["folds_changed_since_merge"] == [1]
+    # a fold copied without its checkpoints still merges, its epochs unknown
+    shutil.rmtree(cv.fold(2).checkpoints)
+    assert merge_cv(cv.root)["per_fold"][2]["last_epoch_balanced_accuracy"] is None
+    # a CV around the run that no longer has its merged figures: the bundle goes without them, with a note
+    cv.summary.unlink()
+    assert export_run(cv.fold(0).root, tmp_path / "bundle2", ExportOptions(artifacts=("float32.onnx",)),
+                      progress=False)["cross_validation"] is None
+    assert "note: the model card leaves out the cross-validation" in capsys.readouterr().out
 
 
 def test_export_refuses_a_cross_validation_of_another_recipe(dataset_dir, trained_run, tmp_path):
     cv = CvDir(tmp_path / "cv")
     cross_validate(dataset_dir, cv.root, CONFIG.with_changes(folds=2, epochs=1), folds=[0], progress=False)
-    with pytest.raises(EdgelesionError, match="cross-validated other settings than the run being exported"):
-        export_run(trained_run, tmp_path / "bundle", ExportOptions(artifacts=("float32.onnx",), cross_validation=cv.root),
+    with pytest.raises(EdgelesionError, match="cross-validated other settings than the run"):
+        export_run(trained_run, tmp_path / "bundle", ExportOptions(artifacts=("float32.onnx",), cv_dir=cv.root),
                    progress=False)
     assert not (tmp_path / "bundle").exists()
 

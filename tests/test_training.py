@@ -26,7 +26,7 @@ def test_run_folder_records_everything_needed_to_reproduce_it(dataset_dir, tmp_p
     run = RunDir(tmp_path / "run")
     # the best epoch is chosen on the split it is scored on: the last epoch's figure is printed beside it
     last = read_csv(run.history)[-1]["val_balanced_accuracy"]
-    assert f"which no choice touched, was {float(last):.3f}" in capsys.readouterr().out
+    assert f"which no epoch choice touched, was {float(last):.3f}" in capsys.readouterr().out
     config = json.loads(run.config.read_text())
     assert TrainConfig.from_dict(config["config"]) == TINY
     assert config["data_fingerprint"] and config["classes"] == ["basal cell carcinoma", "melanoma", "nevus"]
@@ -143,3 +143,14 @@ def test_early_stopping_ends_patience_epochs_after_the_best(dataset_dir, tmp_pat
     best = int(np.argmax(scores))  # first best, as training keeps the first
     assert state["best_epoch"] == best + 1
     assert len(history) == min(6, best + 1 + 1), "training must stop one epoch after its best, not later or sooner"
+
+
+def test_a_split_seed_keeps_the_split_while_the_seed_changes_the_training(dataset_dir):
+    def val_paths(config: TrainConfig) -> list[str]:
+        return [r.relpath for r in training.prepare_data(dataset_dir, config, progress=False).val.records]
+
+    base = val_paths(TINY)
+    assert val_paths(TINY.with_changes(seed=TINY.seed + 1)) != base  # the seed alone draws another split
+    replicate = TINY.with_changes(seed=TINY.seed + 1, split_seed=TINY.seed)
+    assert val_paths(replicate) == base and replicate.fold_split_seed == TINY.seed
+    assert TrainConfig.from_dict(replicate.to_dict()) == replicate

@@ -9,7 +9,7 @@ from typing import Any
 
 from edgelesion import __version__
 from edgelesion.fileio import write_json, write_text
-from edgelesion.metrics import format_estimate
+from edgelesion.metrics import format_estimate, format_mean_sd
 from edgelesion.preprocessing import Preprocessing
 
 BUNDLE_SCHEMA_VERSION = 3
@@ -112,31 +112,28 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _mean_sd(figure: dict[str, Any]) -> str:
-    return "n/a" if figure["mean"] is None else f"{figure['mean']:.3f}" + (
-        "" if figure["sd"] is None else f" ± {figure['sd']:.3f}")
-
-
 def _cross_validation_lines(cv: dict[str, Any] | None, fold: int) -> list[str]:
     """The model card's section on the recipe's cross-validation, this model being one of its folds."""
     if cv is None:
         return []
     summary = cv["summary"]
+    membership = (f"this model is its fold {fold}" if cv["this_run_is_a_fold"]
+                  else f"this model is a separate run of the same recipe, validated on fold {fold}'s split")
     lines = ["", f"## Cross-validation of this recipe ({len(cv['finished_folds'])} of {cv['folds']} leak-free folds; "
-                 f"this model is fold {fold})",
-             f"- balanced accuracy: {_mean_sd(summary['balanced_accuracy'])} (mean ± sd over folds, each fold's best "
+                 f"{membership})",
+             f"- balanced accuracy: {format_mean_sd(summary['balanced_accuracy'])} (mean ± sd over folds, each fold's best "
              "epoch, chosen on the fold it is scored on: leans optimistic)"]
     if "last_epoch_balanced_accuracy" in summary:
-        lines.append(f"- balanced accuracy of each fold's last epoch (no choice made on the scored fold): "
-                     f"{_mean_sd(summary['last_epoch_balanced_accuracy'])}")
+        lines.append(f"- balanced accuracy of each fold's last epoch (no epoch chosen on the scored fold): "
+                     f"{format_mean_sd(summary['last_epoch_balanced_accuracy'])}")
     lines.append(f"- melanoma alert at a threshold chosen on the other folds for {cv['target_sensitivity']:.0%} "
-                 f"sensitivity: sensitivity {_mean_sd(summary['alert_sensitivity'])}, specificity "
-                 f"{_mean_sd(summary['alert_specificity'])}")
+                 f"sensitivity: sensitivity {format_mean_sd(summary['alert_sensitivity'])}, specificity "
+                 f"{format_mean_sd(summary['alert_specificity'])}")
     if cv["melanoma_auc_out_of_fold"] is not None:
         lines.append(f"- out-of-fold melanoma AUC (against the rest): {cv['melanoma_auc_out_of_fold']:.3f}")
-    if cv["folds_finished_since"]:
-        lines.append(f"- folds {cv['folds_finished_since']} finished after this summary was merged: run "
-                     "'edgelesion cv' again to include them")
+    if cv["folds_changed_since_merge"]:
+        lines.append(f"- folds {cv['folds_changed_since_merge']} finished or changed after these figures were merged: "
+                     "run 'edgelesion cv' again to include them")
     return lines
 
 

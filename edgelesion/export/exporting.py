@@ -18,7 +18,7 @@ from edgelesion.export.bundle import (BUNDLE_SCHEMA_VERSION, ModelDescription, i
 from edgelesion.export.calibration import CALIBRATION_IMAGES, calibration_sample
 from edgelesion.errors import CheckFailed, EdgelesionError
 from edgelesion.data.dataset import LoadedDataset
-from edgelesion.train.cross_validation import CvDir, recipe_cv_figures
+from edgelesion.train.cross_validation import fold_of, recipe_cv_figures
 from edgelesion.train.evaluation import predict, recorded_splits
 from edgelesion.fileio import replace_dir, sha256_file, staging_dir
 from edgelesion.export.mediapipe_check import INSTALL_HINT, mediapipe_agreement
@@ -56,7 +56,7 @@ class ExportOptions:
     int8: str = "auto"  # one of INT8_METHODS
     onnx_int8: OnnxInt8Scheme = OnnxInt8Scheme()  # how int8.onnx is quantized (recorded in its bundle.json entry)
     # the cross-validation of the run's recipe, for the model card (default: the folder around a run that is its fold)
-    cross_validation: Path | None = None
+    cv_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.int8 not in INT8_METHODS:
@@ -204,6 +204,20 @@ def _signed(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.4f}"
 
 
+def _cross_validation(run: RunDir, cv_dir: Path | None) -> dict[str, Any] | None:
+    """The recipe's CV figures for the model card: from `cv_dir` (refused when it does not fit the run), else from
+    the CV folder the run is a fold of, when it fits (else the card goes without, and says why here)."""
+    if cv_dir is not None:
+        return recipe_cv_figures(cv_dir, run.root)
+    if (around := fold_of(run.root)) is None:
+        return None
+    try:
+        return recipe_cv_figures(around, run.root)
+    except EdgelesionError as exc:
+        print(f"note: the model card leaves out the cross-validation around the run: {exc}")
+        return None
+
+
 def check_output_dir(out: Path, force: bool) -> None:
     """Refuse an existing bundle without --force, and never replace a folder that is not a bundle."""
     if out.exists():
@@ -224,8 +238,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
     run, out = RunDir(Path(run_dir)), Path(out)
     check_output_dir(out, force)
     info = read_run(run.root)
-    cv_dir = options.cross_validation or (run.root.parent if CvDir(run.root.parent).spec.is_file() else None)
-    cross_validation = None if cv_dir is None else recipe_cv_figures(cv_dir, info.config)
+    cross_validation = _cross_validation(run, options.cv_dir)
     float_model = keras.models.load_model(run.best_model)
     source_sha256 = sha256_file(run.best_model)
     train, val = recorded_splits(run, info, "train", "val")
@@ -262,13 +275,14 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
                 if name == "int8.onnx":
                     entry["onnx_int8_scheme"] = asdict(options.onnx_int8)
             entry["input"] = input_spec(name, config.preprocessing)
-            artifacts[name], problems, failed = entry, problems + missed, failed + [name] * bool(missed)
+            artifacts[name], problems = entry, problems + missed
+            if missed:
+                failed.append(name)
         if problems and not options.keep_failed:
             passed = [name for name in options.artifacts if name not in failed]
+            without = f"export without them (--artifacts {','.join(passed)}), or " if passed else ""
             raise CheckFailed("artifacts missed their parity tolerance: " + "; ".join(problems)
-                              + ". Nothing was written. Export without them"
-                              + (f" (--artifacts {','.join(passed)})" if passed else "")
-                              + ", or pass --keep-failed to keep them, marked as failed")
+                              + f". No bundle was written: {without}pass --keep-failed to keep them, marked as failed")
         validation = classification_metrics(val.labels, references["float"], classes, min_support=config.min_support,
                                             positive_class=config.positive_class, seed=config.seed)
         val_rows = [(r.relpath, r.label, s) for r, s in zip(val.records, val.sha256)]

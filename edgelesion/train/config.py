@@ -35,7 +35,8 @@ class TrainConfig:
     freeze_batchnorm: bool = False  # BatchNorm layers keep their pretrained statistics (inference mode)
     label_smoothing: float = 0.0
     patience: int = 0  # stop after this many epochs without a better validation balanced accuracy (0: never)
-    seed: int = 0
+    seed: int = 0  # the fold split (unless split_seed is set), initialisation, augmentation and batch order
+    split_seed: int | None = None  # the fold split's own seed: seed replicates of one split vary only the training
     rebalance: RebalanceMethod = RebalanceMethod.AUGMENTOR
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # Augmentor copies (rebalance=augmentor)
     online_augment: OnlineAugment = field(default_factory=OnlineAugment)  # fresh draws every epoch, in the pipeline
@@ -61,6 +62,11 @@ class TrainConfig:
             raise ValueError(f"head_epochs {self.head_epochs} must be at least 0 and fewer than epochs {self.epochs}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing {self.label_smoothing} must be in [0, 1)")
+
+    @property
+    def fold_split_seed(self) -> int:
+        """The seed that draws the folds: split_seed, or seed when it is not set."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     @classmethod
     def for_model(cls, model: str, **changes: Any) -> TrainConfig:

@@ -6,7 +6,7 @@ be resumed; `merge_cv` builds the table, the charts and the out-of-fold figures 
 The melanoma operating point scored on a fold is chosen on the *other* folds' out-of-fold
 predictions, never on the fold being scored. A fold's model is its best epoch by validation balanced
 accuracy, chosen on the fold it is scored on, so its figures lean optimistic; the last epoch's
-balanced accuracy, which no choice touched, is recorded beside them.
+balanced accuracy, which no epoch choice touched, is recorded beside them.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import ensure_outside, read_json, write_csv, write_json, write_text
+from edgelesion.metrics import format_mean_sd
 from edgelesion.plots import cv_folds_chart, melanoma_roc_chart
 from edgelesion.provenance import provenance
 from edgelesion.thresholds import TARGET_SENSITIVITY, alert_figures, melanoma_threshold
@@ -53,9 +54,13 @@ class CvDir:
         return RunDir(self.root / f"fold-{k}")
 
 
+def _predictions(run: RunDir) -> Path:
+    return run.evaluation / "validation" / "predictions.csv"
+
+
 def fold_finished(run: RunDir) -> bool:
     """A fold whose best model has been scored on its validation split."""
-    return (run.evaluation / "validation" / "predictions.csv").is_file()
+    return _predictions(run).is_file()
 
 
 def _is_recipe_of(cv: CvDir, config: TrainConfig) -> bool:
@@ -108,6 +113,16 @@ def cross_validate(data_dir: str | Path, out: str | Path, config: TrainConfig, *
     return merge_cv(cv.root, target_sensitivity=target_sensitivity)
 
 
+def _epochs(run: RunDir) -> dict[str, Any]:
+    """Which epoch a fold kept, of how many, and its last epoch's balanced accuracy (None where a fold copied
+    without its checkpoints folder no longer says)."""
+    if not run.state.is_file():
+        return {"best_epoch": None, "epochs": None, "last_epoch_balanced_accuracy": None}
+    state = read_json(run.state)
+    return {"best_epoch": state["best_epoch"], "epochs": state["epochs_done"],
+            "last_epoch_balanced_accuracy": state["history"][-1]["val_balanced_accuracy"]}
+
+
 def _value(metrics: dict[str, Any], key: str) -> float | None:
     return (metrics.get(key) or {}).get("value")
 
@@ -116,7 +131,7 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _mean_sd(values: list[float | None]) -> dict[str, Any]:
+def _over_folds(values: list[float | None]) -> dict[str, Any]:
     present = [v for v in values if v is not None]
     return {"mean": float(np.mean(present)) if present else None,
             "sd": float(np.std(present, ddof=1)) if len(present) > 1 else None, "n_folds": len(present)}
@@ -145,11 +160,8 @@ def merge_cv(out: str | Path, *, target_sensitivity: float = TARGET_SENSITIVITY)
                                            target_sensitivity)["threshold"]
         alert = alert_figures(probabilities, labels, positive, threshold)
         value = partial(_value, metrics)
-        state = read_json(cv.fold(k).state)
         per_fold[k] = {
-            "n_images": metrics["n_images"], "balanced_accuracy": value("balanced_accuracy"),
-            "best_epoch": state["best_epoch"], "epochs": state["epochs_done"],
-            "last_epoch_balanced_accuracy": state["history"][-1]["val_balanced_accuracy"],
+            "n_images": metrics["n_images"], "balanced_accuracy": value("balanced_accuracy"), **_epochs(cv.fold(k)),
             "balanced_accuracy_classes": metrics["balanced_accuracy"]["classes"],
             "melanoma_sensitivity": value(f"{config.positive_class}_sensitivity"),
             "melanoma_specificity": value(f"{config.positive_class}_specificity"), "accuracy": value("accuracy"),
@@ -157,7 +169,7 @@ def merge_cv(out: str | Path, *, target_sensitivity: float = TARGET_SENSITIVITY)
             "alert_sensitivity": alert["sensitivity"]["value"] if alert else None,
             "alert_specificity": alert["specificity"]["value"] if alert else None,
         }
-    summary = {figure: _mean_sd([per_fold[k][figure] for k in finished]) for figure in FIGURES}
+    summary = {figure: _over_folds([per_fold[k][figure] for k in finished]) for figure in FIGURES}
     labels = np.concatenate([folds[k][2] for k in finished])
     probabilities = np.concatenate([folds[k][1] for k in finished])
     auc = None
@@ -189,12 +201,11 @@ def format_cv_table(result: dict[str, Any]) -> str:
               "melanoma specificity (arg-max)", "accuracy", "alert threshold"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     for k, row in result["per_fold"].items():
-        lines.append("| " + " | ".join([str(k), str(row["n_images"]), f"{row['best_epoch']} of {row['epochs']}",
-                                        *(_fmt(row[f]) for f in FIGURES), _fmt(row["alert_threshold"])]) + " |")
+        epoch = "n/a" if row.get("best_epoch") is None else f"{row['best_epoch']} of {row['epochs']}"
+        lines.append("| " + " | ".join([str(k), str(row["n_images"]), epoch,
+                                        *(_fmt(row.get(f)) for f in FIGURES), _fmt(row["alert_threshold"])]) + " |")
     summary = result["summary"]
-    mean_sd = [_fmt(summary[f]["mean"]) + ("" if summary[f]["sd"] is None else f" ± {summary[f]['sd']:.3f}")
-               for f in FIGURES]
-    lines.append("| mean ± sd | | | " + " | ".join(mean_sd) + " | |")
+    lines.append("| mean ± sd | | | " + " | ".join(format_mean_sd(summary[f]) for f in FIGURES) + " | |")
     status = ("all folds" if result["complete"] else
               f"{len(result['finished_folds'])} of {result['folds']} folds finished: a partial result")
     lines.append("")
@@ -203,25 +214,38 @@ def format_cv_table(result: dict[str, Any]) -> str:
                  + ("" if result["melanoma_auc_out_of_fold"] is None else
                     f"; out-of-fold melanoma AUC {result['melanoma_auc_out_of_fold']:.3f}") + ". "
                  "Each fold's model is its best epoch by balanced accuracy on the fold it is scored on, so every "
-                 "figure but the last epoch's balanced accuracy leans optimistic; the last epoch's is the one no "
-                 "choice touched.")
+                 "figure but the last epoch's balanced accuracy leans optimistic; no epoch choice touched the last "
+                 "epoch's.")
     return "\n".join(lines)
 
 
-def recipe_cv_figures(out: str | Path, config: TrainConfig) -> dict[str, Any]:
-    """The merged cross-validation in `out` of the recipe `config` was trained with, for a bundle's model card:
-    mean ± sd of each figure, the out-of-fold melanoma AUC, and which folds the merge held."""
-    cv = CvDir(Path(out))
+def fold_of(run_dir: str | Path) -> Path | None:
+    """The cross-validation folder `run_dir` is a fold of (it is `CV/fold-K` beside a cv.json), else None."""
+    run = Path(run_dir).resolve()
+    return run.parent if run.name.startswith("fold-") and CvDir(run.parent).spec.is_file() else None
+
+
+def recipe_cv_figures(out: str | Path, run_dir: str | Path) -> dict[str, Any]:
+    """The merged cross-validation in `out` of the recipe the run `run_dir` was trained with, for a bundle's model
+    card: mean ± sd of each figure, the out-of-fold melanoma AUC, and which folds the merge held. A cross-validation
+    of another recipe or other data is refused."""
+    cv, info = CvDir(Path(out)), read_run(run_dir, need_model=False)
     if not (cv.spec.is_file() and cv.summary.is_file()):
         raise EdgelesionError(f"{cv.root} holds no merged cross-validation (cv.json and cv_summary.json): "
                               "run 'edgelesion cv' there first")
-    if not _is_recipe_of(cv, config):
-        raise EdgelesionError(f"{cv.root} cross-validated other settings than the run being exported: "
+    if not _is_recipe_of(cv, info.config):
+        raise EdgelesionError(f"{cv.root} cross-validated other settings than the run {run_dir}: "
                               "give the cross-validation of this run's own recipe")
     result = read_json(cv.summary)
-    finished_now = [k for k in range(result["folds"]) if fold_finished(cv.fold(k))]
+    fingerprints = {read_run(cv.fold(k).root, need_model=False).data_fingerprint for k in result["finished_folds"]}
+    if fingerprints != {info.data_fingerprint}:
+        raise EdgelesionError(f"{cv.root} cross-validated other data than the run {run_dir} was trained on")
+    merged = cv.summary.stat().st_mtime
+    changed = [k for k in range(result["folds"]) if fold_finished(cv.fold(k))
+               and (k not in result["finished_folds"] or _predictions(cv.fold(k)).stat().st_mtime > merged)]
     return {"cv_name": cv.root.name, "folds": result["folds"], "finished_folds": result["finished_folds"],
-            "folds_finished_since": sorted(set(finished_now) - set(result["finished_folds"])),
+            "folds_changed_since_merge": changed,
+            "this_run_is_a_fold": Path(run_dir).resolve() == cv.fold(info.config.fold).root.resolve(),
             "target_sensitivity": result["target_sensitivity"],
             "melanoma_auc_out_of_fold": result["melanoma_auc_out_of_fold"],
             "summary": {figure: result["summary"][figure] for figure in FIGURES if figure in result["summary"]}}

@@ -46,7 +46,7 @@ def prepare_data(data_dir: str | Path, config: TrainConfig, *, progress: bool = 
     report = audit_dataset(dataset, policy=config.conflict_policy, near_max_distance=config.near_duplicate_max_distance)
     kept = report.kept
     train_pos, val_pos = train_val_indices(dataset.labels[kept], report.group_ids[kept], n_folds=config.folds,
-                                           fold=config.fold, seed=config.seed)
+                                           fold=config.fold, seed=config.fold_split_seed)
     return PreparedData(report, dataset.subset(kept[train_pos]), dataset.subset(kept[val_pos]))
 
 
@@ -246,7 +246,7 @@ def train_prepared(run: RunDir, data: PreparedData, config: TrainConfig, state: 
     last = state["history"][-1]["val_balanced_accuracy"]
     print(f"best epoch: {state['best_epoch']} of {state['epochs_done']} by validation balanced accuracy. It was chosen "
           f"on the split it is scored on below, so those figures lean optimistic; the last epoch's balanced accuracy, "
-          f"which no choice touched, was {last:.3f}")
+          f"which no epoch choice touched, was {'n/a' if last is None else f'{last:.3f}'}")
     return evaluate_validation(best, data.val, run.evaluation / "validation", config=config,
                                title=f"Validation split ({len(data.val.records)} images, best epoch {state['best_epoch']})")
 
