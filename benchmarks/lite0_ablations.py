@@ -49,7 +49,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "20-epochs": {"epochs": 20},
     # no change but the training's randomness (initialisation of the head, augmentation draws, batch order): the
     # run-to-run spread every other variant's difference has to clear
-    "replicate-seed-1": {"seed": RECIPE.seed + 1, "split_seed": RECIPE.seed},
+    **{f"replicate-seed-{n}": {"seed": RECIPE.seed + n, "split_seed": RECIPE.seed} for n in (1, 2)},
     "30-epochs": {"epochs": 30},  # 20 epochs' best epochs came late (17-19 of 20): does longer still help?
     # the float model's answers flip under +-1 grey level (benchmarks.noise_floor): does training under noise help?
     "pixel-noise-3": {"online_augment": replace(RECIPE.online_augment, pixel_noise=3.0)},

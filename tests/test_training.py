@@ -154,3 +154,4 @@ def test_a_split_seed_keeps_the_split_while_the_seed_changes_the_training(datase
     replicate = TINY.with_changes(seed=TINY.seed + 1, split_seed=TINY.seed)
     assert val_paths(replicate) == base and replicate.fold_split_seed == TINY.seed
     assert TrainConfig.from_dict(replicate.to_dict()) == replicate
+    assert TINY.with_changes(split_seed=TINY.seed) == TINY  # the same split written two ways is one recipe

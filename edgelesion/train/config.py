@@ -53,6 +53,8 @@ class TrainConfig:
         object.__setattr__(self, "conflict_policy", ConflictPolicy(self.conflict_policy))
         if self.preprocessing is None:
             object.__setattr__(self, "preprocessing", MODEL_INPUTS.get(self.model, Preprocessing()))
+        if self.split_seed == self.seed:  # the same split either way: one way to write it
+            object.__setattr__(self, "split_seed", None)
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")

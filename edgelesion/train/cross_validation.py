@@ -237,9 +237,12 @@ def recipe_cv_figures(out: str | Path, run_dir: str | Path) -> dict[str, Any]:
         raise EdgelesionError(f"{cv.root} cross-validated other settings than the run {run_dir}: "
                               "give the cross-validation of this run's own recipe")
     result = read_json(cv.summary)
-    fingerprints = {read_run(cv.fold(k).root, need_model=False).data_fingerprint for k in result["finished_folds"]}
-    if fingerprints != {info.data_fingerprint}:
-        raise EdgelesionError(f"{cv.root} cross-validated other data than the run {run_dir} was trained on")
+    for k in result["finished_folds"]:
+        fold = read_run(cv.fold(k).root, need_model=False)
+        if fold.data_fingerprint != info.data_fingerprint:
+            raise EdgelesionError(f"{cv.root} cross-validated other data than the run {run_dir} was trained on")
+        if fold.config != info.config.with_changes(fold=k):
+            raise EdgelesionError(f"{cv.fold(k).root} was trained with other settings than {cv.spec}: remove it")
     merged = cv.summary.stat().st_mtime
     changed = [k for k in range(result["folds"]) if fold_finished(cv.fold(k))
                and (k not in result["finished_folds"] or _predictions(cv.fold(k)).stat().st_mtime > merged)]
