@@ -201,9 +201,9 @@ def format_cv_table(result: dict[str, Any]) -> str:
               "melanoma specificity (arg-max)", "accuracy", "alert threshold"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     for k, row in result["per_fold"].items():
-        epoch = "n/a" if row.get("best_epoch") is None else f"{row['best_epoch']} of {row['epochs']}"
+        epoch = "n/a" if row["best_epoch"] is None else f"{row['best_epoch']} of {row['epochs']}"
         lines.append("| " + " | ".join([str(k), str(row["n_images"]), epoch,
-                                        *(_fmt(row.get(f)) for f in FIGURES), _fmt(row["alert_threshold"])]) + " |")
+                                        *(_fmt(row[f]) for f in FIGURES), _fmt(row["alert_threshold"])]) + " |")
     summary = result["summary"]
     lines.append("| mean ± sd | | | " + " | ".join(format_mean_sd(summary[f]) for f in FIGURES) + " | |")
     status = ("all folds" if result["complete"] else
