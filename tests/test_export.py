@@ -203,7 +203,7 @@ def test_interrupted_qat_resumes_to_the_uninterrupted_result(trained_run, tmp_pa
 
     import edgelesion.export.qat as qat
 
-    # kept even if it misses a tolerance (a QAT file ends in an int8 softmax, whose ties may exceed 1%): resuming is tested
+    # kept even if it misses a tolerance (2 QAT epochs on the tiny fixture need not pass): resuming is tested
     options = ExportOptions(artifacts=("int8.tflite",), int8="qat", qat=qat.QATConfig(epochs=2), calibration_images=16,
                             keep_failed=True)
     for name in ("full", "cut"):

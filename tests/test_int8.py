@@ -180,7 +180,15 @@ def test_qat_int8_tflite_quantizes_every_dense_kernel_per_output_channel_on_the_
         assert kernel["dtype"] == np.int8 and parameters["quantized_dimension"] == 0
         assert len(parameters["scales"]) == kernel["shape"][0] and len(set(parameters["scales"])) > 1
 
-    # the file computes what the QAT model computes (its int8 softmax rounds to steps of 1/256)
+    # int8 up to the logits, which are dequantized for a float32 softmax (the converter's own is int8)
+    ops = interpreter._get_ops_details()
+    assert [op["op_name"] for op in ops[-3:]] == ["FULLY_CONNECTED", "DEQUANTIZE", "SOFTMAX"]
+    assert tensors[ops[-3]["outputs"][0]]["dtype"] == np.int8
+    assert [tensors[ops[-1][side][0]]["dtype"] for side in ("inputs", "outputs")] == [np.float32, np.float32]
+    assert ops[-1]["outputs"][0] == interpreter.get_output_details()[0]["index"]
+
+    # the file computes what the QAT model computes (whose fake-quantized softmax rounds to steps of 1/256),
+    # its probabilities at full resolution
     details = interpreter.get_input_details()[0]
     interpreter.resize_tensor_input(details["index"], pixels.shape)
     interpreter.allocate_tensors()
@@ -189,6 +197,8 @@ def test_qat_int8_tflite_quantizes_every_dense_kernel_per_output_channel_on_the_
     from_file = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     from_keras = with_scaling(model, quantized).predict(pixels, verbose=0)
     assert np.abs(from_file - from_keras).max() <= 3 / 256
+    steps = from_file * 256
+    assert not np.allclose(steps, np.round(steps), atol=1e-3)
 
 
 def test_qat_ranges_start_at_the_float_activations_the_softmax_logits_included(trained_run):

@@ -66,7 +66,43 @@ def convert_int8_qat(float_model: keras.Model, quantized_core: keras.Model, cali
     from edgelesion.export.qat import for_conversion
 
     converter = _full_integer_converter(for_conversion(float_model, quantized_core), calibration, preprocessing)
-    return _checked_input_quantization(converter.convert(), preprocessing)
+    return _checked_input_quantization(float_softmax_tail(converter.convert()), preprocessing)
+
+
+def float_softmax_tail(flatbuffer: bytes) -> bytes:
+    """Rewrite an int8 file's closing `SOFTMAX (int8) -> DEQUANTIZE` into `DEQUANTIZE -> SOFTMAX (float32)`.
+
+    The converter quantizes a QAT model's softmax whatever it is told (its output range is fixed), so its
+    probabilities come in steps of 1/256: two classes tie, and arg-max decides by class order. Dequantizing
+    the int8 logits first keeps every int8 op before them and gives the probabilities full resolution, as
+    the post-training path does (`convert_int8_ptq`). The softmax's tensor becomes the float logits.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.python.util import (_convert_model_from_bytearray_to_object,
+                                             _convert_model_from_object_to_bytearray)
+
+    model = _convert_model_from_bytearray_to_object(flatbuffer)
+    graph = model.subgraphs[0]
+    builtin = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    ops = graph.operators
+    if (len(ops) < 2 or builtin[ops[-2].opcodeIndex] != schema.BuiltinOperator.SOFTMAX
+            or builtin[ops[-1].opcodeIndex] != schema.BuiltinOperator.DEQUANTIZE
+            or list(ops[-1].inputs) != list(ops[-2].outputs) or list(ops[-1].outputs) != list(graph.outputs)):
+        raise EdgelesionError("the int8 file does not end in an int8 softmax and a dequantize to its float output, "
+                              "so its softmax cannot be moved to float: convert a model whose head ends in softmax")
+    softmax, dequantize = ops[-2], ops[-1]
+    logits = graph.tensors[softmax.inputs[0]]
+    float_logits = graph.tensors[softmax.outputs[0]]  # the int8 probabilities' tensor, reused for the float logits
+    float_logits.type, float_logits.quantization = schema.TensorType.FLOAT32, None
+    float_logits.shape, float_logits.shapeSignature = logits.shape, logits.shapeSignature
+    float_logits.name = logits.name + b"/dequantized" if isinstance(logits.name, bytes) else logits.name + "/dequantized"
+    dequantize.inputs, dequantize.outputs = [softmax.inputs[0]], [softmax.outputs[0]]
+    softmax.inputs = [softmax.outputs[0]]
+    softmax.outputs = list(graph.outputs)
+    graph.operators = [*ops[:-2], dequantize, softmax]
+    if sum(1 for op in ops if op.opcodeIndex == softmax.opcodeIndex) == 1:
+        model.operatorCodes[softmax.opcodeIndex].version = 1  # the float kernel's version
+    return bytes(_convert_model_from_object_to_bytearray(model))
 
 
 def _softmax_input_name(flatbuffer: bytes) -> str:
