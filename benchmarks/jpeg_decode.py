@@ -1,6 +1,6 @@
 """Reduced JPEG decoding (Pillow's draft mode) against a full decode, on dermatoscope-sized photos.
 
-    .venv/bin/python -m benchmarks.jpeg_decode export/lite0-fold0 --images 300
+    .venv/bin/python -m benchmarks.jpeg_decode export/lite0-fold0 --images 300 [--margin 3]
 
 The shared images are 180x180; users' photos are 1024x768 to 6000x4000. A sample of the shared images is
 re-encoded (bicubic upscale, JPEG quality 90) at 1024x768 and 4000x3000 into runs/benchmarks/jpeg-decode
@@ -8,6 +8,8 @@ re-encoded (bicubic upscale, JPEG quality 90) at 1024x768 and 4000x3000 into run
 - decode + resize time per image, one thread, full against reduced;
 - `edgelesion predict`'s own throughput (Classifier.predict_many on int8.tflite, all cores), full against reduced;
 - for every artifact of the bundle, top-1 agreement and the largest probability difference between the two.
+The reduced decode goes as far as the bundle's input spec allows (`jpeg_draft_margin`), or `--margin` input sides
+(recorded as jpeg_decode_marginN).
 Goal (4000x3000): predict >= 4x faster, >= 99.5% top-1 agreement per artifact.
 """
 
@@ -58,13 +60,16 @@ def predict_throughput(classifier: Classifier, files: list[Path]) -> float:
     return len(files) / (time.perf_counter() - start)
 
 
-def compare(bundle: Path, files: list[Path]) -> dict:
-    """Full against reduced decoding of `files` with every artifact of `bundle`."""
+def compare(bundle: Path, files: list[Path], margin: int | None) -> dict:
+    """Full against reduced decoding of `files` with every artifact of `bundle` (reduced to `margin` input sides,
+    None: as the bundle says)."""
     artifacts = list(read_json(bundle / "bundle.json")["artifacts"])
-    reduced, full = (Classifier.load(bundle, "int8.tflite", jpeg_draft=draft) for draft in (True, False))
+    reduced = Classifier.load(bundle, "int8.tflite", jpeg_draft=True, jpeg_draft_margin=margin)
+    full = Classifier.load(bundle, "int8.tflite", jpeg_draft=False)
     reduced_pixels, reduced_ms = decode_seconds(reduced, files)
     full_pixels, full_ms = decode_seconds(full, files)
-    result = {"images": len(files), "decoded_size_reduced": list(reduced.decoded(files[0]).size),
+    result = {"images": len(files), "jpeg_draft_margin": reduced.preprocessing.jpeg_draft_margin,
+              "decoded_size_reduced": list(reduced.decoded(files[0]).size),
               "decode_resize_ms_median": {"full": full_ms * 1e3, "reduced": reduced_ms * 1e3},
               "decode_speedup": full_ms / reduced_ms,
               "predict_images_per_second": {"full": predict_throughput(full, files),
@@ -83,22 +88,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("bundle", type=Path, help="a bundle made by 'edgelesion export'")
     parser.add_argument("--images", type=int, default=300, help="shared images to re-encode (default 300)")
+    parser.add_argument("--margin", type=int, help="decode reduced to no less than this many input sides "
+                        "(default: the bundle's jpeg_draft_margin)")
     args = parser.parse_args()
     require_data()
     everything = sorted(p for p in DATA.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     sample = everything[:: max(1, len(everything) // args.images)][: args.images]  # spread over every class
-    results = {tag: compare(args.bundle, reencoded(sample, size)) for tag, size in SIZES.items()}
-    record("jpeg_decode", {"bundle": args.bundle.name, "sizes": results})
-    rows = ["| photo size | decoded (reduced) | decode + resize ms, full / reduced | predict img/s, full / reduced "
+    results = {tag: compare(args.bundle, reencoded(sample, size), args.margin) for tag, size in SIZES.items()}
+    name = "jpeg_decode" if args.margin is None else f"jpeg_decode_margin{args.margin}"
+    record(name, {"bundle": args.bundle.name, "sizes": results})
+    rows = ["| photo size | decoded (reduced; margin) | decode + resize ms, full / reduced | predict img/s, full / reduced "
             "| predict speed-up | per artifact: top-1 agreement, max prob diff |", "|---|---|---:|---:|---:|---|"]
     for tag, r in results.items():
         ms, ips = r["decode_resize_ms_median"], r["predict_images_per_second"]
         agreement = "; ".join(f"{name} {a['top1_agreement']:.1%}, {a['max_probability_difference']:.3f}"
                               for name, a in r["artifacts"].items())
-        rows.append(f"| {tag} ({r['images']} images) | {r['decoded_size_reduced'][0]}x{r['decoded_size_reduced'][1]} "
+        rows.append(f"| {tag} ({r['images']} images) | {r['decoded_size_reduced'][0]}x{r['decoded_size_reduced'][1]}; "
+                    f"{r['jpeg_draft_margin']} "
                     f"| {ms['full']:.1f} / {ms['reduced']:.1f} | {ips['full']:.1f} / {ips['reduced']:.1f} "
                     f"| {r['predict_speedup']:.1f}x | {agreement} |")
-    write_text(RESULTS / "jpeg_decode.md", "\n".join(rows) + "\n")
+    write_text(RESULTS / f"{name}.md", "\n".join(rows) + "\n")
     print("\n".join(rows))
 
 

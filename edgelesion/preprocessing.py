@@ -13,9 +13,8 @@ RESIZE_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
 }
 
-# a reduced JPEG decode keeps at least this many pixels per input pixel (per side) before the final resize; measured
-# on 4000x3000 photos, 2 flipped the float model's top-1 on 1% of images against a full decode, 4 on none
-DRAFT_MARGIN = 4
+# what bundles and runs made before `jpeg_draft_margin` was recorded decoded with (sessions 5-8)
+LEGACY_DRAFT_MARGIN = 4
 
 
 @dataclass(frozen=True)
@@ -32,14 +31,20 @@ class Preprocessing:
     offset: float = 0.0
     color_order: str = "RGB"
     # a JPEG far larger than the input is decoded reduced in the DCT domain (Pillow's draft mode) to no less than
-    # DRAFT_MARGIN x image_size per side, then resized: 4x less decode time on 4000x3000 photos (benchmarks/README.md)
+    # jpeg_draft_margin x image_size per side, then resized. Margin 3 decodes a 4000x3000 photo at 1/4 (1000x750 for
+    # 224 px): 8.6x less decode time than in full, and on three bundles the same top-1 agreement with the full decode
+    # as margin 4's 1/2 (float files 0.993-1.000 at both; int8 files 0.97-1.00 at every scale, as under +-1 grey
+    # level of noise); margin 2 (1/8) cost the 20-epoch Lite0's float files 0.6 point (benchmarks/README.md, session 9)
     jpeg_draft: bool = True
+    jpeg_draft_margin: int = 3
 
     def __post_init__(self) -> None:
         if self.resize_method not in RESIZE_FILTERS:
             raise ValueError(f"resize_method {self.resize_method!r} is not one of {sorted(RESIZE_FILTERS)}")
         if self.image_size < 8:
             raise ValueError(f"image_size {self.image_size} is too small: use at least 8 pixels")
+        if not 1 <= self.jpeg_draft_margin <= 16:
+            raise ValueError(f"jpeg_draft_margin {self.jpeg_draft_margin} must be between 1 and 16 input sides")
 
     @property
     def resize_filter(self) -> Image.Resampling:
@@ -49,7 +54,7 @@ class Preprocessing:
     @property
     def draft_side(self) -> int | None:
         """The side a large JPEG may be decoded down to (see `jpeg_draft`), or None for a full decode."""
-        return DRAFT_MARGIN * self.image_size if self.jpeg_draft else None
+        return self.jpeg_draft_margin * self.image_size if self.jpeg_draft else None
 
     @property
     def scaled_range(self) -> tuple[float, float]:

@@ -273,7 +273,8 @@ def test_large_jpegs_are_decoded_reduced_as_the_input_spec_says_unless_asked_for
     manifest = json.loads((bundle_dir / "bundle.json").read_text())
     assert all(entry["input"]["resize"]["jpeg_draft"] for entry in manifest["artifacts"].values())
     reduced, exact = Classifier.load(bundle_dir, "float32.onnx"), Classifier.load(bundle_dir, "float32.onnx", jpeg_draft=False)
-    assert reduced.decoded(big).size == (300, 225) and exact.decoded(big).size == (600, 450)  # 1/2 keeps >= 4 x 32
+    assert all(entry["input"]["resize"]["jpeg_draft_margin"] == 3 for entry in manifest["artifacts"].values())
+    assert reduced.decoded(big).size == (150, 113) and exact.decoded(big).size == (600, 450)  # 1/4 keeps >= 3 x 32
     assert np.abs(reduced.pixels(big).astype(int) - exact.pixels(big)).mean() < 3
     out = tmp_path / "rows.json"
     assert main(["predict", str(bundle_dir), str(big), "--artifact", "float32.onnx", "--full-decode", "--format", "json",
@@ -282,9 +283,14 @@ def test_large_jpegs_are_decoded_reduced_as_the_input_spec_says_unless_asked_for
     expected = exact.predict(big).probabilities
     assert expected != reduced.predict(big).probabilities  # the two decodes differ, so this checks --full-decode
     assert [row[c] for c in expected] == pytest.approx(list(expected.values()), abs=1e-6)
-    copy = tmp_path / "full"  # a bundle of a run that decoded in full (made before reduced decoding existed)
+    copy = tmp_path / "older"  # a bundle made before the margin was recorded decoded to no less than 4 input sides
     shutil.copytree(bundle_dir, copy)
     for entry in manifest["artifacts"].values():
+        del entry["input"]["resize"]["jpeg_draft_margin"]
+    rewrite_bundle(copy, manifest)
+    assert Classifier.load(copy, "float32.onnx").decoded(big).size == (300, 225)
+    assert Classifier.load(copy, "float32.onnx", jpeg_draft_margin=3).decoded(big).size == (150, 113)
+    for entry in manifest["artifacts"].values():  # a bundle of a run that decoded in full (before reduced decoding)
         entry["input"]["resize"]["jpeg_draft"] = False
     rewrite_bundle(copy, manifest)
     assert Classifier.load(copy, "float32.onnx").decoded(big).size == (600, 450)

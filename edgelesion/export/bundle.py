@@ -32,6 +32,7 @@ def input_spec(artifact: str, preprocessing: Preprocessing) -> dict[str, Any]:
                          if quantized_input else None),
         "resize": {"size": [size, size], "method": preprocessing.resize_method, "library": "Pillow",
                    "keep_aspect_ratio": False, "jpeg_draft": preprocessing.jpeg_draft,
+                   "jpeg_draft_margin": preprocessing.jpeg_draft_margin,
                    "jpeg_decode": (f"a JPEG of at least {2 * preprocessing.draft_side} px per side is decoded reduced "
                                    f"(Pillow draft) to no less than {preprocessing.draft_side} px, then resized; "
                                    "the bundle's figures were measured this way") if preprocessing.jpeg_draft

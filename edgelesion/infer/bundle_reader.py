@@ -12,7 +12,7 @@ from typing import Any
 
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import sha256_file
-from edgelesion.preprocessing import Preprocessing
+from edgelesion.preprocessing import LEGACY_DRAFT_MARGIN, Preprocessing
 
 SUPPORTED_SCHEMA = 3
 SELF_HASH_FIELD = "bundle_sha256"  # sha256 of bundle.json's own content less this field, computed last
@@ -81,4 +81,5 @@ def bundle_preprocessing(bundle: dict[str, Any], artifact: str | None = None) ->
     """The input resizing of `artifact` (every artifact of a bundle shares it), as a Preprocessing."""
     entry = bundle["artifacts"][artifact] if artifact else next(iter(bundle["artifacts"].values()))
     resize = entry["input"]["resize"]
-    return Preprocessing(image_size=resize["size"][0], resize_method=resize["method"], jpeg_draft=resize["jpeg_draft"])
+    return Preprocessing(image_size=resize["size"][0], resize_method=resize["method"], jpeg_draft=resize["jpeg_draft"],
+                         jpeg_draft_margin=resize.get("jpeg_draft_margin", LEGACY_DRAFT_MARGIN))

@@ -48,13 +48,15 @@ class FailedImage:
 class Classifier:
     """A bundle artifact loaded on its runtime, with the bundle's input spec and labels."""
 
-    def __init__(self, bundle: dict[str, Any], artifact: str, runner: Runner, *, jpeg_draft: bool | None = None
-                 ) -> None:
+    def __init__(self, bundle: dict[str, Any], artifact: str, runner: Runner, *, jpeg_draft: bool | None = None,
+                 jpeg_draft_margin: int | None = None) -> None:
         self.bundle, self.artifact, self.runner = bundle, artifact, runner
         self.classes: list[str] = bundle["classes"]
         self.preprocessing = bundle_preprocessing(bundle, artifact)
         if jpeg_draft is not None:  # False: the exact path, every JPEG decoded in full
             self.preprocessing = replace(self.preprocessing, jpeg_draft=jpeg_draft)
+        if jpeg_draft_margin is not None:
+            self.preprocessing = replace(self.preprocessing, jpeg_draft_margin=jpeg_draft_margin)
         alert = bundle["artifacts"][artifact].get("melanoma_alert") or {}
         self.melanoma_threshold: float | None = alert.get("threshold")
         positive = bundle["source_run"]["config"]["positive_class"]  # "melanoma" unless trained otherwise
@@ -62,11 +64,12 @@ class Classifier:
 
     @classmethod
     def load(cls, bundle_dir: str | Path, artifact: str = "int8.tflite", *, threads: int | None = None,
-             jpeg_draft: bool | None = None) -> Classifier:
+             jpeg_draft: bool | None = None, jpeg_draft_margin: int | None = None) -> Classifier:
         """Open `artifact` of the bundle in `bundle_dir` after checking its sha256 against bundle.json.
 
         `jpeg_draft`: None decodes JPEGs as the bundle's input spec says; False decodes every JPEG in full (exact,
         slower on large photos); True decodes large JPEGs reduced (see Preprocessing.jpeg_draft).
+        `jpeg_draft_margin`: None as the input spec says, else how far a reduced decode may go (in input sides).
         """
         bundle_dir = Path(bundle_dir)
         bundle = read_bundle(bundle_dir)
@@ -78,7 +81,7 @@ class Classifier:
         disagreement = labels_disagreement(path, runner.labels, bundle["classes"])
         if disagreement:
             raise EdgelesionError(f"{disagreement}: copy the bundle again from the original")
-        return cls(bundle, artifact, runner, jpeg_draft=jpeg_draft)
+        return cls(bundle, artifact, runner, jpeg_draft=jpeg_draft, jpeg_draft_margin=jpeg_draft_margin)
 
     def decoded(self, image: ImageInput) -> Image.Image:
         """One image as upright RGB: a path, a PIL image, or an HxWx3 (or HxW) uint8 array."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from edgelesion.data.audit import NEAR_DUPLICATE_MAX_DISTANCE, ConflictPolicy
 from edgelesion.metrics import MIN_SUPPORT, POSITIVE_CLASS
-from edgelesion.preprocessing import Preprocessing
+from edgelesion.preprocessing import LEGACY_DRAFT_MARGIN, Preprocessing
 from edgelesion.data.rebalance import AugmentConfig, RebalanceMethod
 from edgelesion.train.online_augment import OnlineAugment
 
@@ -101,7 +101,8 @@ class TrainConfig:
         data["augment"] = AugmentConfig(**data["augment"])
         data["online_augment"] = OnlineAugment(**data.get("online_augment", {}))
         # runs written before reduced JPEG decoding existed decoded every JPEG in full
-        data["preprocessing"] = Preprocessing(**{"jpeg_draft": False, **data["preprocessing"]})
+        data["preprocessing"] = Preprocessing(**{"jpeg_draft": False, "jpeg_draft_margin": LEGACY_DRAFT_MARGIN,
+                                                      **data["preprocessing"]})
         return cls(**data)
 
     def with_changes(self, **changes: Any) -> TrainConfig:
