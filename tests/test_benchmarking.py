@@ -188,3 +188,18 @@ def test_a_changed_validation_image_is_refused(bundle_dir, trained_run, tmp_path
     with pytest.raises(EdgelesionError, match=f"validation image {first} changed since export"):
         run_benchmark(bundle_dir, tmp_path / "out", run_dir=run, config=QUICK, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_model_flops_counts_every_multiply_add_depthwise_convolutions_included(tmp_path):
+    """Lite0's 16 depthwise convolutions (34.5M multiply-adds) were once left out: 699 MFLOPs reported, not 768."""
+    from edgelesion._tf import keras
+    from edgelesion.bench.benchmarking import model_flops
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same")(x)
+    x = keras.layers.Conv2D(6, 1, groups=2)(x)
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(inputs, outputs).save(tmp_path / "m.keras")
+    multiply_adds = 8 * 8 * 4 * 9 * 3 + 4 * 4 * 4 * 9 + 4 * 4 * 6 * 2 + 6 * 2
+    assert model_flops(tmp_path / "m.keras") == 2 * multiply_adds

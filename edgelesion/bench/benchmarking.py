@@ -222,19 +222,21 @@ def _runtime(path: Path) -> str:
 
 
 def model_flops(path: Path) -> int | None:
-    """Floating-point operations per image (2 x multiply-accumulates of conv and dense layers) of a .keras model;
-    None when it is gone."""
+    """Floating-point operations per image (2 x multiply-accumulates of convolution, depthwise convolution and
+    dense layers) of a .keras model; None when it is gone."""
     if not path.is_file():
         return None
     from edgelesion._tf import keras
 
-    model = keras.models.load_model(path)
     flops = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
+    for layer in keras.models.load_model(path).layers:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):  # not a Conv2D in tf-keras: one filter per channel
+            _, height, width, channels_out = layer.output_shape
+            flops += 2 * height * width * channels_out * layer.kernel_size[0] * layer.kernel_size[1]
+        elif isinstance(layer, keras.layers.Conv2D):
             _, height, width, channels_out = layer.output_shape
             kh, kw = layer.kernel_size
-            flops += 2 * height * width * channels_out * kh * kw * layer.input_shape[-1]
+            flops += 2 * height * width * channels_out * kh * kw * layer.input_shape[-1] // layer.groups
         elif isinstance(layer, keras.layers.Dense):
             flops += 2 * layer.input_shape[-1] * layer.units
     return int(flops)
