@@ -66,9 +66,14 @@ def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_
     card = (tmp_path / "bundle" / "MODEL_CARD.md").read_text()
     assert "Cross-validation of this recipe (3 of 3 leak-free folds; this model is its fold 0)" in card
     assert f"balanced accuracy: {done['summary']['balanced_accuracy']['mean']:.3f} ± " in card
-    # a fold scored again after the merge is named as not in the figures
+    # a fold whose predictions changed after the merge is named as not in the figures; a newer file time alone
+    # (a copy, or the same scores written again) is not a change
+    predictions = cv.fold(1).evaluation / "validation" / "predictions.csv"
     later = cv.summary.stat().st_mtime + 10
-    os.utime(cv.fold(1).evaluation / "validation" / "predictions.csv", (later, later))
+    os.utime(predictions, (later, later))
+    assert recipe_cv_figures(cv.root, cv.fold(0).root)["folds_changed_since_merge"] == []
+    lines = predictions.read_text().splitlines()
+    predictions.write_text("\n".join([*lines[:-1], lines[-1].replace("0", "1", 1)]) + "\n")
     assert recipe_cv_figures(cv.root, cv.fold(0).root)["folds_changed_since_merge"] == [1]
     # a fold copied without its checkpoints still merges, its epochs unknown
     shutil.rmtree(cv.fold(2).checkpoints)

@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from edgelesion.errors import EdgelesionError
-from edgelesion.fileio import ensure_outside, read_json, write_csv, write_json, write_text
+from edgelesion.fileio import ensure_outside, read_json, sha256_file, write_csv, write_json, write_text
 from edgelesion.metrics import format_mean_sd
 from edgelesion.plots import cv_folds_chart, melanoma_roc_chart
 from edgelesion.provenance import provenance
@@ -184,7 +184,10 @@ def merge_cv(out: str | Path, *, target_sensitivity: float = TARGET_SENSITIVITY)
               [[k, row["path"], row["label"], *(row[c] for c in classes)] for k in finished for row in folds[k][0]])
     result = {"model": config.model, "folds": config.folds, "finished_folds": finished,
               "complete": len(finished) == config.folds, "target_sensitivity": target_sensitivity,
-              "melanoma_auc_out_of_fold": auc, "summary": summary, "per_fold": per_fold, "provenance": provenance()}
+              "melanoma_auc_out_of_fold": auc, "summary": summary, "per_fold": per_fold,
+              # what each fold's figures were merged from: a fold scored again since shows in a model card
+              "predictions_sha256": {str(k): sha256_file(_predictions(cv.fold(k))) for k in finished},
+              "provenance": provenance()}
     write_json(cv.summary, result)
     cv_folds_chart({f: [per_fold[k][f] for k in finished] for f in FIGURES}, cv.chart,
                    f"{config.model}: {len(finished)} of {config.folds} folds")
@@ -243,9 +246,17 @@ def recipe_cv_figures(out: str | Path, run_dir: str | Path) -> dict[str, Any]:
             raise EdgelesionError(f"{cv.root} cross-validated other data than the run {run_dir} was trained on")
         if fold.config != info.config.with_changes(fold=k):
             raise EdgelesionError(f"{cv.fold(k).root} was trained with other settings than {cv.spec}: remove it")
-    merged = cv.summary.stat().st_mtime
-    changed = [k for k in range(result["folds"]) if fold_finished(cv.fold(k))
-               and (k not in result["finished_folds"] or _predictions(cv.fold(k)).stat().st_mtime > merged)]
+    merged_from = result.get("predictions_sha256")  # None: merged before the hashes were recorded, so by time
+
+    def changed_since_merge(k: int) -> bool:
+        predictions = _predictions(cv.fold(k))
+        if k not in result["finished_folds"]:
+            return True
+        if merged_from is None:
+            return predictions.stat().st_mtime > cv.summary.stat().st_mtime
+        return sha256_file(predictions) != merged_from.get(str(k))
+
+    changed = [k for k in range(result["folds"]) if fold_finished(cv.fold(k)) and changed_since_merge(k)]
     return {"cv_name": cv.root.name, "folds": result["folds"], "finished_folds": result["finished_folds"],
             "folds_changed_since_merge": changed,
             "this_run_is_a_fold": Path(run_dir).resolve() == cv.fold(info.config.fold).root.resolve(),
