@@ -13,15 +13,24 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from dataclasses import replace
 
 from benchmarks.common import RESULTS, RUNS, record, require_data, training_time
 from benchmarks.seed_models import SEED_EPOCHS, SEED_MODELS
 from edgelesion.fileio import read_json, write_text
+from edgelesion.preprocessing import LEGACY_DRAFT_MARGIN
 from edgelesion.train.config import TrainConfig
 from edgelesion.train.cross_validation import CvDir, cross_validate
 from edgelesion.train.online_augment import OnlineAugment
 
-RECIPES = {
+
+def as_recorded(config: TrainConfig) -> TrainConfig:
+    """`config` with the reduced-JPEG-decode margin its recorded folds were trained with: they predate
+    `Preprocessing.jpeg_draft_margin` (sessions 5-8 decoded to 4 input sides; the 180 px images never engage it)."""
+    return config.with_changes(preprocessing=replace(config.preprocessing, jpeg_draft_margin=LEGACY_DRAFT_MARGIN))
+
+
+RECIPES = {name: as_recorded(config) for name, config in {
     "lite0": TrainConfig.for_model("efficientnet-lite0", epochs=12),  # the recipe until session 8
     "lite0-20ep": TrainConfig.for_model("efficientnet-lite0", epochs=20),
     # session 9: the 20-epoch recipe with stronger zoom and colour jitter (colour augmentation: the backbone issue's
@@ -30,7 +39,7 @@ RECIPES = {
         "efficientnet-lite0", epochs=20,
         online_augment=OnlineAugment(enabled=True, min_crop=0.6, brightness=0.15, contrast=0.3, saturation=0.3)),
     "model3": TrainConfig(epochs=SEED_EPOCHS, **SEED_MODELS["model3-seed-dropout-augmentor"]),
-}
+}.items()}
 
 
 def main() -> None:

@@ -99,9 +99,13 @@ def main() -> None:
     for i, stage in enumerate(stages):
         before = cumulative[stages[i - 1]] if i else {kind: 0.0 for kind in FORMATS}
         ms = {kind: cumulative[stage][kind] - before[kind] for kind in FORMATS}
+        # the same difference within each round: how far apart the rounds put this stage
+        rounds = {kind: [m - (medians[stages[i - 1]][kind][r] if i else 0.0) for r, m in enumerate(medians[stage][kind])]
+                  for kind in FORMATS}
         stage_flops = flops[stage] - (flops[stages[i - 1]] if i else 0)
-        per_stage[stage] = {"ms": ms, "mflops": stage_flops / 1e6}
-        rows.append([stage, f"{stage_flops / 1e6:.0f}", f"{ms['float32']:.2f}", f"{ms['int8']:.2f}",
+        per_stage[stage] = {"ms": ms, "ms_per_round": rounds, "mflops": stage_flops / 1e6}
+        rows.append([stage, f"{stage_flops / 1e6:.0f}",
+                     *(f"{ms[kind]:.2f} ({min(rounds[kind]):.2f}–{max(rounds[kind]):.2f})" for kind in FORMATS),
                      f"{ms['float32'] / ms['int8']:.2f}x" if ms["int8"] > 0 else "n/a",
                      f"{ms['int8'] / cumulative[stages[-1]]['int8']:.0%}"])
     total = cumulative[stages[-1]]
@@ -114,8 +118,10 @@ def main() -> None:
     record(name, result)
     lines = [f"{args.model}, {preprocessing.image_size} px, batch 1, 1 thread; "
              f"CPU int8 instructions: {result['int8_instructions']}",
-             "", *markdown_table(["stage", "MFLOPs", "float32.tflite ms", "int8.tflite ms", "int8 speed-up",
-                                  "share of int8 time"], rows, "lrrrrr")]
+             "", *markdown_table(["stage", "MFLOPs", "float32.tflite ms (rounds' range)", "int8.tflite ms (rounds' range)",
+                                  "int8 speed-up", "share of int8 time"], rows, "lrrrrr"), "",
+             "A stage's time is its cut's best median less the previous cut's; in brackets, the same difference "
+             "within each round: stages that differ by less than that range are not told apart."]
     write_text(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -32,9 +32,10 @@ class Preprocessing:
     color_order: str = "RGB"
     # a JPEG far larger than the input is decoded reduced in the DCT domain (Pillow's draft mode) to no less than
     # jpeg_draft_margin x image_size per side, then resized. Margin 3 decodes a 4000x3000 photo at 1/4 (1000x750 for
-    # 224 px): 8.6x less decode time than in full, and on three bundles the same top-1 agreement with the full decode
-    # as margin 4's 1/2 (float files 0.993-1.000 at both; int8 files 0.97-1.00 at every scale, as under +-1 grey
-    # level of noise); margin 2 (1/8) cost the 20-epoch Lite0's float files 0.6 point (benchmarks/README.md, session 9)
+    # 224 px): 7.9x less decode + resize time than in full. On three bundles its float files agree with the full decode
+    # as at margin 4's 1/2 (0.993-1.000 at both), its int8 files about as they do at any scale or under +-1 grey level
+    # of noise (0.970-1.000; the 20-epoch Lite0's int8.onnx 0.980 against 0.990 at 1/2); margin 2 (1/8) cost that
+    # model's float files 0.6 point (benchmarks/README.md, session 9)
     jpeg_draft: bool = True
     jpeg_draft_margin: int = 3
 

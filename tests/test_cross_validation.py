@@ -75,6 +75,13 @@ def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_
     lines = predictions.read_text().splitlines()
     predictions.write_text("\n".join([*lines[:-1], lines[-1].replace("0", "1", 1)]) + "\n")
     assert recipe_cv_figures(cv.root, cv.fold(0).root)["folds_changed_since_merge"] == [1]
+    # a merge recorded before the hashes were: the file times decide
+    summary = read_json(cv.summary)
+    del summary["predictions_sha256"]
+    write_json(cv.summary, summary)
+    later = cv.summary.stat().st_mtime + 10
+    os.utime(cv.fold(2).evaluation / "validation" / "predictions.csv", (later, later))
+    assert recipe_cv_figures(cv.root, cv.fold(0).root)["folds_changed_since_merge"] == [2]
     # a fold copied without its checkpoints still merges, its epochs unknown
     shutil.rmtree(cv.fold(2).checkpoints)
     assert merge_cv(cv.root)["per_fold"][2]["last_epoch_balanced_accuracy"] is None
@@ -97,7 +104,7 @@ def test_export_refuses_a_cross_validation_of_another_recipe(dataset_dir, traine
 def test_a_cv_folder_refuses_other_settings_and_foreign_folders(dataset_dir, tmp_path):
     cv = CvDir(tmp_path / "cv")
     cross_validate(dataset_dir, cv.root, CONFIG.with_changes(epochs=1), folds=[0], progress=False)
-    with pytest.raises(EdgelesionError, match="other settings"):
+    with pytest.raises(EdgelesionError, match=r"other settings \(epochs differ\)"):
         cross_validate(dataset_dir, cv.root, CONFIG, folds=[0], progress=False)
     # a cv.json written before a setting existed still matches when that setting keeps its default
     spec = read_json(cv.spec)
@@ -105,6 +112,11 @@ def test_a_cv_folder_refuses_other_settings_and_foreign_folders(dataset_dir, tmp
     write_json(cv.spec, spec)
     assert cross_validate(dataset_dir, cv.root, CONFIG.with_changes(epochs=1), folds=[0],
                           progress=False)["finished_folds"] == [0]
+    # ... but not the reduced-decode margin, whose default changed (4 before it was recorded, 3 now)
+    del spec["config"]["preprocessing"]["jpeg_draft_margin"]
+    write_json(cv.spec, spec)
+    with pytest.raises(EdgelesionError, match=r"other settings \(preprocessing differ\)"):
+        cross_validate(dataset_dir, cv.root, CONFIG.with_changes(epochs=1), folds=[0], progress=False)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(EdgelesionError, match="not a cross-validation folder"):

@@ -187,8 +187,8 @@ def test_qat_int8_tflite_quantizes_every_dense_kernel_per_output_channel_on_the_
     assert [tensors[ops[-1][side][0]]["dtype"] for side in ("inputs", "outputs")] == [np.float32, np.float32]
     assert ops[-1]["outputs"][0] == interpreter.get_output_details()[0]["index"]
 
-    # the file computes what the QAT model computes (whose fake-quantized softmax rounds to steps of 1/256),
-    # its probabilities at full resolution
+    # the file computes what the QAT model computes (up to int8 rounding of the logits), its probabilities at
+    # full resolution: not on the 1/256 grid of the converter's own int8 softmax
     details = interpreter.get_input_details()[0]
     interpreter.resize_tensor_input(details["index"], pixels.shape)
     interpreter.allocate_tensors()

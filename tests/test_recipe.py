@@ -86,6 +86,8 @@ def test_a_model_takes_its_own_input_normalisation_and_recipe():
     assert TrainConfig.from_dict(older).preprocessing.draft_side == 4 * 224 and lite.preprocessing.draft_side == 3 * 224
     with pytest.raises(ValueError, match="head_epochs"):
         TrainConfig(epochs=3, head_epochs=3)
+    with pytest.raises(ValueError, match="jpeg_draft_margin 0 must be between 1 and 16"):
+        replace(lite.preprocessing, jpeg_draft_margin=0)
 
 
 def test_the_lite0_recipe_resumes_across_the_head_to_whole_network_switch_to_the_same_result(lite0_run, tmp_path):

@@ -95,7 +95,7 @@ def float_softmax_tail(flatbuffer: bytes) -> bytes:
     float_logits = graph.tensors[softmax.outputs[0]]  # the int8 probabilities' tensor, reused for the float logits
     float_logits.type, float_logits.quantization = schema.TensorType.FLOAT32, None
     float_logits.shape, float_logits.shapeSignature = logits.shape, logits.shapeSignature
-    float_logits.name = logits.name + b"/dequantized" if isinstance(logits.name, bytes) else logits.name + "/dequantized"
+    float_logits.name = logits.name + b"/dequantized"  # the object API holds names as bytes
     dequantize.inputs, dequantize.outputs = [softmax.inputs[0]], [softmax.outputs[0]]
     softmax.inputs = [softmax.outputs[0]]
     softmax.outputs = list(graph.outputs)

@@ -76,8 +76,10 @@ def _open_cv_dir(cv: CvDir, data_dir: Path, config: TrainConfig, force: bool) ->
         if _is_recipe_of(cv, config):
             return
         if not force:
-            raise EdgelesionError(f"{cv.root} holds a cross-validation with other settings: choose another --out, "
-                                  "or replace it with --force")
+            recorded, requested = TrainConfig.from_dict(read_json(cv.spec)["config"]).to_dict(), spec["config"]
+            differing = sorted(k for k in {*recorded, *requested} if recorded.get(k) != requested.get(k))
+            raise EdgelesionError(f"{cv.root} holds a cross-validation with other settings ({', '.join(differing)} "
+                                  "differ): choose another --out, or replace it with --force")
         shutil.rmtree(cv.root)
     elif cv.root.exists() and any(cv.root.iterdir()):
         raise EdgelesionError(f"{cv.root} exists and is not a cross-validation folder (no cv.json): choose another --out")
