@@ -30,6 +30,7 @@ def as_recorded(config: TrainConfig) -> TrainConfig:
     return config.with_changes(preprocessing=replace(config.preprocessing, jpeg_draft_margin=LEGACY_DRAFT_MARGIN))
 
 
+# every recipe below was first run before the margin was recorded; a recipe added later goes in as it is
 RECIPES = {name: as_recorded(config) for name, config in {
     "lite0": TrainConfig.for_model("efficientnet-lite0", epochs=12),  # the recipe until session 8
     "lite0-20ep": TrainConfig.for_model("efficientnet-lite0", epochs=20),

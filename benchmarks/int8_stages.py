@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks.common import RESULTS, markdown_table, record, require_data
 from edgelesion._tf import keras
-from edgelesion.bench.benchmarking import model_flops
+from edgelesion.bench.benchmarking import keras_model_flops
 from edgelesion.bench.latency import measure_latency
 from edgelesion.data.dataset import load_dataset
 from edgelesion.export import tflite_export
@@ -62,19 +62,18 @@ def prefix_model(model: keras.Model, layer: str) -> keras.Model:
     return keras.Model(model.input, keras.layers.Softmax(name="cut_probabilities")(x), name=f"to_{layer}")
 
 
-def build_files(folder: Path, name: str, calibration: np.ndarray) -> dict[str, dict[str, Path]]:
-    """float32.tflite, int8.tflite and the Keras model of every cut of model `name`."""
+def build_files(folder: Path, name: str, calibration: np.ndarray) -> tuple[dict[str, dict[str, Path]], dict[str, int]]:
+    """float32.tflite and int8.tflite of every cut of model `name`, and each cut's FLOPs (as the harness counts them)."""
     preprocessing = TrainConfig.for_model(name).preprocessing
     model = create_model(name, 9, preprocessing, pretrained=name == "efficientnet-lite0")
-    files = {}
+    files, flops = {}, {}
     for stage, layer in cut_points(model):
         prefix = prefix_model(model, layer)
-        prefix.save(folder / f"{layer}.keras")
-        files[stage] = {"float32": folder / f"{layer}.float32.tflite", "int8": folder / f"{layer}.int8.tflite",
-                        "keras": folder / f"{layer}.keras"}
+        flops[stage] = keras_model_flops(prefix)
+        files[stage] = {"float32": folder / f"{layer}.float32.tflite", "int8": folder / f"{layer}.int8.tflite"}
         files[stage]["float32"].write_bytes(tflite_export.convert_float32(prefix))
         files[stage]["int8"].write_bytes(tflite_export.convert_int8_ptq(prefix, calibration, preprocessing))
-    return files
+    return files, flops
 
 
 def main() -> None:
@@ -87,8 +86,7 @@ def main() -> None:
     calibration = calibration_sample(images, n=200, seed=0)
     medians: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        files = build_files(Path(scratch), args.model, calibration)
-        flops = {stage: model_flops(paths["keras"]) for stage, paths in files.items()}
+        files, flops = build_files(Path(scratch), args.model, calibration)
         for _ in range(ROUNDS):
             for stage, paths in files.items():
                 for kind in FORMATS:

@@ -12,7 +12,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -26,6 +26,9 @@ from edgelesion.images import UnreadableImage, read_image, to_model_input
 from edgelesion.metrics import classification_metrics, paired_difference, scored_class_indices
 from edgelesion.provenance import provenance
 from edgelesion.thresholds import alert_figures
+
+if TYPE_CHECKING:  # TensorFlow is imported only where a Keras model is read
+    from edgelesion._tf import keras
 
 
 @dataclass(frozen=True)
@@ -222,14 +225,22 @@ def _runtime(path: Path) -> str:
 
 
 def model_flops(path: Path) -> int | None:
-    """Floating-point operations per image (2 x multiply-accumulates of convolution, depthwise convolution and
-    dense layers) of a .keras model; None when it is gone."""
+    """Floating-point operations per image of the .keras model at `path` (see `keras_model_flops`); None when it is
+    gone."""
     if not path.is_file():
         return None
     from edgelesion._tf import keras
 
+    return keras_model_flops(keras.models.load_model(path))
+
+
+def keras_model_flops(model: keras.Model) -> int:
+    """Floating-point operations per image: 2 x the multiply-accumulates of a Keras model's convolution, depthwise
+    convolution and dense layers."""
+    from edgelesion._tf import keras
+
     flops = 0
-    for layer in keras.models.load_model(path).layers:
+    for layer in model.layers:
         if isinstance(layer, keras.layers.DepthwiseConv2D):  # not a Conv2D in tf-keras: one filter per channel
             _, height, width, channels_out = layer.output_shape
             flops += 2 * height * width * channels_out * layer.kernel_size[0] * layer.kernel_size[1]

@@ -52,11 +52,10 @@ class Classifier:
                  jpeg_draft_margin: int | None = None) -> None:
         self.bundle, self.artifact, self.runner = bundle, artifact, runner
         self.classes: list[str] = bundle["classes"]
-        self.preprocessing = bundle_preprocessing(bundle, artifact)
-        if jpeg_draft is not None:  # False: the exact path, every JPEG decoded in full
-            self.preprocessing = replace(self.preprocessing, jpeg_draft=jpeg_draft)
-        if jpeg_draft_margin is not None:
-            self.preprocessing = replace(self.preprocessing, jpeg_draft_margin=jpeg_draft_margin)
+        # jpeg_draft False: the exact path, every JPEG decoded in full; None keeps what the input spec says
+        overrides = {"jpeg_draft": jpeg_draft, "jpeg_draft_margin": jpeg_draft_margin}
+        self.preprocessing = replace(bundle_preprocessing(bundle, artifact),
+                                     **{name: value for name, value in overrides.items() if value is not None})
         alert = bundle["artifacts"][artifact].get("melanoma_alert") or {}
         self.melanoma_threshold: float | None = alert.get("threshold")
         positive = bundle["source_run"]["config"]["positive_class"]  # "melanoma" unless trained otherwise
