@@ -76,13 +76,20 @@ def balanced_accuracy_interval(
 
 
 def paired_difference(labels: np.ndarray, baseline: np.ndarray, candidate: np.ndarray, scored: list[int],
-                      positive: int | None, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict[str, Any]:
+                      positive: int | None, *, views: int = 1, resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = 0) -> dict[str, Any]:
     """Candidate minus baseline (probabilities, arg-max) in balanced accuracy and melanoma sensitivity, with paired
-    bootstrap 95% intervals: both are resampled on the same images, so the interval is that of the difference."""
+    bootstrap 95% intervals: both are resampled on the same images, so the interval is that of the difference.
+
+    With `views` > 1 the probabilities hold that many views of every image, view after view (rows
+    v * len(labels) + i); each image counts once, with its views' mean, and the bootstrap resamples images.
+    """
     rng = np.random.default_rng(seed)
     # per image: +1 where only the candidate is right, -1 where only the baseline is; a class's recall difference
     # is this mean over its images, so each resample costs a few means, not a metric library call
-    gain = ((candidate.argmax(1) == labels).astype(float) - (baseline.argmax(1) == labels).astype(float))
+    tiled = np.tile(labels, views)
+    gain = ((candidate.argmax(1) == tiled).astype(float) - (baseline.argmax(1) == tiled).astype(float))
+    gain = gain.reshape(views, len(labels)).mean(axis=0)
     present = np.unique(labels)
     by_class = [np.flatnonzero(labels == c) for c in present]
     in_scored = np.isin(present, scored)

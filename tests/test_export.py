@@ -10,7 +10,7 @@ import pytest
 from edgelesion.fileio import sha256_file
 from edgelesion.errors import CheckFailed, EdgelesionError
 from edgelesion.export.exporting import ARTIFACTS, ExportOptions, export_run
-from edgelesion.export.parity import DEFAULT_TOLERANCES, Tolerance
+from edgelesion.export.parity import DEFAULT_TOLERANCES, ORIENTATIONS, Tolerance
 
 from tests.conftest import fast_export_options, interrupted_at
 
@@ -25,6 +25,7 @@ def test_every_artifact_meets_its_parity_tolerance(bundle_dir):
         judged = entry["parity"]["vs_float"]
         assert entry["passed"] and judged["top1_agreement"] >= DEFAULT_TOLERANCES[name].min_top1_agreement, name
         assert judged["images"] == len(bundle["source_run"]["validation_files"])
+        assert judged["views"] == ORIENTATIONS and judged["sure_images"] <= ORIENTATIONS * judged["images"]
     for name in ("float32.tflite", "float32.onnx"):
         assert bundle["artifacts"][name]["parity"]["vs_float"]["max_abs_prob_diff"] <= 1e-4
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgelesion.export.exporting import ExportOptions, export_run
-from edgelesion.export.parity import INT8_TOLERANCE, compare, failures, top1_tie_rate
+from edgelesion.export.parity import INT8_TOLERANCE, ORIENTATIONS, compare, failures, oriented, top1_tie_rate
 
 
 def _closeness(method: str, figures: dict) -> tuple:
@@ -127,6 +127,29 @@ def test_flipping_unsure_images_fails_an_int8_artifact_on_balanced_accuracy_alon
     assert figures["delta_balanced_accuracy"] == pytest.approx(-0.015) and low <= -0.015 <= high
     assert failures("int8.tflite", figures, INT8_TOLERANCE, "float") == [
         "int8.tflite: balanced accuracy moved -0.0150 from the float model (more than ±0.01)"]
+
+
+def test_the_eight_orientations_are_each_image_flipped_and_turned_the_images_as_they_are_first():
+    images = np.arange(2 * 3 * 3).reshape(2, 3, 3, 1)  # no symmetry: its 8 orientations all differ
+    views = list(oriented(images))
+    assert len(views) == ORIENTATIONS and np.array_equal(views[0], images)
+    dihedral = {np.rot90(turned, k, axes=(1, 2)).tobytes() for turned in (images, images[:, ::-1]) for k in range(4)}
+    assert {view.tobytes() for view in views} == dihedral and len(dihedral) == ORIENTATIONS
+
+
+def test_parity_over_orientations_counts_a_flip_in_one_orientation_as_an_eighth_of_an_image():
+    labels, reference = _three_class_case()
+    references = np.tile(reference, (ORIENTATIONS, 1))  # orientation after orientation
+    candidate = references.copy()
+    candidate[100] = [0.45, 0.3, 0.25]  # an unsure, correct image turns wrong in its first orientation only
+    figures = compare(references, candidate, labels, scored=[0, 1], positive=None, views=ORIENTATIONS)
+    assert figures["images"] == 200 and figures["views"] == ORIENTATIONS
+    assert figures["top1_agreement"] == pytest.approx(1 - 1 / 1600) and figures["sure_images"] == 800
+    assert figures["delta_balanced_accuracy"] == pytest.approx(-1 / 8 / 100 / 2)
+    assert figures["as_is"]["top1_agreement"] == pytest.approx(1 - 1 / 200)  # the first orientation alone
+    assert figures["as_is"]["artifact"]["balanced_accuracy"] == pytest.approx(1 - 1 / 100 / 2)
+    low, high = figures["delta_balanced_accuracy_ci95"]  # resampling images: one image's eighth, or none
+    assert -1 / 8 / 100 / 2 * 4 <= low <= high <= 0.0
 
 
 def test_top1_ties_are_counted():

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgelesion import __version__
+from edgelesion.export.parity import ORIENTATIONS
 from edgelesion.fileio import write_json, write_text
 from edgelesion.metrics import format_estimate, format_mean_sd
 from edgelesion.preprocessing import Preprocessing
@@ -90,7 +91,8 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
         if key in validation:
             lines.append(f"- {key.replace('_', ' ')}: {format_estimate(validation[key])}")
     lines += _cross_validation_lines(bundle.get("cross_validation"), source["config"]["fold"])
-    lines += ["", "## Artifacts against the float model (validation split)", "",
+    lines += ["", f"## Artifacts against the float model (validation split, each image in its {ORIENTATIONS} orientations: "
+              "flips and quarter turns)", "",
               "| artifact | made by | top-1 agreement | on sure images (p >= 0.5) | Δ balanced accuracy [paired 95% CI] "
               "| top-1 ties | passed |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, entry in bundle["artifacts"].items():

@@ -24,7 +24,8 @@ from edgelesion.fileio import replace_dir, sha256_file, staging_dir
 from edgelesion.export.mediapipe_check import INSTALL_HINT, mediapipe_agreement
 from edgelesion.export.onnx_export import OnnxInt8Scheme
 from edgelesion.metrics import classification_metrics, scored_class_indices
-from edgelesion.export.parity import CONVERSION_TOLERANCE, DEFAULT_TOLERANCES, Tolerance, compare, failures
+from edgelesion.export.parity import (CONVERSION_TOLERANCE, DEFAULT_TOLERANCES, ORIENTATIONS, Tolerance, compare, failures,
+                                     predict_oriented)
 from edgelesion.provenance import provenance
 from edgelesion.export.qat import QATConfig, qat_finetune
 from edgelesion.export.scaling import with_scaling
@@ -39,8 +40,8 @@ ARTIFACTS = tuple(DEFAULT_TOLERANCES)  # float32.tflite, float16.tflite, int8.tf
 # how int8.tflite is made: quantization-aware fine-tune, post-training quantization, or both and the closer one
 INT8_METHODS = ("auto", "qat", "ptq")
 # the figures against the float model that bundle.json keeps for each int8.tflite candidate
-CANDIDATE_FIGURES = ("top1_agreement", "sure_top1_agreement", "sure_images", "delta_balanced_accuracy",
-                     "delta_balanced_accuracy_ci95", "top1_ties", "max_abs_prob_diff")
+CANDIDATE_FIGURES = ("images", "views", "top1_agreement", "sure_top1_agreement", "sure_images",
+                     "delta_balanced_accuracy", "delta_balanced_accuracy_ci95", "top1_ties", "max_abs_prob_diff", "as_is")
 
 
 @dataclass(frozen=True)
@@ -155,16 +156,18 @@ def export_int8_tflite(staging: Path, method: str, float_model: keras.Model, qua
 def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], val: LoadedDataset,
                       scored: list[int], positive: int | None, tolerance: Tolerance,
                       melanoma_sensitivity: float) -> tuple[dict[str, Any], list[str]]:
-    """Score the artifact file itself on the validation images against every reference model (judged
-    against the float model).
+    """Score the artifact file itself on the validation images, in all their orientations, against every reference
+    model's probabilities for those (judged against the float model).
 
     Returns its bundle.json entry (with its own melanoma alert threshold, chosen on its own
     validation probabilities) and the reasons it misses `tolerance` (none when it passes).
     int8.tflite is also run in MediaPipe's ImageClassifier, which must give LiteRT's top-1.
     """
     runner = open_runner(path)
-    probs = predict_in_batches(runner, val.images)
-    parity = {f"vs_{ref}": compare(ref_probs, probs, val.labels, scored, positive) for ref, ref_probs in references.items()}
+    oriented = predict_oriented(lambda view: predict_in_batches(runner, view), val.images)
+    parity = {f"vs_{ref}": compare(ref_probs, oriented, val.labels, scored, positive, views=ORIENTATIONS)
+              for ref, ref_probs in references.items()}
+    probs = oriented[:len(val.images)]  # the images as they are
     judged = parity["vs_float"]
     missed = failures(name, judged, tolerance, "float")
     entry: dict[str, Any] = {
@@ -193,8 +196,9 @@ def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], 
     entry["passed"] = not missed
     verdict = "ok" if not missed else "FAILED: " + "; ".join(missed)
     sure = judged["sure_top1_agreement"]
-    print(f"  {name}: top-1 agreement with the float model {judged['top1_agreement']:.4f} "
-          f"({'n/a' if sure is None else f'{sure:.4f}'} on the {judged['sure_images']} sure images), "
+    print(f"  {name}: top-1 agreement with the float model {judged['top1_agreement']:.4f} over the validation images "
+          f"in {ORIENTATIONS} orientations ({'n/a' if sure is None else f'{sure:.4f}'} on the {judged['sure_images']} "
+          f"sure ones), "
           f"max prob diff {judged['max_abs_prob_diff']:.2e}, balanced accuracy change "
           f"{_signed(judged['delta_balanced_accuracy'])} — {verdict}")
     return entry, missed
@@ -245,13 +249,14 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
     classes, config = info.classes, info.config
     calibration = calibration_sample(train.images, n=options.calibration_images, seed=config.seed)
 
-    references = {"float": predict(float_model, val.images)}
+    references = {"float": predict_oriented(lambda view: predict(float_model, view), val.images)}  # see validate_artifact
     quantized_core = None
     if "int8.tflite" in options.artifacts and options.int8 in ("qat", "auto"):
         x, y, weights = training_arrays(run, train, config, default_cache_dir(), progress)
         quantized_core = qat_finetune(float_model, x, y, weights, calibration, run.root / "qat", options.qat, config,
                                       progress=progress)
-        references["qat"] = predict(with_scaling(float_model, quantized_core), val.images)
+        qat_model = with_scaling(float_model, quantized_core)
+        references["qat"] = predict_oriented(lambda view: predict(qat_model, view), val.images)
 
     scored = scored_class_indices(val.labels, len(classes), config.min_support)
     positive = classes.index(config.positive_class) if config.positive_class in classes else None
@@ -283,7 +288,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
             without = f"export without them (--artifacts {','.join(passed)}), or " if passed else ""
             raise CheckFailed("artifacts missed their parity tolerance: " + "; ".join(problems)
                               + f". No bundle was written: {without}pass --keep-failed to keep them, marked as failed")
-        validation = classification_metrics(val.labels, references["float"], classes, min_support=config.min_support,
+        validation = classification_metrics(val.labels, references["float"][:len(val.images)], classes, min_support=config.min_support,
                                             positive_class=config.positive_class, seed=config.seed)
         val_rows = [(r.relpath, r.label, s) for r, s in zip(val.records, val.sha256)]
         bundle = {
