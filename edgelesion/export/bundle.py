@@ -93,7 +93,7 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
     lines += _cross_validation_lines(bundle.get("cross_validation"), source["config"]["fold"])
     lines += ["", f"## Artifacts against the float model (validation split, each image in its {ORIENTATIONS} orientations: "
               "flips and quarter turns)", "",
-              "| artifact | made by | top-1 agreement | on sure images (p >= 0.5) | Δ balanced accuracy [paired 95% CI] "
+              "| artifact | made by | top-1 agreement | on sure predictions (p >= 0.5) | Δ balanced accuracy [paired 95% CI] "
               "| top-1 ties | passed |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, entry in bundle["artifacts"].items():
         for method, figures in entry.get("int8_candidates", {None: {"vs_float": entry["parity"]["vs_float"],
