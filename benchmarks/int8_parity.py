@@ -25,6 +25,8 @@ def int8_rows(bundle: Path) -> dict[str, dict[str, Any]]:
     name says what its fine-tune fitted: the float model or the labels)."""
     manifest = read_json(bundle / "bundle.json")
     artifacts, qat = manifest["artifacts"], manifest.get("qat") or {}
+    if any("as_is" not in entry["parity"]["vs_float"] for entry in artifacts.values()):
+        raise SystemExit(f"{bundle} was exported before parity over orientations: export it again")
     rows = {}
     tflite = artifacts.get("int8.tflite")
     if tflite:

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from edgelesion.bench.benchmarking import BenchmarkConfig, as_is_parity, run_benchmark
+from edgelesion.bench.benchmarking import BenchmarkConfig, run_benchmark
 from edgelesion.cli import main
 from edgelesion.errors import EdgelesionError
 from tests.conftest import rewrite_bundle
@@ -62,7 +62,7 @@ def test_every_artifact_and_the_baseline_are_measured(benchmark, bundle_dir, tra
     assert result["artifacts"]["keras float model"]["balanced_accuracy"]["value"] == pytest.approx(recorded)
     for name, entry in bundle["artifacts"].items():
         assert result["artifacts"][name]["top1_agreement_with_baseline"] == pytest.approx(
-            as_is_parity(entry)["top1_agreement"], abs=1 / n_images), name  # at most one borderline image
+            entry["parity"]["vs_float"]["as_is"]["top1_agreement"], abs=1 / n_images), name  # one borderline image at most
     # every conv and Dense kernel weight takes part in at least one multiply-add per image
     from edgelesion._tf import keras
 
@@ -164,7 +164,8 @@ def test_benchmark_of_an_external_folder_names_its_gap_and_never_replaces_result
         bundle["validation_metrics_float"]["balanced_accuracy"]["value"]
     for name, a in result["artifacts"].items():
         if name in bundle["artifacts"]:
-            assert a["validation_balanced_accuracy"] == as_is_parity(bundle["artifacts"][name])["artifact"]["balanced_accuracy"]
+            as_is = bundle["artifacts"][name]["parity"]["vs_float"]["as_is"]
+            assert a["validation_balanced_accuracy"] == as_is["artifact"]["balanced_accuracy"]
         assert a["gap_to_validation"] == pytest.approx(a["balanced_accuracy"]["value"] - a["validation_balanced_accuracy"])
     assert "## External folder against the validation split" in (out / "benchmark.md").read_text()
     before = (out / "benchmark.json").read_bytes()

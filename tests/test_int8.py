@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from edgelesion.export.exporting import ExportOptions, export_run
-from edgelesion.export.parity import INT8_TOLERANCE, ORIENTATIONS, compare, failures, oriented, top1_tie_rate
+from edgelesion.export.parity import (INT8_TOLERANCE, ORIENTATIONS, compare, failures, oriented, predict_oriented,
+                                     top1_tie_rate)
 
 
 def _closeness(method: str, figures: dict) -> tuple:
@@ -150,6 +151,29 @@ def test_parity_over_orientations_counts_a_flip_in_one_orientation_as_an_eighth_
     assert figures["as_is"]["artifact"]["balanced_accuracy"] == pytest.approx(1 - 1 / 100 / 2)
     low, high = figures["delta_balanced_accuracy_ci95"]  # resampling images: one image's eighth, or none
     assert -1 / 8 / 100 / 2 * 4 <= low <= high <= 0.0
+
+
+def test_oriented_predictions_come_orientation_after_orientation():
+    images = np.random.default_rng(0).integers(0, 255, (3, 4, 4, 3), dtype=np.uint8)
+    rows = predict_oriented(lambda view: view.reshape(len(view), -1).astype(float), images)
+    views = list(oriented(images))
+    for v in range(ORIENTATIONS):
+        for i in range(3):  # row v * N + i is image i in orientation v
+            assert np.array_equal(rows[v * 3 + i], views[v][i].ravel())
+
+
+def test_an_image_wrong_in_every_orientation_counts_as_one_whole_image():
+    """Had the views of one image been taken for different images, the loss would spread thin and its interval with it."""
+    labels, reference = _three_class_case()
+    references = np.tile(reference, (ORIENTATIONS, 1))
+    candidate = references.copy()
+    candidate[100::200] = [0.45, 0.3, 0.25]  # image 100, unsure and right, turns wrong in all 8 orientations
+    figures = compare(references, candidate, labels, scored=[0, 1], positive=None, views=ORIENTATIONS)
+    assert figures["delta_balanced_accuracy"] == pytest.approx(-1 / 100 / 2)
+    assert figures["as_is"]["delta_balanced_accuracy"] == pytest.approx(-1 / 100 / 2)
+    assert figures["delta_balanced_accuracy_ci95"][0] <= -2 / 100 / 2  # one image, drawn twice or more in 26% of resamples
+    with pytest.raises(ValueError, match="for 8 views of 200 images"):
+        compare(references, candidate[:-1], labels, scored=[0, 1], positive=None, views=ORIENTATIONS)
 
 
 def test_top1_ties_are_counted():

@@ -164,10 +164,10 @@ def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], 
     int8.tflite is also run in MediaPipe's ImageClassifier, which must give LiteRT's top-1.
     """
     runner = open_runner(path)
-    oriented = predict_oriented(lambda view: predict_in_batches(runner, view), val.images)
-    parity = {f"vs_{ref}": compare(ref_probs, oriented, val.labels, scored, positive, views=ORIENTATIONS)
+    every_orientation = predict_oriented(lambda view: predict_in_batches(runner, view), val.images)
+    parity = {f"vs_{ref}": compare(ref_probs, every_orientation, val.labels, scored, positive, views=ORIENTATIONS)
               for ref, ref_probs in references.items()}
-    probs = oriented[:len(val.images)]  # the images as they are
+    probs = every_orientation[:len(val.images)]  # the images as they are
     judged = parity["vs_float"]
     missed = failures(name, judged, tolerance, "float")
     entry: dict[str, Any] = {
@@ -288,7 +288,8 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
             without = f"export without them (--artifacts {','.join(passed)}), or " if passed else ""
             raise CheckFailed("artifacts missed their parity tolerance: " + "; ".join(problems)
                               + f". No bundle was written: {without}pass --keep-failed to keep them, marked as failed")
-        validation = classification_metrics(val.labels, references["float"][:len(val.images)], classes, min_support=config.min_support,
+        as_they_are = references["float"][:len(val.images)]
+        validation = classification_metrics(val.labels, as_they_are, classes, min_support=config.min_support,
                                             positive_class=config.positive_class, seed=config.seed)
         val_rows = [(r.relpath, r.label, s) for r, s in zip(val.records, val.sha256)]
         bundle = {

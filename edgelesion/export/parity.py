@@ -9,8 +9,8 @@ them and only gated loosely.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -61,8 +61,8 @@ def oriented(images: np.ndarray) -> Iterator[np.ndarray]:
     """Each of the 8 flips and quarter turns of a batch of square images in turn, the images as they are first."""
     if images.shape[1] != images.shape[2]:
         raise ValueError(f"orientations need square images, not {images.shape[1]}x{images.shape[2]}")
-    for turned in (images, images[:, :, ::-1]):
-        for quarter_turns in range(4):
+    for turned in (images, images[:, :, ::-1]):  # 2 mirror images x 4 quarter turns = ORIENTATIONS
+        for quarter_turns in range(ORIENTATIONS // 2):
             yield np.ascontiguousarray(np.rot90(turned, quarter_turns, axes=(1, 2)))
 
 
@@ -73,7 +73,7 @@ def predict_oriented(predict: Callable[[np.ndarray], np.ndarray], images: np.nda
 
 
 def top1_tie_rate(probabilities: np.ndarray) -> float:
-    """Fraction of images whose two highest probabilities are exactly equal (arg-max then decides by class order)."""
+    """Fraction of rows whose two highest probabilities are exactly equal (arg-max then decides by class order)."""
     if not len(probabilities):
         return 0.0
     top_two = np.sort(probabilities, axis=1)[:, -2:]
@@ -86,26 +86,28 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray, sc
     and the change in the headline metrics (candidate - reference; balanced accuracy with a paired interval).
 
     With `views` > 1 the probabilities hold that many views of each of the len(labels) images, view after view
-    (see `predict_oriented`): every figure is over all views, the interval resamples images, and "as_is" holds
-    the agreement and both models' scores on the first view (the images as they are), what a benchmark of
-    the same images measures.
+    (see `predict_oriented`): every figure is over all views, and the interval resamples images. "as_is" holds
+    the same figures for the first view alone (the images as they are), what a benchmark of those images measures.
     """
     images = len(labels)
-    labels = np.tile(labels, views)
-    ref, cand = _scores(reference, labels, scored, positive), _scores(candidate, labels, scored, positive)
+    if not len(reference) == len(candidate) == views * images:
+        raise ValueError(f"{len(reference)} reference and {len(candidate)} candidate rows for {views} views of "
+                         f"{images} images")
+    tiled = np.tile(labels, views)
+    ref, cand = _scores(reference, tiled, scored, positive), _scores(candidate, tiled, scored, positive)
     deltas = {f"delta_{k}": None if ref[k] is None else cand[k] - ref[k] for k in ("balanced_accuracy",
                                                                                    "melanoma_sensitivity", "accuracy")}
     same = reference.argmax(1) == candidate.argmax(1)
-    sure = reference.max(1) >= SURE_PROBABILITY if len(labels) else np.zeros(0, bool)
-    paired = paired_difference(labels[:images], reference, candidate, scored, positive, views=views, resamples=1000,
-                               seed=seed) if len(labels) and scored else None
+    sure = reference.max(1) >= SURE_PROBABILITY if images else np.zeros(0, bool)
+    paired = paired_difference(labels, reference, candidate, scored, positive, views=views, resamples=1000,
+                               seed=seed) if images and scored else None
     figures = {
         "images": images,
         "views": views,
-        "top1_agreement": float(same.mean()) if len(labels) else 1.0,
-        "sure_images": int(sure.sum()),
+        "top1_agreement": float(same.mean()) if images else 1.0,
+        "sure_images": int(sure.sum()),  # predictions, one per view
         "sure_top1_agreement": float(same[sure].mean()) if sure.any() else None,
-        "max_abs_prob_diff": float(np.abs(reference - candidate).max()) if len(labels) else 0.0,
+        "max_abs_prob_diff": float(np.abs(reference - candidate).max()) if images else 0.0,
         "top1_ties": top1_tie_rate(candidate),
         **deltas,
         "delta_balanced_accuracy_ci95": None if paired is None or paired["delta_balanced_accuracy"] is None
@@ -113,11 +115,8 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray, sc
         "reference": ref,
         "artifact": cand,
     }
-    if views > 1:
-        first = slice(0, images)
-        figures["as_is"] = {"top1_agreement": float(same[first].mean()) if images else 1.0,
-                            "reference": _scores(reference[first], labels[first], scored, positive),
-                            "artifact": _scores(candidate[first], labels[first], scored, positive)}
+    figures["as_is"] = (compare(reference[:images], candidate[:images], labels, scored, positive, seed=seed)
+                        if views > 1 else {key: value for key, value in figures.items()})
     return figures
 
 
@@ -129,8 +128,9 @@ def failures(name: str, figures: dict[str, Any], tolerance: Tolerance, reference
                         f"< {tolerance.min_top1_agreement}")
     sure = figures.get("sure_top1_agreement")
     if tolerance.min_sure_agreement is not None and sure is not None and sure < tolerance.min_sure_agreement:
+        counted = "images" if figures.get("views", 1) == 1 else f"predictions (of {figures['views']} orientations)"
         problems.append(f"{name}: top-1 agreement with the {reference_name} model on the {figures['sure_images']} "
-                        f"images it is sure of (probability >= {SURE_PROBABILITY}) {sure:.4f} "
+                        f"{counted} it is sure of (probability >= {SURE_PROBABILITY}) {sure:.4f} "
                         f"< {tolerance.min_sure_agreement}")
     change = figures.get("delta_balanced_accuracy")
     if tolerance.max_balanced_accuracy_change is not None and change is not None \
