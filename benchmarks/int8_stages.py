@@ -10,7 +10,7 @@ where the cut is an image), goes through the export's converters (float32.tflite
 calibrated on 200 training images) and is timed at batch 1, 1 thread, in rounds alternating over every file
 (best median of 3 rounds). A stage's time is the difference between its cut and the one before. Latency does
 not depend on what the weights learned: Lite0 has its ImageNet weights, the seed CNNs their initial ones.
-Records benchmarks/results/int8_stages_MODEL.{md,json} with the CPU and its int8 instructions.
+Records benchmarks/results/int8_stages_MODEL_KIND.{md,json} with the CPU and its int8 instructions (KIND: vnni or avx2).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, markdown_table, record, require_data
+from benchmarks.common import RESULTS, markdown_table, record, require_data, speed_record_name
 from edgelesion._tf import keras
 from edgelesion.bench.benchmarking import keras_model_flops
 from edgelesion.bench.latency import measure_latency
@@ -112,7 +112,7 @@ def main() -> None:
     result = {"model": args.model, "int8_instructions": int8_instructions(cpu_flags()), "rounds": ROUNDS,
               "runs": args.runs, "image_size": preprocessing.image_size,
               "median_ms_per_round": medians, "cumulative_best_median_ms": cumulative, "per_stage": per_stage}
-    name = "int8_stages_" + args.model.replace("-", "_")
+    name = speed_record_name("int8_stages_" + args.model.replace("-", "_"))
     record(name, result)
     lines = [f"{args.model}, {preprocessing.image_size} px, batch 1, 1 thread; "
              f"CPU int8 instructions: {result['int8_instructions']}",

@@ -7,7 +7,7 @@ backbone with a 9-class head goes through the export's own converters (float32.t
 int8.tflite with its float softmax, float32.onnx, int8.onnx), calibrated on 200 training images at
 224 px. Each file is timed at batch 1 in rounds that alternate between the files (best median of
 3 rounds), so a slower moment of the machine falls on every file alike. Records
-benchmarks/results/lite0_int8_speed.{md,json} with the CPU and its int8 instructions.
+benchmarks/results/lite0_int8_speed_KIND.{md,json} with the CPU and its int8 instructions (KIND: vnni or avx2).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, markdown_table, record, require_data
+from benchmarks.common import RESULTS, markdown_table, record, require_data, speed_record_name
 from edgelesion.bench.latency import measure_latency
 from edgelesion.data.dataset import load_dataset
 from edgelesion.export import onnx_export, tflite_export
@@ -66,14 +66,15 @@ def main() -> None:
               "median_ms_per_round": medians, "best_median_ms": best, "size_bytes": sizes,
               "int8_speedup_1_thread": {"tflite": best["float32.tflite"][1] / best["int8.tflite"][1],
                                         "onnx": best["float32.onnx"][1] / best["int8.onnx"][1]}}
-    record("lite0_int8_speed", result)
+    name = speed_record_name("lite0_int8_speed")
+    record(name, result)
     rows = [[name, f"{best[name][1]:.2f}", f"{best[name][2]:.2f}",
              f"{best[name.replace('int8', 'float32')][1] / best[name][1]:.2f}x", f"{sizes[name] / 1e6:.2f}"]
             for name in best]
     lines = [f"EfficientNet-Lite0, 224 px, batch 1; CPU int8 instructions: {result['int8_instructions']}", "",
              *markdown_table(["file", "ms, 1 thread (best median of 3 rounds)", "ms, 2 threads",
                               "speed vs its float32 file, 1 thread", "MB"], rows, "lrrrr")]
-    write_text(RESULTS / "lite0_int8_speed.md", "\n".join(lines) + "\n")
+    write_text(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -84,6 +84,24 @@ def test_every_artifact_and_the_baseline_are_measured(benchmark, bundle_dir, tra
     assert "int8.tflite is " in report and "x the speed of float32.tflite at 1 thread" in report
 
 
+def test_each_onnx_artifact_says_where_its_time_goes_by_operator(benchmark):
+    result, out = benchmark
+    onnx = {name: a for name, a in result["artifacts"].items() if name.endswith(".onnx")}
+    assert set(onnx) == {"float32.onnx", "int8.onnx"}
+    for name, a in onnx.items():
+        shares = a["op_time_shares_1_thread"]
+        assert sum(shares.values()) == pytest.approx(1.0) and all(share > 0 for share in shares.values()), name
+        assert list(shares.values()) == sorted(shares.values(), reverse=True), name
+    # the float file runs float convolutions; the int8 file's time goes to quantized kernels and conversions
+    assert not any(op.startswith("QLinear") or "Quantize" in op for op in onnx["float32.onnx"]["op_time_shares_1_thread"])
+    assert any(op.startswith("QLinear") for op in onnx["int8.onnx"]["op_time_shares_1_thread"])
+    assert "op_time_shares_1_thread" not in result["artifacts"]["int8.tflite"]
+    report = (out / "benchmark.md").read_text()
+    top_op = next(iter(onnx["int8.onnx"]["op_time_shares_1_thread"]))
+    assert f"- int8.onnx: {top_op} " in report
+    assert "LiteRT runs the whole graph as one XNNPACK node" in report
+
+
 def test_a_moved_bundle_names_its_run_with_run_and_float32_tflite_stands_in_for_a_gone_model(
         bundle_dir, trained_run, tmp_path, capsys):
     copy = tmp_path / "moved" / "bundle"  # elsewhere: the run is no longer where bundle.json says, relative to it

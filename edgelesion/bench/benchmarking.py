@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
+from edgelesion.bench.op_profile import onnx_op_time_shares
 from edgelesion.data.audit import ConflictPolicy, prepare_test_set
 from edgelesion.data.dataset import load_dataset
 from edgelesion.errors import EdgelesionError
@@ -174,6 +175,8 @@ def run_benchmark(bundle_dir: str | Path, out: str | Path, *, run_dir: str | Pat
                 "recall_per_class": {c: m["recall"] for c, m in metrics["per_class"].items()},
                 "calibration": metrics["calibration"],
             }
+            if path.suffix == ".onnx":
+                rows[name]["op_time_shares_1_thread"] = onnx_op_time_shares(path, pixels[0])
         for name, row in rows.items():
             row["top1_agreement_with_baseline"] = float(
                 (probabilities[name].argmax(1) == probabilities[baseline_name].argmax(1)).mean())

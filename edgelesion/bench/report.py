@@ -85,7 +85,23 @@ def efficiency_lines(result: dict[str, Any]) -> list[str]:
             ratio = float32["latency_1_thread"]["median_ms"] / int8["latency_1_thread"]["median_ms"]
             lines.append(f"- int8.{runtime} is {ratio:.2f}x the speed of float32.{runtime} at 1 thread"
                          + ("" if ratio > 1.05 else f": not faster on this CPU ({int8_instructions(flags)})"))
-    return lines
+    return lines + ["", *op_time_lines(result)]
+
+
+def op_time_lines(result: dict[str, Any], shown: int = 5) -> list[str]:
+    """Where each .onnx artifact's time goes by operator type (onnxruntime's profiler), and what LiteRT lacks."""
+    lines = []
+    for name, a in result["artifacts"].items():
+        shares = a.get("op_time_shares_1_thread")
+        if shares:
+            top = list(shares.items())[:shown]
+            rest = 1 - sum(share for _, share in top)
+            lines.append(f"- {name}: " + ", ".join(f"{op} {share:.0%}" for op, share in top)
+                         + (f", other {rest:.0%}" if rest >= 0.005 else ""))
+    if any(name.endswith(".tflite") for name in result["artifacts"]):
+        lines.append("- .tflite files: LiteRT runs the whole graph as one XNNPACK node and has no per-operator "
+                     "profiler in Python; `python -m benchmarks.int8_stages MODEL` times a network stage by stage.")
+    return ["Time by operator at 1 thread (onnxruntime's profiler, 30 single-image calls):", *lines] if lines else []
 
 
 def validation_gap_lines(result: dict[str, Any]) -> list[str]:

@@ -67,13 +67,17 @@ class LiteRTRunner:
 class OnnxRunner:
     """An .onnx file on onnxruntime's CPU execution provider."""
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, profile_prefix: str | None = None) -> None:
+        """`profile_prefix`: turn on onnxruntime's profiler, writing its JSON trace to PREFIX_DATE.json."""
         import onnxruntime as ort
 
         self.path = Path(path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or 0  # 0: onnxruntime picks (all cores)
         options.inter_op_num_threads = 1
+        if profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         labels = self.session.get_modelmeta().custom_metadata_map.get("edgelesion_labels")  # metadata_props
