@@ -14,7 +14,7 @@ import numpy as np
 from edgelesion.train.config import TrainConfig
 from edgelesion.fileio import read_csv, read_json, write_json, write_text
 from edgelesion.metrics import scored_class_indices
-from edgelesion.provenance import cpu_flags, provenance
+from edgelesion.provenance import cpu_flags, int8_cpu_kind, provenance
 from edgelesion.train.runs import RunDir, RunInfo, read_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,10 +78,9 @@ def record(name: str, results: dict[str, Any]) -> Path:
 
 
 def speed_record_name(name: str) -> str:
-    """NAME_vnni or NAME_avx2 (NAME_cpu otherwise): int8 speed records of different CPU kinds kept side by side."""
-    flags = cpu_flags()
-    kind = ("vnni" if {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags) else "avx2" if "avx2" in flags else "cpu")
-    return f"{name}_{kind}"
+    """NAME_KIND (KIND from `int8_cpu_kind`: vnni, armdot, avx2, cpu): int8 speed records of different CPU kinds
+    kept side by side."""
+    return f"{name}_{int8_cpu_kind(cpu_flags())}"
 
 
 def markdown_table(header: list[str], rows: list[list[str]], align: str) -> list[str]:

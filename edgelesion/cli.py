@@ -281,7 +281,8 @@ def _add_predict(sub: argparse._SubParsersAction, summary: str) -> None:
                               "why), 2 bad usage or an unusable bundle")
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a bundle folder made by 'edgelesion export'")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
-    p.add_argument("--artifact", default="int8.tflite", help="which artifact to run (default int8.tflite, the phone file; on x86 CPUs without VNNI "
+    p.add_argument("--artifact", default="int8.tflite",
+                   help="which artifact to run (default int8.tflite, the phone file; on x86 CPUs without VNNI "
                         "int8.onnx is faster: 'edgelesion benchmark' measures each on this machine)")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     p.add_argument("--out", type=Path, help="write the output to this file (atomically) instead of the terminal")

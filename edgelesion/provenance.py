@@ -73,17 +73,29 @@ def cpu_flags() -> list[str]:
     return []
 
 
+# CPU flags (/proc/cpuinfo) of int8 dot-product instructions, with their names
+X86_DOT_PRODUCT_FLAGS = (("amx_int8", "AMX-INT8"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"))
+ARM_DOT_PRODUCT_FLAGS = (("i8mm", "ARM int8 matrix multiply (i8mm)"), ("asimddp", "ARM dot product (asimddp)"))
+
+
 def int8_instructions(flags: list[str]) -> str:
     """What this CPU has for int8 dot products, and what that means for int8 speed against float32."""
-    named = [name for flag, name in (("amx_int8", "AMX-INT8"), ("avx512_vnni", "AVX-512 VNNI"),
-                                     ("avx_vnni", "AVX-VNNI"), ("i8mm", "ARM int8 matrix multiply (i8mm)"),
-                                     ("asimddp", "ARM dot product (asimddp)")) if flag in flags]
+    named = [name for flag, name in X86_DOT_PRODUCT_FLAGS + ARM_DOT_PRODUCT_FLAGS if flag in flags]
     if named:
         return f"{', '.join(named)}: int8 dot products in one instruction, so int8 models can run well ahead of float32"
     if "avx2" in flags:
         return ("AVX2 only (no VNNI): 8-bit products are added in pairs into 16 bits and widened in extra steps, "
                 "so int8 runs at best a little faster than float32 here, often no faster")
     return "no int8 dot-product instructions detected"
+
+
+def int8_cpu_kind(flags: list[str]) -> str:
+    """A short name for what decides int8 speed on this CPU: 'vnni' (x86 dot products), 'armdot', 'avx2' or 'cpu'."""
+    if any(flag in flags for flag, _ in X86_DOT_PRODUCT_FLAGS):
+        return "vnni"
+    if any(flag in flags for flag, _ in ARM_DOT_PRODUCT_FLAGS):
+        return "armdot"
+    return "avx2" if "avx2" in flags else "cpu"
 
 
 def machine_info() -> dict[str, Any]:

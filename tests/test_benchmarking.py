@@ -126,6 +126,16 @@ def test_a_moved_bundle_names_its_run_with_run_and_float32_tflite_stands_in_for_
                            config=QUICK, progress=False)
     assert result["baseline"].startswith("float32.tflite (standing in")
     assert result["model_flops_per_image"] is None
+    report = (tmp_path / "out" / "benchmark.md").read_text()  # without FLOPs, the report still says where time goes
+    assert "FLOPs or the machine peak are unavailable" in report and "LiteRT runs the whole graph" in report
+
+
+def test_speed_records_are_named_by_what_decides_int8_speed_on_the_cpu():
+    from edgelesion.provenance import int8_cpu_kind
+
+    assert int8_cpu_kind(["avx2", "avx512_vnni"]) == int8_cpu_kind(["avx2", "amx_int8"]) == "vnni"
+    assert int8_cpu_kind(["asimd", "asimddp"]) == "armdot"
+    assert int8_cpu_kind(["sse4_2", "avx", "avx2", "fma"]) == "avx2" and int8_cpu_kind(["sse4_2"]) == "cpu"
 
 
 def test_missing_or_corrupted_artifacts_are_refused(bundle_dir, tmp_path, capsys):

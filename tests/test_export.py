@@ -28,7 +28,6 @@ def test_every_artifact_meets_its_parity_tolerance(bundle_dir):
         # over every orientation of every image; the images as they are beside it
         n = judged["images"]
         assert judged["views"] == ORIENTATIONS and judged["as_is"]["images"] == n and judged["as_is"]["views"] == 1
-        assert (judged["top1_agreement"] * ORIENTATIONS * n) == pytest.approx(round(judged["top1_agreement"] * ORIENTATIONS * n))
         assert judged["as_is"]["top1_agreement"] >= DEFAULT_TOLERANCES[name].min_top1_agreement - 1 / n
     for name in ("float32.tflite", "float32.onnx"):
         assert bundle["artifacts"][name]["parity"]["vs_float"]["max_abs_prob_diff"] <= 1e-4

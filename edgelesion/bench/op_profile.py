@@ -15,8 +15,10 @@ import numpy as np
 
 from edgelesion.infer.runtimes import OnnxRunner
 
+PROFILED_CALLS = 30  # single-image calls profiled, after one warm-up call
 
-def onnx_op_time_shares(path: str | Path, image: np.ndarray, *, runs: int = 30, threads: int = 1) -> dict[str, float]:
+
+def onnx_op_time_shares(path: str | Path, image: np.ndarray, *, runs: int = PROFILED_CALLS, threads: int = 1) -> dict[str, float]:
     """Each operator type's share of kernel time over `runs` single-image calls, largest first.
 
     Operator types are those of the graph onnxruntime runs after its optimisations (fused nodes keep their

@@ -11,6 +11,7 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from edgelesion.bench.op_profile import PROFILED_CALLS  # noqa: E402
 from edgelesion.fileio import atomic_path, write_text  # noqa: E402
 from edgelesion.metrics import format_estimate  # noqa: E402
 from edgelesion.plots import reliability_curves_chart  # noqa: E402
@@ -85,7 +86,7 @@ def efficiency_lines(result: dict[str, Any]) -> list[str]:
             ratio = float32["latency_1_thread"]["median_ms"] / int8["latency_1_thread"]["median_ms"]
             lines.append(f"- int8.{runtime} is {ratio:.2f}x the speed of float32.{runtime} at 1 thread"
                          + ("" if ratio > 1.05 else f": not faster on this CPU ({int8_instructions(flags)})"))
-    return lines + ["", *op_time_lines(result)]
+    return lines
 
 
 def op_time_lines(result: dict[str, Any], shown: int = 5) -> list[str]:
@@ -101,7 +102,8 @@ def op_time_lines(result: dict[str, Any], shown: int = 5) -> list[str]:
     if any(name.endswith(".tflite") for name in result["artifacts"]):
         lines.append("- .tflite files: LiteRT runs the whole graph as one XNNPACK node and has no per-operator "
                      "profiler in Python; `python -m benchmarks.int8_stages MODEL` times a network stage by stage.")
-    return ["Time by operator at 1 thread (onnxruntime's profiler, 30 single-image calls):", *lines] if lines else []
+    return ([f"Time by operator at 1 thread (onnxruntime's profiler, {PROFILED_CALLS} single-image calls):", *lines, ""]
+            if lines else [])
 
 
 def validation_gap_lines(result: dict[str, Any]) -> list[str]:
@@ -125,7 +127,7 @@ def write_report(result: dict[str, Any], out: Path) -> None:
              f"Evaluation set: {result['evaluation_set']}; baseline: {result['baseline']}; balanced accuracy over "
              f"{len(result['scored_classes'])} classes. Machine: {result['provenance']['machine']['cpu']}, "
              f"{result['provenance']['machine']['cores']} cores.", "", *markdown_table(result), "",
-             *efficiency_lines(result), "", *validation_gap_lines(result)]
+             *efficiency_lines(result), "", *op_time_lines(result), *validation_gap_lines(result)]
     write_text(out / "benchmark.md", "\n".join(lines))
     accuracy_latency_chart({"": result}, out / "accuracy_vs_latency.png")
     reliability_curves_chart({name: (a["calibration"]["bins"], a["calibration"]["expected_calibration_error"])

@@ -116,7 +116,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray, sc
         "artifact": cand,
     }
     figures["as_is"] = (compare(reference[:images], candidate[:images], labels, scored, positive, seed=seed)
-                        if views > 1 else {key: value for key, value in figures.items()})
+                        if views > 1 else dict(figures))
     return figures
 
 
