@@ -78,7 +78,7 @@ def record(name: str, results: dict[str, Any]) -> Path:
 
 
 def speed_record_name(name: str) -> str:
-    """NAME_KIND (KIND from `int8_cpu_kind`: vnni, armdot, avx2, cpu): int8 speed records of different CPU kinds
+    """NAME_KIND (KIND from `int8_cpu_kind`: amx, vnni, armdot, avx2, cpu): int8 speed records of different CPU kinds
     kept side by side."""
     return f"{name}_{int8_cpu_kind(cpu_flags())}"
 

@@ -11,7 +11,7 @@ calibrated on 200 training images) and is timed at batch 1, 1 thread, in rounds 
 (best median of 3 rounds). A stage's time is the difference between its cut and the one before. Latency does
 not depend on what the weights learned: Lite0 has its ImageNet weights, the seed CNNs their initial ones.
 Records benchmarks/results/int8_stages_MODEL_KIND.{md,json} with the CPU and its int8
-instructions (KIND: vnni, armdot, avx2 or cpu; see provenance.int8_cpu_kind).
+instructions (KIND: amx, vnni, armdot, avx2 or cpu; see provenance.int8_cpu_kind).
 """
 
 from __future__ import annotations

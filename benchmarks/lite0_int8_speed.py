@@ -8,7 +8,7 @@ int8.tflite with its float softmax, float32.onnx, int8.onnx), calibrated on 200 
 224 px. Each file is timed at batch 1 in rounds that alternate between the files (best median of
 3 rounds), so a slower moment of the machine falls on every file alike. Records
 benchmarks/results/lite0_int8_speed_KIND.{md,json} with the CPU and its int8
-instructions (KIND: vnni, armdot, avx2 or cpu; see provenance.int8_cpu_kind).
+instructions (KIND: amx, vnni, armdot, avx2 or cpu; see provenance.int8_cpu_kind).
 """
 
 from __future__ import annotations

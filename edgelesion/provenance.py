@@ -90,7 +90,10 @@ def int8_instructions(flags: list[str]) -> str:
 
 
 def int8_cpu_kind(flags: list[str]) -> str:
-    """A short name for what decides int8 speed on this CPU: 'vnni' (x86 dot products), 'armdot', 'avx2' or 'cpu'."""
+    """A short name for what decides int8 speed on this CPU: 'amx' (x86 int8 matrix tiles), 'vnni' (x86 dot
+    products without AMX), 'armdot', 'avx2' or 'cpu'."""
+    if "amx_int8" in flags:
+        return "amx"
     if any(flag in flags for flag, _ in X86_DOT_PRODUCT_FLAGS):
         return "vnni"
     if any(flag in flags for flag, _ in ARM_DOT_PRODUCT_FLAGS):

@@ -133,7 +133,8 @@ def test_a_moved_bundle_names_its_run_with_run_and_float32_tflite_stands_in_for_
 def test_speed_records_are_named_by_what_decides_int8_speed_on_the_cpu():
     from edgelesion.provenance import int8_cpu_kind
 
-    assert int8_cpu_kind(["avx2", "avx512_vnni"]) == int8_cpu_kind(["avx2", "amx_int8"]) == "vnni"
+    assert int8_cpu_kind(["avx2", "avx512_vnni"]) == int8_cpu_kind(["avx2", "avx_vnni"]) == "vnni"
+    assert int8_cpu_kind(["avx2", "avx512_vnni", "amx_int8"]) == "amx"
     assert int8_cpu_kind(["asimd", "asimddp"]) == "armdot"
     assert int8_cpu_kind(["sse4_2", "avx", "avx2", "fma"]) == "avx2" and int8_cpu_kind(["sse4_2"]) == "cpu"
 
