@@ -27,9 +27,11 @@ from edgelesion.infer.runtimes import open_runner, predict_in_batches
 from edgelesion.train.evaluation import predict, recorded_splits
 
 SCHEMES = {
-    "shipped: uint8 activations, 8-bit depthwise weights, 7-bit others": OnnxInt8Scheme(),
-    "session 5: int8 activations, 7-bit weights": OnnxInt8Scheme(activations="int8", eight_bit_weights="none"),
-    "uint8 activations, 7-bit weights": OnnxInt8Scheme(eight_bit_weights="none"),
+    "shipped: uint8 activations, 8-bit depthwise and first-convolution (uint8) weights, 7-bit others": OnnxInt8Scheme(),
+    "sessions 6-11: uint8 activations, 8-bit depthwise weights, 7-bit others": OnnxInt8Scheme(pixel_conv_weights="int8"),
+    "session 5: int8 activations, 7-bit weights": OnnxInt8Scheme(activations="int8", eight_bit_weights="none",
+                                                                 pixel_conv_weights="int8"),
+    "uint8 activations, 7-bit weights": OnnxInt8Scheme(eight_bit_weights="none", pixel_conv_weights="int8"),
     "uint8 activations, 8-bit weights (saturates on AVX2-only CPUs)": OnnxInt8Scheme(eight_bit_weights="all"),
 }
 

@@ -72,22 +72,28 @@ def test_post_training_int8_tflite_takes_pinned_uint8_pixels_and_ends_in_a_float
 
 
 def test_int8_onnx_has_uint8_activations_seven_bit_per_channel_weights_and_a_float_softmax(bundle_dir):
-    """8-bit weights saturate onnxruntime's 16-bit pair sums on AVX2-only CPUs (61% agreement on Lite0 there)
-    in every op of this model (no depthwise convolution); uint8 activations are what those kernels run fastest."""
+    """8-bit int8 weights saturate onnxruntime's 16-bit pair sums on AVX2-only CPUs (61% agreement on Lite0 there)
+    in every op of this model (no depthwise convolution) but the first convolution, whose 8-bit uint8 weights
+    run in kernels that cannot saturate; uint8 activations are what those kernels run fastest."""
     import onnx
     from onnx import numpy_helper
 
     graph = onnx.load(str(bundle_dir / "int8.onnx")).graph
+    initializers = {t.name: t for t in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    conv_weights = [initializers[producer[node.input[1]].input[0]] for node in graph.node if node.op_type == "Conv"]
+    pixel_conv, *others = [(t.data_type, numpy_helper.to_array(t).astype(int)) for t in conv_weights]
+    assert pixel_conv[0] == onnx.TensorProto.UINT8 and np.ptp(pixel_conv[1]) > 128  # all 8 bits in use
     weights = [numpy_helper.to_array(t) for t in graph.initializer
                if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2]
+    assert others and {data_type for data_type, _ in others} == {onnx.TensorProto.INT8}
     assert weights and max(int(np.abs(w.astype(int)).max()) for w in weights) <= 64
-    initializers = {t.name: t for t in graph.initializer}
     activation_zero_points = {initializers[node.input[2]].data_type for node in graph.node
                               if node.op_type == "QuantizeLinear"}
     assert activation_zero_points == {onnx.TensorProto.UINT8}
     entry = json.loads((bundle_dir / "bundle.json").read_text())["artifacts"]["int8.onnx"]
-    assert entry["onnx_int8_scheme"] == {"activations": "uint8", "eight_bit_weights": "depthwise"}
-    producer = {out: node for node in graph.node for out in node.output}
+    assert entry["onnx_int8_scheme"] == {"activations": "uint8", "eight_bit_weights": "depthwise",
+                                         "pixel_conv_weights": "uint8"}
     (softmax,) = [node for node in graph.node if node.op_type == "Softmax"]
     assert softmax.output[0] == graph.output[0].name  # probabilities come straight from the float softmax
     # the classifier head before it is float too (float weights), reading the dequantized int8 features
@@ -219,23 +225,29 @@ def test_qat_int8_tflite_quantizes_every_dense_kernel_per_output_channel_on_the_
     interpreter = Interpreter(model_content=convert_int8_qat(model, quantized, pixels, preprocessing))
 
     tensors = interpreter.get_tensor_details()
-    dense_kernels = [tensors[op["inputs"][1]] for op in interpreter._get_ops_details()
-                     if op["op_name"] == "FULLY_CONNECTED"]
-    assert [k["shape"][0] for k in dense_kernels] == [128, 3]
-    for kernel in dense_kernels:
-        parameters = kernel["quantization_parameters"]
-        assert kernel["dtype"] == np.int8 and parameters["quantized_dimension"] == 0
-        assert len(parameters["scales"]) == kernel["shape"][0] and len(set(parameters["scales"])) > 1
-
-    # int8 up to the logits, which are dequantized for a float32 softmax (the converter's own is int8)
     ops = interpreter._get_ops_details()
-    assert [op["op_name"] for op in ops[-3:]] == ["FULLY_CONNECTED", "DEQUANTIZE", "SOFTMAX"]
-    assert tensors[ops[-3]["outputs"][0]]["dtype"] == np.int8
-    assert [tensors[ops[-1][side][0]]["dtype"] for side in ("inputs", "outputs")] == [np.float32, np.float32]
+    dense_kernels = [tensors[op["inputs"][1]] for op in ops if op["op_name"] == "FULLY_CONNECTED"]
+    assert [k["shape"][0] for k in dense_kernels] == [128, 3]
+    hidden, head = dense_kernels
+    parameters = hidden["quantization_parameters"]
+    assert hidden["dtype"] == np.int8 and parameters["quantized_dimension"] == 0
+    assert len(parameters["scales"]) == hidden["shape"][0] and len(set(parameters["scales"])) > 1
+    # the classifier head runs in float32, its weights the values of their per-output-channel int8 grid
+    weights = interpreter.get_tensor(head["index"])
+    assert head["dtype"] == np.float32
+    steps = weights / (np.abs(weights).max(axis=1, keepdims=True) / 127)
+    assert np.allclose(steps, np.round(steps), atol=1e-3) and len(np.unique(np.round(steps))) > 3
+
+    # int8 up to the features, which are dequantized for the float32 head and softmax (the converter's are int8)
+    assert [op["op_name"] for op in ops[-3:]] == ["DEQUANTIZE", "FULLY_CONNECTED", "SOFTMAX"]
+    assert tensors[ops[-3]["inputs"][0]]["dtype"] == np.int8
+    head_constants = [i for i in ops[-2]["inputs"][1:] if i >= 0]  # kernel (and bias, unless all zero)
+    float_tensors = {t["index"] for t in tensors if t["dtype"] == np.float32}
+    assert float_tensors == {*head_constants, *(op["outputs"][0] for op in ops[-3:])}, "every other tensor is integer"
     assert ops[-1]["outputs"][0] == interpreter.get_output_details()[0]["index"]
 
-    # the file computes what the QAT model computes (up to int8 rounding of the logits), its probabilities at
-    # full resolution: not on the 1/256 grid of the converter's own int8 softmax
+    # the file computes what the QAT model computes (up to the QAT model's int8 rounding of the logits), its
+    # probabilities at full resolution: not on the 1/256 grid of the converter's own int8 softmax
     details = interpreter.get_input_details()[0]
     interpreter.resize_tensor_input(details["index"], pixels.shape)
     interpreter.allocate_tensors()

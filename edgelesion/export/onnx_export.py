@@ -70,16 +70,25 @@ def depthwise_conv_weights(graph: onnx.GraphProto) -> list[str]:
             and group(node) > 1 and shapes[node.input[1]][:2] == [group(node), 1]]
 
 
+def pixel_conv_weight(graph: onnx.GraphProto) -> str | None:
+    """The weight initializer of the graph's first convolution, the one that reads the (scaled) pixels: ONNX
+    lists nodes in topological order. None when the graph has no convolution with a constant weight."""
+    constants = {tensor.name for tensor in graph.initializer}
+    return next((node.input[1] for node in graph.node if node.op_type == "Conv" and node.input[1] in constants), None)
+
+
 @dataclass(frozen=True)
 class OnnxInt8Scheme:
     """How int8.onnx is quantized. The default is what the export ships (see `quantize_static_int8`); the others
     exist to be measured against it (benchmarks/onnx_int8_schemes.py)."""
 
     activations: Literal["uint8", "int8"] = "uint8"
-    eight_bit_weights: Literal["depthwise", "none", "all"] = "depthwise"  # which weights keep 8 bits, the rest 7
+    eight_bit_weights: Literal["depthwise", "none", "all"] = "depthwise"  # which int8 weights keep 8 bits, the rest 7
+    pixel_conv_weights: Literal["uint8", "int8"] = "uint8"  # the first convolution's: 8-bit uint8, or as the others
 
     def __post_init__(self) -> None:
-        if self.activations not in ("uint8", "int8") or self.eight_bit_weights not in ("depthwise", "none", "all"):
+        if (self.activations not in ("uint8", "int8") or self.eight_bit_weights not in ("depthwise", "none", "all")
+                or self.pixel_conv_weights not in ("uint8", "int8")):
             raise ValueError(f"unknown int8 ONNX scheme {self}")
 
 
@@ -95,7 +104,11 @@ def quantize_static_int8(float_onnx: Path, target: Path, calibration: np.ndarray
     weights keep 7 bits (`reduce_range`: 2 x 255 x 64 fits in 16 bits). Depthwise convolutions run
     in kernels that widen both operands to 16 bits and add in 32 (MLAS's depthwise kernels), so
     their weights keep all 8 bits: on Lite0, 7-bit depthwise weights cost most of int8.onnx's
-    agreement, and uint8 activations run 1.6x faster than int8 ones (benchmarks/README.md).
+    agreement, and uint8 activations run 1.6x faster than int8 ones (benchmarks/README.md). The first
+    convolution, which reads the pixels (27 products per output on RGB), keeps all 8 bits as uint8
+    weights, which onnxruntime runs in its U8U8 kernels: they widen both operands to 16 bits, so they
+    cannot saturate. On seed model 1 its seventh bit alone cost int8.onnx the sure predictions (0.9885
+    against 0.9973 over 8 orientations; no other layer's mattered).
     The softmax stays in float32 on the dequantized features, and so does the classifier head
     before it (`classifier_head_nodes`): probabilities keep full resolution, and classes whose int8
     logits would be equal do not tie.
@@ -108,11 +121,14 @@ def quantize_static_int8(float_onnx: Path, target: Path, calibration: np.ndarray
         quant_pre_process(str(float_onnx), str(prepared))
         graph = onnx.load(str(prepared)).graph
         eight_bit = depthwise_conv_weights(graph) if scheme.eight_bit_weights == "depthwise" else []
+        overrides = {name: [{"axis": 0, "reduce_range": False}] for name in eight_bit}
+        pixel_conv = pixel_conv_weight(graph) if scheme.pixel_conv_weights == "uint8" else None
+        if pixel_conv is not None:
+            overrides[pixel_conv] = [{"axis": 0, "reduce_range": False, "quant_type": QuantType.QUInt8}]
         quantize_static(str(prepared), str(target), OnnxCalibrationReader(calibration, INPUT_NAME),
                         quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8 if scheme.activations == "uint8" else QuantType.QInt8,
                         weight_type=QuantType.QInt8, per_channel=True, reduce_range=scheme.eight_bit_weights != "all",
                         op_types_to_quantize=sorted((set(QLinearOpsRegistry) | set(QDQRegistry)) - {"Softmax"}),
                         nodes_to_exclude=classifier_head_nodes(graph),
-                        extra_options={"TensorQuantOverrides": {
-                            name: [{"axis": 0, "reduce_range": False}] for name in eight_bit}})
+                        extra_options={"TensorQuantOverrides": overrides})

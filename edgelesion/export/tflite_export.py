@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from edgelesion._tf import keras, tf
@@ -66,16 +68,30 @@ def convert_int8_qat(float_model: keras.Model, quantized_core: keras.Model, cali
     from edgelesion.export.qat import for_conversion
 
     converter = _full_integer_converter(for_conversion(float_model, quantized_core), calibration, preprocessing)
-    return _checked_input_quantization(float_softmax_tail(converter.convert()), preprocessing)
+    return _checked_input_quantization(float_head_tail(converter.convert()), preprocessing)
 
 
-def float_softmax_tail(flatbuffer: bytes) -> bytes:
-    """Rewrite an int8 file's closing `SOFTMAX (int8) -> DEQUANTIZE` into `DEQUANTIZE -> SOFTMAX (float32)`.
+def _dequantized(model: Any, tensor: Any, dtype: type) -> np.ndarray:
+    """A constant int tensor of a flatbuffer (object API) as the float32 values it stands for."""
+    quantization = tensor.quantization
+    data = np.frombuffer(bytes(model.buffers[tensor.buffer].data), dtype).reshape(tensor.shape).astype(np.float32)
+    shape = [1] * data.ndim
+    shape[quantization.quantizedDimension if len(quantization.scale) > 1 else 0] = -1
+    scale = np.asarray(quantization.scale, np.float32).reshape(shape)
+    zero_point = np.asarray(quantization.zeroPoint, np.float32).reshape(shape)
+    return (data - zero_point) * scale
 
-    The converter quantizes a QAT model's softmax whatever it is told (its output range is fixed), so its
-    probabilities come in steps of 1/256: two classes tie, and arg-max decides by class order. Dequantizing
-    the int8 logits first keeps every int8 op before them and gives the probabilities full resolution, as
-    the post-training path does (`convert_int8_ptq`). The softmax's tensor becomes the float logits.
+
+def float_head_tail(flatbuffer: bytes) -> bytes:
+    """Rewrite an int8 file's closing `FULLY_CONNECTED (int8) -> SOFTMAX (int8) -> DEQUANTIZE` into
+    `DEQUANTIZE -> FULLY_CONNECTED (float32) -> SOFTMAX (float32)`: the classifier head in float, as in the
+    post-training file (`convert_int8_ptq`).
+
+    The converter quantizes a QAT model's head and softmax whatever it is told, so its probabilities come
+    in steps of 1/256 and classes whose int8 logits are equal tie, arg-max deciding by class order (the
+    20-epoch Lite0 file still tied on 1% of its validation views with a float softmax after int8 logits).
+    Dequantizing the features instead keeps every int8 op before the head; the head's weights become the
+    values of their int8 per-channel grid (the grid QAT trained on), its bias the int32 bias's values.
     """
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.python.util import (_convert_model_from_bytearray_to_object,
@@ -85,23 +101,35 @@ def float_softmax_tail(flatbuffer: bytes) -> bytes:
     graph = model.subgraphs[0]
     builtin = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
     ops = graph.operators
-    if (len(ops) < 2 or builtin[ops[-2].opcodeIndex] != schema.BuiltinOperator.SOFTMAX
-            or builtin[ops[-1].opcodeIndex] != schema.BuiltinOperator.DEQUANTIZE
-            or list(ops[-1].inputs) != list(ops[-2].outputs) or list(ops[-1].outputs) != list(graph.outputs)):
-        raise EdgelesionError("the int8 file does not end in an int8 softmax and a dequantize to its float output, "
-                              "so its softmax cannot be moved to float: convert a model whose head ends in softmax")
-    softmax, dequantize = ops[-2], ops[-1]
-    logits = graph.tensors[softmax.inputs[0]]
-    float_logits = graph.tensors[softmax.outputs[0]]  # the int8 probabilities' tensor, reused for the float logits
-    float_logits.type, float_logits.quantization = schema.TensorType.FLOAT32, None
-    float_logits.shape, float_logits.shapeSignature = logits.shape, logits.shapeSignature
-    float_logits.name = logits.name + b"/dequantized"  # the object API holds names as bytes
-    dequantize.inputs, dequantize.outputs = [softmax.inputs[0]], [softmax.outputs[0]]
-    softmax.inputs = [softmax.outputs[0]]
-    softmax.outputs = list(graph.outputs)
-    graph.operators = [*ops[:-2], dequantize, softmax]
-    if sum(1 for op in ops if op.opcodeIndex == softmax.opcodeIndex) == 1:
-        model.operatorCodes[softmax.opcodeIndex].version = 1  # the float kernel's version
+    tail = [schema.BuiltinOperator.FULLY_CONNECTED, schema.BuiltinOperator.SOFTMAX, schema.BuiltinOperator.DEQUANTIZE]
+    if (len(ops) < 3 or [builtin[op.opcodeIndex] for op in ops[-3:]] != tail
+            or list(ops[-2].inputs) != list(ops[-3].outputs) or list(ops[-1].inputs) != list(ops[-2].outputs)
+            or list(ops[-1].outputs) != list(graph.outputs) or len(ops[-3].inputs) not in (2, 3)):
+        raise EdgelesionError("the int8 file does not end in a dense classifier head, an int8 softmax and a "
+                              "dequantize to its float output, so its head cannot be moved to float: convert a "
+                              "model whose last layer is a Dense with softmax")
+    head, softmax, dequantize = ops[-3:]
+    features, weights = graph.tensors[head.inputs[0]], graph.tensors[head.inputs[1]]
+    logits, probabilities = graph.tensors[head.outputs[0]], graph.tensors[softmax.outputs[0]]
+    constants = [(weights, np.int8)] + [(graph.tensors[index], np.int32) for index in head.inputs[2:] if index >= 0]
+    for constant, dtype in constants:  # the kernel, and the bias where the converter kept one (not when all zero)
+        if sum(tensor.buffer == constant.buffer for tensor in graph.tensors) != 1:
+            raise EdgelesionError(f"the classifier head's {constant.name!r} shares its data with another tensor")
+        values = _dequantized(model, constant, dtype)
+        model.buffers[constant.buffer].data = np.frombuffer(values.tobytes(), np.uint8)
+        constant.type, constant.quantization = schema.TensorType.FLOAT32, None
+    # the int8 logits' tensor becomes the dequantized features, the int8 probabilities' (same shape) the float
+    # logits; names are bytes in the object API
+    probabilities.type, probabilities.quantization, probabilities.name = schema.TensorType.FLOAT32, None, logits.name
+    logits.type, logits.quantization, logits.name = schema.TensorType.FLOAT32, None, features.name + b"/dequantized"
+    logits.shape, logits.shapeSignature = features.shape, features.shapeSignature
+    dequantize.inputs, dequantize.outputs = [head.inputs[0]], [head.outputs[0]]
+    head.inputs[0], head.outputs = head.outputs[0], [softmax.outputs[0]]
+    softmax.inputs, softmax.outputs = [softmax.outputs[0]], list(graph.outputs)
+    graph.operators = [*ops[:-3], dequantize, head, softmax]
+    for op in (head, softmax):  # the float kernels' version, unless an int8 op of the same kind remains
+        if sum(1 for other in graph.operators if other.opcodeIndex == op.opcodeIndex) == 1:
+            model.operatorCodes[op.opcodeIndex].version = 1
     return bytes(_convert_model_from_object_to_bytearray(model))
 
 
