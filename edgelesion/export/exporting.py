@@ -27,7 +27,7 @@ from edgelesion.metrics import classification_metrics, scored_class_indices
 from edgelesion.export.parity import (CONVERSION_TOLERANCE, DEFAULT_TOLERANCES, ORIENTATIONS, Tolerance, compare, failures,
                                      predict_oriented)
 from edgelesion.provenance import provenance
-from edgelesion.export.qat import QATConfig, qat_finetune
+from edgelesion.export.qat import QATConfig, as_converted, qat_finetune
 from edgelesion.export.scaling import with_scaling
 from edgelesion.data.rebalance import default_cache_dir
 from edgelesion.train.runs import RunDir, read_run
@@ -110,10 +110,11 @@ def _write_artifact(target: Path, float_model: keras.Model, calibration: np.ndar
 
 
 def _closeness(entry: dict[str, Any], missed: list[str], method: str) -> tuple:
-    """Sort key: an int8 candidate that passes, agrees more on sure images, then overall, moves balanced accuracy
+    """Sort key: an int8 candidate that passes, keeps more of the float model's answers (all of them, every
+    view counted; then those on sure images, a subset both candidates passed on), moves balanced accuracy
     less, and (all else equal) is the post-training one, comes first."""
     judged = entry["parity"]["vs_float"]
-    return (bool(missed), -(judged["sure_top1_agreement"] or 0.0), -judged["top1_agreement"],
+    return (bool(missed), -judged["top1_agreement"], -(judged["sure_top1_agreement"] or 0.0),
             abs(judged["delta_balanced_accuracy"] or 0.0), method != "ptq")
 
 
@@ -255,7 +256,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
         x, y, weights = training_arrays(run, train, config, default_cache_dir(), progress)
         quantized_core = qat_finetune(float_model, x, y, weights, calibration, run.root / "qat", options.qat, config,
                                       progress=progress)
-        qat_model = with_scaling(float_model, quantized_core)
+        qat_model = with_scaling(float_model, as_converted(float_model, quantized_core))
         references["qat"] = predict_oriented(lambda view: predict(qat_model, view), val.images)
 
     scored = scored_class_indices(val.labels, len(classes), config.min_support)

@@ -21,6 +21,7 @@ from edgelesion.errors import EdgelesionError
 from edgelesion.export.scaling import core_model, input_range, scale_pixels
 from edgelesion.fileio import read_json, replace_dir, staging_dir, write_json
 from edgelesion.train.evaluation import predict
+from edgelesion.train.models import HEAD
 from edgelesion.train.online_augment import OnlineAugment
 from edgelesion.train.training import fit_one_epoch
 
@@ -73,8 +74,9 @@ class DenseQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     each channel's largest magnitude: the grid the QAT model trained on.
     """
 
-    def __init__(self, quantize_kernel: bool = True) -> None:
+    def __init__(self, quantize_kernel: bool = True, quantize_output: bool = True) -> None:
         self.quantize_kernel = quantize_kernel
+        self.quantize_output = quantize_output  # the classifier head's logits stay float in the int8 file
         quantizers = tfmot.quantization.keras.quantizers
         self.kernel_quantizer = quantizers.LastValueQuantizer(num_bits=8, per_axis=True, symmetric=True,
                                                               narrow_range=True)
@@ -85,34 +87,37 @@ class DenseQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         return [(layer.kernel, self.kernel_quantizer)] if self.quantize_kernel else []
 
     def get_activations_and_quantizers(self, layer: keras.layers.Dense) -> list:
-        return [(layer.activation, self.activation_quantizer)]
+        return [(layer.activation, self.activation_quantizer)] if self.quantize_output else []
 
     def set_quantize_weights(self, layer: keras.layers.Dense, quantize_weights: list) -> None:
         if self.quantize_kernel:
             layer.kernel = quantize_weights[0]
 
     def set_quantize_activations(self, layer: keras.layers.Dense, quantize_activations: list) -> None:
-        layer.activation = quantize_activations[0]
+        if self.quantize_output:
+            layer.activation = quantize_activations[0]
 
     def get_output_quantizers(self, layer: keras.layers.Dense) -> list:
         return []
 
     def get_config(self) -> dict:
-        return {"quantize_kernel": self.quantize_kernel}
+        return {"quantize_kernel": self.quantize_kernel, "quantize_output": self.quantize_output}
 
 
 # what a QAT checkpoint was trained with: one made under another scheme is started again
 QAT_SCHEME = "tfmot default 8-bit, per-channel Dense kernels, BatchNorm frozen, logits calibrated"
 
 
-def _quantized(core: keras.Model, *, quantize_dense_kernels: bool) -> keras.Model:
-    """tfmot's default 8-bit QAT model of `core` (float weights kept), Dense layers by DenseQuantizeConfig."""
+def _quantized(core: keras.Model, *, quantize_dense_kernels: bool, quantize_logits: bool = True) -> keras.Model:
+    """tfmot's default 8-bit QAT model of `core` (float weights kept), Dense layers by DenseQuantizeConfig; the
+    classifier head (`HEAD`) with its logits fake-quantized or not."""
     q = tfmot.quantization.keras
 
     def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
         clone = layer.__class__.from_config(layer.get_config())
         if isinstance(layer, keras.layers.Dense):
-            return q.quantize_annotate_layer(clone, DenseQuantizeConfig(quantize_dense_kernels))
+            config = DenseQuantizeConfig(quantize_dense_kernels, quantize_output=quantize_logits or layer.name != HEAD)
+            return q.quantize_annotate_layer(clone, config)
         return clone
 
     annotated = keras.models.clone_model(core, clone_function=annotate)
@@ -150,15 +155,27 @@ def _own_name(layer: keras.layers.Layer, weight: tf.Variable) -> str:
     return name[len(layer.name):] if name.startswith(layer.name) else name
 
 
-def for_conversion(float_model: keras.Model, quantized_core: keras.Model) -> keras.Model:
-    """The QAT core as TFLite's converter takes it: the same weights and ranges, Dense kernels left to the
-    converter, which quantizes them per output channel (see DenseQuantizeConfig)."""
-    twin = _quantized(core_model(float_model), quantize_dense_kernels=False)
+def _twin(float_model: keras.Model, quantized_core: keras.Model, **scheme: bool) -> keras.Model:
+    """The QAT core rebuilt as `scheme` says (see _quantized), with the weights and ranges it keeps."""
+    twin = _quantized(core_model(float_model), **scheme)
     for target, source in zip(twin.layers, quantized_core.layers, strict=True):
         weights = {_own_name(source, weight): weight for weight in source.weights}
         for weight in target.weights:
             weight.assign(weights[_own_name(target, weight)])
     return twin
+
+
+def for_conversion(float_model: keras.Model, quantized_core: keras.Model) -> keras.Model:
+    """The QAT core as TFLite's converter takes it: the same weights and ranges, Dense kernels left to the
+    converter, which quantizes them per output channel (see DenseQuantizeConfig)."""
+    return _twin(float_model, quantized_core, quantize_dense_kernels=False)
+
+
+def as_converted(float_model: keras.Model, quantized_core: keras.Model) -> keras.Model:
+    """The QAT core as its int8 file computes: the classifier head's logits in float, not fake-quantized
+    (tflite_export.float_head_tail), its kernel on the per-channel grid it trained on. The export checks the
+    file's conversion against this model."""
+    return _twin(float_model, quantized_core, quantize_dense_kernels=True, quantize_logits=False)
 
 
 # tfmot's moving-average range variables: a layer's own activation ('post_activation_min/max', e.g. Dense with
