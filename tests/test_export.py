@@ -226,7 +226,8 @@ def test_interrupted_qat_resumes_to_the_uninterrupted_result(trained_run, tmp_pa
 def test_a_lite0_run_exports_int8_with_its_own_input_quantization_and_8_bit_depthwise_onnx_weights(lite0_run,
                                                                                                      tmp_path):
     """Lite0 takes (p - 127) / 128: its uint8 input is pinned to scale 1/128 and zero point 127. Its int8.onnx
-    keeps 8-bit weights where onnxruntime's kernels cannot saturate (depthwise convolutions) and 7 bits elsewhere."""
+    keeps 8-bit weights where onnxruntime's kernels cannot saturate (depthwise convolutions; the stem's, as
+    uint8) and 7 bits elsewhere."""
     import shutil
 
     import onnx
@@ -248,18 +249,22 @@ def test_a_lite0_run_exports_int8_with_its_own_input_quantization_and_8_bit_dept
     assert judged["sure_images"] >= 1 and judged["sure_top1_agreement"] == 1.0 and judged["max_abs_prob_diff"] < 0.1
 
     graph = onnx.load(str(tmp_path / "bundle" / "int8.onnx")).graph
+    weight_types = {t.name: t.data_type for t in graph.initializer if len(t.dims) == 4}
     int8_weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer
                     if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4}
     dequantized = {node.output[0]: node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
     convolutions = {node.name: (dequantized.get(node.input[1]), any(a.name == "group" and a.i > 1
                                                                     for a in node.attribute))
                     for node in graph.node if node.op_type == "Conv"}
-    assert len(convolutions) == 49 and all(weight in int8_weights for weight, _ in convolutions.values())
+    (stem, _), *rest = convolutions.values()  # nodes in topological order: the stem reads the pixels
+    stem_weights = next(numpy_helper.to_array(t) for t in graph.initializer if t.name == stem)
+    assert weight_types[stem] == onnx.TensorProto.UINT8 and np.ptp(stem_weights.astype(int)) > 128  # all 8 bits
+    assert len(convolutions) == 49 and all(weight in int8_weights for weight, _ in rest)
     peaks = {weight: np.abs(int8_weights[weight].astype(int)).max(axis=(1, 2, 3)) for weight in int8_weights}
     depthwise = [weight for weight, grouped in convolutions.values() if grouped]
     assert len(depthwise) == 16  # Lite0's depthwise convolutions, on the full int8 grid (7 bits would stop at 64)
     assert all(peaks[weight].max() == 127 for weight in depthwise)
-    assert all(peaks[weight].max() <= 64 for weight, grouped in convolutions.values() if not grouped)
+    assert all(peaks[weight].max() <= 64 for weight, grouped in rest if not grouped)
 
 
 def test_low_top1_agreement_alone_fails_an_artifact():

@@ -16,7 +16,7 @@ from edgelesion.export.parity import (INT8_TOLERANCE, ORIENTATIONS, compare, fai
 
 def _closeness(method: str, figures: dict) -> tuple:
     vs_float = figures["vs_float"]
-    return (not figures["passed"], -vs_float["top1_agreement"], -vs_float["sure_top1_agreement"],
+    return (not figures["passed"], -vs_float["top1_agreement"], -(vs_float["sure_top1_agreement"] or 0.0),
             abs(vs_float["delta_balanced_accuracy"]), method != "ptq")
 
 
@@ -71,7 +71,7 @@ def test_post_training_int8_tflite_takes_pinned_uint8_pixels_and_ends_in_a_float
     assert top1_tie_rate(probabilities) == 0.0  # int8 logits would tie classes less than one step apart
 
 
-def test_int8_onnx_has_uint8_activations_seven_bit_per_channel_weights_and_a_float_softmax(bundle_dir):
+def test_int8_onnx_has_uint8_activations_seven_bit_weights_but_the_first_convolution_and_a_float_head(bundle_dir):
     """8-bit int8 weights saturate onnxruntime's 16-bit pair sums on AVX2-only CPUs (61% agreement on Lite0 there)
     in every op of this model (no depthwise convolution) but the first convolution, whose 8-bit uint8 weights
     run in kernels that cannot saturate; uint8 activations are what those kernels run fastest."""
@@ -201,7 +201,7 @@ def test_ties_on_more_than_one_image_in_a_hundred_fail_an_int8_artifact_on_ties_
         "arg-max then decides by class order"]
 
 
-def test_qat_int8_tflite_quantizes_every_dense_kernel_per_output_channel_on_the_grid_it_trained_on():
+def test_qat_int8_tflite_has_per_channel_dense_kernels_and_a_float_head_on_the_grid_it_trained_on():
     """tfmot's default scheme gives a Dense kernel one scale; the seed models' 30,976 x 128 layer suffered most."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -258,6 +258,19 @@ def test_qat_int8_tflite_quantizes_every_dense_kernel_per_output_channel_on_the_
     assert np.abs(from_file - from_keras).max() <= 1 / 256
     steps = from_file * 256
     assert not np.allclose(steps, np.round(steps), atol=1e-3)
+
+
+def test_a_file_whose_head_is_not_an_int8_dense_and_softmax_is_refused_by_the_float_head_rewrite():
+    from edgelesion._tf import keras
+    from edgelesion.errors import EdgelesionError
+    from edgelesion.export.tflite_export import convert_float32, float_head_tail
+    from edgelesion.preprocessing import Preprocessing
+    from edgelesion.train.models import create_model
+
+    keras.utils.set_random_seed(0)
+    float_file = convert_float32(create_model("seed-simple", 3, Preprocessing(image_size=32)))
+    with pytest.raises(EdgelesionError, match="cannot be moved to float"):
+        float_head_tail(float_file)  # ends FULLY_CONNECTED -> SOFTMAX in float32, no int8 softmax and dequantize
 
 
 def test_qat_ranges_start_at_the_float_activations_the_softmax_logits_included(trained_run):

@@ -111,8 +111,8 @@ def _write_artifact(target: Path, float_model: keras.Model, calibration: np.ndar
 
 def _closeness(entry: dict[str, Any], missed: list[str], method: str) -> tuple:
     """Sort key: an int8 candidate that passes, keeps more of the float model's answers (all of them, every
-    view counted; then those on sure images, a subset both candidates passed on), moves balanced accuracy
-    less, and (all else equal) is the post-training one, comes first."""
+    view counted; then those on sure images), moves balanced accuracy less, and (all else equal) is the
+    post-training one, comes first."""
     judged = entry["parity"]["vs_float"]
     return (bool(missed), -judged["top1_agreement"], -(judged["sure_top1_agreement"] or 0.0),
             abs(judged["delta_balanced_accuracy"] or 0.0), method != "ptq")

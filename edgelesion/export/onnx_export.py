@@ -124,7 +124,8 @@ def quantize_static_int8(float_onnx: Path, target: Path, calibration: np.ndarray
         overrides = {name: [{"axis": 0, "reduce_range": False}] for name in eight_bit}
         pixel_conv = pixel_conv_weight(graph) if scheme.pixel_conv_weights == "uint8" else None
         if pixel_conv is not None:
-            overrides[pixel_conv] = [{"axis": 0, "reduce_range": False, "quant_type": QuantType.QUInt8}]
+            overrides[pixel_conv] = [{"axis": 0, "reduce_range": False, "symmetric": True,
+                                      "quant_type": QuantType.QUInt8}]
         quantize_static(str(prepared), str(target), OnnxCalibrationReader(calibration, INPUT_NAME),
                         quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8 if scheme.activations == "uint8" else QuantType.QInt8,

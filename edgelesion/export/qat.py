@@ -76,7 +76,7 @@ class DenseQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
 
     def __init__(self, quantize_kernel: bool = True, quantize_output: bool = True) -> None:
         self.quantize_kernel = quantize_kernel
-        self.quantize_output = quantize_output  # the classifier head's logits stay float in the int8 file
+        self.quantize_output = quantize_output  # False: the layer's output stays float (see as_converted)
         quantizers = tfmot.quantization.keras.quantizers
         self.kernel_quantizer = quantizers.LastValueQuantizer(num_bits=8, per_axis=True, symmetric=True,
                                                               narrow_range=True)
@@ -112,6 +112,8 @@ def _quantized(core: keras.Model, *, quantize_dense_kernels: bool, quantize_logi
     """tfmot's default 8-bit QAT model of `core` (float weights kept), Dense layers by DenseQuantizeConfig; the
     classifier head (`HEAD`) with its logits fake-quantized or not."""
     q = tfmot.quantization.keras
+    if not quantize_logits and HEAD not in [layer.name for layer in core.layers]:
+        raise EdgelesionError(f"model {core.name} has no classifier head named {HEAD!r}: it was not made by edgelesion")
 
     def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
         clone = layer.__class__.from_config(layer.get_config())
@@ -203,7 +205,8 @@ def calibrate_activation_ranges(quantized: keras.Model, float_model: keras.Model
     model 1's QAT file agreed with its float model on 81% of the validation images (max probability
     difference 0.75). tfmot has no calibration call, so the ranges are set here from the float core's
     own layer outputs (logits: the head's input through its kernel) on the calibration pixels (0 is
-    always kept in range, as TFLite requires).
+    always kept in range, as TFLite requires). The logits' range now shapes the fine-tune only: the int8
+    file computes its head in float (`as_converted`).
     """
     def ranges(layer: keras.layers.Layer, prefixes: tuple[str, ...]) -> list[tf.Variable]:
         return [w for w in layer.weights if _short(w).startswith(prefixes)]

@@ -64,7 +64,8 @@ def _checked_input_quantization(flatbuffer: bytes, preprocessing: Preprocessing)
 def convert_int8_qat(float_model: keras.Model, quantized_core: keras.Model, calibration: np.ndarray,
                      preprocessing: Preprocessing) -> bytes:
     """Full-integer TFLite of the QAT core (its fake-quant ranges, Dense kernels per output channel, see
-    qat.for_conversion): uint8 camera pixels in, float32 probabilities out."""
+    qat.for_conversion) up to the features, then its classifier head and softmax in float32 (`float_head_tail`):
+    uint8 camera pixels in, float32 probabilities out."""
     from edgelesion.export.qat import for_conversion
 
     converter = _full_integer_converter(for_conversion(float_model, quantized_core), calibration, preprocessing)
@@ -72,9 +73,16 @@ def convert_int8_qat(float_model: keras.Model, quantized_core: keras.Model, cali
 
 
 def _dequantized(model: Any, tensor: Any, dtype: type) -> np.ndarray:
-    """A constant int tensor of a flatbuffer (object API) as the float32 values it stands for."""
-    quantization = tensor.quantization
-    data = np.frombuffer(bytes(model.buffers[tensor.buffer].data), dtype).reshape(tensor.shape).astype(np.float32)
+    """A constant quantized tensor of a flatbuffer (object API), of numpy type `dtype`, as the float32 values it
+    stands for."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    quantization, expected = tensor.quantization, {np.int8: schema.TensorType.INT8, np.int32: schema.TensorType.INT32}
+    buffer = model.buffers[tensor.buffer].data if tensor.buffer else None
+    if tensor.type != expected[dtype] or quantization is None or quantization.scale is None or buffer is None:
+        raise EdgelesionError(f"the classifier head's tensor {tensor.name.decode()!r} is not a quantized constant of "
+                              f"{np.dtype(dtype).name}: its head cannot be moved to float")
+    data = np.frombuffer(bytes(buffer), dtype).reshape(tensor.shape).astype(np.float32)
     shape = [1] * data.ndim
     shape[quantization.quantizedDimension if len(quantization.scale) > 1 else 0] = -1
     scale = np.asarray(quantization.scale, np.float32).reshape(shape)
@@ -114,7 +122,8 @@ def float_head_tail(flatbuffer: bytes) -> bytes:
     constants = [(weights, np.int8)] + [(graph.tensors[index], np.int32) for index in head.inputs[2:] if index >= 0]
     for constant, dtype in constants:  # the kernel, and the bias where the converter kept one (not when all zero)
         if sum(tensor.buffer == constant.buffer for tensor in graph.tensors) != 1:
-            raise EdgelesionError(f"the classifier head's {constant.name!r} shares its data with another tensor")
+            raise EdgelesionError(f"the classifier head's {constant.name.decode()!r} shares its data with another "
+                                  "tensor: its head cannot be moved to float")
         values = _dequantized(model, constant, dtype)
         model.buffers[constant.buffer].data = np.frombuffer(values.tobytes(), np.uint8)
         constant.type, constant.quantization = schema.TensorType.FLOAT32, None
@@ -127,9 +136,13 @@ def float_head_tail(flatbuffer: bytes) -> bytes:
     head.inputs[0], head.outputs = head.outputs[0], [softmax.outputs[0]]
     softmax.inputs, softmax.outputs = [softmax.outputs[0]], list(graph.outputs)
     graph.operators = [*ops[:-3], dequantize, head, softmax]
-    for op in (head, softmax):  # the float kernels' version, unless an int8 op of the same kind remains
-        if sum(1 for other in graph.operators if other.opcodeIndex == op.opcodeIndex) == 1:
-            model.operatorCodes[op.opcodeIndex].version = 1
+    # the float kernels' versions (TFLite's op_version: a float FULLY_CONNECTED needs 6 without a bias input and
+    # 5 to keep its input's dimensions), unless an int8 op of the same kind remains
+    without_bias, keep_dims = len(head.inputs) < 3, bool(getattr(head.builtinOptions, "keepNumDims", False))
+    versions = {head.opcodeIndex: 6 if without_bias else 5 if keep_dims else 1, softmax.opcodeIndex: 1}
+    for index, version in versions.items():
+        if sum(1 for other in graph.operators if other.opcodeIndex == index) == 1:
+            model.operatorCodes[index].version = version
     return bytes(_convert_model_from_object_to_bytearray(model))
 
 
