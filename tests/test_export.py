@@ -249,7 +249,7 @@ def test_a_lite0_run_exports_int8_with_its_own_input_quantization_and_8_bit_dept
     assert judged["sure_images"] >= 1 and judged["sure_top1_agreement"] == 1.0 and judged["max_abs_prob_diff"] < 0.1
 
     graph = onnx.load(str(tmp_path / "bundle" / "int8.onnx")).graph
-    weight_types = {t.name: t.data_type for t in graph.initializer if len(t.dims) == 4}
+    initializers = {t.name: t for t in graph.initializer}
     int8_weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer
                     if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4}
     dequantized = {node.output[0]: node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
@@ -257,8 +257,8 @@ def test_a_lite0_run_exports_int8_with_its_own_input_quantization_and_8_bit_dept
                                                                     for a in node.attribute))
                     for node in graph.node if node.op_type == "Conv"}
     (stem, _), *rest = convolutions.values()  # nodes in topological order: the stem reads the pixels
-    stem_weights = next(numpy_helper.to_array(t) for t in graph.initializer if t.name == stem)
-    assert weight_types[stem] == onnx.TensorProto.UINT8 and np.ptp(stem_weights.astype(int)) > 128  # all 8 bits
+    stem_weights = numpy_helper.to_array(initializers[stem]).astype(int)
+    assert initializers[stem].data_type == onnx.TensorProto.UINT8 and np.ptp(stem_weights) > 128  # all 8 bits
     assert len(convolutions) == 49 and all(weight in int8_weights for weight, _ in rest)
     peaks = {weight: np.abs(int8_weights[weight].astype(int)).max(axis=(1, 2, 3)) for weight in int8_weights}
     depthwise = [weight for weight, grouped in convolutions.values() if grouped]
