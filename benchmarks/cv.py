@@ -45,6 +45,10 @@ RECIPES = {name: as_recorded(config) for name, config in {
 RECIPES["lite0-20ep-180px"] = TrainConfig.for_model(
     "efficientnet-lite0", epochs=20,
     preprocessing=replace(TrainConfig.for_model("efficientnet-lite0").preprocessing, image_size=180))
+# session 13: mixup (alpha 0.2) on the 20-epoch recipe: smoother class boundaries, meant to lift balanced accuracy
+# and to make the answers less fragile under the small input changes of int8 rounding and reduced JPEG decoding
+RECIPES["lite0-20ep-mixup"] = TrainConfig.for_model(
+    "efficientnet-lite0", epochs=20, online_augment=OnlineAugment(enabled=True, mixup=0.2))
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from edgelesion._tf import tf
 from edgelesion.train.config import MODEL_INPUTS, TrainConfig
-from edgelesion.train.online_augment import OnlineAugment, augment_batch
+from edgelesion.train.online_augment import OnlineAugment, augment_batch, mix_batch
 
 ON = OnlineAugment(enabled=True)
 
@@ -57,6 +57,26 @@ def test_pixel_noise_adds_gaussian_grey_levels_on_top_of_the_same_draws():
     assert noisy.min() >= 0 and noisy.max() <= 255
     with pytest.raises(ValueError, match="pixel_noise"):
         OnlineAugment(pixel_noise=-1)
+
+
+def test_mixup_blends_each_image_target_and_weight_with_the_next_by_one_share_reproducibly():
+    images = tf.constant(_images(5).astype(np.float32))
+    targets = tf.one_hot([0, 1, 2, 1, 2], 3)
+    weights = tf.constant([1.0, 2.0, 4.0, 2.0, 4.0])
+    index = tf.constant([9, 3, 7, 1, 4])
+    mixed, soft, weighted = (t.numpy() for t in mix_batch(images, targets, weights, index, 7, alpha=0.4))
+    share = soft.max(axis=1)  # no image's partner shares its class: its own class's share is the blend's share
+    partner = np.roll(np.arange(5), -1)
+    assert np.all(share >= 0.5) and np.all(share <= 1.0) and len(np.unique(share.round(6))) > 1
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-6)
+    expected = share[:, None, None, None] * _images(5) + (1 - share[:, None, None, None]) * _images(5)[partner]
+    np.testing.assert_allclose(mixed, expected, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(weighted, share * weights.numpy() + (1 - share) * weights.numpy()[partner], rtol=1e-6)
+    again = mix_batch(images, targets, weights, index, 7, alpha=0.4)[1].numpy()
+    np.testing.assert_array_equal(again, soft)  # a resumed run mixes alike
+    assert not np.allclose(mix_batch(images, targets, weights, index, 8, alpha=0.4)[1].numpy(), soft)
+    with pytest.raises(ValueError, match="mixup"):
+        OnlineAugment(mixup=2.0)
 
 
 def test_learning_rate_head_then_warmup_then_cosine_to_zero():

@@ -25,6 +25,7 @@ class OnlineAugment:
     saturation: float = 0.2  # factor in [1 - s, 1 + s]
     hue: float = 0.02  # +- this share of the colour wheel
     pixel_noise: float = 0.0  # standard deviation, in grey levels, of Gaussian noise added to every pixel value
+    mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha): each image blended with the next in its batch (0: none)
 
     def __post_init__(self) -> None:
         if not 0.1 <= self.min_crop <= 1.0:
@@ -36,6 +37,13 @@ class OnlineAugment:
             raise ValueError(f"hue {self.hue} must be in [0, 0.5]")
         if not 0.0 <= self.pixel_noise <= 32.0:
             raise ValueError(f"pixel_noise {self.pixel_noise} must be between 0 and 32 grey levels")
+        if not 0.0 <= self.mixup <= 1.0:
+            raise ValueError(f"mixup {self.mixup} must be between 0 (off) and 1 (Beta(1, 1): uniform mixing)")
+
+    @property
+    def mixes(self) -> bool:
+        """Whether batches are mixed (targets then are class distributions, not class indices)."""
+        return self.enabled and self.mixup > 0
 
 
 def _augment_one(image: tf.Tensor, seed: tf.Tensor, config: OnlineAugment) -> tf.Tensor:
@@ -81,3 +89,21 @@ def augment_batch(images: tf.Tensor, indices: tf.Tensor, seed: int, config: Onli
                      axis=1)
     return tf.map_fn(lambda pair: _augment_one(pair[0], pair[1], config), (images, seeds),
                      fn_output_signature=tf.float32)
+
+
+def mix_batch(images: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor, indices: tf.Tensor, seed: int,
+              alpha: float) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Mixup (Zhang et al., 2018): each image, its one-hot target and its weight blended with the batch's next image
+    (the last with the first) by a share drawn from Beta(alpha, alpha), folded to at least 1/2 so every blend is
+    mostly its own image. The draws come from (seed, the batch's first image index), so a resumed run mixes alike."""
+    batch_seed = tf.random.experimental.stateless_fold_in(
+        tf.constant([seed % 2**31, 9], tf.int64), tf.cast(indices[0], tf.int64))
+    gammas = tf.random.stateless_gamma(tf.stack([2, tf.shape(images)[0]]), batch_seed, alpha=alpha)
+    share = gammas[0] / (gammas[0] + gammas[1])
+    share = tf.maximum(share, 1.0 - share)
+
+    def blend(own: tf.Tensor) -> tf.Tensor:
+        mix = tf.reshape(share, [-1] + [1] * (own.shape.rank - 1))
+        return mix * own + (1.0 - mix) * tf.roll(own, shift=-1, axis=0)
+
+    return blend(images), blend(targets), blend(weights)

@@ -19,7 +19,7 @@ from edgelesion.train.evaluation import evaluate_validation, predict
 from edgelesion.fileio import atomic_path, ensure_outside, read_csv, read_json, write_csv, write_json
 from edgelesion.metrics import balanced_accuracy, scored_class_indices, sensitivity
 from edgelesion.train.models import HEAD, create_model
-from edgelesion.train.online_augment import augment_batch
+from edgelesion.train.online_augment import augment_batch, mix_batch
 from edgelesion.plots import class_counts_chart, training_curves_chart
 from edgelesion.provenance import provenance
 from edgelesion.data.rebalance import RebalanceMethod, augment, class_weights, default_cache_dir
@@ -114,9 +114,14 @@ def save_model(model: keras.Model, target: Path) -> None:
         model.save(tmp)
 
 
+def one_hot_targets(config: TrainConfig) -> bool:
+    """Targets are class distributions (label smoothing, mixup), not class indices."""
+    return bool(config.label_smoothing) or config.online_augment.mixes
+
+
 def compile_model(model: keras.Model, config: TrainConfig, optimizer: keras.optimizers.Optimizer) -> None:
-    """Compile with the config's loss: one-hot targets with label smoothing, else sparse labels."""
-    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing) if config.label_smoothing
+    """Compile with the config's loss: one-hot targets with label smoothing or mixup, else sparse labels."""
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing) if one_hot_targets(config)
             else keras.losses.SparseCategoricalCrossentropy())
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
 
@@ -157,10 +162,18 @@ def fit_one_epoch(model: keras.Model, x: tf.Tensor, y: tf.Tensor, epoch: int, co
     order = np.random.default_rng(seed).permutation(int(x.shape[0]))
     n_classes = int(model.output_shape[-1])
 
-    def gather(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    mixup = config.online_augment.mixup if config.online_augment.mixes else 0.0
+    # mixup blends class weights with the targets, as per-image weights; otherwise Keras applies class_weight
+    weight_table = tf.constant([(weights or {}).get(k, 1.0) for k in range(n_classes)], tf.float32)
+
+    def gather(index: tf.Tensor) -> tuple[tf.Tensor, ...]:
         images = augment_batch(tf.gather(x, index), index, seed, config.online_augment)
         labels = tf.gather(y, index)
-        return images, (tf.one_hot(labels, n_classes) if config.label_smoothing else labels)
+        if not one_hot_targets(config):
+            return images, labels
+        if not mixup:
+            return images, tf.one_hot(labels, n_classes)
+        return mix_batch(images, tf.one_hot(labels, n_classes), tf.gather(weight_table, labels), index, seed, mixup)
 
     # tf.data's autotuner runs its own threads, which on 2 cores compete with training (measured:
     # slower, uneven epochs); a fixed two-batch prefetch keeps the next batches ready without it.
@@ -171,7 +184,7 @@ def fit_one_epoch(model: keras.Model, x: tf.Tensor, y: tf.Tensor, epoch: int, co
                .prefetch(2).with_options(options))
     # epochs=config.epochs so Keras' bar reads "Epoch 3/20"; the callback ends fit() after this one epoch.
     stop_after_one = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: setattr(model, "stop_training", True))
-    history = model.fit(batches, epochs=config.epochs, initial_epoch=epoch, class_weight=weights,
+    history = model.fit(batches, epochs=config.epochs, initial_epoch=epoch, class_weight=None if mixup else weights,
                         callbacks=[stop_after_one], verbose=1 if progress else 0)
     return {key: float(values[-1]) for key, values in history.history.items()}
 
