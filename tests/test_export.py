@@ -280,3 +280,37 @@ def test_low_top1_agreement_alone_fails_an_artifact():
     problems = failures("int8.onnx", figures, Tolerance(min_top1_agreement=0.98, max_prob_diff=0.05), "float")
     assert problems == ["int8.onnx: top-1 agreement with the float model 0.9700 < 0.98"]
     assert failures("int8.onnx", figures, Tolerance(min_top1_agreement=0.97, max_prob_diff=0.05), "float") == []
+
+
+def test_float16_tolerance_gates_the_bulk_of_probability_differences_not_one_outlier():
+    """float16 weights move a few borderline predictions more than the rest: one outlier among thousands passes
+    (the largest is gated loosely), a bulk of moved probabilities or a flipped sure answer fails."""
+    from edgelesion.export.parity import compare, failures
+
+    rng = np.random.default_rng(0)
+    first = rng.uniform(0.55, 0.95, 1000)
+    reference = np.stack([first, 1 - first], axis=1)
+    labels = np.zeros(1000, dtype=int)
+    float16 = DEFAULT_TOLERANCES["float16.tflite"]
+
+    def moved(shift: np.ndarray) -> list[str]:
+        candidate = reference + np.stack([shift, -shift], axis=1)
+        return failures("float16.tflite", compare(reference, candidate, labels, scored=[0], positive=None), float16,
+                        "float")
+
+    small = rng.normal(0, 1e-3, 1000)
+    assert moved(small) == []
+    one_outlier = small.copy()
+    one_outlier[7] = 0.02  # past the old 1e-2 bound on the largest difference
+    assert moved(one_outlier) == []
+    bulk = small.copy()
+    bulk[:50] = 0.015  # 5% of predictions move by 1.5e-2
+    assert moved(bulk) == [
+        "float16.tflite: 99th percentile of each prediction's largest probability difference from the float model "
+        "1.50e-02 > 1e-02"]
+    first[:2] = 0.505  # two sure answers (p >= 0.5) turn by 1e-2: 99.8% of them kept
+    reference[:] = np.stack([first, 1 - first], axis=1)
+    flipped = small.copy()
+    flipped[:2] = -0.01
+    (problem,) = moved(flipped)
+    assert "sure of" in problem and "0.9980 < 0.999" in problem

@@ -200,7 +200,8 @@ def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], 
     print(f"  {name}: top-1 agreement with the float model {judged['top1_agreement']:.4f} over the validation images "
           f"in {ORIENTATIONS} orientations ({'n/a' if sure is None else f'{sure:.4f}'} on the {judged['sure_images']} "
           f"sure ones), "
-          f"max prob diff {judged['max_abs_prob_diff']:.2e}, balanced accuracy change "
+          f"max prob diff {judged['max_abs_prob_diff']:.2e} (99th percentile {judged['p99_abs_prob_diff']:.2e}), "
+          f"balanced accuracy change "
           f"{_signed(judged['delta_balanced_accuracy'])} — {verdict}")
     return entry, missed
 

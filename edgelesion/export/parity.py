@@ -32,6 +32,7 @@ class Tolerance:
     min_sure_agreement: float | None = None  # top-1 agreement on the images the reference is sure of, if checked
     max_balanced_accuracy_change: float | None = None  # |artifact - reference| balanced accuracy, if checked
     max_top1_ties: float | None = None  # fraction of images whose top two probabilities are equal, if checked
+    max_prob_diff_p99: float | None = None  # 99th percentile of each prediction's largest |difference|, if checked
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,7 +43,11 @@ INT8_TOLERANCE = Tolerance(min_top1_agreement=0.90, min_sure_agreement=0.99, max
                            max_top1_ties=0.01)
 DEFAULT_TOLERANCES = {
     "float32.tflite": Tolerance(min_top1_agreement=1.0, max_prob_diff=1e-4),
-    "float16.tflite": Tolerance(min_top1_agreement=0.99, max_prob_diff=1e-2),
+    # float16 weights move every probability a little (Lite0: median 8e-4 per prediction) and a few borderline ones
+    # more, so the largest of ~3,000 differences grows with their number (Lite0 folds 0 and 1: 1.1e-2 and 1.8e-2,
+    # 99th percentile 6.1e-3 and 6.4e-3): the bulk is gated at 1e-2, the largest loosely, the answers tightly
+    "float16.tflite": Tolerance(min_top1_agreement=0.99, max_prob_diff=5e-2, min_sure_agreement=0.999,
+                                max_balanced_accuracy_change=0.005, max_prob_diff_p99=1e-2),
     "int8.tflite": INT8_TOLERANCE,
     "float32.onnx": Tolerance(min_top1_agreement=1.0, max_prob_diff=1e-4),
     "int8.onnx": INT8_TOLERANCE,
@@ -108,6 +113,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray, sc
         "sure_images": int(sure.sum()),  # predictions, one per view
         "sure_top1_agreement": float(same[sure].mean()) if sure.any() else None,
         "max_abs_prob_diff": float(np.abs(reference - candidate).max()) if images else 0.0,
+        "p99_abs_prob_diff": float(np.quantile(np.abs(reference - candidate).max(axis=1), 0.99)) if images else 0.0,
         "top1_ties": top1_tie_rate(candidate),
         **deltas,
         "delta_balanced_accuracy_ci95": None if paired is None or paired["delta_balanced_accuracy"] is None
@@ -143,4 +149,7 @@ def failures(name: str, figures: dict[str, Any], tolerance: Tolerance, reference
     if tolerance.max_prob_diff is not None and figures["max_abs_prob_diff"] > tolerance.max_prob_diff:
         problems.append(f"{name}: max probability difference from the {reference_name} model "
                         f"{figures['max_abs_prob_diff']:.2e} > {tolerance.max_prob_diff:.0e}")
+    if tolerance.max_prob_diff_p99 is not None and figures["p99_abs_prob_diff"] > tolerance.max_prob_diff_p99:
+        problems.append(f"{name}: 99th percentile of each prediction's largest probability difference from the "
+                        f"{reference_name} model {figures['p99_abs_prob_diff']:.2e} > {tolerance.max_prob_diff_p99:.0e}")
     return problems
