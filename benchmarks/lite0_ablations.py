@@ -67,12 +67,12 @@ def noise_agreement(run_dir: Path, scored: list[int], positive: int) -> dict[str
     return {key: figures[key] for key in ("top1_agreement", "sure_top1_agreement", "sure_images")}
 
 
-def compared(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
-    """A finished run's figures against the recipe's fold-0 run, paired on the same validation images."""
+def compared(run_dir: Path, config: TrainConfig, baseline_dir: Path = BASELINE) -> dict[str, Any]:
+    """A finished run's figures against a baseline run (the recipe's fold 0), paired on the same validation images."""
     rows, probabilities, labels, classes = read_validation_predictions(RunDir(run_dir))
-    base_rows, baseline, base_labels, _ = read_validation_predictions(RunDir(BASELINE))
+    base_rows, baseline, base_labels, _ = read_validation_predictions(RunDir(baseline_dir))
     if [r["path"] for r in rows] != [r["path"] for r in base_rows] or not np.array_equal(labels, base_labels):
-        raise SystemExit(f"{run_dir} was validated on other images than {BASELINE}: same fold and seed expected")
+        raise SystemExit(f"{run_dir} was validated on other images than {baseline_dir}: same fold and seed expected")
     scored, positive = scoring(read_run(run_dir, need_model=False), labels)
     metrics = finished_metrics(run_dir, config.epochs)
     return {"balanced_accuracy": metrics["balanced_accuracy"], "melanoma_sensitivity": metrics["melanoma_sensitivity"],
