@@ -9,15 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
-from edgelesion.export.exporting import ExportOptions, export_run
+from edgelesion.export.exporting import ExportOptions, _closeness, export_run
 from edgelesion.export.parity import (INT8_TOLERANCE, ORIENTATIONS, compare, failures, oriented, predict_oriented,
                                      top1_tie_rate)
-
-
-def _closeness(method: str, figures: dict) -> tuple:
-    vs_float = figures["vs_float"]
-    return (not figures["passed"], -vs_float["top1_agreement"], -(vs_float["sure_top1_agreement"] or 0.0),
-            abs(vs_float["delta_balanced_accuracy"]), method != "ptq")
 
 
 def test_auto_builds_both_int8_tflite_files_and_ships_the_one_closer_to_the_float_model(bundle_dir):
@@ -25,7 +19,8 @@ def test_auto_builds_both_int8_tflite_files_and_ships_the_one_closer_to_the_floa
     entry = bundle["artifacts"]["int8.tflite"]
     candidates = entry["int8_candidates"]
     assert bundle["int8_method"] == "auto" and set(candidates) == {"qat", "ptq"}
-    ranked = sorted(candidates, key=lambda method: _closeness(method, candidates[method]))
+    ranked = sorted(candidates, key=lambda method: _closeness(  # the figures bundle.json records for each
+        {"parity": {"vs_float": candidates[method]["vs_float"]}}, candidates[method]["problems"], method))
     assert entry["int8_method"] == ranked[0]
     assert entry["parity"]["vs_float"]["top1_agreement"] == candidates[ranked[0]]["vs_float"]["top1_agreement"]
     assert [p.name for p in bundle_dir.iterdir() if p.name.startswith(".")] == []  # the other candidate is gone
