@@ -112,7 +112,10 @@ def test_tfmot_quantizes_a_model_built_on_the_backbone_around_its_residual_adds(
 
     inputs = keras.Input((64, 64, 3))
     scaled = keras.layers.Rescaling(1 / 128, offset=-127 / 128)(inputs)  # as edgelesion's Lite0 models start
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(lite.efficientnet_lite0(scaled)))
+    from edgelesion.train.models import HEAD
+
+    head = keras.layers.Dense(3, activation="softmax", name=HEAD)  # edgelesion's classifier head, its logits in float
+    model = keras.Model(inputs, head(lite.efficientnet_lite0(scaled)))
     drops = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
     assert len(drops) == 9 and drops[-1].rate == pytest.approx(0.2 * 14 / 16)  # residual blocks; 6d is block 14 of 16
     assert model.output_shape == (None, 3) and model.count_params() == 4_694_024 - 1_281_000 + 1280 * 3 + 3

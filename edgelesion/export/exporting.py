@@ -27,7 +27,7 @@ from edgelesion.metrics import classification_metrics, scored_class_indices
 from edgelesion.export.parity import (CONVERSION_TOLERANCE, DEFAULT_TOLERANCES, ORIENTATIONS, Tolerance, compare, failures,
                                      predict_oriented)
 from edgelesion.provenance import provenance
-from edgelesion.export.qat import QATConfig, as_converted, qat_finetune
+from edgelesion.export.qat import QATConfig, qat_finetune
 from edgelesion.export.scaling import with_scaling
 from edgelesion.data.rebalance import default_cache_dir
 from edgelesion.train.runs import RunDir, read_run
@@ -257,7 +257,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
         x, y, weights = training_arrays(run, train, config, default_cache_dir(), progress)
         quantized_core = qat_finetune(float_model, x, y, weights, calibration, run.root / "qat", options.qat, config,
                                       progress=progress)
-        qat_model = with_scaling(float_model, as_converted(float_model, quantized_core))
+        qat_model = with_scaling(float_model, quantized_core)  # what its int8 file computes (qat.quantize_core)
         references["qat"] = predict_oriented(lambda view: predict(qat_model, view), val.images)
 
     scored = scored_class_indices(val.labels, len(classes), config.min_support)

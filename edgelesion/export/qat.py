@@ -76,7 +76,7 @@ class DenseQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
 
     def __init__(self, quantize_kernel: bool = True, quantize_output: bool = True) -> None:
         self.quantize_kernel = quantize_kernel
-        self.quantize_output = quantize_output  # False: the layer's output stays float (see as_converted)
+        self.quantize_output = quantize_output  # False: the layer's output stays float (the classifier head's logits)
         quantizers = tfmot.quantization.keras.quantizers
         self.kernel_quantizer = quantizers.LastValueQuantizer(num_bits=8, per_axis=True, symmetric=True,
                                                               narrow_range=True)
@@ -105,7 +105,7 @@ class DenseQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
 
 
 # what a QAT checkpoint was trained with: one made under another scheme is started again
-QAT_SCHEME = "tfmot default 8-bit, per-channel Dense kernels, BatchNorm frozen, logits calibrated"
+QAT_SCHEME = "tfmot default 8-bit, per-channel Dense kernels, BatchNorm frozen, float logits"
 
 
 def _quantized(core: keras.Model, *, quantize_dense_kernels: bool, quantize_logits: bool = True) -> keras.Model:
@@ -129,7 +129,9 @@ def _quantized(core: keras.Model, *, quantize_dense_kernels: bool, quantize_logi
 
 
 def quantize_core(core: keras.Model, scaled_range: tuple[float, float]) -> keras.Model:
-    """The 8-bit QAT model of `core` (QAT_SCHEME), its input range fixed to `scaled_range`.
+    """The 8-bit QAT model of `core` (QAT_SCHEME), its input range fixed to `scaled_range`, as its int8 file
+    computes: the classifier head's logits in float, not fake-quantized (tflite_export.float_head_tail), its
+    kernel on a per-channel int8 grid.
 
     The input quantizer tracks the smallest and largest values seen; starting it at exactly the
     range that scaled pixels span, which they never leave, keeps it there. (tfmot's fix_input_output_range is not
@@ -138,7 +140,7 @@ def quantize_core(core: keras.Model, scaled_range: tuple[float, float]) -> keras
     frozen (inference mode): their statistics stay the float model's, which the converter folds
     into the convolutions, instead of drifting with the QAT batches.
     """
-    quantized = _quantized(core, quantize_dense_kernels=True)
+    quantized = _quantized(core, quantize_dense_kernels=True, quantize_logits=False)
     input_quantizer = quantized.layers[1]  # tfmot's QuantizeLayer, right after the input
     for weight in input_quantizer.weights:
         if _short(weight).endswith("_min:0"):
@@ -148,6 +150,9 @@ def quantize_core(core: keras.Model, scaled_range: tuple[float, float]) -> keras
     for layer in quantized.layers:
         if isinstance(getattr(layer, "layer", None), keras.layers.BatchNormalization):
             layer.trainable = False
+        if any(_short(weight).startswith(LOGIT_RANGES) for weight in layer.weights):
+            raise EdgelesionError(f"layer {layer.name} quantizes the input of its activation, which edgelesion does "
+                                  f"only for the classifier head {HEAD!r} (in float): not a model edgelesion made")
     return quantized
 
 
@@ -157,43 +162,27 @@ def _own_name(layer: keras.layers.Layer, weight: tf.Variable) -> str:
     return name[len(layer.name):] if name.startswith(layer.name) else name
 
 
-def _twin(float_model: keras.Model, quantized_core: keras.Model, **scheme: bool) -> keras.Model:
-    """The QAT core rebuilt as `scheme` says (see _quantized), with the weights and ranges it keeps."""
-    twin = _quantized(core_model(float_model), **scheme)
+def for_conversion(float_model: keras.Model, quantized_core: keras.Model) -> keras.Model:
+    """The QAT core as TFLite's converter takes it: the same weights and ranges, Dense kernels left to the
+    converter, which quantizes them per output channel (see DenseQuantizeConfig), and the logits fake-quantized
+    at tfmot's initial range: the converter makes the head int8 whatever it is told, and float_head_tail then
+    moves it back to float, discarding that range."""
+    twin = _quantized(core_model(float_model), quantize_dense_kernels=False)
     for target, source in zip(twin.layers, quantized_core.layers, strict=True):
         weights = {_own_name(source, weight): weight for weight in source.weights}
         for weight in target.weights:
-            weight.assign(weights[_own_name(target, weight)])
+            if _own_name(target, weight) in weights:
+                weight.assign(weights[_own_name(target, weight)])
+            elif not _short(weight).startswith(LOGIT_RANGES):
+                raise EdgelesionError(f"the QAT model lacks {weight.name}: it was made under another scheme")
     return twin
-
-
-def for_conversion(float_model: keras.Model, quantized_core: keras.Model) -> keras.Model:
-    """The QAT core as TFLite's converter takes it: the same weights and ranges, Dense kernels left to the
-    converter, which quantizes them per output channel (see DenseQuantizeConfig)."""
-    return _twin(float_model, quantized_core, quantize_dense_kernels=False)
-
-
-def as_converted(float_model: keras.Model, quantized_core: keras.Model) -> keras.Model:
-    """The QAT core as its int8 file computes: the classifier head's logits in float, not fake-quantized
-    (tflite_export.float_head_tail), its kernel on the per-channel grid it trained on. The export checks the
-    file's conversion against this model."""
-    return _twin(float_model, quantized_core, quantize_dense_kernels=True, quantize_logits=False)
 
 
 # tfmot's moving-average range variables: a layer's own activation ('post_activation_min/max', e.g. Dense with
 # ReLU), the output of a layer quantized as a whole ('output_min/max': ReLU6, Add, BatchNorm), and the input of an
-# activation quantized before it ('pre_activation_min/max': the logits of the softmax head)
+# activation quantized before it ('pre_activation_min/max': the softmax head's logits, in the conversion graph only)
 OUTPUT_RANGES = ("post_activation_", "output_")
 LOGIT_RANGES = ("pre_activation_",)
-
-
-def _pre_activation(layer: keras.layers.Layer, inputs: np.ndarray) -> np.ndarray:
-    """A Dense layer's output before its activation: the softmax head's logits."""
-    if not isinstance(layer, keras.layers.Dense):
-        raise EdgelesionError(f"layer {layer.name} ({type(layer).__name__}) has an activation that tfmot quantizes "
-                              "before it, which edgelesion calibrates only for a Dense classifier head")
-    logits = inputs @ layer.kernel.numpy()
-    return logits + layer.bias.numpy() if layer.use_bias else logits
 
 
 def calibrate_activation_ranges(quantized: keras.Model, float_model: keras.Model, pixels: np.ndarray) -> None:
@@ -201,33 +190,21 @@ def calibrate_activation_ranges(quantized: keras.Model, float_model: keras.Model
 
     tfmot starts these ranges at [-6, 6] and moves them by an EMA with decay 0.999, so a short
     fine-tune (a few hundred steps) leaves them mostly uncalibrated and the QAT model far from the
-    float one. The softmax head's logits count most: left at [-6, 6], they were clipped, and seed
-    model 1's QAT file agreed with its float model on 81% of the validation images (max probability
-    difference 0.75). tfmot has no calibration call, so the ranges are set here from the float core's
-    own layer outputs (logits: the head's input through its kernel) on the calibration pixels (0 is
-    always kept in range, as TFLite requires). The logits' range now shapes the fine-tune only: the int8
-    file computes its head in float (`as_converted`).
+    float one (seed model 1's logits, when they were still fake-quantized: clipped, 81% agreement with
+    its float model). tfmot has no calibration call, so the ranges are set here from the float core's
+    own layer outputs on the calibration pixels (0 is always kept in range, as TFLite requires).
     """
-    def ranges(layer: keras.layers.Layer, prefixes: tuple[str, ...]) -> list[tf.Variable]:
-        return [w for w in layer.weights if _short(w).startswith(prefixes)]
-
-    wrappers = [layer for layer in quantized.layers if ranges(layer, OUTPUT_RANGES + LOGIT_RANGES)]
+    wrappers = [layer for layer in quantized.layers if any(_short(w).startswith(OUTPUT_RANGES) for w in layer.weights)]
     # the float model's own graph (node 0): its layers are shared with the core, which is called second
     probed = [float_model.get_layer(w.layer.name) for w in wrappers]
-    logit_layers = [layer for wrapper, layer in zip(wrappers, probed) if ranges(wrapper, LOGIT_RANGES)]
-    probe = keras.Model(float_model.input, [layer.get_output_at(0) for layer in probed]
-                        + [layer.get_input_at(0) for layer in logit_layers])
+    probe = keras.Model(float_model.input, [layer.get_output_at(0) for layer in probed])
     outputs = probe.predict(pixels.astype(np.float32), batch_size=32, verbose=0)
-    outputs = outputs if isinstance(outputs, list) else [outputs]
-    logits = {layer.name: _pre_activation(layer, inputs)
-              for layer, inputs in zip(logit_layers, outputs[len(probed):])}
-    for wrapper, layer, activations in zip(wrappers, probed, outputs):
-        for prefixes, observed in ((OUTPUT_RANGES, activations), (LOGIT_RANGES, logits.get(layer.name))):
-            for weight in ranges(wrapper, prefixes):
-                if _short(weight).endswith("_min:0"):
-                    weight.assign(min(0.0, float(observed.min())))
-                elif _short(weight).endswith("_max:0"):
-                    weight.assign(max(0.0, float(observed.max())))
+    for wrapper, observed in zip(wrappers, outputs if isinstance(outputs, list) else [outputs]):
+        for weight in wrapper.weights:
+            if _short(weight).startswith(OUTPUT_RANGES) and _short(weight).endswith("_min:0"):
+                weight.assign(min(0.0, float(observed.min())))
+            elif _short(weight).startswith(OUTPUT_RANGES) and _short(weight).endswith("_max:0"):
+                weight.assign(max(0.0, float(observed.max())))
 
 
 def _recorded_config(state: dict) -> QATConfig:
@@ -255,7 +232,10 @@ def load_quantized_core(float_model: keras.Model, work_dir: Path) -> keras.Model
     saved = work_dir / "checkpoint"
     if not (saved / "state.json").is_file():
         raise EdgelesionError(f"{work_dir} holds no QAT fine-tune: export the run first")
-    quantized = _compiled_quantized_core(float_model, _recorded_config(read_json(saved / "state.json")))
+    state = read_json(saved / "state.json")
+    if state.get("scheme") != QAT_SCHEME:
+        raise EdgelesionError(f"the QAT fine-tune in {work_dir} used another quantization scheme: export the run again")
+    quantized = _compiled_quantized_core(float_model, _recorded_config(state))
     tf.train.Checkpoint(model=quantized, optimizer=quantized.optimizer).read(
         str(saved / "ckpt")).assert_existing_objects_matched()
     return quantized
