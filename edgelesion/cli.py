@@ -319,6 +319,9 @@ def _add_benchmark(sub: argparse._SubParsersAction, summary: str) -> None:
                                             "(default: BUNDLE-benchmark, or benchmark-comparison for several)")
     p.add_argument("--runs", type=int, default=defaults.runs, help=f"timed single-image runs (default {defaults.runs})")
     p.add_argument("--warmup", type=int, default=defaults.warmup, help=f"untimed warm-up runs (default {defaults.warmup})")
+    p.add_argument("--processes", type=int, default=defaults.latency_processes,
+                   help="fresh processes to time each artifact's 1-thread latency in; the median one is reported "
+                        f"(default {defaults.latency_processes}; one process's median can be off by +-15%%)")
     p.add_argument("--force", action="store_true", help="replace an existing --out folder's results")
     p.set_defaults(handler=_run_benchmark)
 
@@ -331,7 +334,9 @@ def _run_benchmark(args: argparse.Namespace) -> int:
         args.bundles[0].name + "-benchmark"))
     if out.exists() and not args.force:
         raise EdgelesionError(f"{out} already exists: choose another --out or pass --force")
-    config = BenchmarkConfig(runs=args.runs, warmup=args.warmup)
+    if args.processes < 1:
+        raise EdgelesionError(f"--processes {args.processes}: time in at least 1 process")
+    config = BenchmarkConfig(runs=args.runs, warmup=args.warmup, latency_processes=args.processes)
     if several and args.run:
         raise EdgelesionError("--run names the run of one bundle: benchmark the bundles one at a time, or keep each "
                               "bundle where its run is recorded (relative to the bundle)")

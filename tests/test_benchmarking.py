@@ -233,3 +233,20 @@ def test_model_flops_counts_every_multiply_add_depthwise_convolutions_included(t
     keras.Model(inputs, outputs).save(tmp_path / "m.keras")
     multiply_adds = 8 * 8 * 4 * 9 * 3 + 4 * 4 * 4 * 9 + 4 * 4 * 6 * 2 + 6 * 2
     assert model_flops(tmp_path / "m.keras") == 2 * multiply_adds
+
+
+def test_one_thread_latency_is_the_median_of_fresh_processes(bundle_dir, tmp_path):
+    from edgelesion.bench.benchmarking import measure_in_subprocess
+
+    pixels = np.random.default_rng(0).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / "pixels.npy", pixels)
+    config = BenchmarkConfig(warmup=2, runs=10, batch_size=4, latency_processes=3)
+    timings, probabilities = measure_in_subprocess(bundle_dir / "float32.tflite", tmp_path / "pixels.npy", tmp_path,
+                                                   config)
+    medians = timings["latency_1_thread"]["process_medians_ms"]
+    assert len(medians) == 3 and all(m > 0 for m in medians)
+    assert timings["latency_1_thread"]["median_ms"] == sorted(medians)[1]
+    assert len(timings["latency_1_thread"]["times_ms"]) == 10  # the median process's own timings, for the chart
+    assert probabilities.shape == (9, len(json.loads((bundle_dir / "bundle.json").read_text())["classes"]))
+    with pytest.raises(ValueError, match="latency_processes"):
+        BenchmarkConfig(latency_processes=0)

@@ -84,9 +84,20 @@ def efficiency_lines(result: dict[str, Any]) -> list[str]:
         int8, float32 = result["artifacts"].get(f"int8.{runtime}"), result["artifacts"].get(f"float32.{runtime}")
         if int8 and float32:
             ratio = float32["latency_1_thread"]["median_ms"] / int8["latency_1_thread"]["median_ms"]
+            spread = _process_spread(int8, float32)
             lines.append(f"- int8.{runtime} is {ratio:.2f}x the speed of float32.{runtime} at 1 thread"
-                         + ("" if ratio > 1.05 else f": not faster on this CPU ({int8_instructions(flags)})"))
+                         + ("" if ratio > 1.05 else f": not faster on this CPU ({int8_instructions(flags)})")
+                         + spread)
     return lines
+
+
+def _process_spread(int8: dict[str, Any], float32: dict[str, Any]) -> str:
+    """' (medians of N fresh processes: ...)' where the 1-thread latency was timed in more than one process."""
+    ms = [a["latency_1_thread"].get("process_medians_ms", []) for a in (int8, float32)]
+    if min(len(m) for m in ms) < 2:
+        return ""
+    return (f" (each the median of {len(ms[0])} fresh processes: int8 {min(ms[0]):.2f}-{max(ms[0]):.2f} ms, "
+            f"float32 {min(ms[1]):.2f}-{max(ms[1]):.2f} ms)")
 
 
 def op_time_lines(result: dict[str, Any], shown: int = 5) -> list[str]:
