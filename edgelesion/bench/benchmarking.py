@@ -42,7 +42,7 @@ class BenchmarkConfig:
     resamples: int = 2000  # paired bootstrap of the accuracy differences
     seed: int = 0
     # fresh processes the 1-thread latency is measured in, the median process reported: one process's median
-    # can be off by +-15% (memory layout), as a second run shows
+    # can be off by +-15% (Lite0's int8.onnx on a 2-core AMD EPYC: 4.22-5.73 ms in four processes)
     latency_processes: int = 1
 
     def __post_init__(self) -> None:

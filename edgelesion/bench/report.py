@@ -92,7 +92,8 @@ def efficiency_lines(result: dict[str, Any]) -> list[str]:
 
 
 def _process_spread(int8: dict[str, Any], float32: dict[str, Any]) -> str:
-    """' (medians of N fresh processes: ...)' where the 1-thread latency was timed in more than one process."""
+    """' (each the median of N fresh processes: the range of their medians)' where the 1-thread latency was timed
+    in more than one process."""
     ms = [a["latency_1_thread"].get("process_medians_ms", []) for a in (int8, float32)]
     if min(len(m) for m in ms) < 2:
         return ""
