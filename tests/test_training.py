@@ -155,3 +155,22 @@ def test_a_split_seed_keeps_the_split_while_the_seed_changes_the_training(datase
     assert val_paths(replicate) == base and replicate.fold_split_seed == TINY.seed
     assert TrainConfig.from_dict(replicate.to_dict()) == replicate
     assert TINY.with_changes(split_seed=TINY.seed) == TINY  # the same split written two ways is one recipe
+
+
+def test_mixup_with_class_weights_trains_and_resumes_to_the_same_result(dataset_dir, tmp_path):
+    from edgelesion.data.rebalance import RebalanceMethod
+    from edgelesion.train.online_augment import OnlineAugment
+
+    mixed = TINY.with_changes(epochs=2, rebalance=RebalanceMethod.CLASS_WEIGHTS,
+                              online_augment=OnlineAugment(enabled=True, mixup=0.4))
+    full = training.train(dataset_dir, tmp_path / "full", mixed, progress=False)
+    with interrupted_at(training, epoch=1), pytest.raises(KeyboardInterrupt):
+        training.train(dataset_dir, tmp_path / "cut", mixed, progress=False)
+    resumed = training.resume(tmp_path / "cut", progress=False)
+    assert resumed["confusion_matrix"] == full["confusion_matrix"]
+    history = read_csv(RunDir(tmp_path / "full").history)
+    assert [r["loss"] for r in read_csv(RunDir(tmp_path / "cut").history)] == [r["loss"] for r in history]
+    training.train(dataset_dir, tmp_path / "plain", mixed.with_changes(online_augment=OnlineAugment(enabled=True)),
+                   progress=False)
+    assert read_csv(RunDir(tmp_path / "plain").history)[0]["loss"] != history[0]["loss"]  # the batches were mixed
+    assert np.isfinite(float(history[-1]["loss"]))
