@@ -14,24 +14,12 @@ compared: the same recipe's fold differs by a point or more from one CPU to anot
 from __future__ import annotations
 
 import argparse
-from typing import Any
-
 import numpy as np
 
-from benchmarks.common import RUNS, finished_metrics, markdown_table, record, signed_interval, write_table
+from benchmarks.common import RUNS, finished_metrics, markdown_table, record, write_table
 from benchmarks.cv import RECIPES
-from benchmarks.lite0_ablations import compared
+from benchmarks.lite0_ablations import COMPARISON_COLUMNS, compared, comparison_row
 from edgelesion.train.cross_validation import CvDir
-
-
-def _cells(result: dict[str, Any]) -> list[str]:
-    def delta(key: str) -> str:
-        return signed_interval(result["vs_recipe"][key]["value"], result["vs_recipe"][key]["ci95"])
-
-    noise = result["noise_pm1"]
-    return [f"{result['balanced_accuracy']['value']:.3f}", delta("delta_balanced_accuracy"),
-            f"{result['melanoma_sensitivity']['value']:.3f}", delta("delta_melanoma_sensitivity"),
-            f"{result['melanoma_auc']:.3f}", f"{noise['top1_agreement']:.3f} / {noise['sure_top1_agreement']:.3f}"]
 
 
 def main() -> None:
@@ -55,13 +43,11 @@ def main() -> None:
     record(name, {"baseline": args.baseline, "recipe": args.recipe, "folds": folds,
                   "configs": {n: config.to_dict() for n, (config, _) in recipes.items()},
                   "per_fold": per_fold, "mean_over_folds": means})
-    rows = [[str(k), recipe, *_cells(per_fold[k][recipe])] for k in folds for recipe in recipes]
+    rows = [[str(k), *comparison_row(recipe, per_fold[k][recipe])] for k in folds for recipe in recipes]
     rows += [[f"mean of {len(folds)}", recipe, f"{means[recipe]['balanced_accuracy']:.3f}", "",
-              f"{means[recipe]['melanoma_sensitivity']:.3f}", "", "", ""] for recipe in recipes]
-    write_table(name, markdown_table(
-        ["fold", "recipe", "balanced accuracy", f"Δ vs {args.baseline} [paired 95% CI]", "melanoma sensitivity (arg-max)",
-         f"Δ vs {args.baseline} [paired 95% CI]", "melanoma AUC", "answers kept under ±1 grey level (all / sure)"],
-        rows, "llrrrrrr"))
+              f"{means[recipe]['melanoma_sensitivity']:.3f}", "", "", "", ""] for recipe in recipes]
+    columns = [column.replace("vs recipe", f"vs {args.baseline}") for column in COMPARISON_COLUMNS]
+    write_table(name, markdown_table(["fold", "recipe", *columns], rows, "llrrrrrrr"))
 
 
 if __name__ == "__main__":

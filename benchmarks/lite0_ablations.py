@@ -82,7 +82,14 @@ def compared(run_dir: Path, config: TrainConfig, baseline_dir: Path = BASELINE) 
             "images": len(labels)}
 
 
-def _row(name: str, result: dict[str, Any]) -> list[str]:
+# the columns of comparison_row, after the run's name
+COMPARISON_COLUMNS = ["balanced accuracy", "Δ vs recipe [paired 95% CI]", "melanoma sensitivity (arg-max)",
+                      "Δ vs recipe [paired 95% CI]", "melanoma AUC", "answers kept under ±1 grey level (all / sure)",
+                      "s per whole-network epoch"]
+
+
+def comparison_row(name: str, result: dict[str, Any]) -> list[str]:
+    """A table row of `compared`'s figures for the run `name`."""
     def delta(key: str) -> str:
         estimate = result["vs_recipe"][key]
         return signed_interval(estimate["value"], estimate["ci95"])
@@ -112,10 +119,8 @@ def main() -> None:
         if finished_metrics(OUT / name, config.epochs) is not None:
             results[name] = {"changes": {k: str(v) for k, v in changes.items()}, **compared(OUT / name, config)}
     record("lite0_ablations", {"recipe": RECIPE.to_dict(), "results": results})
-    lines = markdown_table(["variant (one change from the recipe)", "balanced accuracy", "Δ vs recipe [paired 95% CI]",
-                            "melanoma sensitivity (arg-max)", "Δ vs recipe [paired 95% CI]", "melanoma AUC",
-                            "answers kept under ±1 grey level (all / sure)", "s per whole-network epoch"],
-                           [_row(name, result) for name, result in results.items()], "lrrrrrrr")
+    lines = markdown_table(["variant (one change from the recipe)", *COMPARISON_COLUMNS],
+                           [comparison_row(name, result) for name, result in results.items()], "lrrrrrrr")
     write_table("lite0_ablations", lines)
 
 

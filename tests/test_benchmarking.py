@@ -247,6 +247,8 @@ def test_one_thread_latency_is_the_median_of_fresh_processes(bundle_dir, tmp_pat
     assert len(medians) == 3 and all(m > 0 for m in medians)
     assert timings["latency_1_thread"]["median_ms"] == sorted(medians)[1]
     assert len(timings["latency_1_thread"]["times_ms"]) == 10  # the median process's own timings, for the chart
+    assert sorted(f.name for f in tmp_path.glob("*.npy")) == ["float32.tflite.1.npy", "float32.tflite.2.npy",
+                                                              "pixels.npy"]  # the extra processes only timed
     assert probabilities.shape == (9, len(json.loads((bundle_dir / "bundle.json").read_text())["classes"]))
     with pytest.raises(ValueError, match="latency_processes"):
         BenchmarkConfig(latency_processes=0)

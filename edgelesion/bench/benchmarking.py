@@ -108,11 +108,14 @@ def evaluation_images(bundle: dict[str, Any], run: Path, data_dir: Path | None) 
     return np.stack(pixels), np.array(labels), f"the run's validation split ({len(labels)} images)"
 
 
-def _worker(artifact: Path, pixels_file: Path, result: Path, threads: int, config: BenchmarkConfig) -> dict[str, Any]:
-    """edgelesion.bench.worker's measurements of `artifact` in a fresh process (its probabilities beside `result`)."""
+def _worker(artifact: Path, pixels_file: Path, result: Path, threads: int, config: BenchmarkConfig,
+            latency_only: bool = False) -> dict[str, Any]:
+    """edgelesion.bench.worker's measurements of `artifact` in a fresh process (its probabilities beside `result`,
+    unless `latency_only`)."""
     completed = subprocess.run(
         [sys.executable, "-m", "edgelesion.bench.worker", str(artifact), str(pixels_file), str(result),
-         str(threads), str(config.warmup), str(config.runs), str(config.batch_size)], capture_output=True, text=True)
+         str(threads), str(config.warmup), str(config.runs), str(config.batch_size),
+         *(["latency-only"] if latency_only else [])], capture_output=True, text=True)
     if completed.returncode != 0:
         raise EdgelesionError(f"benchmarking {artifact} failed:\n{completed.stderr.strip()[-2000:]}")
     return json.loads(result.read_text())
@@ -129,7 +132,7 @@ def measure_in_subprocess(artifact: Path, pixels_file: Path, scratch: Path, conf
     cores = os.cpu_count() or 1
     first = scratch / f"{artifact.name}.1.json"
     singles = [_worker(artifact, pixels_file, first, 1, config)]
-    singles += [_worker(artifact, pixels_file, scratch / f"{artifact.name}.1.{k}.json", 1, config)
+    singles += [_worker(artifact, pixels_file, scratch / f"{artifact.name}.1.{k}.json", 1, config, latency_only=True)
                 for k in range(1, config.latency_processes)]
     multi = _worker(artifact, pixels_file, scratch / f"{artifact.name}.{cores}.json", cores, config)
     medians = [single["latency"]["median_ms"] for single in singles]

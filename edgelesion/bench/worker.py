@@ -1,8 +1,9 @@
 """Measure one artifact in a process of its own, so load time and memory are its alone.
 
-    python -m edgelesion.bench.worker ARTIFACT PIXELS.npy RESULT.json THREADS WARMUP RUNS BATCH
+    python -m edgelesion.bench.worker ARTIFACT PIXELS.npy RESULT.json THREADS WARMUP RUNS BATCH [latency-only]
 
-Writes RESULT.json (timings, memory) and RESULT.npy (probabilities for every image).
+Writes RESULT.json (timings, memory) and RESULT.npy (probabilities for every image); with `latency-only`,
+load time, memory and batch-1 latency alone (a repeated timing needs no second pass over the images).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ def _status_kb(field: str) -> int:
     return 0
 
 
-def measure(artifact: Path, pixels: np.ndarray, threads: int, warmup: int, runs: int, batch: int
-            ) -> tuple[dict, np.ndarray]:
-    """Load time, memory added, batch-1 latency and batch throughput at `threads` threads, and probabilities.
+def measure(artifact: Path, pixels: np.ndarray, threads: int, warmup: int, runs: int, batch: int,
+            latency_only: bool = False) -> tuple[dict, np.ndarray | None]:
+    """Load time, memory added, batch-1 latency and (unless `latency_only`) batch throughput at `threads` threads,
+    and probabilities.
 
     One thread setting per process: TensorFlow cannot change its thread pools once started.
     """
@@ -37,6 +39,9 @@ def measure(artifact: Path, pixels: np.ndarray, threads: int, warmup: int, runs:
     runner = open_benchmark_runner(artifact, threads=threads)
     load_seconds = time.perf_counter() - start
     latency = measure_latency(runner, pixels[0], warmup=warmup, runs=runs)
+    if latency_only:
+        return {"threads": threads, "load_seconds": load_seconds,
+                "peak_memory_added_mb": (_status_kb("VmHWM") - rss_before) / 1024, "latency": latency}, None
     probabilities = predict_in_batches(runner, pixels, batch)  # every image, for the accuracy figures
     full = pixels[: max(batch, len(pixels) // batch * batch)]  # timed on full batches only: no re-allocation
     predict_in_batches(runner, full[:batch], batch)  # warm the batch shape
@@ -56,9 +61,11 @@ def measure(artifact: Path, pixels: np.ndarray, threads: int, warmup: int, runs:
 def main(argv: list[str]) -> None:
     artifact, pixels_path, result_path = Path(argv[0]), Path(argv[1]), Path(argv[2])
     threads, warmup, runs, batch = (int(v) for v in argv[3:7])
-    result, probabilities = measure(artifact, np.load(pixels_path), threads, warmup, runs, batch)
+    latency_only = argv[7:] == ["latency-only"]
+    result, probabilities = measure(artifact, np.load(pixels_path), threads, warmup, runs, batch, latency_only)
     result_path.write_text(json.dumps(result))
-    np.save(result_path.with_suffix(".npy"), probabilities)
+    if probabilities is not None:
+        np.save(result_path.with_suffix(".npy"), probabilities)
 
 
 if __name__ == "__main__":
