@@ -30,6 +30,7 @@ class DecodedImage:
 
     sha256: str
     image: Image.Image
+    reduced: bool = False  # a large JPEG decoded reduced in the DCT domain (smaller than the file's own pixels)
 
 
 def read_image(path: str | Path, draft_side: int | None = None) -> DecodedImage:
@@ -45,7 +46,8 @@ def read_image(path: str | Path, draft_side: int | None = None) -> DecodedImage:
         raise UnreadableImage(_read_error(path, exc)) from exc
     if not data:
         raise UnreadableImage("empty file (0 bytes)")
-    return DecodedImage(sha256=hashlib.sha256(data).hexdigest(), image=decode_bytes(data, draft_side))
+    image, reduced = decode_bytes(data, draft_side)
+    return DecodedImage(sha256=hashlib.sha256(data).hexdigest(), image=image, reduced=reduced)
 
 
 def _read_error(path: Path, exc: OSError) -> str:
@@ -59,13 +61,15 @@ def _read_error(path: Path, exc: OSError) -> str:
     return f"cannot read file: {exc.strerror or exc}"
 
 
-def decode_bytes(data: bytes, draft_side: int | None = None) -> Image.Image:
+def decode_bytes(data: bytes, draft_side: int | None = None) -> tuple[Image.Image, bool]:
     """Decode image bytes (one of IMAGE_FORMATS, recognised by content) to an upright RGB PIL image, a large JPEG
-    reduced to no less than `draft_side` per side (see `read_image`)."""
+    reduced to no less than `draft_side` per side (see `read_image`); and whether it was reduced."""
     try:
         image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        stored_size = image.size
         if draft_side and image.format in ("JPEG", "MPO"):
             image.draft(None, (draft_side, draft_side))
+        reduced = image.size != stored_size
         image.load()
         image = ImageOps.exif_transpose(image)
     except UnidentifiedImageError as exc:
@@ -74,7 +78,7 @@ def decode_bytes(data: bytes, draft_side: int | None = None) -> Image.Image:
         raise UnreadableImage(f"image too large to decode safely: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise UnreadableImage(f"corrupt or truncated image: {exc}") from exc
-    return to_rgb(image)
+    return to_rgb(image), reduced
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

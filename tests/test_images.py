@@ -89,10 +89,14 @@ def test_a_large_jpeg_is_decoded_reduced_to_no_less_than_the_draft_side(tmp_path
     smooth = Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((1600, 1200), Image.Resampling.BICUBIC)
     smooth.save(tmp_path / "big.jpg", quality=92)
     smooth.save(tmp_path / "big.png")
-    reduced, full = read_image(tmp_path / "big.jpg", draft_side=128).image, read_image(tmp_path / "big.jpg").image
+    small, whole = read_image(tmp_path / "big.jpg", draft_side=128), read_image(tmp_path / "big.jpg")
+    reduced, full = small.image, whole.image
     assert full.size == (1600, 1200) and reduced.size == (200, 150)  # 1/8 scale: the most that keeps >= 128
-    assert read_image(tmp_path / "big.jpg", draft_side=700).image.size == (1600, 1200)  # under 2 x 700 tall: whole
-    assert read_image(tmp_path / "big.png", draft_side=128).image.size == (1600, 1200)  # only JPEGs have a draft mode
+    assert small.reduced and not whole.reduced
+    unreduced = read_image(tmp_path / "big.jpg", draft_side=700)  # under 2 x 700 tall: whole
+    assert unreduced.image.size == (1600, 1200) and not unreduced.reduced
+    png = read_image(tmp_path / "big.png", draft_side=128)  # only JPEGs have a draft mode
+    assert png.image.size == (1600, 1200) and not png.reduced
     pre = Preprocessing(image_size=64)
     difference = np.abs(to_model_input(reduced, pre).astype(int) - to_model_input(full, pre))
     assert difference.mean() < 2 and read_image(tmp_path / "big.jpg").sha256 == read_image(tmp_path / "big.jpg", 128).sha256

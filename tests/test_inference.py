@@ -273,7 +273,8 @@ def test_large_jpegs_are_decoded_reduced_as_the_input_spec_says_unless_asked_for
     Image.open(validation_files(trained_run)[0]).resize((600, 450), Image.Resampling.BICUBIC).save(big, quality=92)
     manifest = json.loads((bundle_dir / "bundle.json").read_text())
     assert all(entry["input"]["resize"]["jpeg_draft"] for entry in manifest["artifacts"].values())
-    reduced, exact = Classifier.load(bundle_dir, "float32.onnx"), Classifier.load(bundle_dir, "float32.onnx", jpeg_draft=False)
+    reduced = Classifier.load(bundle_dir, "float32.onnx", recheck_margin=0)  # every answer from the reduced decode
+    exact = Classifier.load(bundle_dir, "float32.onnx", jpeg_draft=False)
     assert all(entry["input"]["resize"]["jpeg_draft_margin"] == 3 for entry in manifest["artifacts"].values())
     assert reduced.decoded(big).size == (150, 113) and exact.decoded(big).size == (600, 450)  # 1/4 keeps >= 3 x 32
     assert np.abs(reduced.pixels(big).astype(int) - exact.pixels(big)).mean() < 3
@@ -295,6 +296,26 @@ def test_large_jpegs_are_decoded_reduced_as_the_input_spec_says_unless_asked_for
         entry["input"]["resize"]["jpeg_draft"] = False
     rewrite_bundle(copy, manifest)
     assert Classifier.load(copy, "float32.onnx").decoded(big).size == (600, 450)
+
+
+def test_a_close_answer_from_a_reduced_decode_is_decided_again_from_the_full_decode(bundle_dir, trained_run, tmp_path):
+    big, small = tmp_path / "big.jpg", tmp_path / "small.jpg"
+    Image.open(validation_files(trained_run)[0]).resize((600, 450), Image.Resampling.BICUBIC).save(big, quality=92)
+    Image.open(validation_files(trained_run)[0]).save(small, quality=92)
+    reduced = Classifier.load(bundle_dir, "float32.onnx", recheck_margin=0)
+    exact = Classifier.load(bundle_dir, "float32.onnx", jpeg_draft=False).predict(big).probabilities
+    first, second = sorted(reduced.predict(big).probabilities.values())[-2:][::-1]
+    margin = first - second
+    assert reduced.predict(big).probabilities != exact  # the decodes differ, so a recheck shows
+    below, above = (Classifier.load(bundle_dir, "float32.onnx", recheck_margin=m) for m in (margin * 0.99, margin * 1.01))
+    assert below.predict(big).probabilities == reduced.predict(big).probabilities  # not close enough: kept
+    assert above.predict(big).probabilities == pytest.approx(exact, abs=1e-6)  # closer than the margin: decided again
+    assert Classifier.load(bundle_dir, "float32.onnx").recheck_margin == 0.05  # the default, as measured
+    rows = list(above.predict_many([big, small, tmp_path / "missing.jpg"], batch_size=2))
+    assert rows[0].probabilities == pytest.approx(exact, abs=1e-6) and isinstance(rows[2], FailedImage)
+    assert rows[1].probabilities == reduced.predict(small).probabilities  # its own answer, not the big one's
+    with pytest.raises(EdgelesionError, match="recheck_margin 2 must be"):
+        Classifier.load(bundle_dir, "float32.onnx", recheck_margin=2)
 
 
 def test_inference_runs_where_tensorflow_cannot_be_imported(bundle_dir, trained_run):

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 from PIL import Image
@@ -24,6 +24,11 @@ from edgelesion.images import UnreadableImage, read_image, small_image_warning, 
 from edgelesion.infer.runtimes import Runner, open_runner
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
+# A reduced JPEG decode moves the model input by about 0.1 grey level, which flips the top-1 answer of about 1% of
+# 4000x3000 photos on Lite0, all of them answers whose top two probabilities were within 0.04 (float) or 0.08
+# (int8). Re-deciding from the full decode every answer within 0.05 re-decodes about 5% of such photos and keeps
+# 99.75-100% of the full decode's answers (benchmarks/README.md, session 14).
+RECHECK_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -45,12 +50,23 @@ class FailedImage:
     reason: str
 
 
+class _Prepared(NamedTuple):
+    """One image ready for the model."""
+
+    pixels: np.ndarray
+    warning: str | None
+    reduced_file: Path | None  # the file, when it was decoded reduced
+
+
 class Classifier:
     """A bundle artifact loaded on its runtime, with the bundle's input spec and labels."""
 
     def __init__(self, bundle: dict[str, Any], artifact: str, runner: Runner, *, jpeg_draft: bool | None = None,
-                 jpeg_draft_margin: int | None = None) -> None:
+                 jpeg_draft_margin: int | None = None, recheck_margin: float = RECHECK_MARGIN) -> None:
         self.bundle, self.artifact, self.runner = bundle, artifact, runner
+        if not 0 <= recheck_margin <= 1:
+            raise EdgelesionError(f"recheck_margin {recheck_margin} must be a probability difference in [0, 1]")
+        self.recheck_margin = recheck_margin
         self.classes: list[str] = bundle["classes"]
         # jpeg_draft False: the exact path, every JPEG decoded in full; None keeps what the input spec says
         overrides = {"jpeg_draft": jpeg_draft, "jpeg_draft_margin": jpeg_draft_margin}
@@ -63,12 +79,15 @@ class Classifier:
 
     @classmethod
     def load(cls, bundle_dir: str | Path, artifact: str = "int8.tflite", *, threads: int | None = None,
-             jpeg_draft: bool | None = None, jpeg_draft_margin: int | None = None) -> Classifier:
+             jpeg_draft: bool | None = None, jpeg_draft_margin: int | None = None,
+             recheck_margin: float = RECHECK_MARGIN) -> Classifier:
         """Open `artifact` of the bundle in `bundle_dir` after checking its sha256 against bundle.json.
 
         `jpeg_draft`: None decodes JPEGs as the bundle's input spec says; False decodes every JPEG in full (exact,
         slower on large photos); True decodes large JPEGs reduced (see Preprocessing.jpeg_draft).
         `jpeg_draft_margin`: None as the input spec says, else how far a reduced decode may go (in input sides).
+        `recheck_margin`: an answer from a reduced decode whose top two probabilities are closer than this is
+        decided again from the file's full decode (0: never).
         """
         bundle_dir = Path(bundle_dir)
         bundle = read_bundle(bundle_dir)
@@ -80,32 +99,58 @@ class Classifier:
         disagreement = labels_disagreement(path, runner.labels, bundle["classes"])
         if disagreement:
             raise EdgelesionError(f"{disagreement}: copy the bundle again from the original")
-        return cls(bundle, artifact, runner, jpeg_draft=jpeg_draft, jpeg_draft_margin=jpeg_draft_margin)
+        return cls(bundle, artifact, runner, jpeg_draft=jpeg_draft, jpeg_draft_margin=jpeg_draft_margin,
+                   recheck_margin=recheck_margin)
 
     def decoded(self, image: ImageInput) -> Image.Image:
         """One image as upright RGB: a path, a PIL image, or an HxWx3 (or HxW) uint8 array."""
+        return self._decoded(image)[0]
+
+    def _decoded(self, image: ImageInput, draft: bool = True) -> tuple[Image.Image, bool]:
+        """`decoded`, and whether a JPEG file was decoded reduced (`draft` False: never)."""
         if isinstance(image, (str, Path)):
             try:
-                return read_image(image, self.preprocessing.draft_side).image
+                read = read_image(image, self.preprocessing.draft_side if draft else None)
             except UnreadableImage as exc:
                 raise EdgelesionError(f"{image}: {exc}") from exc
+            return read.image, read.reduced
         if isinstance(image, Image.Image):
-            return to_rgb(image)
+            return to_rgb(image), False
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
                 raise EdgelesionError(f"an array image must be HxWx3 (RGB) or HxW uint8, not {image.dtype} {image.shape}")
-            return to_rgb(Image.fromarray(image))
+            return to_rgb(Image.fromarray(image)), False
         raise EdgelesionError(f"cannot classify a {type(image).__name__}: pass a path, a PIL image or a uint8 array")
 
     def pixels(self, image: ImageInput) -> np.ndarray:
         """The model input for one image (see `decoded` for what an image may be)."""
-        return self._prepared(image)[0]
+        return self._prepared(image).pixels
 
-    def _prepared(self, image: ImageInput) -> tuple[np.ndarray, str | None]:
-        """The model input and, for an image far smaller than the model's input, a warning."""
-        decoded = self.decoded(image)
-        return (to_model_input(decoded, self.preprocessing),
-                small_image_warning(decoded.size, self.preprocessing.image_size))
+    def _prepared(self, image: ImageInput) -> _Prepared:
+        """The model input, a warning for an image far smaller than the model's input, and the file to decode in
+        full if the answer is close (when it was decoded reduced)."""
+        decoded, reduced = self._decoded(image)
+        return _Prepared(to_model_input(decoded, self.preprocessing),
+                         small_image_warning(decoded.size, self.preprocessing.image_size),
+                         Path(image) if reduced else None)
+
+    def _rechecked(self, probabilities: np.ndarray, reduced_files: list[Path | None]) -> np.ndarray:
+        """`probabilities` of a batch, each row that came from a reduced decode and whose top two probabilities are
+        within `recheck_margin` replaced by the prediction from that file's full decode (kept where the file can no
+        longer be read)."""
+        top_two = np.partition(probabilities, -2, axis=1)[:, -2:]
+        full: dict[int, np.ndarray] = {}
+        for i, path in enumerate(reduced_files):
+            if path is not None and top_two[i, 1] - top_two[i, 0] < self.recheck_margin:
+                try:
+                    full[i] = to_model_input(self._decoded(path, draft=False)[0], self.preprocessing)
+                except EdgelesionError:
+                    continue
+        if not full:
+            return probabilities
+        rechecked = probabilities.copy()
+        rechecked[list(full)] = self.runner.predict(np.stack(list(full.values())))
+        return rechecked
 
     def _result(self, probabilities: np.ndarray, source: str | None, warning: str | None) -> Prediction:
         alert = None
@@ -117,8 +162,9 @@ class Classifier:
     def predict(self, image: ImageInput) -> Prediction:
         """Classify one image."""
         source = str(image) if isinstance(image, (str, Path)) else None
-        pixels, warning = self._prepared(image)
-        return self._result(self.runner.predict(pixels[None])[0], source, warning)
+        prepared = self._prepared(image)
+        probabilities = self._rechecked(self.runner.predict(prepared.pixels[None]), [prepared.reduced_file])
+        return self._result(probabilities[0], source, prepared.warning)
 
     def predict_many(self, images: Iterable[ImageInput], *, batch_size: int = 32, progress: bool = False,
                      workers: int = 4) -> Iterator[Prediction | FailedImage]:
@@ -130,7 +176,7 @@ class Classifier:
         bar = tqdm(total=len(items) if progress else None, unit="img", desc="predicting",  # type: ignore[arg-type]
                    disable=not progress)
 
-        def load(item: ImageInput) -> tuple[str | None, tuple[np.ndarray, str | None] | str]:
+        def load(item: ImageInput) -> tuple[str | None, _Prepared | str]:
             source = str(item) if isinstance(item, (str, Path)) else None
             try:
                 return source, self._prepared(item)
@@ -148,13 +194,14 @@ class Classifier:
                 yield from self._run_batch([pending.popleft().result() for _ in range(min(batch_size, len(pending)))], bar)
         bar.close()
 
-    def _run_batch(self, loaded: list[tuple[str | None, tuple[np.ndarray, str | None] | str]], bar: tqdm
+    def _run_batch(self, loaded: list[tuple[str | None, _Prepared | str]], bar: tqdm
                    ) -> Iterator[Prediction | FailedImage]:
-        good = [prepared[0] for _, prepared in loaded if not isinstance(prepared, str)]
-        probabilities = iter(self.runner.predict(np.stack(good)) if good else [])
+        good = [prepared for _, prepared in loaded if not isinstance(prepared, str)]
+        probabilities = iter(self._rechecked(self.runner.predict(np.stack([p.pixels for p in good])),
+                                             [p.reduced_file for p in good]) if good else [])
         for source, prepared in loaded:
             if isinstance(prepared, str):
                 yield FailedImage(source or "<image>", prepared)
             else:
-                yield self._result(next(probabilities), source, prepared[1])
+                yield self._result(next(probabilities), source, prepared.warning)
         bar.update(len(loaded))
