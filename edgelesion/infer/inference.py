@@ -134,23 +134,28 @@ class Classifier:
                          small_image_warning(decoded.size, self.preprocessing.image_size),
                          Path(image) if reduced else None)
 
-    def _rechecked(self, probabilities: np.ndarray, reduced_files: list[Path | None]) -> np.ndarray:
+    def _rechecked(self, probabilities: np.ndarray, reduced_files: list[Path | None],
+                   pool: ThreadPoolExecutor | None = None) -> np.ndarray:
         """`probabilities` of a batch, each row that came from a reduced decode and whose top two probabilities are
-        within `recheck_margin` replaced by the prediction from that file's full decode (kept where the file can no
-        longer be read)."""
+        within `recheck_margin` replaced by the prediction from that file's full decode (decoded in `pool`'s
+        threads if given; kept where the file can no longer be read)."""
         top_two = np.partition(probabilities, -2, axis=1)[:, -2:]
-        full: dict[int, np.ndarray] = {}
-        for i, path in enumerate(reduced_files):
-            if path is not None and top_two[i, 1] - top_two[i, 0] < self.recheck_margin:
-                try:
-                    full[i] = to_model_input(self._decoded(path, draft=False)[0], self.preprocessing)
-                except EdgelesionError:
-                    continue
+        close = [i for i, path in enumerate(reduced_files)
+                 if path is not None and top_two[i, 1] - top_two[i, 0] < self.recheck_margin]
+        decoded = (pool.map if pool else map)(self._full_pixels, [reduced_files[i] for i in close])
+        full = {i: pixels for i, pixels in zip(close, decoded) if pixels is not None}
         if not full:
             return probabilities
         rechecked = probabilities.copy()
         rechecked[list(full)] = self.runner.predict(np.stack(list(full.values())))
         return rechecked
+
+    def _full_pixels(self, path: Path) -> np.ndarray | None:
+        """The model input from the file's full decode; None if it can no longer be read."""
+        try:
+            return to_model_input(self._decoded(path, draft=False)[0], self.preprocessing)
+        except EdgelesionError:
+            return None
 
     def _result(self, probabilities: np.ndarray, source: str | None, warning: str | None) -> Prediction:
         alert = None
@@ -189,16 +194,17 @@ class Classifier:
             for item in iterator:  # keep two batches of decoding in flight
                 pending.append(pool.submit(load, item))
                 if len(pending) >= 2 * batch_size:
-                    yield from self._run_batch([pending.popleft().result() for _ in range(batch_size)], bar)
+                    yield from self._run_batch([pending.popleft().result() for _ in range(batch_size)], bar, pool)
             while pending:
-                yield from self._run_batch([pending.popleft().result() for _ in range(min(batch_size, len(pending)))], bar)
+                yield from self._run_batch([pending.popleft().result() for _ in range(min(batch_size, len(pending)))],
+                                           bar, pool)
         bar.close()
 
-    def _run_batch(self, loaded: list[tuple[str | None, _Prepared | str]], bar: tqdm
+    def _run_batch(self, loaded: list[tuple[str | None, _Prepared | str]], bar: tqdm, pool: ThreadPoolExecutor
                    ) -> Iterator[Prediction | FailedImage]:
         good = [prepared for _, prepared in loaded if not isinstance(prepared, str)]
         probabilities = iter(self._rechecked(self.runner.predict(np.stack([p.pixels for p in good])),
-                                             [p.reduced_file for p in good]) if good else [])
+                                             [p.reduced_file for p in good], pool) if good else [])
         for source, prepared in loaded:
             if isinstance(prepared, str):
                 yield FailedImage(source or "<image>", prepared)
