@@ -14,6 +14,7 @@ compared: the same recipe's fold differs by a point or more from one CPU to anot
 from __future__ import annotations
 
 import argparse
+
 import numpy as np
 
 from benchmarks.common import RUNS, finished_metrics, markdown_table, record, write_table

@@ -36,7 +36,7 @@ from edgelesion import Classifier
 from edgelesion.export.parity import predict_oriented
 from edgelesion.fileio import read_json, write_text
 from edgelesion.images import IMAGE_SUFFIXES
-from edgelesion.infer.runtimes import predict_in_batches
+from edgelesion.infer.runtimes import predict_in_batches, top_two_margin
 
 SIZES = {"1024x768": (1024, 768), "4000x3000": (4000, 3000)}
 
@@ -78,10 +78,11 @@ def compare(bundle: Path, files: list[Path], margin: int | None) -> dict:
     full = Classifier.load(bundle, "int8.tflite", jpeg_draft=False)
     reduced_pixels, reduced_ms = decode_seconds(reduced, files)
     full_pixels, full_ms = decode_seconds(full, files)
-    factor = full.decoded(files[0]).width // reduced.decoded(files[0]).width
+    reduced_size = reduced.decoded(files[0]).size
+    factor = full.decoded(files[0]).width // reduced_size[0]
     box_pixels = np.stack([full.pixels(full.decoded(f).reduce(factor)) for f in files]) if factor > 1 else None
     result = {"images": len(files), "jpeg_draft_margin": reduced.preprocessing.jpeg_draft_margin, "reduction": factor,
-              "decoded_size_reduced": list(reduced.decoded(files[0]).size),
+              "decoded_size_reduced": list(reduced_size),
               "decode_resize_ms_median": {"full": full_ms * 1e3, "reduced": reduced_ms * 1e3},
               "decode_speedup": full_ms / reduced_ms,
               "predict_images_per_second": {"full": predict_throughput(full, files),
@@ -94,8 +95,7 @@ def compare(bundle: Path, files: list[Path], margin: int | None) -> dict:
         full_probabilities, reduced_probabilities = predict(full_pixels), predict(reduced_pixels)
         result["artifacts"][name] = agreement(full_probabilities, reduced_probabilities, len(files))
         if box_pixels is not None:
-            top_two = np.partition(reduced_probabilities, -2, axis=1)[:, -2:]
-            close = top_two[:, 1] - top_two[:, 0] < reduced.recheck_margin
+            close = top_two_margin(reduced_probabilities) < reduced.recheck_margin  # as Classifier decides again
             answered = np.where(close[:, None], full_probabilities, reduced_probabilities)
             result["artifacts"][name]["rechecked"] = {**agreement(full_probabilities, answered, len(files)),
                                                       "margin": reduced.recheck_margin,

@@ -314,6 +314,9 @@ def test_a_close_answer_from_a_reduced_decode_is_decided_again_from_the_full_dec
     rows = list(above.predict_many([big, small, tmp_path / "missing.jpg"], batch_size=2))
     assert rows[0].probabilities == pytest.approx(exact, abs=1e-6) and isinstance(rows[2], FailedImage)
     assert rows[1].probabilities == reduced.predict(small).probabilities  # its own answer, not the big one's
+    close = np.array([list(reduced.predict(big).probabilities.values())])
+    assert not np.array_equal(above._rechecked(close, [big]), close)
+    np.testing.assert_array_equal(above._rechecked(close, [tmp_path / "gone.jpg"]), close)  # vanished since: kept
     with pytest.raises(EdgelesionError, match="recheck_margin 2 must be"):
         Classifier.load(bundle_dir, "float32.onnx", recheck_margin=2)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgelesion.infer.runtimes import top_two_margin
 from edgelesion.metrics import balanced_accuracy, paired_difference, sensitivity
 
 SURE_PROBABILITY = 0.5  # an image the reference model is sure of: its top-1 probability is at least this
@@ -81,8 +82,7 @@ def top1_tie_rate(probabilities: np.ndarray) -> float:
     """Fraction of rows whose two highest probabilities are exactly equal (arg-max then decides by class order)."""
     if not len(probabilities):
         return 0.0
-    top_two = np.sort(probabilities, axis=1)[:, -2:]
-    return float((top_two[:, 0] == top_two[:, 1]).mean())
+    return float((top_two_margin(probabilities) == 0).mean())
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray, scored: list[int],

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from edgelesion.errors import EdgelesionError
 from edgelesion.infer.bundle_reader import bundle_preprocessing, labels_disagreement, read_bundle, verified_artifact
 from edgelesion.images import UnreadableImage, read_image, small_image_warning, to_model_input, to_rgb
-from edgelesion.infer.runtimes import Runner, open_runner
+from edgelesion.infer.runtimes import Runner, open_runner, top_two_margin
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 # A reduced JPEG decode moves the model input by about 0.1 grey level, which flips the top-1 answer of about 1% of
@@ -139,9 +139,8 @@ class Classifier:
         """`probabilities` of a batch, each row that came from a reduced decode and whose top two probabilities are
         within `recheck_margin` replaced by the prediction from that file's full decode (decoded in `pool`'s
         threads if given; kept where the file can no longer be read)."""
-        top_two = np.partition(probabilities, -2, axis=1)[:, -2:]
-        close = [i for i, path in enumerate(reduced_files)
-                 if path is not None and top_two[i, 1] - top_two[i, 0] < self.recheck_margin]
+        margins = top_two_margin(probabilities)
+        close = [i for i, path in enumerate(reduced_files) if path is not None and margins[i] < self.recheck_margin]
         decoded = (pool.map if pool else map)(self._full_pixels, [reduced_files[i] for i in close])
         full = {i: pixels for i, pixels in zip(close, decoded) if pixels is not None}
         if not full:

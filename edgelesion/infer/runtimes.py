@@ -103,3 +103,9 @@ def open_runner(path: str | Path, threads: int | None = None) -> Runner:
 def predict_in_batches(runner: Runner, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Probabilities for many images, `batch_size` at a time."""
     return np.concatenate([runner.predict(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)])
+
+
+def top_two_margin(probabilities: np.ndarray) -> np.ndarray:
+    """Each row's highest probability minus its second highest (0: a tie, which arg-max decides by class order)."""
+    top_two = np.partition(probabilities, -2, axis=1)[:, -2:]
+    return top_two[:, 1] - top_two[:, 0]
