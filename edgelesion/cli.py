@@ -210,8 +210,9 @@ def _add_export(sub: argparse._SubParsersAction, summary: str) -> None:
     p.add_argument("--artifacts", default=",".join(ARTIFACTS),
                    help=f"comma-separated subset of {','.join(ARTIFACTS)} (default: all)")
     p.add_argument("--int8", choices=INT8_METHODS, default="auto",
-                   help="how int8.tflite is made: qat (quantization-aware fine-tune), ptq (post-training), or auto "
-                        "(default: both, shipping the one that agrees better with the float model)")
+                   help="how int8.tflite and int8.onnx are made: qat (quantization-aware fine-tune; int8.onnx is its "
+                        "int8.tflite converted), ptq (post-training: TFLite's, onnxruntime's), or auto (default: both, "
+                        "shipping for each artifact the one that agrees better with the float model)")
     p.add_argument("--qat-epochs", type=int, default=qat.epochs, help=f"QAT fine-tune epochs (default {qat.epochs})")
     p.add_argument("--qat-learning-rate", type=float, default=qat.learning_rate,
                    help=f"QAT Adam learning rate (default {qat.learning_rate})")

@@ -9,20 +9,23 @@ import shutil
 import numpy as np
 import pytest
 
-from edgelesion.export.exporting import ExportOptions, _closeness, export_run
+from edgelesion.export.exporting import INT8_ARTIFACTS, ExportOptions, _closeness, export_run
 from edgelesion.export.parity import (INT8_TOLERANCE, ORIENTATIONS, compare, failures, oriented, predict_oriented,
                                      top1_tie_rate)
 
 
-def test_auto_builds_both_int8_tflite_files_and_ships_the_one_closer_to_the_float_model(bundle_dir):
+@pytest.mark.parametrize("artifact", INT8_ARTIFACTS)
+def test_auto_builds_both_int8_files_and_ships_the_one_closer_to_the_float_model(bundle_dir, artifact):
     bundle = json.loads((bundle_dir / "bundle.json").read_text())
-    entry = bundle["artifacts"]["int8.tflite"]
+    entry = bundle["artifacts"][artifact]
     candidates = entry["int8_candidates"]
     assert bundle["int8_method"] == "auto" and set(candidates) == {"qat", "ptq"}
     ranked = sorted(candidates, key=lambda method: _closeness(  # the figures bundle.json records for each
         {"parity": {"vs_float": candidates[method]["vs_float"]}}, candidates[method]["problems"], method))
     assert entry["int8_method"] == ranked[0]
     assert entry["parity"]["vs_float"]["top1_agreement"] == candidates[ranked[0]]["vs_float"]["top1_agreement"]
+    if artifact == "int8.onnx":  # onnxruntime's quantization settings are recorded when its file ships
+        assert ("onnx_int8_scheme" in entry) == (entry["int8_method"] == "ptq")
     assert [p.name for p in bundle_dir.iterdir() if p.name.startswith(".")] == []  # the other candidate is gone
 
 
@@ -66,14 +69,19 @@ def test_post_training_int8_tflite_takes_pinned_uint8_pixels_and_ends_in_a_float
     assert top1_tie_rate(probabilities) == 0.0  # int8 logits would tie classes less than one step apart
 
 
-def test_int8_onnx_has_uint8_activations_seven_bit_weights_but_the_first_convolution_and_a_float_head(bundle_dir):
+def test_onnxruntimes_int8_onnx_has_uint8_activations_seven_bit_weights_but_the_first_convolution_and_a_float_head(
+        bundle_dir, tmp_path):
     """8-bit int8 weights saturate onnxruntime's 16-bit pair sums on AVX2-only CPUs (61% agreement on Lite0 there)
     in every op of this model (no depthwise convolution) but the first convolution, whose 8-bit uint8 weights
     run in kernels that cannot saturate; uint8 activations are what those kernels run fastest."""
     import onnx
     from onnx import numpy_helper
 
-    graph = onnx.load(str(bundle_dir / "int8.onnx")).graph
+    from edgelesion.export.onnx_export import quantize_static_int8
+
+    calibration = np.random.default_rng(0).integers(0, 256, (16, *_input_shape(bundle_dir)), dtype=np.uint8)
+    quantize_static_int8(bundle_dir / "float32.onnx", tmp_path / "int8.onnx", calibration)
+    graph = onnx.load(str(tmp_path / "int8.onnx")).graph
     initializers = {t.name: t for t in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
     conv_weights = [initializers[producer[node.input[1]].input[0]] for node in graph.node if node.op_type == "Conv"]
@@ -86,9 +94,6 @@ def test_int8_onnx_has_uint8_activations_seven_bit_weights_but_the_first_convolu
     activation_zero_points = {initializers[node.input[2]].data_type for node in graph.node
                               if node.op_type == "QuantizeLinear"}
     assert activation_zero_points == {onnx.TensorProto.UINT8}
-    entry = json.loads((bundle_dir / "bundle.json").read_text())["artifacts"]["int8.onnx"]
-    assert entry["onnx_int8_scheme"] == {"activations": "uint8", "eight_bit_weights": "depthwise",
-                                         "pixel_conv_weights": "uint8"}
     (softmax,) = [node for node in graph.node if node.op_type == "Softmax"]
     assert softmax.output[0] == graph.output[0].name  # probabilities come straight from the float softmax
     # the classifier head before it is float too (float weights), reading the dequantized int8 features
@@ -98,6 +103,60 @@ def test_int8_onnx_has_uint8_activations_seven_bit_weights_but_the_first_convolu
     assert head.op_type in ("MatMul", "Gemm")
     features, weights = (producer.get(name) for name in head.input[:2])
     assert features.op_type == "DequantizeLinear" and weights is None  # a float initializer, not dequantized int8
+
+
+def _input_shape(bundle_dir) -> tuple[int, int, int]:
+    size = json.loads((bundle_dir / "bundle.json").read_text())["artifacts"]["float32.onnx"]["input"]["shape"][1]
+    return size, size, 3
+
+
+def test_int8_onnx_from_the_qat_file_runs_fused_uint8_activations_and_seven_bit_weights_as_its_tflite_does(
+        bundle_dir, trained_run, tmp_path):
+    """The QAT int8.tflite converted: weights on the 7-bit grid QAT trained (AVX2-safe), every convolution and the
+    hidden Dense fused into onnxruntime's integer kernels, and the tflite file's answers."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from edgelesion._tf import keras
+    from edgelesion.export.calibration import calibration_sample
+    from edgelesion.export.qat import load_quantized_core
+    from edgelesion.export.tflite_export import convert_int8_qat
+    from edgelesion.export.tflite_to_onnx import convert_int8_tflite
+    from edgelesion.infer.runtimes import open_runner, predict_in_batches
+    from edgelesion.train.evaluation import recorded_splits
+    from edgelesion.train.runs import RunDir, read_run
+
+    run, info = RunDir(trained_run), read_run(trained_run)
+    train, val = recorded_splits(run, info, "train", "val")
+    float_model = keras.models.load_model(run.best_model)
+    qat_file = tmp_path / "qat.tflite"
+    qat_file.write_bytes(convert_int8_qat(float_model, load_quantized_core(float_model, trained_run / "qat"),
+                                          calibration_sample(train.images, n=16, seed=0), info.config.preprocessing))
+    convert_int8_tflite(qat_file, tmp_path / "int8.onnx")
+
+    graph = onnx.load(str(tmp_path / "int8.onnx")).graph
+    (pixels,) = graph.input
+    assert pixels.name == "pixels" and pixels.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    initializers = {t.name: t for t in graph.initializer}
+    weights = [numpy_helper.to_array(initializers[node.input[0]]) for node in graph.node
+               if node.op_type == "DequantizeLinear" and node.input[0] in initializers
+               and initializers[node.input[0]].data_type == onnx.TensorProto.INT8]
+    assert len(weights) >= 3 and max(int(np.abs(w.astype(int)).max()) for w in weights) == 63
+    assert {initializers[node.input[2]].data_type for node in graph.node if node.op_type == "QuantizeLinear"} == {
+        onnx.TensorProto.UINT8}
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(tmp_path / "int8.onnx"), options, providers=["CPUExecutionProvider"])
+    optimized = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert "QLinearConv" in optimized and "Conv" not in optimized and "FusedConv" not in optimized
+    assert optimized.count("DequantizeLinear") == 1  # one, before the float head: nothing else in float
+
+    tflite, onnx_file = (predict_oriented(lambda view, r=open_runner(path): predict_in_batches(r, view), val.images)
+                         for path in (qat_file, tmp_path / "int8.onnx"))
+    assert (tflite.argmax(axis=1) == onnx_file.argmax(axis=1)).mean() >= 0.95
+    assert np.abs(tflite - onnx_file).max() < 0.1
 
 
 def _three_class_case() -> tuple[np.ndarray, np.ndarray]:
@@ -294,9 +353,10 @@ def test_qat_ranges_start_at_the_float_activations_and_the_logits_stay_float(tra
     assert ranges(hidden.name)["post_activation_min:0"] == 0.0  # ReLU
     assert ranges(hidden.name)["post_activation_max:0"] == pytest.approx(observed.max(), rel=1e-5)
 
-    # every range calibrated, no weight changed: the QAT model keeps the float model's answers
+    # every range calibrated, no weight changed (beyond their 7-bit grid): the QAT model keeps the float model's answers
     float_probs, qat_probs = predict(float_model, val.images), predict(with_scaling(float_model, quantized), val.images)
-    assert np.abs(float_probs - qat_probs).max() < 0.1
+    assert (float_probs.argmax(axis=1) == qat_probs.argmax(axis=1)).all()
+    assert np.abs(float_probs - qat_probs).max() < 0.15
     assert (float_probs.argmax(1) == qat_probs.argmax(1)).mean() >= 0.9
 
 

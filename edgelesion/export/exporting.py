@@ -23,6 +23,7 @@ from edgelesion.train.evaluation import predict, recorded_splits
 from edgelesion.fileio import replace_dir, sha256_file, staging_dir
 from edgelesion.export.mediapipe_check import INSTALL_HINT, mediapipe_agreement
 from edgelesion.export.onnx_export import OnnxInt8Scheme
+from edgelesion.preprocessing import Preprocessing
 from edgelesion.metrics import classification_metrics, scored_class_indices
 from edgelesion.export.parity import (CONVERSION_TOLERANCE, DEFAULT_TOLERANCES, ORIENTATIONS, Tolerance, compare, failures,
                                      predict_oriented)
@@ -37,9 +38,13 @@ from edgelesion.thresholds import TARGET_SENSITIVITY, melanoma_threshold
 from edgelesion.train.training import training_arrays
 
 ARTIFACTS = tuple(DEFAULT_TOLERANCES)  # float32.tflite, float16.tflite, int8.tflite, float32.onnx, int8.onnx
-# how int8.tflite is made: quantization-aware fine-tune, post-training quantization, or both and the closer one
+# how the int8 artifacts are made: quantization-aware fine-tune, post-training quantization, or both and the closer one
 INT8_METHODS = ("auto", "qat", "ptq")
-# the figures against the float model that bundle.json keeps for each int8.tflite candidate
+INT8_ARTIFACTS = ("int8.tflite", "int8.onnx")
+METHOD_NAMES = {"int8.tflite": {"qat": "quantization-aware training", "ptq": "post-training quantization"},
+                "int8.onnx": {"qat": "conversion of the QAT int8.tflite",
+                              "ptq": "onnxruntime's post-training quantization"}}
+# the figures against the float model that bundle.json keeps for each int8 candidate
 CANDIDATE_FIGURES = ("images", "views", "top1_agreement", "sure_top1_agreement", "sure_images",
                      "delta_balanced_accuracy", "delta_balanced_accuracy_ci95", "top1_ties", "max_abs_prob_diff", "as_is")
 
@@ -86,9 +91,8 @@ def described_tflite(tflite: bytes, description: ModelDescription) -> bytes:
     return with_metadata(tflite, description)
 
 
-def _write_artifact(target: Path, float_model: keras.Model, calibration: np.ndarray, staging: Path,
-                    description: ModelDescription, onnx_int8: OnnxInt8Scheme) -> None:
-    """Every artifact but int8.tflite (see export_int8_tflite), with its description inside."""
+def _write_artifact(target: Path, float_model: keras.Model, staging: Path, description: ModelDescription) -> None:
+    """Every float artifact (the int8 ones: export_int8), with its description inside."""
     from edgelesion.export import onnx_export, tflite_export
 
     name = description.artifact
@@ -98,14 +102,50 @@ def _write_artifact(target: Path, float_model: keras.Model, calibration: np.ndar
         target.write_bytes(described_tflite(tflite_export.convert_float16(float_model), description))
     elif name == "float32.onnx":
         onnx_export.convert_float32(float_model, target)
-    elif name == "int8.onnx":
-        float_onnx = staging / "float32.onnx"
-        if not float_onnx.exists():
-            onnx_export.convert_float32(float_model, staging / ".float32-for-int8.onnx")
-            float_onnx = staging / ".float32-for-int8.onnx"
-        onnx_export.quantize_static_int8(float_onnx, target, calibration, onnx_int8)
-        (staging / ".float32-for-int8.onnx").unlink(missing_ok=True)
-    if name.endswith(".onnx"):
+        onnx_export.write_metadata(target, description.onnx_properties())
+
+
+@dataclass
+class Int8Sources:
+    """What the int8 artifacts are made from. The QAT int8.tflite file is converted once and serves both int8.tflite
+    and int8.onnx (tflite_to_onnx)."""
+
+    float_model: keras.Model
+    quantized_core: keras.Model | None  # None: no QAT fine-tune (--int8 ptq)
+    calibration: np.ndarray
+    preprocessing: Preprocessing
+    onnx_int8: OnnxInt8Scheme
+    _qat_tflite: bytes | None = None
+
+    def qat_tflite(self) -> bytes:
+        from edgelesion.export import tflite_export
+
+        if self._qat_tflite is None:
+            self._qat_tflite = tflite_export.convert_int8_qat(self.float_model, self.quantized_core, self.calibration,
+                                                              self.preprocessing)
+        return self._qat_tflite
+
+    def write(self, target: Path, method: str, description: ModelDescription, staging: Path) -> None:
+        """The int8 artifact `description.artifact` made by `method` (qat or ptq), with its description inside."""
+        from edgelesion.export import onnx_export, tflite_export, tflite_to_onnx
+
+        if description.artifact == "int8.tflite":
+            converted = (self.qat_tflite() if method == "qat" else
+                         tflite_export.convert_int8_ptq(self.float_model, self.calibration, self.preprocessing))
+            target.write_bytes(described_tflite(converted, description))
+            return
+        if method == "qat":
+            qat_file = staging / ".int8-qat-for-onnx.tflite"
+            qat_file.write_bytes(self.qat_tflite())
+            tflite_to_onnx.convert_int8_tflite(qat_file, target)
+            qat_file.unlink()
+        else:
+            float_onnx = staging / "float32.onnx"  # when the bundle has one already
+            if not float_onnx.exists():
+                float_onnx = staging / ".float32-for-int8.onnx"
+                onnx_export.convert_float32(self.float_model, float_onnx)
+            onnx_export.quantize_static_int8(float_onnx, target, self.calibration, self.onnx_int8)
+            (staging / ".float32-for-int8.onnx").unlink(missing_ok=True)
         onnx_export.write_metadata(target, description.onnx_properties())
 
 
@@ -118,39 +158,35 @@ def _closeness(entry: dict[str, Any], missed: list[str], method: str) -> tuple:
             abs(judged["delta_balanced_accuracy"] or 0.0), method != "ptq")
 
 
-def export_int8_tflite(staging: Path, method: str, float_model: keras.Model, quantized_core: keras.Model | None,
-                       calibration: np.ndarray, description: ModelDescription,
-                       validate: Callable[[Path, dict[str, np.ndarray]], tuple[dict[str, Any], list[str]]],
-                       references: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[str]]:
-    """Write int8.tflite by QAT, by post-training quantization, or (method "auto") both, shipping the one that
-    agrees better with the float model on the validation split; every candidate's figures go in its entry."""
-    from edgelesion.export import tflite_export
-
+def export_int8(staging: Path, method: str, sources: Int8Sources, description: ModelDescription,
+                validate: Callable[[Path, dict[str, np.ndarray]], tuple[dict[str, Any], list[str]]],
+                references: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[str]]:
+    """Write int8.tflite or int8.onnx by QAT, by post-training quantization, or (method "auto") both, shipping the
+    one that agrees better with the float model on the validation split; every candidate's figures go in its entry.
+    A QAT file is also checked against the QAT model it was converted from."""
+    name = description.artifact
     candidates = {}
     for candidate in (("qat", "ptq") if method == "auto" else (method,)):
-        path = staging / f".int8-{candidate}.tflite"
-        if candidate == "qat":
-            converted = tflite_export.convert_int8_qat(float_model, quantized_core, calibration,
-                                                        description.preprocessing)
-        else:
-            converted = tflite_export.convert_int8_ptq(float_model, calibration, description.preprocessing)
-        path.write_bytes(described_tflite(converted, description))
-        print(f"  int8.tflite by {'quantization-aware training' if candidate == 'qat' else 'post-training quantization'}:")
+        path = staging / f".{candidate}-{name}"
+        sources.write(path, candidate, description, staging)
+        print(f"  {name} by {METHOD_NAMES[name][candidate]}:")
         entry, missed = validate(path, references if candidate == "qat" else {"float": references["float"]})
         if candidate == "qat":  # is the file faithful to the QAT model it was converted from?
-            missed += failures("int8.tflite", entry["parity"]["vs_qat"], CONVERSION_TOLERANCE, "QAT")
+            missed += failures(name, entry["parity"]["vs_qat"], CONVERSION_TOLERANCE, "QAT")
             entry["passed"] = not missed
         candidates[candidate] = (path, entry, missed)
     chosen = min(candidates, key=lambda c: _closeness(candidates[c][1], candidates[c][2], c))
     path, entry, missed = candidates[chosen]
-    path.rename(staging / "int8.tflite")
+    path.rename(staging / name)
     for other, (other_path, _, _) in candidates.items():
         other_path.unlink(missing_ok=True)
     entry["int8_method"] = chosen
     entry["int8_candidates"] = {c: {"passed": e["passed"], "problems": m, "vs_float": {
         k: e["parity"]["vs_float"][k] for k in CANDIDATE_FIGURES}} for c, (_, e, m) in candidates.items()}
+    if chosen == "ptq" and name == "int8.onnx":
+        entry["onnx_int8_scheme"] = asdict(sources.onnx_int8)
     if len(candidates) > 1:
-        print(f"  int8.tflite: shipping the {chosen.upper()} file (closer to the float model on the validation split)")
+        print(f"  {name}: shipping the {chosen.upper()} file (closer to the float model on the validation split)")
     return entry, missed
 
 
@@ -253,12 +289,13 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
 
     references = {"float": predict_oriented(lambda view: predict(float_model, view), val.images)}  # see validate_artifact
     quantized_core = None
-    if "int8.tflite" in options.artifacts and options.int8 in ("qat", "auto"):
+    if set(INT8_ARTIFACTS) & set(options.artifacts) and options.int8 in ("qat", "auto"):
         x, y, weights = training_arrays(run, train, config, default_cache_dir(), progress)
         quantized_core = qat_finetune(float_model, x, y, weights, calibration, run.root / "qat", options.qat, config,
                                       progress=progress)
         qat_model = with_scaling(float_model, quantized_core)  # what its int8 file computes (qat.quantize_core)
         references["qat"] = predict_oriented(lambda view: predict(qat_model, view), val.images)
+    int8_sources = Int8Sources(float_model, quantized_core, calibration, config.preprocessing, options.onnx_int8)
 
     scored = scored_class_indices(val.labels, len(classes), config.min_support)
     positive = classes.index(config.positive_class) if config.positive_class in classes else None
@@ -273,14 +310,11 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
                                          options.melanoma_sensitivity)
 
             description = ModelDescription(name, classes, config.preprocessing, source_sha256)
-            if name == "int8.tflite":
-                entry, missed = export_int8_tflite(staging, options.int8, float_model, quantized_core, calibration,
-                                                   description, validate, references)
+            if name in INT8_ARTIFACTS:
+                entry, missed = export_int8(staging, options.int8, int8_sources, description, validate, references)
             else:
-                _write_artifact(staging / name, float_model, calibration, staging, description, options.onnx_int8)
+                _write_artifact(staging / name, float_model, staging, description)
                 entry, missed = validate(staging / name, references)
-                if name == "int8.onnx":
-                    entry["onnx_int8_scheme"] = asdict(options.onnx_int8)
             entry["input"] = input_spec(name, config.preprocessing)
             artifacts[name], problems = entry, problems + missed
             if missed:

@@ -14,6 +14,10 @@ from typing import Literal, get_args
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+    default_8bit_quantize_registry as default_registry,
+    default_8bit_quantize_scheme as default_scheme,
+)
 
 from edgelesion._tf import keras, tf
 from edgelesion.train.config import TrainConfig
@@ -62,8 +66,16 @@ def _short(weight: tf.Variable) -> str:
     return weight.name.split("/")[-1]
 
 
+# Weights of convolutions (not depthwise) and Dense layers train on a 7-bit grid (int8 values -63..63): int8.onnx is
+# made from the int8.tflite file (onnx_export.convert_int8_tflite), and onnxruntime's uint8 x int8 kernels on x86 CPUs
+# without VNNI (AVX2 only) add pairs of products in 16 bits, which saturate on 8-bit weights (2 x 255 x 127 > 32767)
+# but not on 7-bit ones (2 x 255 x 63 < 32767). Depthwise kernels cannot saturate and keep 8 bits.
+WEIGHT_BITS = 7
+
+
 class DenseQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
-    """Dense as tfmot's default 8-bit scheme quantizes it, but with one kernel scale per output unit.
+    """Dense as tfmot's default 8-bit scheme quantizes it, but with one kernel scale per output unit, on the
+    WEIGHT_BITS grid.
 
     tfmot 0.8 quantizes a Dense kernel per tensor (one scale for the seed models' whole 30,976 x 128
     kernel), where TFLite's and onnxruntime's post-training paths use one scale per output channel.
@@ -78,7 +90,7 @@ class DenseQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         self.quantize_kernel = quantize_kernel
         self.quantize_output = quantize_output  # False: the layer's output stays float (the classifier head's logits)
         quantizers = tfmot.quantization.keras.quantizers
-        self.kernel_quantizer = quantizers.LastValueQuantizer(num_bits=8, per_axis=True, symmetric=True,
+        self.kernel_quantizer = quantizers.LastValueQuantizer(num_bits=WEIGHT_BITS, per_axis=True, symmetric=True,
                                                               narrow_range=True)
         self.activation_quantizer = quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
                                                                       narrow_range=False)
@@ -104,8 +116,34 @@ class DenseQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         return {"quantize_kernel": self.quantize_kernel, "quantize_output": self.quantize_output}
 
 
+class NarrowConvQuantizeConfig(default_registry.Default8BitConvQuantizeConfig):
+    """A full (not depthwise) convolution as tfmot's default 8-bit scheme quantizes it, its kernel on the
+    WEIGHT_BITS per-channel grid."""
+
+    def __init__(self, weight_attrs: list[str], activation_attrs: list[str], quantize_output: bool) -> None:
+        super().__init__(weight_attrs, activation_attrs, quantize_output)
+        self.weight_quantizer.num_bits = WEIGHT_BITS
+
+
+class _NarrowConvRegistry(default_registry.Default8BitQuantizeRegistry):
+    def get_quantize_config(self, layer: keras.layers.Layer) -> tfmot.quantization.keras.QuantizeConfig:
+        if type(layer) is keras.layers.Conv2D:
+            return NarrowConvQuantizeConfig(["kernel"], ["activation"], False)
+        return super().get_quantize_config(layer)
+
+
+class NarrowConvScheme(default_scheme.Default8BitQuantizeScheme):
+    """tfmot's default 8-bit scheme with NarrowConvQuantizeConfig for full convolutions. A scheme's registry is
+    consulted after tfmot's layout transforms, so Conv + BatchNorm + ReLU6 still fold as they do by default
+    (annotating a convolution with its own config would turn those transforms off)."""
+
+    def get_quantize_registry(self) -> default_registry.Default8BitQuantizeRegistry:
+        return _NarrowConvRegistry()
+
+
 # what a QAT checkpoint was trained with: one made under another scheme is started again
-QAT_SCHEME = "tfmot default 8-bit, per-channel Dense kernels, BatchNorm frozen, float logits"
+QAT_SCHEME = ("tfmot default 8-bit, 7-bit convolution and per-channel Dense kernels, BatchNorm frozen, "
+              "float logits")
 
 
 def _quantized(core: keras.Model, *, quantize_dense_kernels: bool, quantize_logits: bool = True) -> keras.Model:
@@ -125,7 +163,7 @@ def _quantized(core: keras.Model, *, quantize_dense_kernels: bool, quantize_logi
     annotated = keras.models.clone_model(core, clone_function=annotate)
     annotated.set_weights(core.get_weights())
     with q.quantize_scope({"DenseQuantizeConfig": DenseQuantizeConfig}):
-        return q.quantize_apply(q.quantize_annotate_model(annotated))
+        return q.quantize_apply(q.quantize_annotate_model(annotated), NarrowConvScheme())
 
 
 def quantize_core(core: keras.Model, scaled_range: tuple[float, float]) -> keras.Model:
