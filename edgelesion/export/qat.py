@@ -74,8 +74,9 @@ WEIGHT_BITS = 7
 
 
 class DenseQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
-    """Dense as tfmot's default 8-bit scheme quantizes it, but with one kernel scale per output unit, on the
-    WEIGHT_BITS grid.
+    """Dense as tfmot's default 8-bit scheme quantizes it, but with one kernel scale per output unit, on a
+    `kernel_bits` grid: WEIGHT_BITS for a hidden layer, 8 for the classifier head, whose file keeps the values of
+    the converter's 8-bit grid in float (tflite_export.float_head_tail).
 
     tfmot 0.8 quantizes a Dense kernel per tensor (one scale for the seed models' whole 30,976 x 128
     kernel), where TFLite's and onnxruntime's post-training paths use one scale per output channel.
@@ -83,14 +84,16 @@ class DenseQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     op has mismatched quantized axes": it transposes the kernel for FULLY_CONNECTED after quantizing
     it). So the graph handed to the converter (`for_conversion`) leaves the kernel out
     (`quantize_kernel=False`) and the converter quantizes it per output channel, symmetrically from
-    each channel's largest magnitude: the grid the QAT model trained on.
+    each channel's largest magnitude (on 8 bits; tflite_to_onnx puts a hidden layer's back on its 7-bit grid).
     """
 
-    def __init__(self, quantize_kernel: bool = True, quantize_output: bool = True) -> None:
+    def __init__(self, quantize_kernel: bool = True, quantize_output: bool = True,
+                 kernel_bits: int = WEIGHT_BITS) -> None:
         self.quantize_kernel = quantize_kernel
         self.quantize_output = quantize_output  # False: the layer's output stays float (the classifier head's logits)
+        self.kernel_bits = kernel_bits
         quantizers = tfmot.quantization.keras.quantizers
-        self.kernel_quantizer = quantizers.LastValueQuantizer(num_bits=WEIGHT_BITS, per_axis=True, symmetric=True,
+        self.kernel_quantizer = quantizers.LastValueQuantizer(num_bits=kernel_bits, per_axis=True, symmetric=True,
                                                               narrow_range=True)
         self.activation_quantizer = quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
                                                                       narrow_range=False)
@@ -113,7 +116,8 @@ class DenseQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         return []
 
     def get_config(self) -> dict:
-        return {"quantize_kernel": self.quantize_kernel, "quantize_output": self.quantize_output}
+        return {"quantize_kernel": self.quantize_kernel, "quantize_output": self.quantize_output,
+                "kernel_bits": self.kernel_bits}
 
 
 class NarrowConvQuantizeConfig(default_registry.Default8BitConvQuantizeConfig):
@@ -142,7 +146,7 @@ class NarrowConvScheme(default_scheme.Default8BitQuantizeScheme):
 
 
 # what a QAT checkpoint was trained with: one made under another scheme is started again
-QAT_SCHEME = ("tfmot default 8-bit, 7-bit convolution and per-channel Dense kernels, BatchNorm frozen, "
+QAT_SCHEME = ("tfmot default 8-bit, 7-bit convolution and per-channel hidden Dense kernels, BatchNorm frozen, "
               "float logits")
 
 
@@ -156,7 +160,8 @@ def _quantized(core: keras.Model, *, quantize_dense_kernels: bool, quantize_logi
     def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
         clone = layer.__class__.from_config(layer.get_config())
         if isinstance(layer, keras.layers.Dense):
-            config = DenseQuantizeConfig(quantize_dense_kernels, quantize_output=quantize_logits or layer.name != HEAD)
+            config = DenseQuantizeConfig(quantize_dense_kernels, quantize_output=quantize_logits or layer.name != HEAD,
+                                         kernel_bits=8 if layer.name == HEAD else WEIGHT_BITS)
             return q.quantize_annotate_layer(clone, config)
         return clone
 
