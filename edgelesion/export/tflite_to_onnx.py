@@ -43,12 +43,18 @@ def convert_int8_tflite(tflite: Path, target: Path) -> None:
         converted = Path(scratch) / "converted.onnx"
         tf2onnx.convert.from_tflite(str(tflite), opset=OPSET, output_path=str(converted))
         model = onnx.load(str(converted))
+    for_onnxruntime(model)
+    onnx.save(model, str(target))
+
+
+def for_onnxruntime(model: onnx.ModelProto) -> None:
+    """Rewrite a converted int8 TFLite model in place as the module docstring says: uint8 activations, 7-bit weights
+    (depthwise: 8-bit), rescaled convolution biases, float32 pixels in."""
     graph = model.graph
     _Initializers(graph).rewrite()
     _float_pixel_input(graph)
     del graph.value_info[:]  # shapes inferred before the rewrite name int8 types; onnxruntime infers them again
     onnx.checker.check_model(model)
-    onnx.save(model, str(target))
 
 
 class _Initializers:
