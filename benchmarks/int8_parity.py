@@ -1,5 +1,5 @@
-"""int8 against the float model, per bundle: both int8.tflite candidates (QAT and post-training), which
-one `--int8 auto` shipped, and int8.onnx, as the export measured them on its validation split.
+"""int8 against the float model, per bundle: both candidates (QAT and post-training) of int8.tflite and of
+int8.onnx, which one `--int8 auto` shipped, as the export measured them on its validation split.
 
     .venv/bin/python -m benchmarks.int8_parity export/model1-seed-simple export/model2-seed-dropout export/model3 \
         export/lite0-fold0 export/lite0-20ep-fold0
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import bundle_folders, markdown_table, record, signed_interval, write_table
-from edgelesion.export.exporting import CANDIDATE_FIGURES
+from edgelesion.export.exporting import CANDIDATE_FIGURES, INT8_ARTIFACTS
 from edgelesion.fileio import read_json, write_text
 
 def int8_rows(bundle: Path) -> dict[str, dict[str, Any]]:
@@ -28,18 +28,19 @@ def int8_rows(bundle: Path) -> dict[str, dict[str, Any]]:
     if any("as_is" not in entry["parity"]["vs_float"] for entry in artifacts.values()):
         raise SystemExit(f"{bundle} was exported before parity over orientations: export it again")
     rows = {}
-    tflite = artifacts.get("int8.tflite")
-    if tflite:
-        for method, candidate in tflite["int8_candidates"].items():
-            shipped = "shipped" if method == tflite["int8_method"] else "not shipped"
+    for name in INT8_ARTIFACTS:
+        entry = artifacts.get(name)
+        if entry is None:
+            continue
+        # bundles exported before session 15 made int8.onnx one way only (onnxruntime's post-training file)
+        candidates = entry.get("int8_candidates", {"ptq": {"passed": entry["passed"], "problems": [], "vs_float": {
+            k: entry["parity"]["vs_float"][k] for k in CANDIDATE_FIGURES}}})
+        for method, candidate in candidates.items():
+            shipped = "shipped" if method == entry.get("int8_method", "ptq") else "not shipped"
             fitted = f", fitting the {'float model' if qat.get('target') == 'float-model' else 'labels'}" \
                 if method == "qat" else ""
-            rows[f"int8.tflite by {method.upper()}{fitted} ({shipped})"] = {
+            rows[f"{name} by {method.upper()}{fitted} ({shipped})"] = {
                 "passed": candidate["passed"], "problems": candidate["problems"], **candidate["vs_float"]}
-    onnx = artifacts.get("int8.onnx")
-    if onnx:
-        vs_float = onnx["parity"]["vs_float"]
-        rows["int8.onnx"] = {"passed": onnx["passed"], **{k: vs_float[k] for k in CANDIDATE_FIGURES}}
     return rows
 
 

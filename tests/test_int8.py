@@ -112,8 +112,8 @@ def _input_shape(bundle_dir) -> tuple[int, int, int]:
 
 def test_int8_onnx_from_the_qat_file_runs_fused_uint8_activations_and_seven_bit_weights_as_its_tflite_does(
         bundle_dir, trained_run, tmp_path):
-    """The QAT int8.tflite converted: weights on the 7-bit grid QAT trained (AVX2-safe), every convolution and the
-    hidden Dense fused into onnxruntime's integer kernels, and the tflite file's answers."""
+    """The QAT int8.tflite, its weights on the 7-bit grid QAT trained, converted: every convolution and the hidden
+    Dense fused into onnxruntime's integer kernels, no weight that could saturate them, the tflite file's answers."""
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
@@ -155,8 +155,8 @@ def test_int8_onnx_from_the_qat_file_runs_fused_uint8_activations_and_seven_bit_
 
     tflite, onnx_file = (predict_oriented(lambda view, r=open_runner(path): predict_in_batches(r, view), val.images)
                          for path in (qat_file, tmp_path / "int8.onnx"))
-    assert (tflite.argmax(axis=1) == onnx_file.argmax(axis=1)).mean() >= 0.95
-    assert np.abs(tflite - onnx_file).max() < 0.1
+    assert (tflite.argmax(axis=1) == onnx_file.argmax(axis=1)).all()  # one integer model, two runtimes
+    assert np.abs(tflite - onnx_file).max() < 0.02
 
 
 def _three_class_case() -> tuple[np.ndarray, np.ndarray]:
