@@ -115,7 +115,7 @@ class Int8Sources:
     calibration: np.ndarray
     preprocessing: Preprocessing
     onnx_int8: OnnxInt8Scheme
-    _qat_tflite: bytes | None = None
+    _qat_tflite: bytes | None = field(default=None, init=False, repr=False)  # converted once, on first use
 
     def qat_tflite(self) -> bytes:
         from edgelesion.export import tflite_export
@@ -172,7 +172,10 @@ def export_int8(staging: Path, method: str, sources: Int8Sources, description: M
         print(f"  {name} by {METHOD_NAMES[name][candidate]}:")
         entry, missed = validate(path, references if candidate == "qat" else {"float": references["float"]})
         if candidate == "qat":  # is the file faithful to the QAT model it was converted from?
-            missed += failures(name, entry["parity"]["vs_qat"], CONVERSION_TOLERANCE, "QAT")
+            unfaithful = failures(name, entry["parity"]["vs_qat"], CONVERSION_TOLERANCE, "QAT")
+            if unfaithful:
+                print(f"  {name}: FAILED against the QAT model: {'; '.join(unfaithful)}")
+            missed += unfaithful
             entry["passed"] = not missed
         candidates[candidate] = (path, entry, missed)
     chosen = min(candidates, key=lambda c: _closeness(candidates[c][1], candidates[c][2], c))
