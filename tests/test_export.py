@@ -54,8 +54,11 @@ def test_bundle_describes_its_artifacts_and_source(bundle_dir, trained_run):
     assert bundle["provenance"]["versions"]["tf2onnx"].startswith("1.17")
     card = (bundle_dir / "MODEL_CARD.md").read_text()
     assert "Not a medical device" in card and "balanced accuracy" in card
-    int8 = bundle["artifacts"]["int8.tflite"]
-    assert f"| int8.tflite | {int8['int8_method'].upper()} (shipped) | {int8['parity']['vs_float']['top1_agreement']:.3f} |" in card
+    for name in ("int8.tflite", "int8.onnx"):  # both candidates of each int8 file, the shipped one marked
+        int8 = bundle["artifacts"][name]
+        assert f"| {name} | {int8['int8_method'].upper()} (shipped) | {int8['parity']['vs_float']['top1_agreement']:.3f} |" in card
+        (other,) = set(int8["int8_candidates"]) - {int8["int8_method"]}
+        assert card.count(f"| {name} | ") == 2 and f"| {name} | {other.upper()} (not shipped) |" in card
 
 
 def test_int8_tflite_takes_camera_pixels_as_they_are(bundle_dir):

@@ -99,7 +99,7 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
         for method, figures in entry.get("int8_candidates", {None: {"vs_float": entry["parity"]["vs_float"],
                                                                     "passed": entry["passed"]}}).items():
             made_by = (f"{method.upper()}{' (shipped)' if method == entry['int8_method'] else ' (not shipped)'}"
-                       if method else "conversion" if name.startswith("float") else "onnxruntime post-training")
+                       if method else "conversion")
             lines.append(f"| {name} | {made_by} | {_parity_row(figures['vs_float'])} | {'yes' if figures['passed'] else 'NO'} |")
     lines += ["", "Every artifact's full figures, against each Keras model, are in `bundle.json` (`artifacts.*.parity`).",
               "", "## Known limitations"]
