@@ -85,6 +85,9 @@ def test_rewrite_keeps_the_numbers_and_runs_integer_kernels(tmp_path):
     assert pixels_input.name == "pixels" and pixels_input.type.tensor_type.elem_type == TensorProto.FLOAT
     after = _run(model, {"pixels": pixels.astype(np.float32)}, tmp_path / "optimized.onnx")
     assert np.array_equal(after, before)  # int8 activations as uint8: the same values
+    # float pixels with fractions are rounded (not truncated) and saturated, as float32.onnx would take them
+    assert np.array_equal(_run(model, {"pixels": pixels.astype(np.float32) - 0.3}), after)
+    assert np.array_equal(_run(model, {"pixels": np.where(pixels == 255, 300.0, pixels).astype(np.float32)}), after)
     weights_after = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name.startswith("w_")}
     assert weights_after.keys() == weights_before.keys()
     assert all(np.array_equal(weights_after[name], weights_before[name]) for name in weights_before)

@@ -91,7 +91,7 @@ def described_tflite(tflite: bytes, description: ModelDescription) -> bytes:
     return with_metadata(tflite, description)
 
 
-def _write_artifact(target: Path, float_model: keras.Model, staging: Path, description: ModelDescription) -> None:
+def _write_artifact(target: Path, float_model: keras.Model, description: ModelDescription) -> None:
     """Every float artifact (the int8 ones: export_int8), with its description inside."""
     from edgelesion.export import onnx_export, tflite_export
 
@@ -316,7 +316,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
             if name in INT8_ARTIFACTS:
                 entry, missed = export_int8(staging, options.int8, int8_sources, description, validate, references)
             else:
-                _write_artifact(staging / name, float_model, staging, description)
+                _write_artifact(staging / name, float_model, description)
                 entry, missed = validate(staging / name, references)
             entry["input"] = input_spec(name, config.preprocessing)
             artifacts[name], problems = entry, problems + missed

@@ -66,8 +66,8 @@ def _short(weight: tf.Variable) -> str:
     return weight.name.split("/")[-1]
 
 
-# Weights of convolutions (not depthwise) and Dense layers train on a 7-bit grid (int8 values -63..63): int8.onnx is
-# made from the int8.tflite file (onnx_export.convert_int8_tflite), and onnxruntime's uint8 x int8 kernels on x86 CPUs
+# Weights of convolutions (not depthwise) and hidden Dense layers train on a 7-bit grid (int8 values -63..63): int8.onnx
+# is made from the int8.tflite file (tflite_to_onnx.convert_int8_tflite), and onnxruntime's uint8 x int8 kernels on x86 CPUs
 # without VNNI (AVX2 only) add pairs of products in 16 bits, which saturate on 8-bit weights (2 x 255 x 127 > 32767)
 # but not on 7-bit ones (2 x 255 x 63 < 32767). Depthwise kernels cannot saturate and keep 8 bits.
 WEIGHT_BITS = 7
@@ -84,7 +84,8 @@ class DenseQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     op has mismatched quantized axes": it transposes the kernel for FULLY_CONNECTED after quantizing
     it). So the graph handed to the converter (`for_conversion`) leaves the kernel out
     (`quantize_kernel=False`) and the converter quantizes it per output channel, symmetrically from
-    each channel's largest magnitude (on 8 bits; tflite_to_onnx puts a hidden layer's back on its 7-bit grid).
+    each channel's largest magnitude on 8 bits. A hidden layer's kernel is handed over already on its 7-bit grid
+    (`for_conversion`), so the 8-bit values are that grid rescaled, and tflite_export.on_weight_grid restores it.
     """
 
     def __init__(self, quantize_kernel: bool = True, quantize_output: bool = True,
@@ -206,19 +207,34 @@ def _own_name(layer: keras.layers.Layer, weight: tf.Variable) -> str:
 
 
 def for_conversion(float_model: keras.Model, quantized_core: keras.Model) -> keras.Model:
-    """The QAT core as TFLite's converter takes it: the same weights and ranges, Dense kernels left to the
-    converter, which quantizes them per output channel (see DenseQuantizeConfig), and the logits fake-quantized
-    at tfmot's initial range: the converter makes the head int8 whatever it is told, and float_head_tail then
-    moves it back to float, discarding that range."""
+    """The QAT core as TFLite's converter takes it: the same weights and ranges, Dense kernels left to the converter,
+    which quantizes them per output channel (see DenseQuantizeConfig) and so gets them already on the grid QAT
+    trained (`_dense_kernels_on_grid`), and the logits fake-quantized at tfmot's initial range: the converter makes
+    the head int8 whatever it is told, and float_head_tail then moves it back to float, discarding that range."""
     twin = _quantized(core_model(float_model), quantize_dense_kernels=False)
     for target, source in zip(twin.layers, quantized_core.layers, strict=True):
         weights = {_own_name(source, weight): weight for weight in source.weights}
+        on_grid = _dense_kernels_on_grid(source)
         for weight in target.weights:
-            if _own_name(target, weight) in weights:
-                weight.assign(weights[_own_name(target, weight)])
+            name = _own_name(target, weight)
+            if name in weights:
+                weight.assign(on_grid.get(name, weights[name]))
             elif not _short(weight).startswith(LOGIT_RANGES):
                 raise EdgelesionError(f"the QAT model lacks {weight.name}: it was made under another scheme")
     return twin
+
+
+def _dense_kernels_on_grid(layer: keras.layers.Layer) -> dict[str, np.ndarray]:
+    """A QAT Dense layer's kernel as the QAT model computes with it (its quantizer at the stored range), by own name
+    ('kernel:0'); nothing for other layers. The converter, left to quantize it, rounds the float kernel to 255
+    levels; rounding that to the 7-bit grid again would move about one value in ten by a step."""
+    config = getattr(layer, "quantize_config", None)
+    if not isinstance(config, DenseQuantizeConfig) or not config.quantize_kernel:
+        return {}
+    variables = {_own_name(layer, weight): weight for weight in layer.weights}
+    kernel = config.kernel_quantizer(variables["kernel:0"], training=False,
+                                     weights={"min_var": variables["kernel_min:0"], "max_var": variables["kernel_max:0"]})
+    return {"kernel:0": kernel.numpy()}
 
 
 # tfmot's moving-average range variables: a layer's own activation ('post_activation_min/max', e.g. Dense with

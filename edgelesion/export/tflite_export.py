@@ -97,19 +97,21 @@ def on_weight_grid(flatbuffer: bytes) -> bytes:
     builtin = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
     ratio = INT8_LEVELS / (2 ** (WEIGHT_BITS - 1) - 1)  # 127 / 63: QAT's grid has 63 levels each side
     matrix_ops = (schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.FULLY_CONNECTED)
+    rescaled: set[int] = set()
     for op in graph.operators:
         if builtin[op.opcodeIndex] not in matrix_ops or graph.tensors[op.inputs[1]].type != schema.TensorType.INT8:
             continue  # other ops, depthwise convolutions, and the float classifier head
-        weights = graph.tensors[op.inputs[1]]
-        biases = [(graph.tensors[index], np.int32) for index in op.inputs[2:3] if index >= 0]
-        for tensor, dtype in [(weights, np.int8), *biases]:
-            if sum(other.buffer == tensor.buffer for other in graph.tensors) != 1:
-                raise EdgelesionError(f"tensor {tensor.name.decode()!r} shares its data with another: its weights "
-                                      "cannot be put back on their grid")
+        constants = [(op.inputs[1], np.int8), *[(index, np.int32) for index in op.inputs[2:3] if index >= 0]]
+        for index, dtype in constants:
+            tensor = graph.tensors[index]
+            if index in rescaled or sum(other.buffer == tensor.buffer for other in graph.tensors) != 1:
+                raise EdgelesionError(f"tensor {tensor.name.decode()!r} is shared (read by two ops, or its data by "
+                                      "another tensor): its weights cannot be put back on their grid")
             values = np.frombuffer(bytes(model.buffers[tensor.buffer].data), dtype)
             model.buffers[tensor.buffer].data = np.frombuffer(
                 np.round(values.astype(np.float64) / ratio).astype(dtype).tobytes(), np.uint8)
             tensor.quantization.scale = (np.asarray(tensor.quantization.scale, np.float64) * ratio).astype(np.float32)
+            rescaled.add(index)
     return bytes(_convert_model_from_object_to_bytearray(model))
 
 

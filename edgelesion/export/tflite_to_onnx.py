@@ -14,7 +14,7 @@ activations are uint8, and runs exactly on every x86 CPU when its weights have 7
   (tflite_export.on_weight_grid); a file with wider weights is refused. Depthwise convolutions run in
   kernels that cannot saturate and keep their 8 bits.
 
-The file takes float32 pixels 0-255 (`onnx_export.INPUT_NAME`) like every ONNX artifact, cast to the
+The file takes float32 pixels 0-255 (`onnx_export.INPUT_NAME`) like every ONNX artifact, rounded to the
 uint8 input the TFLite file quantizes exactly (1/255 or 1/128 per step, see scaling.py).
 """
 
@@ -31,6 +31,7 @@ from edgelesion.errors import EdgelesionError
 from edgelesion.export.onnx_export import INPUT_NAME, OPSET
 
 WEIGHT_LEVELS = 63  # the largest 7-bit weight magnitude (qat.WEIGHT_BITS, narrow range)
+MATRIX_OPS = ("Conv", "MatMul", "Gemm")  # the ops onnxruntime runs in its uint8 x int8 matrix kernels
 
 
 def convert_int8_tflite(tflite: Path, target: Path) -> None:
@@ -52,12 +53,12 @@ def for_onnxruntime(model: onnx.ModelProto) -> None:
     constants = {tensor.name: tensor for tensor in graph.initializer}
     weights = [node for node in graph.node if node.op_type == "DequantizeLinear" and node.input[0] in constants]
     _check_seven_bit_weights(graph, constants, weights)
-    _uint8_activations(graph, constants, skip={id(node) for node in weights})
+    replaced = _uint8_activations(graph, constants, skip={id(node) for node in weights})
     _float_pixel_input(graph)
-    used = {name for node in graph.node for name in node.input}
-    kept = [tensor for tensor in graph.initializer if tensor.name in used]  # the int8 zero points now unused
+    used = {name for node in graph.node for name in node.input} | {output.name for output in graph.output}
+    kept = [tensor for tensor in graph.initializer if tensor.name in used or tensor.name not in replaced]
     del graph.initializer[:]
-    graph.initializer.extend(kept)
+    graph.initializer.extend(kept)  # without the int8 zero points no node reads any more
     del graph.value_info[:]  # shapes inferred before the rewrite name int8 types; onnxruntime infers them again
     onnx.checker.check_model(model)
 
@@ -71,9 +72,9 @@ def _check_seven_bit_weights(graph: onnx.GraphProto, constants: dict[str, onnx.T
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     for node in weights:
-        tensor = constants[node.input[0]]
-        if tensor.data_type != TensorProto.INT8 or any(_is_depthwise(user, tensor.dims)
-                                                       for user in consumers.get(node.output[0], [])):
+        tensor, users = constants[node.input[0]], consumers.get(node.output[0], [])
+        if (tensor.data_type != TensorProto.INT8 or not any(user.op_type in MATRIX_OPS for user in users)
+                or any(_is_depthwise(user, tensor.dims) for user in users)):
             continue
         largest = int(np.abs(numpy_helper.to_array(tensor).astype(np.int16)).max())
         if largest > WEIGHT_LEVELS:
@@ -82,10 +83,10 @@ def _check_seven_bit_weights(graph: onnx.GraphProto, constants: dict[str, onnx.T
                                   "QAT file made by edgelesion's export (tflite_export.on_weight_grid)")
 
 
-def _uint8_activations(graph: onnx.GraphProto, constants: dict[str, onnx.TensorProto], skip: set[int]) -> None:
+def _uint8_activations(graph: onnx.GraphProto, constants: dict[str, onnx.TensorProto], skip: set[int]) -> set[str]:
     """Every int8 activation's Quantize/DequantizeLinear (not the nodes in `skip`) moved to uint8: zero point + 128,
     the same values. Each gets new zero-point constants, so one that tf2onnx shares with a weight keeps its type
-    there."""
+    there. Returns the names of the int8 zero points replaced."""
     uint8_zero_points: dict[str, str] = {}
     for node in graph.node:
         if (node.op_type not in ("QuantizeLinear", "DequantizeLinear") or id(node) in skip or len(node.input) < 3
@@ -97,6 +98,7 @@ def _uint8_activations(graph: onnx.GraphProto, constants: dict[str, onnx.TensorP
             values = numpy_helper.to_array(constants[zero_point]).astype(np.int16) + 128
             graph.initializer.append(numpy_helper.from_array(values.astype(np.uint8), name))
         node.input[2] = uint8_zero_points[zero_point]
+    return set(uint8_zero_points)
 
 
 def _is_depthwise(node: onnx.NodeProto, weight_shape: list[int]) -> bool:
@@ -107,7 +109,8 @@ def _is_depthwise(node: onnx.NodeProto, weight_shape: list[int]) -> bool:
 
 
 def _float_pixel_input(graph: onnx.GraphProto) -> None:
-    """Replace the uint8 pixel input by a float32 one (pixels 0-255, as every ONNX artifact takes), cast to uint8."""
+    """Replace the uint8 pixel input by a float32 one (pixels 0-255, as every ONNX artifact takes), quantized to uint8
+    with scale 1 and zero point 0: rounded and saturated, as float32.onnx would take pixels with fractions."""
     (uint8_input,) = graph.input
     if uint8_input.type.tensor_type.elem_type != TensorProto.UINT8:
         raise EdgelesionError(f"the int8 TFLite file's input {uint8_input.name} is not uint8 pixels: not a file "
@@ -115,5 +118,7 @@ def _float_pixel_input(graph: onnx.GraphProto) -> None:
     dims = [dim.dim_param or dim.dim_value for dim in uint8_input.type.tensor_type.shape.dim]
     graph.input.remove(uint8_input)
     graph.input.append(helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, dims))
-    graph.node.insert(0, helper.make_node("Cast", [INPUT_NAME], [uint8_input.name], to=TensorProto.UINT8,
-                                          name="pixels_to_uint8"))
+    graph.initializer.extend([numpy_helper.from_array(np.float32(1.0), "pixels_scale"),
+                              numpy_helper.from_array(np.uint8(0), "pixels_zero_point")])
+    graph.node.insert(0, helper.make_node("QuantizeLinear", [INPUT_NAME, "pixels_scale", "pixels_zero_point"],
+                                          [uint8_input.name], name="pixels_to_uint8"))
