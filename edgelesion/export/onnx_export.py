@@ -58,16 +58,18 @@ def classifier_head_nodes(graph: onnx.GraphProto) -> list[str]:
     return head
 
 
+def is_depthwise(node: onnx.NodeProto, weight_shape: list[int]) -> bool:
+    """A convolution with one input and one output channel per group (weights group x 1 x kh x kw): the only
+    grouped convolutions onnxruntime runs in its depthwise kernels."""
+    group = next((attribute.i for attribute in node.attribute if attribute.name == "group"), 1)
+    return node.op_type == "Conv" and group > 1 and list(weight_shape[:2]) == [group, 1]
+
+
 def depthwise_conv_weights(graph: onnx.GraphProto) -> list[str]:
-    """The weight initializers of the graph's depthwise convolutions: one input and one output channel per group
-    (weights group x 1 x kh x kw), the only grouped convolutions onnxruntime runs in its depthwise kernels."""
+    """The weight initializers of the graph's depthwise convolutions (`is_depthwise`)."""
     shapes = {tensor.name: list(tensor.dims) for tensor in graph.initializer}
-
-    def group(node: onnx.NodeProto) -> int:
-        return next((attribute.i for attribute in node.attribute if attribute.name == "group"), 1)
-
-    return [node.input[1] for node in graph.node if node.op_type == "Conv" and node.input[1] in shapes
-            and group(node) > 1 and shapes[node.input[1]][:2] == [group(node), 1]]
+    return [node.input[1] for node in graph.node if node.input[1:2] and node.input[1] in shapes
+            and is_depthwise(node, shapes[node.input[1]])]
 
 
 def pixel_conv_weight(graph: onnx.GraphProto) -> str | None:

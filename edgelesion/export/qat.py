@@ -71,6 +71,7 @@ def _short(weight: tf.Variable) -> str:
 # without VNNI (AVX2 only) add pairs of products in 16 bits, which saturate on 8-bit weights (2 x 255 x 127 > 32767)
 # but not on 7-bit ones (2 x 255 x 63 < 32767). Depthwise kernels cannot saturate and keep 8 bits.
 WEIGHT_BITS = 7
+WEIGHT_LEVELS = 2 ** (WEIGHT_BITS - 1) - 1  # 63: the largest weight magnitude on that grid (narrow range)
 
 
 class DenseQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):

@@ -90,12 +90,12 @@ def on_weight_grid(flatbuffer: bytes) -> bytes:
     from tensorflow.lite.python.util import (_convert_model_from_bytearray_to_object,
                                              _convert_model_from_object_to_bytearray)
 
-    from edgelesion.export.qat import WEIGHT_BITS
+    from edgelesion.export.qat import WEIGHT_LEVELS
 
     model = _convert_model_from_bytearray_to_object(flatbuffer)
     graph = model.subgraphs[0]
     builtin = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
-    ratio = INT8_LEVELS / (2 ** (WEIGHT_BITS - 1) - 1)  # 127 / 63: QAT's grid has 63 levels each side
+    ratio = INT8_LEVELS / WEIGHT_LEVELS  # 127 / 63
     matrix_ops = (schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.FULLY_CONNECTED)
     rescaled: set[int] = set()
     for op in graph.operators:

@@ -28,9 +28,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgelesion.errors import EdgelesionError
-from edgelesion.export.onnx_export import INPUT_NAME, OPSET
+from edgelesion.export.onnx_export import INPUT_NAME, OPSET, is_depthwise
+from edgelesion.export.qat import WEIGHT_LEVELS
 
-WEIGHT_LEVELS = 63  # the largest 7-bit weight magnitude (qat.WEIGHT_BITS, narrow range)
 MATRIX_OPS = ("Conv", "MatMul", "Gemm")  # the ops onnxruntime runs in its uint8 x int8 matrix kernels
 
 
@@ -74,7 +74,7 @@ def _check_seven_bit_weights(graph: onnx.GraphProto, constants: dict[str, onnx.T
     for node in weights:
         tensor, users = constants[node.input[0]], consumers.get(node.output[0], [])
         if (tensor.data_type != TensorProto.INT8 or not any(user.op_type in MATRIX_OPS for user in users)
-                or any(_is_depthwise(user, tensor.dims) for user in users)):
+                or any(is_depthwise(user, tensor.dims) for user in users)):
             continue
         largest = int(np.abs(numpy_helper.to_array(tensor).astype(np.int16)).max())
         if largest > WEIGHT_LEVELS:
@@ -99,13 +99,6 @@ def _uint8_activations(graph: onnx.GraphProto, constants: dict[str, onnx.TensorP
             graph.initializer.append(numpy_helper.from_array(values.astype(np.uint8), name))
         node.input[2] = uint8_zero_points[zero_point]
     return set(uint8_zero_points)
-
-
-def _is_depthwise(node: onnx.NodeProto, weight_shape: list[int]) -> bool:
-    """A convolution with one input channel per group (weights group x 1 x kh x kw): what onnxruntime runs in its
-    depthwise kernels."""
-    group = next((attribute.i for attribute in node.attribute if attribute.name == "group"), 1)
-    return node.op_type == "Conv" and group > 1 and list(weight_shape[:2]) == [group, 1]
 
 
 def _float_pixel_input(graph: onnx.GraphProto) -> None:
