@@ -45,6 +45,19 @@ def test_exif_rotation_is_applied(tmp_path):
     assert array[:20].mean() > 200 and array[20:].mean() < 50  # white ends up on top
 
 
+def test_an_upright_rgb_photo_is_decoded_without_a_copy(tmp_path, monkeypatch):
+    # a 4000x3000 photo is 36 MB of pixels: each needless copy cost as much as its whole decode (session 16)
+    Image.new("RGB", (64, 48), (1, 2, 3)).save(tmp_path / "p.jpg")
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("the decoded image was copied")
+
+    monkeypatch.setattr(Image.Image, "copy", no_copy)
+    monkeypatch.setattr(Image.Image, "convert", no_copy)
+    image = read_image(tmp_path / "p.jpg").image
+    assert image.mode == "RGB" and image.size == (64, 48)
+
+
 def test_sixteen_bit_grayscale_keeps_its_contrast(tmp_path):
     array = np.zeros((20, 20), np.uint16)
     array[:, 10:] = 60000
