@@ -6,6 +6,7 @@ import argparse
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,21 @@ def write_table(name: str, lines: list[str]) -> None:
     """benchmarks/results/NAME.md from a table's lines, printed too."""
     write_text(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def runtime_images_per_second(runner: Any, pixels: np.ndarray, batch_size: int = 32) -> float:
+    """The runtime's own batch throughput on images already decoded, on all the cores it uses."""
+    start = time.perf_counter()
+    for i in range(0, len(pixels), batch_size):
+        runner.predict(pixels[i : i + batch_size])
+    return len(pixels) / (time.perf_counter() - start)
+
+
+def decode_inference_limit(decode_seconds: float, runtime_ips: float) -> float:
+    """Images/s that decoding and inference sharing this machine's cores allow: cores / (decode core-seconds +
+    inference core-seconds) per image, decode timed on one thread, inference at the runtime's all-core throughput."""
+    cores = os.cpu_count() or 1
+    return cores / (decode_seconds + cores / runtime_ips)
 
 
 def noisy(images: np.ndarray, amplitude: int, seed: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import DATA, REPO, record, require_data
+from benchmarks.common import DATA, REPO, decode_inference_limit, record, require_data, runtime_images_per_second
 from edgelesion import Classifier
 from edgelesion.fileio import write_text
 from edgelesion.images import IMAGE_SUFFIXES
@@ -61,15 +61,11 @@ def folder_throughput(bundle: Path, files: list, artifact: str) -> dict:
     start = time.perf_counter()
     pixels = np.stack([classifier.pixels(f) for f in files])  # one thread: core-seconds of decoding
     decode_seconds = (time.perf_counter() - start) / len(files)
-    start = time.perf_counter()
-    for i in range(0, len(pixels), 32):
-        classifier.runner.predict(pixels[i : i + 32])
-    runtime_ips = len(pixels) / (time.perf_counter() - start)
-    cores = os.cpu_count() or 1
-    limit = cores / (decode_seconds + cores / runtime_ips)
+    runtime_ips = runtime_images_per_second(classifier.runner, pixels)
+    limit = decode_inference_limit(decode_seconds, runtime_ips)
     return {"images": len(files), "predict_images_per_second": predict_ips,
             "runtime_batch_images_per_second": runtime_ips, "ratio": predict_ips / runtime_ips,
-            "decode_ms_one_thread": decode_seconds * 1e3, "cores": cores, "limit_images_per_second": limit,
+            "decode_ms_one_thread": decode_seconds * 1e3, "cores": os.cpu_count(), "limit_images_per_second": limit,
             "share_of_limit": predict_ips / limit, "goal": ">= 0.9 of the limit"}
 
 

@@ -293,7 +293,8 @@ def _add_predict(sub: argparse._SubParsersAction, summary: str) -> None:
     p.add_argument("--full-decode", action="store_true",
                    help="decode every JPEG in full (exact, slower on large photos) instead of decoding large ones "
                         "reduced in the DCT domain, as the bundle's input spec says (an answer whose top two "
-                        "probabilities are within 0.05 is then decided again from the full decode)")
+                        "probabilities are within 0.05, or whose melanoma probability is within 0.2 log-odds of the "
+                        "alert threshold, is then decided again from the full decode)")
     p.set_defaults(handler=_run_predict)
 
 

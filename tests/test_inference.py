@@ -20,6 +20,7 @@ from edgelesion.errors import EdgelesionError
 from tests.conftest import rewrite_bundle
 from edgelesion.export.exporting import ARTIFACTS
 from edgelesion.fileio import read_csv
+from edgelesion.infer.runtimes import log_odds
 
 
 def validation_files(trained_run):
@@ -273,7 +274,7 @@ def test_large_jpegs_are_decoded_reduced_as_the_input_spec_says_unless_asked_for
     Image.open(validation_files(trained_run)[0]).resize((600, 450), Image.Resampling.BICUBIC).save(big, quality=92)
     manifest = json.loads((bundle_dir / "bundle.json").read_text())
     assert all(entry["input"]["resize"]["jpeg_draft"] for entry in manifest["artifacts"].values())
-    reduced = Classifier.load(bundle_dir, "float32.onnx", recheck_margin=0)  # every answer from the reduced decode
+    reduced = Classifier.load(bundle_dir, "float32.onnx", recheck_margin=0, alert_recheck_margin=0)  # never again
     exact = Classifier.load(bundle_dir, "float32.onnx", jpeg_draft=False)
     assert all(entry["input"]["resize"]["jpeg_draft_margin"] == 3 for entry in manifest["artifacts"].values())
     assert reduced.decoded(big).size == (150, 113) and exact.decoded(big).size == (600, 450)  # 1/4 keeps >= 3 x 32
@@ -302,12 +303,13 @@ def test_a_close_answer_from_a_reduced_decode_is_decided_again_from_the_full_dec
     big, small = tmp_path / "big.jpg", tmp_path / "small.jpg"
     Image.open(validation_files(trained_run)[0]).resize((600, 450), Image.Resampling.BICUBIC).save(big, quality=92)
     Image.open(validation_files(trained_run)[0]).save(small, quality=92)
-    reduced = Classifier.load(bundle_dir, "float32.onnx", recheck_margin=0)
+    reduced = Classifier.load(bundle_dir, "float32.onnx", recheck_margin=0, alert_recheck_margin=0)
     exact = Classifier.load(bundle_dir, "float32.onnx", jpeg_draft=False).predict(big).probabilities
     first, second = sorted(reduced.predict(big).probabilities.values())[-2:][::-1]
     margin = first - second
     assert reduced.predict(big).probabilities != exact  # the decodes differ, so a recheck shows
-    below, above = (Classifier.load(bundle_dir, "float32.onnx", recheck_margin=m) for m in (margin * 0.99, margin * 1.01))
+    below, above = (Classifier.load(bundle_dir, "float32.onnx", recheck_margin=m, alert_recheck_margin=0)
+                    for m in (margin * 0.99, margin * 1.01))
     assert below.predict(big).probabilities == reduced.predict(big).probabilities  # not close enough: kept
     assert above.predict(big).probabilities == pytest.approx(exact, abs=1e-6)  # closer than the margin: decided again
     assert Classifier.load(bundle_dir, "float32.onnx").recheck_margin == 0.05  # the default, as measured
@@ -319,6 +321,29 @@ def test_a_close_answer_from_a_reduced_decode_is_decided_again_from_the_full_dec
     np.testing.assert_array_equal(above._rechecked(close, [tmp_path / "gone.jpg"]), close)  # vanished since: kept
     with pytest.raises(EdgelesionError, match="recheck_margin 2 must be"):
         Classifier.load(bundle_dir, "float32.onnx", recheck_margin=2)
+
+
+def test_a_melanoma_probability_near_the_alert_threshold_is_decided_again_from_the_full_decode(bundle_dir,
+                                                                                              trained_run, tmp_path):
+    big = tmp_path / "big.jpg"
+    Image.open(validation_files(trained_run)[0]).resize((600, 450), Image.Resampling.BICUBIC).save(big, quality=92)
+    reduced = Classifier.load(bundle_dir, "float32.onnx", recheck_margin=0, alert_recheck_margin=0)
+    exact = Classifier.load(bundle_dir, "float32.onnx", jpeg_draft=False).predict(big).probabilities
+    threshold = reduced.melanoma_threshold
+    assert threshold is not None and reduced.predict(big).probabilities != exact
+    distance = abs(log_odds(reduced.predict(big).probabilities["melanoma"]) - log_odds(threshold))
+    below, above = (Classifier.load(bundle_dir, "float32.onnx", recheck_margin=0, alert_recheck_margin=m)
+                    for m in (distance * 0.99, distance * 1.01))
+    assert below.predict(big).probabilities == reduced.predict(big).probabilities  # not close enough: kept
+    assert above.predict(big).probabilities == pytest.approx(exact, abs=1e-6)  # near the threshold: decided again
+    assert Classifier.load(bundle_dir, "float32.onnx").alert_recheck_margin == 0.2  # the default, as measured
+    alerts_only = Classifier.load(bundle_dir, "float32.onnx", recheck_margin=0)
+    rows = np.zeros((4, len(alerts_only.classes)))
+    near_and_far = log_odds(threshold) + np.array([-0.15, 0.15, 1.0, -1.0])  # log-odds from the threshold
+    rows[:, alerts_only.classes.index("melanoma")] = 1 / (1 + np.exp(-near_and_far))
+    np.testing.assert_array_equal(alerts_only.needs_full_decode(rows), [True, True, False, False])
+    with pytest.raises(EdgelesionError, match="alert_recheck_margin -1 must be"):
+        Classifier.load(bundle_dir, "float32.onnx", alert_recheck_margin=-1)
 
 
 def test_inference_runs_where_tensorflow_cannot_be_imported(bundle_dir, trained_run):

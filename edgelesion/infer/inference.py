@@ -21,7 +21,7 @@ from tqdm import tqdm
 from edgelesion.errors import EdgelesionError
 from edgelesion.infer.bundle_reader import bundle_preprocessing, labels_disagreement, read_bundle, verified_artifact
 from edgelesion.images import UnreadableImage, read_image, small_image_warning, to_model_input, to_rgb
-from edgelesion.infer.runtimes import Runner, open_runner, top_two_margin
+from edgelesion.infer.runtimes import Runner, log_odds, open_runner, top_two_margin
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 # A reduced JPEG decode moves the model input by about 0.1 grey level, which flips the top-1 answer of about 1% of
@@ -29,6 +29,11 @@ ImageInput = Union[str, Path, Image.Image, np.ndarray]
 # (int8). Re-deciding from the full decode every answer within 0.05 re-decodes about 5% of such photos and keeps
 # 99.75-100% of the full decode's answers (benchmarks/README.md, session 14).
 RECHECK_MARGIN = 0.05
+# The melanoma alert flips too: with only the margin above, 1.0% of 4000x3000 photos (Lite0 int8 files; float 0.3%)
+# got another alert than from the full decode, each with a melanoma probability within 0.15 log-odds of the
+# threshold. Re-deciding every answer within 0.2 log-odds kept every alert of 2,400 views (benchmarks/README.md,
+# session 16).
+ALERT_RECHECK_MARGIN = 0.2
 
 
 @dataclass(frozen=True)
@@ -62,11 +67,14 @@ class Classifier:
     """A bundle artifact loaded on its runtime, with the bundle's input spec and labels."""
 
     def __init__(self, bundle: dict[str, Any], artifact: str, runner: Runner, *, jpeg_draft: bool | None = None,
-                 jpeg_draft_margin: int | None = None, recheck_margin: float = RECHECK_MARGIN) -> None:
+                 jpeg_draft_margin: int | None = None, recheck_margin: float = RECHECK_MARGIN,
+                 alert_recheck_margin: float = ALERT_RECHECK_MARGIN) -> None:
         self.bundle, self.artifact, self.runner = bundle, artifact, runner
         if not 0 <= recheck_margin <= 1:
             raise EdgelesionError(f"recheck_margin {recheck_margin} must be a probability difference in [0, 1]")
-        self.recheck_margin = recheck_margin
+        if not 0 <= alert_recheck_margin <= 10:
+            raise EdgelesionError(f"alert_recheck_margin {alert_recheck_margin} must be a log-odds distance in [0, 10]")
+        self.recheck_margin, self.alert_recheck_margin = recheck_margin, alert_recheck_margin
         self.classes: list[str] = bundle["classes"]
         # jpeg_draft False: the exact path, every JPEG decoded in full; None keeps what the input spec says
         overrides = {"jpeg_draft": jpeg_draft, "jpeg_draft_margin": jpeg_draft_margin}
@@ -80,7 +88,7 @@ class Classifier:
     @classmethod
     def load(cls, bundle_dir: str | Path, artifact: str = "int8.tflite", *, threads: int | None = None,
              jpeg_draft: bool | None = None, jpeg_draft_margin: int | None = None,
-             recheck_margin: float = RECHECK_MARGIN) -> Classifier:
+             recheck_margin: float = RECHECK_MARGIN, alert_recheck_margin: float = ALERT_RECHECK_MARGIN) -> Classifier:
         """Open `artifact` of the bundle in `bundle_dir` after checking its sha256 against bundle.json.
 
         `jpeg_draft`: None decodes JPEGs as the bundle's input spec says; False decodes every JPEG in full (exact,
@@ -88,6 +96,8 @@ class Classifier:
         `jpeg_draft_margin`: None as the input spec says, else how far a reduced decode may go (in input sides).
         `recheck_margin`: an answer from a reduced decode whose top two probabilities are closer than this is
         decided again from the file's full decode (0: never).
+        `alert_recheck_margin`: so is one whose melanoma probability is within this many log-odds of the bundle's
+        alert threshold (0: never), so a reduced decode keeps the alert the full decode would give.
         """
         bundle_dir = Path(bundle_dir)
         bundle = read_bundle(bundle_dir)
@@ -100,7 +110,7 @@ class Classifier:
         if disagreement:
             raise EdgelesionError(f"{disagreement}: copy the bundle again from the original")
         return cls(bundle, artifact, runner, jpeg_draft=jpeg_draft, jpeg_draft_margin=jpeg_draft_margin,
-                   recheck_margin=recheck_margin)
+                   recheck_margin=recheck_margin, alert_recheck_margin=alert_recheck_margin)
 
     def decoded(self, image: ImageInput) -> Image.Image:
         """One image as upright RGB: a path, a PIL image, or an HxWx3 (or HxW) uint8 array."""
@@ -134,13 +144,23 @@ class Classifier:
                          small_image_warning(decoded.size, self.preprocessing.image_size),
                          Path(image) if reduced else None)
 
+    def needs_full_decode(self, probabilities: np.ndarray) -> np.ndarray:
+        """Which rows of probabilities from reduced decodes are decided again from the full decode: those whose top
+        two are within `recheck_margin`, or whose melanoma probability is within `alert_recheck_margin` log-odds of
+        the alert threshold."""
+        close = top_two_margin(probabilities) < self.recheck_margin
+        if self.melanoma_threshold is not None and self.melanoma_index is not None:
+            distance = np.abs(log_odds(probabilities[:, self.melanoma_index]) - log_odds(self.melanoma_threshold))
+            close |= distance < self.alert_recheck_margin
+        return close
+
     def _rechecked(self, probabilities: np.ndarray, reduced_files: list[Path | None],
                    pool: ThreadPoolExecutor | None = None) -> np.ndarray:
-        """`probabilities` of a batch, each row that came from a reduced decode and whose top two probabilities are
-        within `recheck_margin` replaced by the prediction from that file's full decode (decoded in `pool`'s
-        threads if given; kept where the file can no longer be read)."""
-        margins = top_two_margin(probabilities)
-        close = [i for i, path in enumerate(reduced_files) if path is not None and margins[i] < self.recheck_margin]
+        """`probabilities` of a batch, each row that came from a reduced decode and `needs_full_decode` replaced by
+        the prediction from that file's full decode (decoded in `pool`'s threads if given; kept where the file can no
+        longer be read)."""
+        again = self.needs_full_decode(probabilities)
+        close = [i for i, path in enumerate(reduced_files) if path is not None and again[i]]
         decoded = (pool.map if pool else map)(self._full_pixels, [reduced_files[i] for i in close])
         full = {i: pixels for i, pixels in zip(close, decoded) if pixels is not None}
         if not full:

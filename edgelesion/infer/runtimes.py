@@ -109,3 +109,9 @@ def top_two_margin(probabilities: np.ndarray) -> np.ndarray:
     """Each row's highest probability minus its second highest (0: a tie, which arg-max decides by class order)."""
     top_two = np.partition(probabilities, -2, axis=1)[:, -2:]
     return top_two[:, 1] - top_two[:, 0]
+
+
+def log_odds(probability: np.ndarray | float) -> np.ndarray:
+    """log(p / (1 - p)), finite at 0 and 1 (p clipped to [1e-7, 1 - 1e-7])."""
+    p = np.clip(probability, 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
