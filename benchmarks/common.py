@@ -119,11 +119,12 @@ def runtime_images_per_second(runner: Any, pixels: np.ndarray, batch_size: int =
     return len(pixels) / (time.perf_counter() - start)
 
 
-def decode_inference_limit(decode_seconds: float, runtime_ips: float) -> float:
+def decode_inference_limit(decode_seconds: float, runtime_ips: float, inferences: float = 1.0) -> float:
     """Images/s that decoding and inference sharing this machine's cores allow: cores / (decode core-seconds +
-    inference core-seconds) per image, decode timed on one thread, inference at the runtime's all-core throughput."""
+    inference core-seconds) per image, decode timed on one thread, inference at the runtime's all-core throughput
+    (`inferences` runs of the model per image: more where some images are decided again)."""
     cores = os.cpu_count() or 1
-    return cores / (decode_seconds + cores / runtime_ips)
+    return cores / (decode_seconds + inferences * cores / runtime_ips)
 
 
 def noisy(images: np.ndarray, amplitude: int, seed: int) -> np.ndarray:

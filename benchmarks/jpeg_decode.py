@@ -10,7 +10,7 @@ re-encoded (bicubic upscale, JPEG quality 90) at 1024x768 and 4000x3000 into run
   (three runs each, taking turns: the speed-up is the median of each round's ratio),
   and the limit each path's costs allow on these cores (benchmarks.common.decode_inference_limit: decode + resize
   on one thread, int8.tflite's batch throughput; the reduced path also pays a full decode for each answer
-  int8.tflite decides again): the speed-up those costs allow, beside the measured one;
+  int8.tflite decides again, and runs the model again): the speed-up those costs allow, beside the measured one;
 - for every artifact of the bundle, top-1 agreement and the largest probability difference between the two, on
   the images as they are and over their 8 orientations (as the export judges parity: 8x the predictions, so
   one flipped image is not the whole margin);
@@ -125,7 +125,8 @@ def compare(bundle: Path, files: list[Path], margin: int | None) -> dict:
     decided_again = result["artifacts"]["int8.tflite"].get("rechecked", {}).get("decided_again", 0.0)
     runtime_ips = runtime_images_per_second(full.runner, full_pixels)
     limits = {"full": decode_inference_limit(full_seconds, runtime_ips),
-              "reduced": decode_inference_limit(reduced_seconds + decided_again * full_seconds, runtime_ips)}
+              "reduced": decode_inference_limit(reduced_seconds + decided_again * full_seconds, runtime_ips,
+                                                inferences=1 + decided_again)}
     result["limit"] = {"images_per_second": limits, "speedup": limits["reduced"] / limits["full"],
                        "int8_tflite_images_per_second": runtime_ips,
                        "share_of_limit": {path: result["predict_images_per_second"][path] / limits[path]

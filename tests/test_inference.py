@@ -342,6 +342,8 @@ def test_a_melanoma_probability_near_the_alert_threshold_is_decided_again_from_t
     near_and_far = log_odds(threshold) + np.array([-0.15, 0.15, 1.0, -1.0])  # log-odds from the threshold
     rows[:, alerts_only.classes.index("melanoma")] = 1 / (1 + np.exp(-near_and_far))
     np.testing.assert_array_equal(alerts_only.needs_full_decode(rows), [True, True, False, False])
+    alerts_only.melanoma_threshold = None  # an artifact without an alert: no alert to keep
+    assert not alerts_only.needs_full_decode(rows).any()
     with pytest.raises(EdgelesionError, match="alert_recheck_margin -1 must be"):
         Classifier.load(bundle_dir, "float32.onnx", alert_recheck_margin=-1)
 

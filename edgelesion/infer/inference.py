@@ -113,7 +113,8 @@ class Classifier:
                    recheck_margin=recheck_margin, alert_recheck_margin=alert_recheck_margin)
 
     def decoded(self, image: ImageInput) -> Image.Image:
-        """One image as upright RGB: a path, a PIL image, or an HxWx3 (or HxW) uint8 array."""
+        """One image as upright RGB: a path, a PIL image, or an HxWx3 (or HxW) uint8 array (an RGB PIL image passed in
+        is returned as it is, not copied)."""
         return self._decoded(image)[0]
 
     def _decoded(self, image: ImageInput, draft: bool = True) -> tuple[Image.Image, bool]:

@@ -112,6 +112,6 @@ def top_two_margin(probabilities: np.ndarray) -> np.ndarray:
 
 
 def log_odds(probability: np.ndarray | float) -> np.ndarray:
-    """log(p / (1 - p)), finite at 0 and 1 (p clipped to [1e-7, 1 - 1e-7])."""
-    p = np.clip(probability, 1e-7, 1 - 1e-7)
+    """log(p / (1 - p)) in float64, finite at 0 and 1 (p clipped to [1e-7, 1 - 1e-7])."""
+    p = np.clip(np.asarray(probability, dtype=np.float64), 1e-7, 1 - 1e-7)
     return np.log(p) - np.log1p(-p)
