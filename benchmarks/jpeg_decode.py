@@ -111,7 +111,7 @@ def compare(bundle: Path, files: list[Path], margin: int | None) -> dict:
         classifier = Classifier.load(bundle, name)
         predict = partial(predict_oriented, lambda view: predict_in_batches(classifier.runner, view))
         full_probabilities, reduced_probabilities = predict(full_pixels), predict(reduced_pixels)
-        agree = partial(agreement, full_probabilities, images=len(files), alert=melanoma_alert(classifier))
+        agree = partial(agreement, full_probabilities, images=len(files), alert=classifier.alert_rule)
         result["artifacts"][name] = agree(reduced_probabilities)
         if box_pixels is not None:
             close = classifier.needs_full_decode(reduced_probabilities)  # as predict decides again
@@ -132,13 +132,6 @@ def compare(bundle: Path, files: list[Path], margin: int | None) -> dict:
                        "share_of_limit": {path: result["predict_images_per_second"][path] / limits[path]
                                           for path in limits}}
     return result
-
-
-def melanoma_alert(classifier: Classifier) -> tuple[int, float] | None:
-    """(melanoma class index, the artifact's alert threshold), or None where it has no alert."""
-    if classifier.melanoma_index is None or classifier.melanoma_threshold is None:
-        return None
-    return classifier.melanoma_index, classifier.melanoma_threshold
 
 
 def agreement(a: np.ndarray, b: np.ndarray, images: int, alert: tuple[int, float] | None = None) -> dict[str, float]:

@@ -42,7 +42,7 @@ class Prediction:
 
     label: str
     probabilities: dict[str, float]
-    melanoma_alert: bool | None  # melanoma probability >= the bundle's threshold; None without one
+    melanoma_alert: bool | None  # melanoma probability >= the artifact's threshold (bundle.json); None without one
     source: str | None = None  # the file path, when the input was a file
     warning: str | None = None  # why this answer deserves less trust (an image far smaller than the model's input)
 
@@ -145,14 +145,21 @@ class Classifier:
                          small_image_warning(decoded.size, self.preprocessing.image_size),
                          Path(image) if reduced else None)
 
+    @property
+    def alert_rule(self) -> tuple[int, float] | None:
+        """(melanoma class index, this artifact's alert threshold), or None where it raises no alert."""
+        if self.melanoma_index is None or self.melanoma_threshold is None:
+            return None
+        return self.melanoma_index, self.melanoma_threshold
+
     def needs_full_decode(self, probabilities: np.ndarray) -> np.ndarray:
         """Which rows of probabilities from reduced decodes are decided again from the full decode: those whose top
         two are within `recheck_margin`, or whose melanoma probability is within `alert_recheck_margin` log-odds of
         the alert threshold."""
         close = top_two_margin(probabilities) < self.recheck_margin
-        if self.melanoma_threshold is not None and self.melanoma_index is not None:
-            distance = np.abs(log_odds(probabilities[:, self.melanoma_index]) - log_odds(self.melanoma_threshold))
-            close |= distance < self.alert_recheck_margin
+        if self.alert_rule is not None:
+            index, threshold = self.alert_rule
+            close |= np.abs(log_odds(probabilities[:, index]) - log_odds(threshold)) < self.alert_recheck_margin
         return close
 
     def _rechecked(self, probabilities: np.ndarray, reduced_files: list[Path | None],
@@ -179,8 +186,9 @@ class Classifier:
 
     def _result(self, probabilities: np.ndarray, source: str | None, warning: str | None) -> Prediction:
         alert = None
-        if self.melanoma_threshold is not None and self.melanoma_index is not None:
-            alert = bool(probabilities[self.melanoma_index] >= self.melanoma_threshold)
+        if self.alert_rule is not None:
+            index, threshold = self.alert_rule
+            alert = bool(probabilities[index] >= threshold)
         return Prediction(self.classes[int(probabilities.argmax())],
                           {name: float(p) for name, p in zip(self.classes, probabilities)}, alert, source, warning)
 
