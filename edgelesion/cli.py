@@ -271,6 +271,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _add_predict(sub: argparse._SubParsersAction, summary: str) -> None:
+    from edgelesion.infer.inference import ALERT_RECHECK_MARGIN, RECHECK_MARGIN
     from edgelesion.infer.predicting import FORMATS
 
     p = sub.add_parser("predict", help=summary,
@@ -293,8 +294,9 @@ def _add_predict(sub: argparse._SubParsersAction, summary: str) -> None:
     p.add_argument("--full-decode", action="store_true",
                    help="decode every JPEG in full (exact, slower on large photos) instead of decoding large ones "
                         "reduced in the DCT domain, as the bundle's input spec says (an answer whose top two "
-                        "probabilities are within 0.05, or whose melanoma probability is within 0.2 log-odds of the "
-                        "alert threshold, is then decided again from the full decode)")
+                        f"probabilities are within {RECHECK_MARGIN}, or whose melanoma probability is within "
+                        f"{ALERT_RECHECK_MARGIN} log-odds of the alert threshold, is then decided again from the full "
+                        "decode)")
     p.set_defaults(handler=_run_predict)
 
 

@@ -100,8 +100,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def to_model_input(image: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
     """Resize an RGB image to the model's input size: an HxWx3 uint8 array."""
     size = (preprocessing.image_size, preprocessing.image_size)
-    if image.mode != "RGB":
-        image = to_rgb(image)
+    image = to_rgb(image)
     if image.size != size:
         image = image.resize(size, preprocessing.resize_filter)
     return np.asarray(image, dtype=np.uint8)

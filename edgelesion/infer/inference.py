@@ -96,7 +96,7 @@ class Classifier:
         `jpeg_draft_margin`: None as the input spec says, else how far a reduced decode may go (in input sides).
         `recheck_margin`: an answer from a reduced decode whose top two probabilities are closer than this is
         decided again from the file's full decode (0: never).
-        `alert_recheck_margin`: so is one whose melanoma probability is within this many log-odds of the bundle's
+        `alert_recheck_margin`: so is one whose melanoma probability is within this many log-odds of the artifact's
         alert threshold (0: never), so a reduced decode keeps the alert the full decode would give.
         """
         bundle_dir = Path(bundle_dir)
