@@ -141,3 +141,20 @@ def reliability_chart(bins: list[dict[str, float | None]], ece: float, target: P
     axis.legend(loc="upper left", fontsize=8)
     axis.set_title(f"{title}\nexpected calibration error {ece:.3f}", fontsize=9)
     _save(figure, target)
+
+
+def class_by_source_chart(table: dict[str, dict[str, int]], target: Path, title: str) -> None:
+    """Image counts as a heatmap, classes down the side, sources along the bottom, each count written in its cell."""
+    classes = list(table)
+    sources = sorted({s for row in table.values() for s in row})
+    counts = np.array([[table[c].get(s, 0) for s in sources] for c in classes])
+    figure, axis = plt.subplots(figsize=(1.4 * len(sources) + 3, 0.45 * len(classes) + 1.5))
+    axis.imshow(counts, cmap="Blues", aspect="auto")
+    dark = counts > counts.max() / 2  # white text on the dark cells
+    for (i, j), n in np.ndenumerate(counts):
+        axis.text(j, i, str(n), ha="center", va="center", fontsize=8, color="white" if dark[i, j] else "black")
+    axis.set_xticks(range(len(sources)), sources, rotation=30, ha="right", fontsize=8)
+    axis.set_yticks(range(len(classes)), classes, fontsize=8)
+    axis.set_xlabel("source")
+    axis.set_title(title, fontsize=9)
+    _save(figure, target)
