@@ -17,7 +17,47 @@ from edgelesion import __version__
 from edgelesion.errors import CheckFailed, EdgelesionError
 
 if TYPE_CHECKING:  # the training stack is imported only by the command that needs it
+    from edgelesion.data.metadata import MetadataSpec
     from edgelesion.train.config import TrainConfig
+
+
+def _add_metadata_options(p: argparse.ArgumentParser, what: str = "the --data folder") -> None:
+    """--metadata CSV and the options naming its columns (docs/sources.md)."""
+    p.add_argument("--metadata", type=Path, metavar="CSV",
+                   help=f"a CSV with one row per image of {what}: its source, lesion/patient groups and optionally "
+                        "its label (docs/sources.md)")
+    p.add_argument("--key-column", help="the CSV column holding each image's path relative to the data folder, or "
+                                        "its id (file name without suffix) (default: path, image, image_name or isic_id)")
+    p.add_argument("--source-column", help="the CSV column naming where each image was taken (clinic, device, "
+                                           "archive): within-source figures, and --leave-source-out in cv")
+    p.add_argument("--group-columns", help="comma-separated CSV columns (e.g. lesion_id,patient_id): images sharing "
+                                           "a value stay on one side of every split")
+    p.add_argument("--label-column", help="the CSV column holding each image's class (the folder may then be flat)")
+    p.add_argument("--label-columns", help="comma-separated one-hot CSV columns, one per class, each COLUMN or "
+                                           "COLUMN=class name (the ISIC 2019 ground truth: MEL=melanoma,NV=nevus,...)")
+
+
+def _metadata_spec(args: argparse.Namespace) -> MetadataSpec | None:
+    """The MetadataSpec the options describe; None without --metadata."""
+    from edgelesion.data.metadata import MetadataSpec
+
+    named = [f"--{name.replace('_', '-')}" for name in ("key_column", "source_column", "group_columns", "label_column",
+                                                         "label_columns") if getattr(args, name)]
+    if args.metadata is None:
+        if named:
+            raise EdgelesionError(f"{', '.join(named)} name columns of a metadata CSV: pass it with --metadata CSV")
+        return None
+
+    def items(text: str | None) -> tuple[str, ...]:
+        return tuple(item.strip() for item in (text or "").split(",") if item.strip())
+
+    return MetadataSpec(args.metadata, key_column=args.key_column, source_column=args.source_column,
+                        group_columns=items(args.group_columns), label_column=args.label_column,
+                        label_columns=items(args.label_columns))
+
+
+def _lookalikes(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 def _add_audit(sub: argparse._SubParsersAction, summary: str) -> None:
@@ -33,15 +73,26 @@ def _add_audit(sub: argparse._SubParsersAction, summary: str) -> None:
                    help="copies of one image with different labels: exclude them all (default) or keep one per label")
     p.add_argument("--near-distance", type=int, default=NEAR_DUPLICATE_MAX_DISTANCE,
                    help=f"max phash bit distance for near-duplicates (default {NEAR_DUPLICATE_MAX_DISTANCE})")
+    _add_metadata_options(p)
+    _add_lookalikes_option(p)
     p.add_argument("--force", action="store_true", help="replace an existing audit in --out")
     p.set_defaults(handler=_run_audit)
+
+
+def _add_lookalikes_option(p: argparse.ArgumentParser) -> None:
+    from edgelesion.metrics import LOOKALIKES
+
+    p.add_argument("--lookalikes", type=_lookalikes, default=LOOKALIKES, metavar="CLASS,CLASS",
+                   help="the classes melanoma is told from within each source and checked against for confounding "
+                        f"(default {','.join(LOOKALIKES)})")
 
 
 def _run_audit(args: argparse.Namespace) -> int:
     from edgelesion.data.audit_report import run_audit
 
     run_audit(args.data, args.out or Path("audits") / args.data.resolve().name, test_dir=args.test,
-              policy=args.conflicts, near_max_distance=args.near_distance, force=args.force)
+              metadata=_metadata_spec(args), policy=args.conflicts, near_max_distance=args.near_distance,
+              lookalikes=args.lookalikes, force=args.force)
     return 0
 
 
@@ -89,6 +140,8 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=int, default=defaults.folds, help="the data is cut into this many folds (default 5)")
     p.add_argument("--min-support", type=int, default=defaults.min_support,
                    help=f"classes with fewer validation images are listed, not scored (default {defaults.min_support})")
+    _add_metadata_options(p)
+    _add_lookalikes_option(p)
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
 
 
@@ -106,7 +159,7 @@ def _train_config(args: argparse.Namespace, **fixed: int) -> TrainConfig:
     try:
         config = TrainConfig.for_model(
             args.model, pretrained=args.weights == "imagenet", seed=args.seed, split_seed=args.split_seed,
-            conflict_policy=args.conflicts,
+            conflict_policy=args.conflicts, lookalikes=args.lookalikes,
             folds=args.folds, min_support=args.min_support,
             augment=AugmentConfig(target=args.augment_target, max_copies_per_image=args.max_copies,
                                   flips=args.flips, zoom=args.zoom),
@@ -142,7 +195,7 @@ def _run_train(args: argparse.Namespace) -> int:
     config = _train_config(args, fold=args.fold)
     from edgelesion.train.training import train
 
-    train(args.data, args.out, config, force=args.force)
+    train(args.data, args.out, config, metadata=_metadata_spec(args), force=args.force)
     return 0
 
 
@@ -158,6 +211,10 @@ def _add_cv(sub: argparse._SubParsersAction, summary: str) -> None:
     _add_training_options(p)
     p.add_argument("--only-folds", help="comma-separated fold numbers to run now (default: every fold)")
     p.add_argument("--merge-only", action="store_true", help="train nothing: merge the folds finished so far")
+    p.add_argument("--leave-source-out", action="store_true",
+                   help="one fold per source holding melanoma and a look-alike: train on the other sources, score "
+                        "that one (needs --metadata with --source-column; --only-sources picks some)")
+    p.add_argument("--only-sources", help="with --leave-source-out: comma-separated sources to hold out now")
     p.add_argument("--melanoma-sensitivity", type=float, default=TARGET_SENSITIVITY,
                    help=f"target sensitivity of the out-of-fold alert threshold (default {TARGET_SENSITIVITY})")
     p.set_defaults(handler=_run_cv)
@@ -167,16 +224,33 @@ def _run_cv(args: argparse.Namespace) -> int:
     from edgelesion.train.cross_validation import cross_validate, merge_cv
 
     if args.merge_only:
-        merge_cv(args.out, target_sensitivity=args.melanoma_sensitivity)
+        if args.leave_source_out:
+            from edgelesion.train.leave_source_out import merge_sources
+
+            merge_sources(args.out)
+        else:
+            merge_cv(args.out, target_sensitivity=args.melanoma_sensitivity)
         return 0
     if args.data is None:
         raise EdgelesionError("--data is required: the folder of class subfolders to cross-validate on")
+    if args.leave_source_out:
+        from edgelesion.train.leave_source_out import cross_validate_sources
+
+        metadata = _metadata_spec(args)
+        if metadata is None or metadata.source_column is None:
+            raise EdgelesionError("--leave-source-out needs each image's source: pass --metadata CSV --source-column "
+                                  "COLUMN")
+        cross_validate_sources(args.data, args.out, _train_config(args), metadata,
+                               sources=_lookalikes(args.only_sources) if args.only_sources else None, force=args.force)
+        return 0
+    if args.only_sources:
+        raise EdgelesionError("--only-sources picks held-out sources: use it with --leave-source-out")
     try:
         folds = None if args.only_folds is None else [int(k) for k in args.only_folds.split(",") if k.strip()]
     except ValueError as exc:
         raise EdgelesionError(f"--only-folds {args.only_folds!r}: write fold numbers such as 0,1") from exc
-    cross_validate(args.data, args.out, _train_config(args), folds=folds, force=args.force,
-                   target_sensitivity=args.melanoma_sensitivity)
+    cross_validate(args.data, args.out, _train_config(args), folds=folds, metadata=_metadata_spec(args),
+                   force=args.force, target_sensitivity=args.melanoma_sensitivity)
     return 0
 
 
@@ -186,13 +260,18 @@ def _add_evaluate(sub: argparse._SubParsersAction, summary: str) -> None:
                                    "(images shared with the training folder are removed and reported).")
     p.add_argument("run", type=Path, metavar="RUN", help="a run folder made by 'edgelesion train'")
     p.add_argument("--data", type=Path, help="a test folder of class subfolders (default: the run's validation split)")
+    _add_metadata_options(p, "the --data test folder (the validation split uses the run's own)")
     p.set_defaults(handler=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from edgelesion.train.evaluation import evaluate_run
 
-    evaluate_run(args.run, args.data)
+    metadata = _metadata_spec(args)
+    if metadata is not None and args.data is None:
+        raise EdgelesionError("--metadata describes a test folder: pass it with --data (the validation split uses "
+                              "the metadata the run was trained with)")
+    evaluate_run(args.run, args.data, metadata=metadata)
     return 0
 
 

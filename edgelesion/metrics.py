@@ -10,6 +10,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, r
 
 MIN_SUPPORT = 5  # a class with fewer evaluation images is listed, not scored
 POSITIVE_CLASS = "melanoma"
+LOOKALIKES = ("nevus", "seborrheic keratosis")  # the classes the positive one is mistaken for, and the reverse
 BOOTSTRAP_RESAMPLES = 2000
 CALIBRATION_BINS = 15
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_curve
 
 from edgelesion.metrics import wilson_interval
+from edgelesion.source_figures import MIN_PER_SOURCE, mixed_sources
 
 TARGET_SENSITIVITY = 0.90
 
@@ -36,6 +38,32 @@ def melanoma_threshold(probabilities: np.ndarray, labels: np.ndarray, positive: 
         "validation_sensitivity": wilson_interval(int((alert & is_positive).sum()), int(is_positive.sum())),
         "validation_specificity": wilson_interval(int((~alert & ~is_positive).sum()), int((~is_positive).sum())),
     }
+
+
+def alert_threshold(probabilities: np.ndarray, labels: np.ndarray, positive: int | None,
+                    target_sensitivity: float = TARGET_SENSITIVITY, *, sources: Sequence[str] | None = None,
+                    lookalikes: Sequence[int] = ()) -> dict[str, Any]:
+    """The alert threshold (melanoma_threshold) and the rule that chose it, recorded as `rule`.
+
+    With sources known, it is chosen on the images of the sources that hold both the positive class and a
+    look-alike: elsewhere a melanoma's source can give it away, and those easy melanomas would set a threshold
+    that misses the hard ones a new clinic sends. Pooled otherwise, saying why.
+    """
+    if sources is not None and positive is not None:
+        mixed = mixed_sources(labels, sources, positive, lookalikes)
+        if mixed:
+            inside = np.isin(np.asarray(sources, dtype=object), mixed)
+            chosen = melanoma_threshold(probabilities[inside], labels[inside], positive, target_sensitivity)
+            return {**chosen, "rule": "within-source", "rule_sources": mixed,
+                    "rule_text": f"chosen on the images of the sources holding at least {MIN_PER_SOURCE} of the "
+                                 f"positive class and of a look-alike ({', '.join(mixed)}), not pooled: elsewhere "
+                                 "the source can give the class away"}
+        reason = (f"no source holds at least {MIN_PER_SOURCE} images of the positive class and of a look-alike, "
+                  "so the threshold is pooled over sources whose look may give the class away")
+    else:
+        reason = "sources unknown (no metadata CSV with a source column)"
+    chosen = melanoma_threshold(probabilities, labels, positive, target_sensitivity)
+    return {**chosen, "rule": "pooled", "rule_sources": None, "rule_text": f"pooled: {reason}"}
 
 
 def alert_figures(probabilities: np.ndarray, labels: np.ndarray, positive: int | None,

@@ -106,6 +106,10 @@ class AuditReport:
             "classes": self.class_counts(),
             "small_classes": self.small_classes(),
             "skipped_files": [vars(s) for s in ds.skipped],
+            "metadata": None if ds.metadata is None else {
+                "spec": ds.metadata.spec.to_dict(), "fingerprint": ds.metadata.fingerprint,
+                "rows_matching_no_image": ds.unmatched_rows,
+                "lesion_or_patient_groups": len({g for r in ds.records for g in r.groups})},
             "exact_duplicate_groups": [describe(g) for g in self.groups if g.kind == "exact"],
             "near_duplicate_groups": [describe(g) for g in self.groups if g.kind == "near"],
             "conflicting_groups": [describe(g) for g in self.conflicts],
@@ -128,8 +132,25 @@ def hamming_pairs(a: np.ndarray, b: np.ndarray, max_distance: int, *, same: bool
     return np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
 
 
+def _components(n: int, edges: list[np.ndarray]) -> np.ndarray:
+    """Connected-component id of each of `n` nodes, given (i, j) edge arrays."""
+    pairs = np.concatenate([np.zeros((0, 2), np.int64), *edges]) if edges else np.zeros((0, 2), np.int64)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def metadata_group_edges(dataset: LoadedDataset) -> list[np.ndarray]:
+    """Edges joining the images that share a lesion or patient group of the metadata CSV."""
+    members: dict[str, list[int]] = {}
+    for i, record in enumerate(dataset.records):
+        for group in record.groups:
+            members.setdefault(group, []).append(i)
+    return [np.stack([m[:-1], m[1:]], axis=1) for m in map(np.array, members.values()) if len(m) > 1]
+
+
 def find_groups(dataset: LoadedDataset, max_distance: int) -> tuple[np.ndarray, list[DuplicateGroup]]:
-    """Group ids (connected components of 'identical or near-identical') and the multi-member groups."""
+    """Group ids for splitting (connected components of 'identical or near-identical' and, with metadata, 'same
+    lesion or patient'), and the multi-member duplicate groups."""
     n = len(dataset.records)
     pairs = [hamming_pairs(dataset.phash, dataset.phash, max_distance, same=True)]
     first_with_sha: dict[str, int] = {}
@@ -138,18 +159,17 @@ def find_groups(dataset: LoadedDataset, max_distance: int) -> tuple[np.ndarray, 
             pairs.append(np.array([[first_with_sha[sha], i]]))
         else:
             first_with_sha[sha] = i
-    edges = np.concatenate(pairs)
-    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
-    _, group_ids = connected_components(graph, directed=False)
+    duplicate_ids = _components(n, pairs)
     groups = []
-    for gid in np.unique(group_ids):
-        members = np.flatnonzero(group_ids == gid)
+    for gid in np.unique(duplicate_ids):
+        members = np.flatnonzero(duplicate_ids == gid)
         if len(members) < 2:
             continue
         kind = "exact" if len({dataset.sha256[i] for i in members}) == 1 else "near"
         labels = tuple(sorted({dataset.records[i].label for i in members}))
         groups.append(DuplicateGroup(tuple(int(i) for i in members), kind, labels))
-    return group_ids, groups
+    lesion_edges = metadata_group_edges(dataset)
+    return (_components(n, pairs + lesion_edges) if lesion_edges else duplicate_ids), groups
 
 
 def audit_dataset(
@@ -235,6 +255,13 @@ def format_audit(report: AuditReport) -> str:
         f"  policy '{report.policy.value}': {len(report.excluded)} images excluded, {len(report.kept)} kept",
         f"  {'class':<28} {'found':>6} {'kept':>6}",
     ]
+    if ds.metadata is not None:
+        spec = ds.metadata.spec
+        lines.insert(len(lines) - 1, f"  metadata {spec.csv.name}: "
+                     + (f"{len(set(ds.sources or []))} sources ({spec.source_column}); " if spec.source_column else "")
+                     + (f"{len({g for r in ds.records for g in r.groups})} {'/'.join(spec.group_columns)} groups, "
+                        "each kept on one side of every split; " if spec.group_columns else "")
+                     + f"{len(ds.unmatched_rows)} rows match no image")
     small = set(report.small_classes())
     for name, n in report.class_counts().items():
         flag = f"  <- fewer than {MIN_IMAGES_TO_LEARN}: too small to learn or to score" if name in small else ""

@@ -12,6 +12,7 @@ import imagehash
 import numpy as np
 from tqdm import tqdm
 
+from edgelesion.data.metadata import Metadata, MetadataSpec, read_metadata
 from edgelesion.errors import EdgelesionError
 from edgelesion.images import IMAGE_SUFFIXES, UnreadableImage, read_image, to_model_input
 from edgelesion.preprocessing import Preprocessing
@@ -19,10 +20,13 @@ from edgelesion.preprocessing import Preprocessing
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image file: its path relative to the dataset root (POSIX form) and its class folder."""
+    """One image file: its path relative to the dataset root (POSIX form), its label (class folder or metadata
+    CSV), and what a metadata CSV says of where it comes from: its source and its lesion/patient groups."""
 
     relpath: str
     label: str
+    source: str | None = None
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,15 @@ class LoadedDataset:
     sha256: list[str]
     phash: np.ndarray  # N, uint64: 64-bit perceptual hash of the full-size image
     skipped: list[SkippedFile] = field(default_factory=list)
+    metadata: Metadata | None = None
+    unmatched_rows: list[str] = field(default_factory=list)  # metadata keys that match no file
+
+    @property
+    def sources(self) -> list[str] | None:
+        """Every image's source, in record order; None without a source column."""
+        if self.metadata is None or self.metadata.spec.source_column is None:
+            return None
+        return [str(r.source) for r in self.records]
 
     @property
     def labels(self) -> np.ndarray:
@@ -55,10 +68,14 @@ class LoadedDataset:
         return np.array([index[r.label] for r in self.records], dtype=np.int64)
 
     def fingerprint(self) -> str:
-        """sha256 over the file list, labels and file contents (skipped files by name and reason)."""
+        """sha256 over the file list, labels and file contents (skipped files by name and reason), and with
+        metadata, each image's source and groups."""
         digest = hashlib.sha256()
         for record, sha in sorted(zip(self.records, self.sha256), key=lambda item: item[0].relpath):
-            digest.update(f"{record.relpath}\t{record.label}\t{sha}\n".encode())
+            described = f"{record.relpath}\t{record.label}\t{sha}"
+            if self.metadata is not None:
+                described += f"\t{record.source}\t{','.join(record.groups)}"
+            digest.update(f"{described}\n".encode())
         for skipped in sorted(self.skipped, key=lambda s: s.relpath):
             digest.update(f"{skipped.relpath}\tskipped\t{skipped.reason}\n".encode())
         return digest.hexdigest()
@@ -73,6 +90,7 @@ class LoadedDataset:
             images=self.images[indices],
             sha256=[self.sha256[i] for i in indices],
             phash=self.phash[indices],
+            metadata=self.metadata,
         )
 
 
@@ -95,15 +113,59 @@ def list_files(root: Path, classes: list[str]) -> tuple[list[ImageRecord], list[
     """Every file under each class folder: image candidates, and files skipped for their suffix."""
     records, skipped = [], []
     for label in classes:
-        for path in sorted((root / label).rglob("*")):
-            if not path.is_file() or path.name.startswith("."):
-                continue
-            relpath = path.relative_to(root).as_posix()
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                records.append(ImageRecord(relpath, label))
-            else:
-                skipped.append(SkippedFile(relpath, f"not a JPEG, PNG or BMP file (suffix {path.suffix or 'none'!r})"))
+        found, unusable = _image_files(root, root / label)
+        records += [ImageRecord(relpath, label) for relpath in found]
+        skipped += unusable
     return records, skipped
+
+
+def _image_files(root: Path, folder: Path) -> tuple[list[str], list[SkippedFile]]:
+    """Relative paths of the image files under `folder` (any depth), and the files skipped for their suffix."""
+    found, skipped = [], []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        relpath = path.relative_to(root).as_posix()
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            found.append(relpath)
+        else:
+            skipped.append(SkippedFile(relpath, f"not a JPEG, PNG or BMP file (suffix {path.suffix or 'none'!r})"))
+    return found, skipped
+
+
+def _check_root(root: Path) -> None:
+    if not root.exists():
+        raise EdgelesionError(f"data folder {root} does not exist: pass --data with a folder of images")
+    if not root.is_dir():
+        raise EdgelesionError(f"data folder {root} is a file, not a folder: pass the folder that holds the images")
+
+
+def list_with_metadata(root: Path, metadata: Metadata) -> tuple[list[ImageRecord], list[SkippedFile], list[str]]:
+    """Every image file with what the CSV says of it: labels from the CSV (any folder layout) or from class folders.
+
+    Images without a row are skipped and listed (never silently); the third list holds the keys of rows that match
+    no image file.
+    """
+    if metadata.spec.has_labels:
+        _check_root(root)
+        candidates, skipped = _image_files(root, root)
+        labelled = [(relpath, None) for relpath in candidates]
+    else:
+        records, skipped = list_files(root, class_folders(root))
+        labelled = [(r.relpath, r.label) for r in records]
+    records, matched = [], set()
+    for relpath, folder_label in labelled:
+        found = metadata.lookup(relpath)
+        if found is None:
+            skipped.append(SkippedFile(relpath, f"no row in the metadata CSV {metadata.spec.csv.name}"))
+            continue
+        key, entry = found
+        if key in matched:
+            raise EdgelesionError(f"the metadata key {key!r} matches two files (one is {relpath}): image ids must be "
+                                  "unique file names, or key the CSV by path relative to the data folder")
+        matched.add(key)
+        records.append(ImageRecord(relpath, entry.label or str(folder_label), entry.source, entry.groups))
+    return records, skipped, sorted(set(metadata.entries) - matched)
 
 
 def load_dataset(
@@ -113,14 +175,33 @@ def load_dataset(
     classes: list[str] | None = None,
     min_classes: int = 2,
     progress: bool = True,
+    metadata: MetadataSpec | None = None,
 ) -> LoadedDataset:
     """Decode every image under `root`'s class folders; unreadable files are skipped and listed.
 
     `classes` fixes the class list (for a test folder scored by a trained model): its folders
-    may be a subset of it, but a folder that is not one of them is an error.
+    may be a subset of it, but a folder that is not one of them is an error. With `metadata`, each
+    image gets its source and groups from that CSV, and its label too where the CSV has labels.
     """
     root = Path(root)
-    found = class_folders(root)
+    table = read_metadata(metadata) if metadata is not None else None
+    unmatched: list[str] = []
+    if table is None:
+        found = class_folders(root)
+        candidates, skipped = list_files(root, found)
+    else:
+        candidates, skipped, unmatched = list_with_metadata(root, table)
+        present = {r.label for r in candidates}
+        found = [c for c in table.classes if c in present] if table.classes else sorted(present)
+        if not candidates:
+            raise EdgelesionError(f"no image under {root} has a row in {table.spec.csv}: check --key-column and "
+                                  "that the CSV describes this folder")
+        if unmatched:
+            print(f"note: {len(unmatched)} rows of {table.spec.csv} match no image file under {root} "
+                  f"(first: {', '.join(unmatched[:3])}); they are listed in the audit")
+        if without := sum(s.reason.startswith("no row in the metadata CSV") for s in skipped):
+            print(f"note: {without} images under {root} have no row in {table.spec.csv} and are skipped "
+                  "(listed in the audit)")
     if classes is None:
         classes = found
     else:
@@ -132,10 +213,9 @@ def load_dataset(
             )
     if len(found) < min_classes:
         raise EdgelesionError(
-            f"{root} has only {len(found)} class folder ({', '.join(found)}): a classifier needs at least "
-            f"{min_classes} classes, each in its own subfolder"
+            f"{root} has only {len(found)} class {'folder' if table is None else 'in its metadata labels'} "
+            f"({', '.join(found)}): a classifier needs at least {min_classes} classes"
         )
-    candidates, skipped = list_files(root, found)
 
     def decode(record: ImageRecord) -> tuple[str, int, np.ndarray] | str:
         try:
@@ -160,7 +240,7 @@ def load_dataset(
         phashes.append(result[1])
         arrays.append(result[2])
     empty = [label for label in found if not any(r.label == label for r in records)]
-    if empty:
+    if empty and table is None:
         raise EdgelesionError(
             f"class folder(s) {', '.join(repr(str(root / e)) for e in empty)} hold no readable images: "
             "add images or remove the folder"
@@ -174,4 +254,6 @@ def load_dataset(
         sha256=shas,
         phash=np.array(phashes, dtype=np.uint64),
         skipped=sorted(skipped, key=lambda s: s.relpath),
+        metadata=table,
+        unmatched_rows=unmatched,
     )

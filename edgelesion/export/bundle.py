@@ -12,6 +12,7 @@ from edgelesion.export.parity import ORIENTATIONS
 from edgelesion.fileio import write_json, write_text
 from edgelesion.metrics import format_estimate, format_mean_sd
 from edgelesion.preprocessing import Preprocessing
+from edgelesion.source_figures import format_within_source
 
 BUNDLE_SCHEMA_VERSION = 3
 
@@ -90,6 +91,12 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
     for key in ("melanoma_sensitivity", "melanoma_specificity", "accuracy"):
         if key in validation:
             lines.append(f"- {key.replace('_', ' ')}: {format_estimate(validation[key])}")
+    rules = {entry.get("melanoma_alert", {}).get("rule_text") for entry in bundle["artifacts"].values()} - {None}
+    lines += [f"- each artifact's melanoma alert threshold: {rule}" for rule in sorted(rules)]
+    if within := validation.get("within_source"):
+        lines += ["", "## Within each source (validation split, float model)",
+                  "Where class and source go together, pooled figures reward a model that learned the source; "
+                  "these are what a new clinic can expect.", "", "```", format_within_source(within), "```"]
     lines += _cross_validation_lines(bundle.get("cross_validation"), source["config"]["fold"])
     lines += ["", f"## Artifacts against the float model (validation split, each image in its {ORIENTATIONS} orientations: "
               "flips and quarter turns)", "",

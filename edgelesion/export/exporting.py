@@ -34,7 +34,8 @@ from edgelesion.data.rebalance import default_cache_dir
 from edgelesion.train.runs import RunDir, read_run
 from edgelesion.infer.bundle_reader import labels_disagreement, sealed
 from edgelesion.infer.runtimes import open_runner, predict_in_batches
-from edgelesion.thresholds import TARGET_SENSITIVITY, melanoma_threshold
+from edgelesion.source_figures import lookalike_indices, within_source_figures
+from edgelesion.thresholds import TARGET_SENSITIVITY, alert_threshold
 from edgelesion.train.training import training_arrays
 
 ARTIFACTS = tuple(DEFAULT_TOLERANCES)  # float32.tflite, float16.tflite, int8.tflite, float32.onnx, int8.onnx
@@ -195,12 +196,13 @@ def export_int8(staging: Path, method: str, sources: Int8Sources, description: M
 
 def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], val: LoadedDataset,
                       scored: list[int], positive: int | None, tolerance: Tolerance,
-                      melanoma_sensitivity: float) -> tuple[dict[str, Any], list[str]]:
+                      melanoma_sensitivity: float, lookalikes: list[int]) -> tuple[dict[str, Any], list[str]]:
     """Score the artifact file itself on the validation images, in all their orientations, against every reference
     model's probabilities for those (judged against the float model).
 
     Returns its bundle.json entry (with its own melanoma alert threshold, chosen on its own
-    validation probabilities) and the reasons it misses `tolerance` (none when it passes).
+    validation probabilities, within the sources holding both classes where sources are known)
+    and the reasons it misses `tolerance` (none when it passes).
     int8.tflite is also run in MediaPipe's ImageClassifier, which must give LiteRT's top-1.
     """
     runner = open_runner(path)
@@ -214,7 +216,8 @@ def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], 
         "file": name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
         "runtime": "LiteRT" if name.endswith(".tflite") else "onnxruntime", "reference": "float",
         "tolerance": tolerance.to_dict(), "parity": parity,
-        "melanoma_alert": melanoma_threshold(probs, val.labels, positive, melanoma_sensitivity),
+        "melanoma_alert": alert_threshold(probs, val.labels, positive, melanoma_sensitivity, sources=val.sources,
+                                          lookalikes=lookalikes),
         "labels_inside": runner.labels is not None,  # metadata written (export/README.md)
     }
     disagreement = labels_disagreement(path, runner.labels, val.classes)
@@ -302,6 +305,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
 
     scored = scored_class_indices(val.labels, len(classes), config.min_support)
     positive = classes.index(config.positive_class) if config.positive_class in classes else None
+    lookalikes = list(lookalike_indices(classes, config.lookalikes).values())
     staging = staging_dir(out)
     try:
         artifacts, problems, failed = {}, [], []
@@ -310,7 +314,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
 
             def validate(path: Path, refs: dict[str, np.ndarray], name: str = name) -> tuple[dict[str, Any], list[str]]:
                 return validate_artifact(name, path, refs, val, scored, positive, options.tolerances[name],
-                                         options.melanoma_sensitivity)
+                                         options.melanoma_sensitivity, lookalikes)
 
             description = ModelDescription(name, classes, config.preprocessing, source_sha256)
             if name in INT8_ARTIFACTS:
@@ -330,6 +334,12 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
         as_they_are = references["float"][:len(val.images)]
         validation = classification_metrics(val.labels, as_they_are, classes, min_support=config.min_support,
                                             positive_class=config.positive_class, seed=config.seed)
+        if val.sources is not None:
+            float_alert = alert_threshold(as_they_are, val.labels, positive, options.melanoma_sensitivity,
+                                          sources=val.sources, lookalikes=lookalikes)
+            validation["within_source"] = within_source_figures(as_they_are, val.labels, classes, val.sources,
+                                                                config.positive_class, config.lookalikes,
+                                                                float_alert["threshold"])
         val_rows = [(r.relpath, r.label, s) for r, s in zip(val.records, val.sha256)]
         bundle = {
             "schema_version": BUNDLE_SCHEMA_VERSION,
@@ -346,6 +356,7 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
                 "config": config.to_dict(), "data_name": info.data_dir.name,
                 "data_fingerprint": info.data_fingerprint, "best_model_sha256": source_sha256,
                 "validation_files": [list(row) for row in val_rows],
+                "validation_sources": val.sources,  # None without a metadata CSV's source column
                 "validation_fingerprint": file_list_fingerprint(val_rows),
             },
             "provenance": provenance(portable=True),

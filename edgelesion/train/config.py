@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from edgelesion.data.audit import NEAR_DUPLICATE_MAX_DISTANCE, ConflictPolicy
-from edgelesion.metrics import MIN_SUPPORT, POSITIVE_CLASS
+from edgelesion.metrics import LOOKALIKES, MIN_SUPPORT, POSITIVE_CLASS
 from edgelesion.preprocessing import LEGACY_DRAFT_MARGIN, Preprocessing
 from edgelesion.data.rebalance import AugmentConfig, RebalanceMethod
 from edgelesion.train.online_augment import OnlineAugment
@@ -46,11 +46,14 @@ class TrainConfig:
     fold: int = 0  # which fold is validation
     min_support: int = MIN_SUPPORT  # classes with fewer validation images are not scored
     positive_class: str = POSITIVE_CLASS
+    lookalikes: tuple[str, ...] = LOOKALIKES  # what the positive class is told from within each source
+    held_out_source: str | None = None  # leave-source-out: this source is kept out of training and scored alone
     preprocessing: Preprocessing | None = None  # None: the model's own (MODEL_INPUTS), else the seed's 180 px, 1/255
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rebalance", RebalanceMethod(self.rebalance))
         object.__setattr__(self, "conflict_policy", ConflictPolicy(self.conflict_policy))
+        object.__setattr__(self, "lookalikes", tuple(self.lookalikes))
         if self.preprocessing is None:
             object.__setattr__(self, "preprocessing", MODEL_INPUTS.get(self.model, Preprocessing()))
         if self.split_seed == self.seed:  # the same split either way: one way to write it

@@ -20,18 +20,21 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from edgelesion.data.metadata import MetadataSpec, read_metadata
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import ensure_outside, read_json, sha256_file, write_csv, write_json, write_text
 from edgelesion.metrics import format_mean_sd
 from edgelesion.plots import cv_folds_chart, melanoma_roc_chart
 from edgelesion.provenance import provenance
-from edgelesion.thresholds import TARGET_SENSITIVITY, alert_figures, melanoma_threshold
+from edgelesion.source_figures import format_within_source, lookalike_indices, within_source_figures
+from edgelesion.thresholds import TARGET_SENSITIVITY, alert_figures, alert_threshold
 from edgelesion.train.config import TrainConfig
 from edgelesion.train.evaluation import read_validation_predictions
 from edgelesion.train.runs import RunDir, read_run
 from edgelesion.train.training import resume, train
 
 CV_FORMAT_VERSION = 1
+K_FOLD, LEAVE_SOURCE_OUT = "k-fold", "leave-source-out"  # the kinds of folds a cv folder holds
 FIGURES = ("balanced_accuracy", "last_epoch_balanced_accuracy", "alert_sensitivity", "alert_specificity",
            "melanoma_sensitivity", "melanoma_specificity", "accuracy")  # what the table shows, in this order
 
@@ -68,13 +71,36 @@ def _is_recipe_of(cv: CvDir, config: TrainConfig) -> bool:
     return TrainConfig.from_dict(read_json(cv.spec)["config"]) == config.with_changes(fold=0)
 
 
-def _open_cv_dir(cv: CvDir, data_dir: Path, config: TrainConfig, force: bool) -> None:
-    """Create `cv` for `config`, or reuse it when it holds the same cross-validation; refuse anything else."""
-    spec = {"format_version": CV_FORMAT_VERSION, "config": config.with_changes(fold=0).to_dict(),
-            "data_dir": str(data_dir.resolve())}
+def _metadata_record(metadata: MetadataSpec | None) -> dict[str, Any] | None:
+    """What cv.json records of the metadata CSV: its spec and fingerprint (folds made with other metadata never
+    merge)."""
+    return None if metadata is None else {"spec": metadata.to_dict(), "fingerprint": read_metadata(metadata).fingerprint}
+
+
+def cv_kind(out: str | Path) -> str:
+    """Which folds a cross-validation folder holds: K_FOLD or LEAVE_SOURCE_OUT."""
+    spec = CvDir(Path(out)).spec
+    if not spec.is_file():
+        raise EdgelesionError(f"{Path(out)} is not a cross-validation folder (no cv.json): run 'edgelesion cv' first")
+    return read_json(spec).get("kind", K_FOLD)
+
+
+def open_cv_dir(cv: CvDir, data_dir: Path, config: TrainConfig, force: bool, metadata: MetadataSpec | None = None,
+                kind: str = K_FOLD) -> None:
+    """Create `cv` for `config`, `metadata` and `kind` of folds, or reuse it when it holds the same
+    cross-validation; refuse anything else."""
+    spec = {"format_version": CV_FORMAT_VERSION, "kind": kind, "config": config.with_changes(fold=0).to_dict(),
+            "data_dir": str(data_dir.resolve()), "metadata": _metadata_record(metadata)}
     if cv.spec.is_file():
-        if _is_recipe_of(cv, config):
+        recorded = read_json(cv.spec)
+        same_metadata = (recorded.get("metadata") or {}).get("fingerprint") == (spec["metadata"] or {}).get("fingerprint")
+        same_kind = recorded.get("kind", K_FOLD) == kind
+        if _is_recipe_of(cv, config) and same_metadata and same_kind:
             return
+        if not force and _is_recipe_of(cv, config):
+            what = "another metadata CSV (or other columns of it)" if not same_metadata else "another kind of folds"
+            raise EdgelesionError(f"{cv.root} holds a cross-validation made with {what}: choose another --out, or "
+                                  "replace it with --force")
         if not force:
             recorded, requested = TrainConfig.from_dict(read_json(cv.spec)["config"]).to_dict(), spec["config"]
             differing = sorted(k for k in {*recorded, *requested} if recorded.get(k) != requested.get(k))
@@ -89,18 +115,19 @@ def _open_cv_dir(cv: CvDir, data_dir: Path, config: TrainConfig, force: bool) ->
 
 
 def cross_validate(data_dir: str | Path, out: str | Path, config: TrainConfig, *, folds: list[int] | None = None,
-                   force: bool = False, target_sensitivity: float = TARGET_SENSITIVITY,
-                   progress: bool = True) -> dict[str, Any]:
+                   metadata: MetadataSpec | None = None, force: bool = False,
+                   target_sensitivity: float = TARGET_SENSITIVITY, progress: bool = True) -> dict[str, Any]:
     """Train (or resume, or keep) each fold of `config` on `data_dir` into `out/fold-K`, then merge.
 
     `folds` picks some folds (default: all `config.folds`); the others can run later or elsewhere.
+    `metadata` (a CSV of sources and groups) keeps groups on one side and adds within-source figures.
     """
     data_dir, cv = Path(data_dir), CvDir(Path(out))
     ensure_outside(cv.root, data_dir)
     chosen = list(range(config.folds)) if folds is None else folds
     if bad := [k for k in chosen if not 0 <= k < config.folds]:
         raise EdgelesionError(f"folds {bad} do not exist: there are {config.folds} folds, 0 to {config.folds - 1}")
-    _open_cv_dir(cv, data_dir, config, force)
+    open_cv_dir(cv, data_dir, config, force, metadata)
     for k in chosen:
         run = cv.fold(k)
         if fold_finished(run):
@@ -111,7 +138,8 @@ def cross_validate(data_dir: str | Path, out: str | Path, config: TrainConfig, *
             resume(run.root, data_dir=data_dir, progress=progress)
         else:
             print(f"fold {k} of {config.folds}")
-            train(data_dir, run.root, config.with_changes(fold=k), force=RunDir(run.root).is_run(), progress=progress)
+            train(data_dir, run.root, config.with_changes(fold=k), metadata=metadata, force=RunDir(run.root).is_run(),
+                  progress=progress)
     return merge_cv(cv.root, target_sensitivity=target_sensitivity)
 
 
@@ -142,8 +170,9 @@ def _over_folds(values: list[float | None]) -> dict[str, Any]:
 def merge_cv(out: str | Path, *, target_sensitivity: float = TARGET_SENSITIVITY) -> dict[str, Any]:
     """The per-fold table, mean and sd, out-of-fold melanoma operating points and ROC, from the finished folds."""
     cv = CvDir(Path(out))
-    if not cv.spec.is_file():
-        raise EdgelesionError(f"{cv.root} is not a cross-validation folder (no cv.json): run 'edgelesion cv' first")
+    if cv_kind(cv.root) != K_FOLD:
+        raise EdgelesionError(f"{cv.root} holds leave-source-out folds: merge it with 'edgelesion cv --merge-only "
+                              "--leave-source-out'")
     config = TrainConfig.from_dict(read_json(cv.spec)["config"])
     finished = [k for k in range(config.folds) if fold_finished(cv.fold(k))]
     if not finished:
@@ -151,15 +180,21 @@ def merge_cv(out: str | Path, *, target_sensitivity: float = TARGET_SENSITIVITY)
     folds = {k: read_validation_predictions(cv.fold(k)) for k in finished}
     classes = folds[finished[0]][3]
     positive = classes.index(config.positive_class) if config.positive_class in classes else None
+    lookalikes = list(lookalike_indices(classes, config.lookalikes).values())
+    sources = {k: [row["source"] for row in folds[k][0]] if "source" in folds[k][0][0] else None for k in finished}
     per_fold: dict[int, dict[str, Any]] = {}
+    rules = set()
     for k, (_, probabilities, labels, _) in folds.items():
         metrics = read_json(cv.fold(k).evaluation / "validation" / "metrics.json")
         others = [j for j in finished if j != k]
         threshold = None
         if others:
-            threshold = melanoma_threshold(np.concatenate([folds[j][1] for j in others]),
-                                           np.concatenate([folds[j][2] for j in others]), positive,
-                                           target_sensitivity)["threshold"]
+            chosen = alert_threshold(np.concatenate([folds[j][1] for j in others]),
+                                     np.concatenate([folds[j][2] for j in others]), positive, target_sensitivity,
+                                     sources=None if sources[k] is None else sum((sources[j] for j in others), []),
+                                     lookalikes=lookalikes)
+            threshold = chosen["threshold"]
+            rules.add(chosen["rule_text"])
         alert = alert_figures(probabilities, labels, positive, threshold)
         value = partial(_value, metrics)
         per_fold[k] = {
@@ -174,6 +209,14 @@ def merge_cv(out: str | Path, *, target_sensitivity: float = TARGET_SENSITIVITY)
     summary = {figure: _over_folds([per_fold[k][figure] for k in finished]) for figure in FIGURES}
     labels = np.concatenate([folds[k][2] for k in finished])
     probabilities = np.concatenate([folds[k][1] for k in finished])
+    within = None
+    if all(sources[k] is not None for k in finished):
+        # each image's alert at the threshold its own fold was scored with
+        thresholds = np.concatenate([np.full(len(folds[k][2]), np.nan if per_fold[k]["alert_threshold"] is None
+                                             else per_fold[k]["alert_threshold"]) for k in finished])
+        within = within_source_figures(probabilities, labels, classes, sum((sources[k] for k in finished), []),
+                                       config.positive_class, config.lookalikes,
+                                       None if np.isnan(thresholds).any() else thresholds)
     auc = None
     if positive is not None and 0 < (labels == positive).sum() < len(labels):
         auc = float(roc_auc_score(labels == positive, probabilities[:, positive]))
@@ -182,10 +225,13 @@ def merge_cv(out: str | Path, *, target_sensitivity: float = TARGET_SENSITIVITY)
                             for k in finished if per_fold[k]["alert_threshold"] is not None],
                            cv.roc, f"{config.positive_class} against the rest, out-of-fold ({len(finished)} folds), "
                                    f"AUC {auc:.3f}")
-    write_csv(cv.oof_predictions, ["fold", "path", "label", *classes],
-              [[k, row["path"], row["label"], *(row[c] for c in classes)] for k in finished for row in folds[k][0]])
+    with_sources = within is not None
+    write_csv(cv.oof_predictions, ["fold", "path", "label", *classes, *(["source"] if with_sources else [])],
+              [[k, row["path"], row["label"], *(row[c] for c in classes), *([row["source"]] if with_sources else [])]
+               for k in finished for row in folds[k][0]])
     result = {"model": config.model, "folds": config.folds, "finished_folds": finished,
               "complete": len(finished) == config.folds, "target_sensitivity": target_sensitivity,
+              "alert_threshold_rules": sorted(rules), "within_source_out_of_fold": within,
               "melanoma_auc_out_of_fold": auc, "summary": summary, "per_fold": per_fold,
               # what each fold's figures were merged from: a fold scored again since shows in a model card
               "predictions_sha256": {str(k): sha256_file(_predictions(cv.fold(k))) for k in finished},
@@ -221,6 +267,10 @@ def format_cv_table(result: dict[str, Any]) -> str:
                  "Each fold's model is its best epoch by balanced accuracy on the fold it is scored on, so every "
                  "figure but the last epoch's balanced accuracy leans optimistic; no epoch choice touched the last "
                  "epoch's.")
+    lines += [f"Alert thresholds {rule}." for rule in result.get("alert_threshold_rules", [])]
+    if result.get("within_source_out_of_fold"):
+        lines += ["", "Out-of-fold, within each source:", "", "```",
+                  format_within_source(result["within_source_out_of_fold"]), "```"]
     return "\n".join(lines)
 
 

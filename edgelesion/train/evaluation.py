@@ -11,12 +11,14 @@ from edgelesion._tf import keras
 from edgelesion.data.audit import prepare_test_set
 from edgelesion.train.config import TrainConfig
 from edgelesion.data.dataset import LoadedDataset, load_dataset
+from edgelesion.data.metadata import MetadataSpec
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import read_csv, read_json, write_csv, write_json
 from edgelesion.metrics import classification_metrics, format_metrics
 from edgelesion.plots import confusion_matrix_chart, reliability_chart
 from edgelesion.provenance import provenance
-from edgelesion.thresholds import alert_figures, melanoma_threshold
+from edgelesion.source_figures import format_within_source, lookalike_indices, within_source_figures
+from edgelesion.thresholds import alert_figures, alert_threshold
 from edgelesion.train.runs import RunDir, RunInfo, read_run
 
 
@@ -29,25 +31,35 @@ def predict(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.
 
 def evaluate_and_write(probabilities: np.ndarray, labels: np.ndarray, classes: list[str], out_dir: Path, *,
                        title: str, config: TrainConfig, paths: list[str], scored_classes: list[str] | None = None,
-                       alert_threshold: float | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                       alert_threshold: dict[str, Any] | None = None, sources: list[str] | None = None,
+                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compute the metrics, print them, and write metrics.json, predictions.csv, confusion_matrix.png and
     reliability.png (calibration) into `out_dir`.
 
-    With `alert_threshold`, the melanoma alert's sensitivity and specificity at that threshold are
-    reported too (`melanoma_alert`): the figures an app acting on the alert gets.
+    With `alert_threshold` (an alert_threshold() result), the melanoma alert's sensitivity and specificity at that
+    threshold are reported too (`melanoma_alert`): the figures an app acting on the alert gets. With `sources`
+    (one per image), the positive class is also scored against each look-alike within every source
+    (`within_source`), beside the pooled figures.
     """
     metrics = classification_metrics(labels, probabilities, classes, min_support=config.min_support,
                                      scored_classes=scored_classes, positive_class=config.positive_class,
                                      seed=config.seed)
     positive = classes.index(config.positive_class) if config.positive_class in classes else None
-    alert = alert_figures(probabilities, labels, positive, alert_threshold)
+    threshold = (alert_threshold or {}).get("threshold")
+    alert = alert_figures(probabilities, labels, positive, threshold)
     if alert is not None:
-        metrics["melanoma_alert"] = alert
+        metrics["melanoma_alert"] = {**alert, "rule": alert_threshold.get("rule"),
+                                     "rule_text": alert_threshold.get("rule_text")}
+    if sources is not None:
+        metrics["within_source"] = within_source_figures(probabilities, labels, classes, sources,
+                                                         config.positive_class, config.lookalikes, threshold)
     print(format_metrics(metrics, title))
+    if metrics.get("within_source"):
+        print(format_within_source(metrics["within_source"]))
     write_json(out_dir / "metrics.json", {"title": title, **metrics, **(extra or {}), "provenance": provenance()})
-    write_csv(out_dir / "predictions.csv", ["path", "label", *classes],
-              [[path, classes[label], *(f"{p:.6g}" for p in row)]
-               for path, label, row in zip(paths, labels, probabilities)])
+    write_csv(out_dir / "predictions.csv", ["path", "label", *classes, *(["source"] if sources else [])],
+              [[path, classes[label], *(f"{p:.6g}" for p in row), *([source] if sources else [])]
+               for path, label, row, source in zip(paths, labels, probabilities, sources or [None] * len(paths))])
     confusion_matrix_chart(metrics["confusion_matrix"], classes, out_dir / "confusion_matrix.png", title)
     reliability_chart(metrics["calibration"]["bins"], metrics["calibration"]["expected_calibration_error"],
                       out_dir / "reliability.png", title)
@@ -64,14 +76,32 @@ def read_validation_predictions(run: RunDir) -> tuple[list[dict[str, str]], np.n
     return rows, probabilities, labels, classes
 
 
+def validation_threshold(probabilities: np.ndarray, val: LoadedDataset, config: TrainConfig) -> dict[str, Any]:
+    """The alert threshold chosen on the validation split, within the sources holding both classes where known."""
+    positive = val.classes.index(config.positive_class) if config.positive_class in val.classes else None
+    return alert_threshold(probabilities, val.labels, positive, sources=val.sources,
+                           lookalikes=list(lookalike_indices(val.classes, config.lookalikes).values()))
+
+
 def evaluate_validation(model: keras.Model, val: LoadedDataset, out_dir: Path, *, title: str,
                         config: TrainConfig) -> dict[str, Any]:
     """Score the validation split and choose the melanoma alert threshold on it (recorded in its metrics.json)."""
     probabilities = predict(model, val.images)
-    positive = val.classes.index(config.positive_class) if config.positive_class in val.classes else None
-    threshold = melanoma_threshold(probabilities, val.labels, positive)["threshold"]
     return evaluate_and_write(probabilities, val.labels, val.classes, out_dir, title=title, config=config,
-                              paths=[r.relpath for r in val.records], alert_threshold=threshold)
+                              paths=[r.relpath for r in val.records], sources=val.sources,
+                              alert_threshold=validation_threshold(probabilities, val, config))
+
+
+def evaluate_held_out(model: keras.Model, held_out: LoadedDataset, run: RunDir, config: TrainConfig,
+                      validation: dict[str, Any]) -> dict[str, Any]:
+    """Score a left-out source with the threshold its training sources' validation split chose."""
+    alert = validation.get("melanoma_alert")
+    return evaluate_and_write(
+        predict(model, held_out.images), held_out.labels, held_out.classes, run.evaluation / "held_out_source",
+        title=f"Held-out source {config.held_out_source!r} ({len(held_out.records)} images, never trained on)",
+        config=config, paths=[r.relpath for r in held_out.records], sources=held_out.sources,
+        alert_threshold=alert and {"threshold": alert["threshold"], "rule": alert.get("rule"),
+                                   "rule_text": f"the training sources' validation split: {alert.get('rule_text')}"})
 
 
 def shift_gap(external: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +119,7 @@ def recorded_splits(run: RunDir, info: RunInfo, *splits: str) -> list[LoadedData
         raise EdgelesionError(
             f"the data folder of {run.root}, {info.data_dir}, is gone: restore it (or score a test folder with --data DIR)"
         )
-    dataset = load_dataset(info.data_dir, info.config.preprocessing, classes=info.classes)
+    dataset = load_dataset(info.data_dir, info.config.preprocessing, classes=info.classes, metadata=info.metadata)
     position = {r.relpath: i for i, r in enumerate(dataset.records)}
     subsets = []
     for split in splits:
@@ -106,11 +136,13 @@ def recorded_splits(run: RunDir, info: RunInfo, *splits: str) -> list[LoadedData
     return subsets
 
 
-def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, *,
+                 metadata: MetadataSpec | None = None) -> dict[str, Any]:
     """Score a run's best model: on its validation split, or on a test folder with overlap removed.
 
     For a test folder, images also in the training folder (byte-identical or near-identical) are
-    removed before scoring; the score with them kept is reported too, labelled as inflated.
+    removed before scoring; the score with them kept is reported too, labelled as inflated. `metadata`
+    describes the test folder (sources, labels); the validation split uses the run's own.
     """
     run = RunDir(Path(run_dir))
     info = read_run(run.root)
@@ -121,7 +153,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dic
                                    title=f"Validation split of {run.root.name} ({len(val.records)} images)")
     validation_file = run.evaluation / "validation" / "metrics.json"
     validation = read_json(validation_file) if validation_file.is_file() else None
-    test = prepare_test_set(load_dataset(data_dir, info.config.preprocessing, classes=info.classes, min_classes=1),
+    test = prepare_test_set(load_dataset(data_dir, info.config.preprocessing, classes=info.classes, min_classes=1,
+                                         metadata=metadata),
                             read_csv(run.data_index), info.config.conflict_policy,
                             info.config.near_duplicate_max_distance)
     out = run.evaluation / f"test-{Path(data_dir).resolve().name}-{test.with_overlap.fingerprint()[:8]}"
@@ -129,8 +162,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dic
     metrics = evaluate_and_write(
         predict(model, test.clean.images), test.clean.labels, info.classes, out,
         title=f"Test folder {data_dir} ({len(test.clean.records)} images, training overlap removed)",
-        config=info.config, paths=[r.relpath for r in test.clean.records],
-        alert_threshold=(validation or {}).get("melanoma_alert", {}).get("threshold"),
+        config=info.config, paths=[r.relpath for r in test.clean.records], sources=test.clean.sources,
+        alert_threshold=(validation or {}).get("melanoma_alert"),
         extra={"overlap_removed": len(test.overlaps), "overlaps": test.overlaps,
                "excluded_in_test_folder": [vars(s) for s in test.excluded]},
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgelesion.data.metadata import MetadataSpec
 from edgelesion.train.config import TrainConfig
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import read_json
@@ -47,6 +48,8 @@ class RunInfo:
     data_dir: Path
     classes: list[str]
     data_fingerprint: str
+    metadata: MetadataSpec | None = None  # the metadata CSV the run read, if any
+    metadata_fingerprint: str | None = None
 
 
 def read_run(run_dir: str | Path, *, need_model: bool = True) -> RunInfo:
@@ -67,8 +70,10 @@ def read_run(run_dir: str | Path, *, need_model: bool = True) -> RunInfo:
             f"{run.root} has no trained model yet (best.keras is missing): finish it with "
             f"'edgelesion train --resume --out {run.root}'"
         )
+    metadata = data.get("metadata")
     return RunInfo(TrainConfig.from_dict(data["config"]), Path(data["data_dir"]), data["classes"],
-                   data["data_fingerprint"])
+                   data["data_fingerprint"], metadata and MetadataSpec.from_dict(metadata["spec"]),
+                   metadata and metadata["fingerprint"])
 
 
 def check_run_dir(root: Path, *, force: bool) -> None:

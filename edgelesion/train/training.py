@@ -14,8 +14,9 @@ from edgelesion._tf import keras, tf
 from edgelesion.data.audit import AuditReport, audit_dataset, format_audit
 from edgelesion.train.config import TrainConfig
 from edgelesion.data.dataset import LoadedDataset, load_dataset
+from edgelesion.data.metadata import MetadataSpec
 from edgelesion.errors import EdgelesionError
-from edgelesion.train.evaluation import evaluate_validation, predict
+from edgelesion.train.evaluation import evaluate_held_out, evaluate_validation, predict
 from edgelesion.fileio import atomic_path, ensure_outside, read_csv, read_json, write_csv, write_json
 from edgelesion.metrics import balanced_accuracy, scored_class_indices, sensitivity
 from edgelesion.train.models import HEAD, create_model
@@ -34,24 +35,47 @@ class PreparedData:
     report: AuditReport
     train: LoadedDataset
     val: LoadedDataset
+    held_out: LoadedDataset | None = None  # leave-source-out: the held-out source's images, scored after training
+    spanning_removed: list[str] | None = None  # training-source images sharing a group with the held-out source
 
     @property
     def dataset(self) -> LoadedDataset:
         return self.report.dataset
 
 
-def prepare_data(data_dir: str | Path, config: TrainConfig, *, progress: bool = True) -> PreparedData:
-    """Read and audit `data_dir`, apply the conflict policy, and draw the group-aware validation fold."""
-    dataset = load_dataset(data_dir, config.preprocessing, progress=progress)
+def held_out_source_split(report: AuditReport, held_out: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kept images of the held-out source, kept images of the training sources, and the training-source images
+    removed because a duplicate, lesion or patient group joins them to a held-out image (indices into the dataset)."""
+    sources = report.dataset.sources
+    if sources is None:
+        raise EdgelesionError("leaving a source out needs each image's source: pass --metadata CSV --source-column")
+    inside = np.array([sources[i] == held_out for i in report.kept], dtype=bool)
+    if not inside.any():
+        raise EdgelesionError(f"no kept image comes from the source {held_out!r}: the sources are "
+                              f"{', '.join(sorted(set(sources)))}")
+    held = report.kept[inside]
+    spanning = np.isin(report.group_ids[report.kept], report.group_ids[held]) & ~inside
+    return held, report.kept[~inside & ~spanning], report.kept[spanning]
+
+
+def prepare_data(data_dir: str | Path, config: TrainConfig, *, metadata: MetadataSpec | None = None,
+                 progress: bool = True) -> PreparedData:
+    """Read and audit `data_dir`, apply the conflict policy, and draw the group-aware validation fold (from the
+    training sources only when a source is held out)."""
+    dataset = load_dataset(data_dir, config.preprocessing, progress=progress, metadata=metadata)
     report = audit_dataset(dataset, policy=config.conflict_policy, near_max_distance=config.near_duplicate_max_distance)
-    kept = report.kept
-    train_pos, val_pos = train_val_indices(dataset.labels[kept], report.group_ids[kept], n_folds=config.folds,
+    pool, held, spanning = report.kept, None, None
+    if config.held_out_source is not None:
+        held, pool, spanning = held_out_source_split(report, config.held_out_source)
+    train_pos, val_pos = train_val_indices(dataset.labels[pool], report.group_ids[pool], n_folds=config.folds,
                                            fold=config.fold, seed=config.fold_split_seed)
-    return PreparedData(report, dataset.subset(kept[train_pos]), dataset.subset(kept[val_pos]))
+    return PreparedData(report, dataset.subset(pool[train_pos]), dataset.subset(pool[val_pos]),
+                        None if held is None else dataset.subset(held),
+                        None if spanning is None else [dataset.records[i].relpath for i in spanning])
 
 
-def _split_rows(subset: LoadedDataset) -> list[list[str]]:
-    return [[r.relpath, r.label, sha] for r, sha in zip(subset.records, subset.sha256)]
+def _split_rows(subset: LoadedDataset) -> list[list[str | None]]:
+    return [[r.relpath, r.label, sha, r.source] for r, sha in zip(subset.records, subset.sha256)]
 
 
 def write_data_records(run: RunDir, data: PreparedData) -> None:
@@ -60,13 +84,19 @@ def write_data_records(run: RunDir, data: PreparedData) -> None:
     write_json(run.audit, report.to_dict())
     class_counts_chart(report.class_counts(), run.class_counts)
     status = {r.relpath: "excluded" for r in report.excluded}
-    write_csv(run.data_index, ["path", "label", "sha256", "phash", "status"],
-              [[r.relpath, r.label, sha, f"{ph:016x}", status.get(r.relpath, "kept")]
+    for relpath in data.spanning_removed or []:
+        status[relpath] = "removed: shares a group with the held-out source"
+    write_csv(run.data_index, ["path", "label", "sha256", "phash", "status", "source", "groups"],
+              [[r.relpath, r.label, sha, f"{ph:016x}", status.get(r.relpath, "kept"), r.source, ";".join(r.groups)]
                for r, sha, ph in zip(dataset.records, dataset.sha256, dataset.phash)])
-    write_csv(run.splits / "train.csv", ["path", "label", "sha256"], _split_rows(data.train))
-    write_csv(run.splits / "val.csv", ["path", "label", "sha256"], _split_rows(data.val))
+    header = ["path", "label", "sha256", "source"]
+    write_csv(run.splits / "train.csv", header, _split_rows(data.train))
+    write_csv(run.splits / "val.csv", header, _split_rows(data.val))
+    if data.held_out is not None:
+        write_csv(run.splits / "held_out.csv", header, _split_rows(data.held_out))
     write_csv(run.splits / "excluded.csv", ["path", "reason"],
-              [[s.relpath, s.reason] for s in [*dataset.skipped, *report.excluded]])
+              [[s.relpath, s.reason] for s in [*dataset.skipped, *report.excluded]]
+              + [[relpath, status[relpath]] for relpath in data.spanning_removed or []])
 
 
 def training_arrays(
@@ -260,8 +290,12 @@ def train_prepared(run: RunDir, data: PreparedData, config: TrainConfig, state: 
     print(f"best epoch: {state['best_epoch']} of {state['epochs_done']} by validation balanced accuracy. It was chosen "
           f"on the split it is scored on below, so those figures lean optimistic; the last epoch's balanced accuracy, "
           f"which no epoch choice touched, was {'n/a' if last is None else f'{last:.3f}'}")
-    return evaluate_validation(best, data.val, run.evaluation / "validation", config=config,
-                               title=f"Validation split ({len(data.val.records)} images, best epoch {state['best_epoch']})")
+    metrics = evaluate_validation(best, data.val, run.evaluation / "validation", config=config,
+                                  title=f"Validation split ({len(data.val.records)} images, best epoch "
+                                        f"{state['best_epoch']})")
+    if data.held_out is not None:
+        evaluate_held_out(best, data.held_out, run, config, metrics)
+    return metrics
 
 
 def start_run(run: RunDir, data: PreparedData, config: TrainConfig, *, force: bool = False) -> None:
@@ -269,24 +303,33 @@ def start_run(run: RunDir, data: PreparedData, config: TrainConfig, *, force: bo
     prepare_run_dir(run.root, force=force)
     write_json(run.provenance, provenance())
     write_data_records(run, data)
+    table = data.dataset.metadata
     write_json(run.config, {
         "format_version": RUN_FORMAT_VERSION,
         "config": config.to_dict(),
         "data_dir": str(data.dataset.root.resolve()),
         "classes": data.dataset.classes,
         "data_fingerprint": data.dataset.fingerprint(),
+        "metadata": None if table is None else {"spec": table.spec.to_dict(), "fingerprint": table.fingerprint},
     })
 
 
-def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, force: bool = False,
-          cache_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train `config.model` on `data_dir` into the new run folder `out`; return the validation metrics."""
+def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, metadata: MetadataSpec | None = None,
+          force: bool = False, cache_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train `config.model` on `data_dir` into the new run folder `out`; return the validation metrics.
+
+    `metadata` names a CSV of each image's source, lesion/patient groups and, optionally, label.
+    """
     run = RunDir(Path(out))
     ensure_outside(run.root, data_dir)
     check_run_dir(run.root, force=force)  # fail before the slow work
-    data = prepare_data(data_dir, config, progress=progress)
+    data = prepare_data(data_dir, config, metadata=metadata, progress=progress)
     print(format_audit(data.report))
     start_run(run, data, config, force=force)
+    if data.held_out is not None:
+        print(f"leaving source {config.held_out_source!r} out: its {len(data.held_out.records)} images are scored "
+              f"after training; {len(data.spanning_removed or [])} training-source images sharing a duplicate, lesion "
+              "or patient group with them are removed from training (splits/excluded.csv)")
     return train_prepared(run, data, config, cache_dir=cache_dir, progress=progress)
 
 
@@ -297,7 +340,10 @@ def resume(out: str | Path, *, data_dir: str | Path | None = None, cache_dir: Pa
     info = read_run(run.root, need_model=False)
     if not run.state.is_file():
         raise EdgelesionError(f"{run.root} has no finished epoch to resume from: start it again with --force")
-    data = prepare_data(data_dir or info.data_dir, info.config, progress=progress)
+    data = prepare_data(data_dir or info.data_dir, info.config, metadata=info.metadata, progress=progress)
+    if data.dataset.metadata is not None and data.dataset.metadata.fingerprint != info.metadata_fingerprint:
+        raise EdgelesionError(f"the metadata CSV {info.metadata.csv} changed since {run.root} started: a resumed run "
+                              "must see the same sources and groups; start a new run instead")
     if data.dataset.fingerprint() != info.data_fingerprint:
         raise EdgelesionError(
             f"the images in {data.dataset.root} changed since {run.root} started (data fingerprint differs): "

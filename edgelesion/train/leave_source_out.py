@@ -1,0 +1,175 @@
+"""Leave-source-out cross-validation: train without one source, then score that source as a new clinic would.
+
+One fold per source that holds both the positive class and a look-alike (others are named and skipped). A fold
+is an ordinary run folder (`source-NAME/`) whose config holds the source out: it trains on the other sources, picks
+its best epoch and its alert threshold on a validation split of those sources (never on the held-out one), drops
+training images that share a duplicate, lesion or patient group with the held-out source, and scores the held-out
+source after training. Folds are resumable and merged from whichever are finished, like k-fold folders.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgelesion.data.audit import audit_dataset
+from edgelesion.data.dataset import load_dataset
+from edgelesion.data.metadata import MetadataSpec
+from edgelesion.errors import EdgelesionError
+from edgelesion.fileio import ensure_outside, read_csv, read_json, write_json, write_text
+from edgelesion.metrics import format_estimate
+from edgelesion.provenance import provenance
+from edgelesion.source_figures import MIN_PER_SOURCE, mixed_sources
+from edgelesion.train.config import TrainConfig
+from edgelesion.train.cross_validation import LEAVE_SOURCE_OUT, CvDir, cv_kind, open_cv_dir
+from edgelesion.train.runs import RunDir, read_run
+from edgelesion.train.training import resume, train
+
+
+def fold_dir(cv: CvDir, source: str) -> RunDir:
+    """The run folder of the fold that holds `source` out."""
+    return RunDir(cv.root / f"source-{re.sub(r'[^A-Za-z0-9_.-]+', '_', source)}")
+
+
+def _held_out_metrics(run: RunDir) -> Path:
+    return run.evaluation / "held_out_source" / "metrics.json"
+
+
+def source_folds(data_dir: Path, metadata: MetadataSpec, config: TrainConfig,
+                 progress: bool = True) -> tuple[list[str], dict[str, str]]:
+    """The sources to hold out (each holds >= MIN_PER_SOURCE of the positive class and of a look-alike among the
+    images the audit keeps), and the other sources with why each is skipped."""
+    if metadata.source_column is None:
+        raise EdgelesionError("--leave-source-out needs each image's source: name it with --source-column")
+    dataset = load_dataset(data_dir, config.preprocessing, progress=progress, metadata=metadata)
+    report = audit_dataset(dataset, policy=config.conflict_policy, near_max_distance=config.near_duplicate_max_distance)
+    records, classes = [dataset.records[i] for i in report.kept], dataset.classes
+    if config.positive_class not in classes:
+        raise EdgelesionError(f"--leave-source-out scores {config.positive_class!r} against its look-alikes, but the "
+                              f"data has no such class (classes: {', '.join(classes)})")
+    labels = np.array([classes.index(r.label) for r in records])
+    sources = [str(r.source) for r in records]
+    lookalikes = [classes.index(name) for name in config.lookalikes if name in classes]
+    chosen = mixed_sources(labels, sources, classes.index(config.positive_class), lookalikes)
+    skipped = {}
+    for source in sorted(set(sources) - set(chosen)):
+        inside = np.array(sources) == source
+        counts = ", ".join(f"{int((labels[inside] == classes.index(c)).sum())} {c}"
+                           for c in [config.positive_class, *config.lookalikes] if c in classes)
+        skipped[source] = f"{counts}: fewer than {MIN_PER_SOURCE} of {config.positive_class} and of a look-alike"
+    if not chosen:
+        raise EdgelesionError(f"no source holds at least {MIN_PER_SOURCE} images of {config.positive_class} and of a "
+                              f"look-alike ({', '.join(config.lookalikes)}): there is no source to hold out and score")
+    return chosen, skipped
+
+
+def cross_validate_sources(data_dir: str | Path, out: str | Path, config: TrainConfig, metadata: MetadataSpec, *,
+                           sources: list[str] | None = None, force: bool = False,
+                           progress: bool = True) -> dict[str, Any]:
+    """Train (or resume, or keep) one fold per source to hold out into `out/source-NAME`, then merge.
+
+    `sources` picks some of them (default: every source that holds both the positive class and a look-alike).
+    """
+    data_dir, cv = Path(data_dir), CvDir(Path(out))
+    ensure_outside(cv.root, data_dir)
+    eligible, skipped = source_folds(data_dir, metadata, config, progress)
+    for source, reason in skipped.items():
+        print(f"source {source!r} is not held out: {reason}")
+    if bad := sorted(set(sources or []) - set(eligible)):
+        raise EdgelesionError(f"cannot hold out {', '.join(map(repr, bad))}: the sources that can be are "
+                              f"{', '.join(map(repr, eligible))}")
+    open_cv_dir(cv, data_dir, config, force, metadata, kind=LEAVE_SOURCE_OUT)
+    write_json(cv.root / "sources.json", {"held_out": eligible, "skipped": skipped})
+    for source in sources or eligible:
+        run, fold_config = fold_dir(cv, source), config.with_changes(fold=0, held_out_source=source)
+        if _held_out_metrics(run).is_file():
+            print(f"source {source!r}: finished, kept")
+        elif run.state.is_file():
+            if read_run(run.root, need_model=False).config != fold_config:
+                raise EdgelesionError(f"{run.root} was trained with other settings than {cv.spec}: remove it")
+            resume(run.root, data_dir=data_dir, progress=progress)
+        else:
+            print(f"holding out source {source!r}")
+            train(data_dir, run.root, fold_config, metadata=metadata, force=run.is_run(), progress=progress)
+    return merge_sources(cv.root)
+
+
+def _pair(within: dict[str, Any] | None, lookalike: str) -> dict[str, Any]:
+    """The pooled figures against `lookalike` in a metrics.json's within_source block."""
+    return ((within or {}).get("pooled") or {}).get("lookalikes", {}).get(lookalike, {})
+
+
+def _fold_row(run: RunDir, config: TrainConfig) -> dict[str, Any]:
+    """A finished fold's held-out figures beside its own validation split's."""
+    held = read_json(_held_out_metrics(run))
+    validation = read_json(run.evaluation / "validation" / "metrics.json")
+    removed = sum(row["status"].startswith("removed") for row in read_csv(run.data_index))
+    row: dict[str, Any] = {"held_out_images": held["n_images"], "training_images_removed_for_groups": removed,
+                           "alert_threshold": (held.get("melanoma_alert") or {}).get("threshold"),
+                           "alert_threshold_rule": (held.get("melanoma_alert") or {}).get("rule_text"),
+                           "held_out": {}, "validation": {}}
+    for name, metrics in (("held_out", held), ("validation", validation)):
+        within, alert = metrics.get("within_source"), metrics.get("melanoma_alert") or {}
+        row[name] = {"balanced_accuracy": metrics["balanced_accuracy"],
+                     "argmax_sensitivity": metrics.get(f"{config.positive_class}_sensitivity"),
+                     "alert_sensitivity": alert.get("sensitivity"),
+                     "lookalikes": {lookalike: {"auc": _pair(within, lookalike).get("auc"),
+                                                "alert_specificity": _pair(within, lookalike).get("alert_specificity")}
+                                    for lookalike in config.lookalikes}}
+    return row
+
+
+def merge_sources(out: str | Path) -> dict[str, Any]:
+    """The table of every finished leave-source-out fold: the held-out source's figures beside the same run's
+    pooled validation figures (cv_summary.json and cv_summary.md)."""
+    cv = CvDir(Path(out))
+    if cv_kind(cv.root) != LEAVE_SOURCE_OUT:
+        raise EdgelesionError(f"{cv.root} holds k-fold folds, not leave-source-out ones: merge it without "
+                              "--leave-source-out")
+    config = TrainConfig.from_dict(read_json(cv.spec)["config"])
+    plan = read_json(cv.root / "sources.json")
+    finished = [s for s in plan["held_out"] if _held_out_metrics(fold_dir(cv, s)).is_file()]
+    if not finished:
+        raise EdgelesionError(f"no fold of {cv.root} has finished yet: run 'edgelesion cv --leave-source-out' again")
+    result = {"model": config.model, "positive_class": config.positive_class, "lookalikes": list(config.lookalikes),
+              "sources": plan["held_out"], "finished": finished, "skipped_sources": plan["skipped"],
+              "per_source": {s: _fold_row(fold_dir(cv, s), config) for s in finished}, "provenance": provenance()}
+    write_json(cv.summary, result)
+    table = format_sources_table(result)
+    write_text(cv.table, table + "\n")
+    print(table)
+    return result
+
+
+def format_sources_table(result: dict[str, Any]) -> str:
+    """Markdown: one row per held-out source and look-alike, held-out figures beside the pooled validation ones."""
+    positive = result["positive_class"]
+    header = ["held-out source", "images", "look-alike", f"AUC held out", "AUC validation (pooled)",
+              "alert sensitivity held out", "alert sensitivity validation", "alert specificity held out",
+              "alert specificity validation", f"{positive} sensitivity (arg-max) held out", "alert threshold"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for source, row in result["per_source"].items():
+        for lookalike in result["lookalikes"]:
+            held, val = row["held_out"]["lookalikes"][lookalike], row["validation"]["lookalikes"][lookalike]
+            if not held["auc"]:
+                continue
+            cells = [source, str(row["held_out_images"]), lookalike, format_estimate(held["auc"]),
+                     format_estimate(val["auc"] or {}), format_estimate(row["held_out"]["alert_sensitivity"] or {}),
+                     format_estimate(row["validation"]["alert_sensitivity"] or {}),
+                     format_estimate(held["alert_specificity"] or {}), format_estimate(val["alert_specificity"] or {}),
+                     format_estimate(row["held_out"]["argmax_sensitivity"] or {}),
+                     "n/a" if row["alert_threshold"] is None else f"{row['alert_threshold']:.3f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"{result['model']}, {len(result['finished'])} of {len(result['sources'])} sources held out. Each "
+                 "fold trains on the other sources, picks its best epoch and its alert threshold on a validation "
+                 "split of them, and has never seen the held-out source: its figures are what a new clinic can "
+                 "expect; the validation figures are what a pooled split would have reported.")
+    for source, row in result["per_source"].items():
+        lines.append(f"- {source}: {row['training_images_removed_for_groups']} training images removed for sharing "
+                     f"a duplicate, lesion or patient group with it; alert threshold {row['alert_threshold_rule']}")
+    lines += [f"- not held out: {source} ({reason})" for source, reason in result["skipped_sources"].items()]
+    return "\n".join(lines)

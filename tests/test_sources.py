@@ -1,0 +1,165 @@
+"""Where images come from: the metadata CSV, groups in splits, within-source figures, the threshold rule and
+leave-source-out cross-validation."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import synthetic_image
+
+from edgelesion.cli import main
+from edgelesion.data.audit import audit_dataset
+from edgelesion.data.dataset import load_dataset
+from edgelesion.data.metadata import MetadataSpec
+from edgelesion.data.splits import group_folds
+from edgelesion.errors import EdgelesionError
+from edgelesion.preprocessing import Preprocessing
+from edgelesion.source_figures import within_source_figures
+from edgelesion.thresholds import alert_threshold
+
+PRE = Preprocessing(image_size=32)
+WARM, COOL, NEUTRAL = (70, 0, -50), (-50, 0, 70), (0, 0, 0)
+
+
+def write_sourced_set(root: Path, plan: dict[str, list[tuple[str, int, tuple[int, int, int]]]],
+                      seed: int = 0) -> Path:
+    """Class folders of synthetic images; `plan` maps each source to (class, count, colour cast); sources.csv beside
+    the folder maps each path to its source and to a lesion id shared by consecutive pairs of images."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for source, items in plan.items():
+        for label, count, cast in items:
+            (root / "data" / label).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                relpath = f"{label}/{source}_{i:03d}.jpg"
+                synthetic_image(rng, cast).save(root / "data" / relpath, quality=95)
+                rows.append({"path": relpath, "source": source, "lesion_id": f"{source}-{label}-{i // 2}"})
+    with open(root / "sources.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["path", "source", "lesion_id"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root / "data"
+
+
+def test_metadata_gives_sources_and_groups_and_groups_never_straddle_a_split(tmp_path):
+    data = write_sourced_set(tmp_path, {"a": [("melanoma", 12, WARM), ("nevus", 12, COOL)],
+                                        "b": [("melanoma", 12, COOL), ("nevus", 12, WARM)]})
+    spec = MetadataSpec(tmp_path / "sources.csv", source_column="source", group_columns=("lesion_id",))
+    dataset = load_dataset(data, PRE, progress=False, metadata=spec)
+    assert dataset.sources == [r.relpath.split("/")[1].split("_")[0] for r in dataset.records]
+    report = audit_dataset(dataset)
+    folds = group_folds(dataset.labels, report.group_ids, 3, seed=0)
+    lesion = {r.relpath: r.groups[0] for r in dataset.records}
+    for group in set(lesion.values()):
+        members = [i for i, r in enumerate(dataset.records) if lesion[r.relpath] == group]
+        assert len(members) == 2 and len({folds[i] for i in members}) == 1
+    # the metadata is part of the data fingerprint: another source for one image is other data
+    before = dataset.fingerprint()
+    text = (tmp_path / "sources.csv").read_text().replace("melanoma/a_000.jpg,a,", "melanoma/a_000.jpg,b,")
+    (tmp_path / "sources.csv").write_text(text)
+    assert load_dataset(data, PRE, progress=False, metadata=spec).fingerprint() != before
+
+
+def test_flat_folder_with_one_hot_labels_keyed_by_image_id(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    rows = []
+    for i in range(8):
+        synthetic_image(rng, WARM if i % 2 else COOL).save(flat / f"ISIC_{i:07d}.jpg")
+        rows.append(f"ISIC_{i:07d},{float(i % 2)},{float(1 - i % 2)},site{i % 2}")
+    rows.append("ISIC_9999999,1.0,0.0,site0")  # a row without an image
+    synthetic_image(rng, WARM).save(flat / "stray.jpg")  # an image without a row
+    (tmp_path / "gt.csv").write_text("image,MEL,NV,site\n" + "\n".join(rows) + "\n")
+    spec = MetadataSpec(tmp_path / "gt.csv", source_column="site", label_columns=("MEL=melanoma", "NV=nevus"))
+    dataset = load_dataset(flat, PRE, progress=False, metadata=spec)
+    assert dataset.classes == ["melanoma", "nevus"]
+    assert {r.relpath: r.label for r in dataset.records}["ISIC_0000001.jpg"] == "melanoma"
+    assert [s.relpath for s in dataset.skipped] == ["stray.jpg"]
+    assert dataset.unmatched_rows == ["ISIC_9999999"]
+    out = capsys.readouterr().out
+    assert "1 rows of" in out and "1 images under" in out
+
+
+@pytest.mark.parametrize("csv_text, spec_changes, message", [
+    ("path,source\n", {"source_column": "source"}, "no rows"),
+    ("path,site\nmelanoma/a.jpg,x\n", {"source_column": "source"}, "--source-column source: no such column"),
+    ("path,source\nmelanoma/a.jpg,x\nmelanoma/a.jpg,y\n", {"source_column": "source"}, "has a second row"),
+    ("path,source\nmelanoma/a.jpg,\n", {"source_column": "source"}, "source column 'source' is empty"),
+    ("file,source\nmelanoma/a.jpg,x\n", {}, "none of the key columns"),
+    ("image,MEL,NV\nISIC_1,1,1\n", {"label_columns": ("MEL", "NV")}, "2 of the label columns are 1"),
+])
+def test_bad_metadata_gets_a_clear_error(tmp_path, csv_text, spec_changes, message):
+    (tmp_path / "meta.csv").write_text(csv_text)
+    with pytest.raises(EdgelesionError, match=message):
+        load_dataset(tmp_path, PRE, progress=False, metadata=MetadataSpec(tmp_path / "meta.csv", **spec_changes))
+
+
+def test_within_source_figures_part_from_pooled_ones_when_the_source_gives_the_class_away():
+    rng = np.random.default_rng(0)
+    # source "easy": melanomas score high, nevi low (the source's look); source "mixed": the model cannot tell
+    labels = np.r_[np.zeros(40), np.ones(40), np.zeros(30), np.ones(30)].astype(int)  # 0 melanoma, 1 nevus
+    sources = ["easy"] * 80 + ["mixed"] * 60
+    melanoma_p = np.r_[rng.uniform(0.7, 1, 40), rng.uniform(0, 0.3, 40), rng.uniform(0, 1, 60)]
+    probabilities = np.stack([melanoma_p, 1 - melanoma_p], axis=1)
+    figures = within_source_figures(probabilities, labels, ["melanoma", "nevus"], sources, "melanoma", ["nevus"], 0.5)
+    pooled, mixed = figures["pooled"]["lookalikes"]["nevus"]["auc"], figures["sources"]["mixed"]["lookalikes"]["nevus"]
+    assert pooled["value"] > 0.85 and mixed["auc"]["ci95"][1] < pooled["value"]
+    assert set(figures["sources"]) == {"easy", "mixed"}
+    assert any("inside source mixed" in line for line in figures["parting"])
+    assert not any("inside source easy" in line for line in figures["parting"])
+    # the threshold: within the sources holding both classes (all of them here), and pooled without sources
+    within = alert_threshold(probabilities, labels, 0, 0.9, sources=sources, lookalikes=[1])
+    pooled_rule = alert_threshold(probabilities, labels, 0, 0.9)
+    assert within["rule"] == "within-source" and pooled_rule["rule"] == "pooled"
+    only_mixed = alert_threshold(probabilities[80:], labels[80:], 0, 0.9)["threshold"]
+    with_one_source = alert_threshold(probabilities, labels, 0, 0.9,
+                                      sources=["easy"] * 40 + ["nevi only"] * 40 + ["mixed"] * 60, lookalikes=[1])
+    assert with_one_source["rule_sources"] == ["mixed"] and with_one_source["threshold"] == only_mixed
+
+
+def test_a_colour_cast_that_decides_the_class_is_flagged_and_fails_leave_source_out(tmp_path, capsys):
+    """In the training sources, melanomas come from a warm-cast clinic and nevi from a cool one; in the held-out
+    clinic the cast says the opposite. The audit names the confound, and the held-out source exposes the model
+    that learned the cast while its own validation split praises it."""
+    data = write_sourced_set(tmp_path, {
+        "warm-clinic": [("melanoma", 18, WARM)], "cool-clinic": [("nevus", 18, COOL)],
+        "new-clinic": [("melanoma", 10, COOL), ("nevus", 10, WARM)],
+    })
+    meta = ["--metadata", str(tmp_path / "sources.csv"), "--source-column", "source", "--group-columns", "lesion_id"]
+    assert main(["audit", "--data", str(data), "--out", str(tmp_path / "audit"), *meta]) == 0
+    assert "WARNING: melanoma / nevus: the source alone tells them apart" in capsys.readouterr().out
+    assert (tmp_path / "audit" / "class_by_source.png").stat().st_size > 0
+
+    small = ["--model", "seed-dropout", "--image-size", "32", "--epochs", "4", "--batch-size", "8", "--folds", "3",
+             "--rebalance", "none", "--min-support", "2"]
+    cv = tmp_path / "lso"
+    assert main(["cv", "--leave-source-out", "--data", str(data), "--out", str(cv), *small, *meta]) == 0
+    printed = capsys.readouterr().out
+    assert "source 'warm-clinic' is not held out" in printed
+    from edgelesion.fileio import read_csv, read_json
+
+    summary = read_json(cv / "cv_summary.json")
+    assert summary["finished"] == ["new-clinic"]
+    row = summary["per_source"]["new-clinic"]
+    held_auc, val_auc = (row[k]["lookalikes"]["nevus"]["auc"]["value"] for k in ("held_out", "validation"))
+    assert val_auc > 0.9 and held_auc < 0.5
+    fold = cv / "source-new-clinic"
+    trained_on = {r["path"] for r in read_csv(fold / "splits" / "train.csv") + read_csv(fold / "splits" / "val.csv")}
+    assert not any("new-clinic" in path for path in trained_on) and len(trained_on) == 36
+    assert len(read_csv(fold / "splits" / "held_out.csv")) == 20
+    assert "held-out source" in (cv / "cv_summary.md").read_text()
+    # merging again gives the same table; a k-fold merge of this folder is refused with the right command
+    assert main(["cv", "--merge-only", "--leave-source-out", "--out", str(cv)]) == 0
+    assert main(["cv", "--merge-only", "--out", str(cv)]) == 2
+    assert "--leave-source-out" in capsys.readouterr().err
+
+
+def test_leave_source_out_without_sources_is_refused(tmp_path, dataset_dir, capsys):
+    assert main(["cv", "--leave-source-out", "--data", str(dataset_dir), "--out", str(tmp_path / "cv")]) == 2
+    assert "needs each image's source" in capsys.readouterr().err
+    assert main(["train", "--data", str(dataset_dir), "--out", str(tmp_path / "r"), "--source-column", "x"]) == 2
+    assert "pass it with --metadata" in capsys.readouterr().err
