@@ -9,6 +9,7 @@ against how close distinct files of the set come to each other.
 
 from __future__ import annotations
 
+import argparse
 import io
 import time
 
@@ -36,6 +37,7 @@ def _jpeg(image: Image.Image, quality: int) -> Image.Image:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args()
     data = require_data()
     started = time.perf_counter()
     run_audit(data, RESULTS / "audit", force=True)

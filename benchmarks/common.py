@@ -74,9 +74,21 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
 def record(name: str, results: dict[str, Any]) -> Path:
     """Write results with the command, machine and library versions into benchmarks/results/NAME.json."""
     target = RESULTS / f"{name}.json"
-    write_json(target, {"provenance": provenance(), "data": str(DATA), **results})
+    write_json(target, _relative({"provenance": provenance(portable=True), "data": str(DATA), **results}))
     print(f"recorded {target}")
     return target
+
+
+def _relative(value: Any) -> Any:
+    """`value` with every absolute path under the repository's parent folder (the repository, the shared data)
+    written relative to the repository: a record names no folder of the machine that made it."""
+    if isinstance(value, dict):
+        return {key: _relative(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_relative(item) for item in value]
+    if isinstance(value, str) and value.startswith(str(REPO.parent) + os.sep):
+        return os.path.relpath(value, REPO)
+    return value
 
 
 def speed_record_name(name: str) -> str:
@@ -137,15 +149,6 @@ def scoring(info: RunInfo, labels: np.ndarray) -> tuple[list[int], int]:
     """The classes balanced accuracy scores on `labels` and the melanoma class index, as the run defines them."""
     return (scored_class_indices(labels, len(info.classes), info.config.min_support),
             info.classes.index(info.config.positive_class))
-
-
-def bundle_run(bundle_dir: Path) -> tuple[dict[str, Any], RunDir, RunInfo]:
-    """A checked bundle, and the training run it was exported from (where bundle.json says it lies)."""
-    from edgelesion.bench.benchmarking import source_run, verified_bundle
-
-    bundle = verified_bundle(bundle_dir)
-    run = RunDir(source_run(bundle, bundle_dir, None))
-    return bundle, run, read_run(run.root)
 
 
 def signed_interval(value: float, ci95: list[float]) -> str:

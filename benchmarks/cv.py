@@ -16,7 +16,6 @@ import sys
 from dataclasses import replace
 
 from benchmarks.common import RESULTS, RUNS, record, require_data, training_time
-from benchmarks.seed_models import SEED_EPOCHS, SEED_MODELS
 from edgelesion.fileio import read_json, write_text
 from edgelesion.preprocessing import LEGACY_DRAFT_MARGIN
 from edgelesion.train.config import TrainConfig
@@ -25,32 +24,28 @@ from edgelesion.train.online_augment import OnlineAugment
 
 
 def as_recorded(config: TrainConfig) -> TrainConfig:
-    """`config` with the reduced-JPEG-decode margin its recorded folds were trained with: they predate
-    `Preprocessing.jpeg_draft_margin` (sessions 5-8 decoded to 4 input sides; the 180 px images never engage it)."""
+    """`config` with the reduced-JPEG-decode margin its records were trained with: no less than 4 input sides
+    (`LEGACY_DRAFT_MARGIN`), so a rerun reproduces them (the 180 px images never engage it)."""
     return config.with_changes(preprocessing=replace(config.preprocessing, jpeg_draft_margin=LEGACY_DRAFT_MARGIN))
 
 
-# every recipe below was first run before the margin was recorded; a recipe added later goes in as it is
+# the recipes recorded in benchmarks/results/cv_RECIPE.*; those that were not adopted are in docs/experiments.md
 RECIPES = {name: as_recorded(config) for name, config in {
-    "lite0": TrainConfig.for_model("efficientnet-lite0", epochs=12),  # the recipe until session 8
-    "lite0-20ep": TrainConfig.for_model("efficientnet-lite0", epochs=20),
-    # session 9: the 20-epoch recipe with stronger zoom and colour jitter (colour augmentation: the backbone issue's
-    # suggestion against archive shift; zoom: more distinct views of 1,800 training images)
+    "lite0-20ep": TrainConfig.for_model("efficientnet-lite0", epochs=20),  # the recipe
+    "lite0": TrainConfig.for_model("efficientnet-lite0", epochs=12),  # fewer epochs
+    # stronger zoom (more distinct views of 1,800 training images) and colour jitter (against the look of an
+    # archive period)
     "lite0-20ep-strong-aug": TrainConfig.for_model(
         "efficientnet-lite0", epochs=20,
         online_augment=OnlineAugment(enabled=True, min_crop=0.6, brightness=0.15, contrast=0.3, saturation=0.3)),
-    "model3": TrainConfig(epochs=SEED_EPOCHS, **SEED_MODELS["model3-seed-dropout-augmentor"]),
+    # seed model 3: seed-dropout with Augmentor rebalancing, the seed project's 20 epochs
+    "model3": TrainConfig(epochs=20, model="seed-dropout", rebalance="augmentor"),
 }.items()}
-# session 10: the 20-epoch recipe at the shared images' own 180 px (fold 0, 12 epochs: -0.5 points, 1.7x faster epochs)
-RECIPES["lite0-20ep-180px"] = TrainConfig.for_model(
-    "efficientnet-lite0", epochs=20,
-    preprocessing=replace(TrainConfig.for_model("efficientnet-lite0").preprocessing, image_size=180))
-# session 13: mixup (alpha 0.2) on the 20-epoch recipe: smoother class boundaries, meant to lift balanced accuracy
-# and to make the answers less fragile under the small input changes of int8 rounding and reduced JPEG decoding
+# mixup (alpha 0.2): smoother class boundaries, meant to lift balanced accuracy and to make the answers less
+# fragile under the small input changes of int8 rounding and reduced JPEG decoding
 RECIPES["lite0-20ep-mixup"] = TrainConfig.for_model(
     "efficientnet-lite0", epochs=20, online_augment=OnlineAugment(enabled=True, mixup=0.2))
-
-# session 13: the 20-epoch recipe at 260 px (the 180 px images upscaled further: 224 px beat 180 px by about 2 points)
+# 260 px: the 180 px images upscaled further (224 px beats their own 180 px by about 2 points)
 RECIPES["lite0-20ep-260px"] = TrainConfig.for_model(
     "efficientnet-lite0", epochs=20,
     preprocessing=replace(TrainConfig.for_model("efficientnet-lite0").preprocessing, image_size=260))

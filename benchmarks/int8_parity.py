@@ -32,7 +32,7 @@ def int8_rows(bundle: Path) -> dict[str, dict[str, Any]]:
         entry = artifacts.get(name)
         if entry is None:
             continue
-        # bundles exported before session 15 made int8.onnx one way only (onnxruntime's post-training file)
+        # a bundle without int8_candidates made its int8 file one way only (onnxruntime's post-training file)
         candidates = entry.get("int8_candidates", {"ptq": {"passed": entry["passed"], "problems": [], "vs_float": {
             k: entry["parity"]["vs_float"][k] for k in CANDIDATE_FIGURES}}})
         for method, candidate in candidates.items():

@@ -22,8 +22,8 @@ re-encoded (bicubic upscale, JPEG quality 90) at 1024x768 and 4000x3000 into run
   box-reduced by k in pixels before the same resize, against the full decode resized directly. Both are exact
   full-resolution pipelines that differ only in resampling order, as the reduced decode differs from them.
 The reduced decode goes as far as the bundle's input spec allows (`jpeg_draft_margin`), or `--margin` input sides
-(recorded as jpeg_decode_marginN, or as --record NAME).
-Goal (4000x3000): predict >= 4x faster, >= 99.5% top-1 agreement per artifact (and, session 16, every alert kept).
+Recorded as jpeg_decode_BUNDLE_KIND (KIND: the CPU's int8 kind), or as --record NAME.
+Goal (4000x3000): predict >= 4x faster, >= 99.5% top-1 agreement per artifact, every melanoma alert kept.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from benchmarks.common import DATA, RESULTS, RUNS, decode_inference_limit, record, require_data, runtime_images_per_second
+from benchmarks.common import (DATA, RESULTS, RUNS, decode_inference_limit, record, require_data, runtime_images_per_second,
+                               speed_record_name)
 from edgelesion import Classifier
 from edgelesion.export.parity import predict_oriented
 from edgelesion.fileio import read_json, write_text
@@ -164,13 +165,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=300, help="shared images to re-encode (default 300)")
     parser.add_argument("--margin", type=int, help="decode reduced to no less than this many input sides "
                         "(default: the bundle's jpeg_draft_margin)")
-    parser.add_argument("--record", help="name of the record in benchmarks/results (default jpeg_decode[_marginN])")
+    parser.add_argument("--record", help="name of the record in benchmarks/results (default jpeg_decode_BUNDLE_KIND)")
     args = parser.parse_args()
     require_data()
     everything = sorted(p for p in DATA.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     sample = everything[:: max(1, len(everything) // args.images)][: args.images]  # spread over every class
     results = {tag: compare(args.bundle, reencoded(sample, size), args.margin) for tag, size in SIZES.items()}
-    name = args.record or ("jpeg_decode" if args.margin is None else f"jpeg_decode_margin{args.margin}")
+    name = args.record or speed_record_name("jpeg_decode_" + args.bundle.resolve().name.replace("-", "_"))
     record(name, {"bundle": args.bundle.name, "sizes": results})
     rows = ["| photo size | decoded (reduced; margin) | decode + resize ms, full / reduced | predict img/s, full / reduced "
             "| predict speed-up | the limit these costs allow, img/s full / reduced (its speed-up) | per artifact: top-1 agreement (images as they are; over 8 orientations), max prob diff "

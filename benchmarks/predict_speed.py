@@ -1,5 +1,4 @@
-"""How light and how fast `edgelesion predict` is, on a bundle (default: the model-3 bundle of
-benchmarks/export_model3.py).
+"""How light and how fast `edgelesion predict` is, on a bundle (default: export/model3).
 
     .venv/bin/python -m benchmarks.predict_speed [BUNDLE]
 
@@ -25,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import DATA, REPO, decode_inference_limit, record, require_data, runtime_images_per_second
+from benchmarks.common import (DATA, REPO, RESULTS, decode_inference_limit, record, require_data, runtime_images_per_second,
+                               speed_record_name)
 from edgelesion import Classifier
 from edgelesion.fileio import write_text
 from edgelesion.images import IMAGE_SUFFIXES
@@ -79,9 +79,10 @@ def main() -> None:
     light = one_image_process(bundle, image, import_tensorflow=False)
     heavy = one_image_process(bundle, image, import_tensorflow=True)
     throughput = {artifact: folder_throughput(bundle, files, artifact) for artifact in ("int8.tflite", "int8.onnx")}
-    record("predict_speed", {"bundle": bundle.name, "one_image": {"without_tensorflow": light,
-                                                                  "with_tensorflow_imported": heavy},
-                             "folder_throughput": throughput})
+    name = speed_record_name("predict_speed_" + bundle.resolve().name.replace("-", "_"))
+    record(name, {"bundle": bundle.name,
+                  "one_image": {"without_tensorflow": light, "with_tensorflow_imported": heavy},
+                  "folder_throughput": throughput})
     rows = ["| one image, fresh process | wall time (s, median of 5) | peak memory (MB) |", "|---|---:|---:|",
             f"| edgelesion predict | {light['wall_seconds_median']:.2f} | {light['max_rss_mb']:.0f} |",
             f"| same, TensorFlow imported first | {heavy['wall_seconds_median']:.2f} | {heavy['max_rss_mb']:.0f} |", "",
@@ -91,7 +92,7 @@ def main() -> None:
     for artifact, t in throughput.items():
         rows.append(f"| {artifact} | {t['predict_images_per_second']:.0f} | {t['runtime_batch_images_per_second']:.0f} "
                     f"| {t['decode_ms_one_thread']:.2f} | {t['limit_images_per_second']:.0f} | {t['share_of_limit']:.2f} |")
-    write_text(REPO / "benchmarks" / "results" / "predict_speed.md", "\n".join(rows) + "\n")
+    write_text(RESULTS / f"{name}.md", "\n".join(rows) + "\n")
     print("\n".join(rows))
 
 

@@ -13,7 +13,7 @@ RESIZE_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
 }
 
-# what bundles and runs made before `jpeg_draft_margin` was recorded decoded with (sessions 5-8)
+# the margin of runs and bundles that record no `jpeg_draft_margin`: they decoded to no less than 4 input sides
 LEGACY_DRAFT_MARGIN = 4
 
 
@@ -35,7 +35,7 @@ class Preprocessing:
     # 224 px): 7.9x less decode + resize time than in full. On three bundles its float files agree with the full decode
     # as at margin 4's 1/2 (0.993-1.000 at both), its int8 files about as they do at any scale or under +-1 grey level
     # of noise (0.970-1.000; the 20-epoch Lite0's int8.onnx 0.980 against 0.990 at 1/2); margin 2 (1/8) cost that
-    # model's float files 0.6 point (benchmarks/README.md, session 9)
+    # model's float files 0.6 point (docs/decoding.md)
     jpeg_draft: bool = True
     jpeg_draft_margin: int = 3
 

@@ -46,7 +46,7 @@ def test_exif_rotation_is_applied(tmp_path):
 
 
 def test_an_upright_rgb_photo_is_decoded_without_a_copy(tmp_path, monkeypatch):
-    # a 4000x3000 photo is 48 MB of pixels (Pillow keeps RGB in 4 bytes): each needless copy cost as much as its whole decode (session 16)
+    # a 4000x3000 photo is 48 MB of pixels (Pillow keeps RGB in 4 bytes): each needless copy costs as much as its whole decode
     Image.new("RGB", (64, 48), (1, 2, 3)).save(tmp_path / "p.jpg")
 
     def no_copy(*args, **kwargs):

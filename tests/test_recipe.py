@@ -101,7 +101,7 @@ def test_a_model_takes_its_own_input_normalisation_and_recipe():
     older = lite.to_dict()  # a run written before reduced JPEG decoding existed trained on full decodes
     del older["preprocessing"]["jpeg_draft"]
     assert TrainConfig.from_dict(older).preprocessing.jpeg_draft is False and lite.preprocessing.jpeg_draft
-    del older["preprocessing"]["jpeg_draft_margin"]  # sessions 5-8 recorded no margin and decoded to 4 input sides
+    del older["preprocessing"]["jpeg_draft_margin"]  # runs that record no margin decoded to 4 input sides
     older["preprocessing"]["jpeg_draft"] = True
     assert TrainConfig.from_dict(older).preprocessing.draft_side == 4 * 224 and lite.preprocessing.draft_side == 3 * 224
     with pytest.raises(ValueError, match="head_epochs"):

@@ -1,7 +1,7 @@
 """Where an .onnx artifact's time goes: onnxruntime's own profiler, summed by operator type.
 
 LiteRT has no counterpart here: its Python interpreter runs a whole graph as one XNNPACK node and offers no
-per-operator profile (`python -m benchmarks.int8_stages` times a network stage by stage instead).
+per-operator profile.
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ def op_time_lines(result: dict[str, Any], shown: int = 5) -> list[str]:
                          + (f", other {rest:.0%}" if rest >= 0.005 else ""))
     if any(name.endswith(".tflite") for name in result["artifacts"]):
         lines.append("- .tflite files: LiteRT runs the whole graph as one XNNPACK node and has no per-operator "
-                     "profiler in Python; `python -m benchmarks.int8_stages MODEL` times a network stage by stage.")
+                     "profiler in Python.")
     return ([f"Time by operator at 1 thread (onnxruntime's profiler, {PROFILED_CALLS} single-image calls):", *lines, ""]
             if lines else [])
 

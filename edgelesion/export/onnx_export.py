@@ -82,7 +82,7 @@ def pixel_conv_weight(graph: onnx.GraphProto) -> str | None:
 @dataclass(frozen=True)
 class OnnxInt8Scheme:
     """How int8.onnx is quantized. The default is what the export ships (see `quantize_static_int8`); the others
-    exist to be measured against it (benchmarks/onnx_int8_schemes.py)."""
+    exist to be measured against it (docs/experiments.md)."""
 
     activations: Literal["uint8", "int8"] = "uint8"
     eight_bit_weights: Literal["depthwise", "none", "all"] = "depthwise"  # which int8 weights keep 8 bits, the rest 7

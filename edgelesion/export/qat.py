@@ -44,7 +44,7 @@ class QATConfig:
     probabilities instead (2 epochs at 1e-5) agreed better overall on Lite0 fold 0 (12 epochs: 0.969
     against 0.952, but 0.990 against 0.997 on sure images; 20 epochs: 0.972 / 0.997 against 0.954 /
     0.994, the only model where a QAT file ships) and seed models 3 and 1, worse on seed model 2
-    (benchmarks/README.md, session 7).
+    (docs/experiments.md, "int8").
     """
 
     epochs: int = 2

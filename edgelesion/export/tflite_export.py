@@ -83,7 +83,7 @@ def on_weight_grid(flatbuffer: bytes) -> bytes:
     TFLite's converter stores a fake-quantized kernel scaled to the full int8 range, each value rounded to
     the nearest of 255 levels rather than kept on QAT's 127: within a quarter of an 8-bit step, yet on the
     20-epoch Lite0 that file kept 1.1 points fewer of the QAT model's answers than the same file on the grid
-    (benchmarks/README.md, session 15). On the grid, the file is also what tflite_to_onnx converts: 7-bit
+    (docs/quantization.md). On the grid, the file is also what tflite_to_onnx converts: 7-bit
     weights cannot saturate onnxruntime's 16-bit pair sums on x86 CPUs without VNNI.
     """
     from tensorflow.lite.python import schema_py_generated as schema

@@ -5,7 +5,7 @@ float ops, which onnxruntime fuses back into integer kernels (QLinearConv, QLine
 activations are uint8, and runs exactly on every x86 CPU when its weights have 7 bits:
 
 - Activations are uint8. TFLite's are int8, and onnxruntime leaves a convolution in float where an
-  int8 tensor is shared with a residual Add (benchmarks/README.md, session 11); the same values as
+  int8 tensor is shared with a residual Add (docs/quantization.md); the same values as
   uint8 (zero point + 128) fuse everywhere.
 - Weights of full convolutions and matrix products use 7 of their 8 bits. onnxruntime's uint8 x int8
   kernels on x86 CPUs without VNNI (AVX2 only) add pairs of products in 16 bits, which saturate on

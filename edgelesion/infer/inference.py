@@ -27,12 +27,11 @@ ImageInput = Union[str, Path, Image.Image, np.ndarray]
 # A reduced JPEG decode moves the model input by about 0.1 grey level, which flips the top-1 answer of about 1% of
 # 4000x3000 photos on Lite0, all of them answers whose top two probabilities were within 0.04 (float) or 0.08
 # (int8). Re-deciding from the full decode every answer within 0.05 re-decodes about 5% of such photos and keeps
-# 99.75-100% of the full decode's answers (benchmarks/README.md, session 14).
+# 99.75-100% of the full decode's answers (docs/decoding.md).
 RECHECK_MARGIN = 0.05
 # The melanoma alert flips too: with only the margin above, 1.0% of 4000x3000 photos (Lite0 int8 files; float 0.3%)
 # got another alert than from the full decode, each with a melanoma probability within 0.15 log-odds of the
-# threshold. Re-deciding every answer within 0.2 log-odds kept every alert of 2,400 views (benchmarks/README.md,
-# session 16).
+# threshold. Re-deciding every answer within 0.2 log-odds kept every alert of 2,400 views (docs/decoding.md).
 ALERT_RECHECK_MARGIN = 0.2
 
 
