@@ -399,6 +399,7 @@ def _add_benchmark(sub: argparse._SubParsersAction, summary: str) -> None:
     p.add_argument("--run", type=Path, metavar="RUN", help="the training run the bundle was exported from (default: "
                    "where bundle.json records it, relative to the bundle); one bundle only")
     p.add_argument("--data", type=Path, help="evaluation folder of class subfolders (default: the run's validation split)")
+    _add_metadata_options(p, "the --data folder (the validation split uses the sources its export recorded)")
     p.add_argument("--out", type=Path, help="folder for benchmark.json, benchmark.md and charts "
                                             "(default: BUNDLE-benchmark, or benchmark-comparison for several)")
     p.add_argument("--runs", type=int, default=defaults.runs, help=f"timed single-image runs (default {defaults.runs})")
@@ -424,10 +425,14 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     if several and args.run:
         raise EdgelesionError("--run names the run of one bundle: benchmark the bundles one at a time, or keep each "
                               "bundle where its run is recorded (relative to the bundle)")
+    metadata = _metadata_spec(args)
+    if metadata is not None and args.data is None:
+        raise EdgelesionError("--metadata describes an evaluation folder: pass it with --data (the validation split "
+                              "uses the sources its export recorded)")
     if several:
-        compare_bundles(args.bundles, out, data_dir=args.data, config=config)
+        compare_bundles(args.bundles, out, data_dir=args.data, metadata=metadata, config=config)
     else:
-        run_benchmark(args.bundles[0], out, run_dir=args.run, data_dir=args.data, config=config)
+        run_benchmark(args.bundles[0], out, run_dir=args.run, data_dir=args.data, metadata=metadata, config=config)
     print((out / ("comparison.md" if several else "benchmark.md")).read_text())
     return 0
 

@@ -62,10 +62,18 @@ def snapshot(folder: Path) -> dict[str, tuple[int, float]]:
             for p in sorted(folder.rglob("*"))}
 
 
+def write_sources_csv(data: Path, target: Path) -> Path:
+    """A metadata CSV beside `data`: each image's source, 'clinic-a' or 'clinic-b' by its number's parity."""
+    rows = [f"{p.relative_to(data).as_posix()},clinic-{'ab'[int(p.stem[-3:]) % 2]}" for p in sorted(data.rglob("*.jpg"))]
+    target.write_text("path,source\n" + "\n".join(rows) + "\n")
+    return target
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
-    """A small run on synthetic data, trained long enough to be confident (near-uniform probabilities
-    would make any top-1 parity check noise)."""
+    """A small run on synthetic data with a metadata CSV of sources (so export and benchmark carry them), trained
+    long enough to be confident (near-uniform probabilities would make any top-1 parity check noise)."""
+    from edgelesion.data.metadata import MetadataSpec
     from edgelesion.train.config import TrainConfig
     from edgelesion.preprocessing import Preprocessing
     from edgelesion.train.training import train
@@ -74,7 +82,8 @@ def trained_run(tmp_path_factory) -> Path:
     data = write_dataset(root / "data", per_class=24)
     config = TrainConfig(epochs=8, batch_size=8, folds=3, min_support=2, preprocessing=Preprocessing(image_size=32),
                          rebalance="none")
-    train(data, root / "run", config, progress=False)
+    metadata = MetadataSpec(write_sources_csv(data, root / "sources.csv"), source_column="source")
+    train(data, root / "run", config, metadata=metadata, progress=False)
     return root / "run"
 
 

@@ -82,6 +82,11 @@ def test_every_artifact_and_the_baseline_are_measured(benchmark, bundle_dir, tra
 
     assert f"CPU int8 instructions: {int8_instructions(result['provenance']['machine']['cpu_flags'])}." in report
     assert "int8.tflite is " in report and "x the speed of float32.tflite at 1 thread" in report
+    # the sources the export recorded for its validation files: every artifact is also read within each source
+    for name, a in result["artifacts"].items():
+        assert a["within_source"]["pooled"]["n_positive"] == a["melanoma_sensitivity"]["n"], name
+        assert set(a["within_source"]["not_scored"]) == {"clinic-a", "clinic-b"}
+    assert "## Within each source" in report
 
 
 def test_each_onnx_artifact_says_where_its_time_goes_by_operator(benchmark):

@@ -34,6 +34,20 @@ def test_every_artifact_meets_its_parity_tolerance(bundle_dir):
 
 
 
+def test_sources_travel_from_the_metadata_csv_into_the_bundle_and_its_model_card(bundle_dir, trained_run):
+    bundle = json.loads((bundle_dir / "bundle.json").read_text())
+    source = bundle["source_run"]
+    expected = [f"clinic-{'ab'[int(path[-7:-4]) % 2]}" for path, _, _ in source["validation_files"]]
+    assert source["validation_sources"] == expected
+    within = bundle["validation_metrics_float"]["within_source"]
+    # the tiny validation split holds under MIN_PER_SOURCE melanomas in each source: named, not scored
+    assert set(within["not_scored"]) == {"clinic-a", "clinic-b"} and within["pooled"]["lookalikes"]["nevus"]["auc"]
+    for entry in bundle["artifacts"].values():
+        assert entry["melanoma_alert"]["rule"] == "pooled" and "no source holds" in entry["melanoma_alert"]["rule_text"]
+    card = (bundle_dir / "MODEL_CARD.md").read_text()
+    assert "## Within each source" in card and "not scored alone: clinic-a" in card
+
+
 def test_bundle_describes_its_artifacts_and_source(bundle_dir, trained_run):
     bundle = json.loads((bundle_dir / "bundle.json").read_text())
     assert bundle["schema_version"] == 3

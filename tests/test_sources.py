@@ -163,3 +163,22 @@ def test_leave_source_out_without_sources_is_refused(tmp_path, dataset_dir, caps
     assert "needs each image's source" in capsys.readouterr().err
     assert main(["train", "--data", str(dataset_dir), "--out", str(tmp_path / "r"), "--source-column", "x"]) == 2
     assert "pass it with --metadata" in capsys.readouterr().err
+
+
+def test_evaluate_reads_a_test_folder_within_its_sources_and_the_validation_split_within_the_runs(
+        trained_run, tmp_path):
+    from conftest import write_dataset, write_sources_csv
+
+    from edgelesion.fileio import read_csv
+    from edgelesion.train.evaluation import evaluate_run
+
+    test = write_dataset(tmp_path / "test", per_class=12, seed=7)
+    spec = MetadataSpec(write_sources_csv(test, tmp_path / "test.csv"), source_column="source")
+    metrics = evaluate_run(trained_run, test, metadata=spec)
+    assert metrics["within_source"]["pooled"]["n_positive"] == metrics["melanoma_sensitivity"]["n"]
+    written = next((trained_run / "evaluation").glob("test-test-*"))
+    rows = read_csv(written / "predictions.csv")
+    assert {row["source"] for row in rows} == {"clinic-a", "clinic-b"}
+    validation = evaluate_run(trained_run)  # the run's own metadata: its validation images keep their sources
+    assert set(validation["within_source"]["not_scored"]) == {"clinic-a", "clinic-b"}
+    assert validation["melanoma_alert"]["rule"] == "pooled"

@@ -24,8 +24,10 @@ from edgelesion.errors import EdgelesionError
 from edgelesion.infer.bundle_reader import bundle_preprocessing, read_bundle, verified_artifact
 from edgelesion.fileio import read_csv, read_json, replace_dir, sha256_file, staging_dir, write_json
 from edgelesion.images import UnreadableImage, read_image, to_model_input
-from edgelesion.metrics import classification_metrics, paired_difference, scored_class_indices
+from edgelesion.data.metadata import MetadataSpec
+from edgelesion.metrics import LOOKALIKES, classification_metrics, paired_difference, scored_class_indices
 from edgelesion.provenance import provenance
+from edgelesion.source_figures import within_source_figures
 from edgelesion.thresholds import alert_figures
 
 if TYPE_CHECKING:  # TensorFlow is imported only where a Keras model is read
@@ -76,12 +78,24 @@ def source_run(bundle: dict[str, Any], bundle_dir: Path, run_dir: Path | None) -
     return run
 
 
-def evaluation_images(bundle: dict[str, Any], run: Path, data_dir: Path | None) -> tuple[np.ndarray, np.ndarray, str]:
-    """Pixels and labels of the evaluation set: the export's validation files (checked by sha256), or `data_dir`."""
+@dataclass(frozen=True)
+class EvaluationSet:
+    """The images every artifact is scored on, with each image's source where known."""
+
+    pixels: np.ndarray
+    labels: np.ndarray
+    described: str
+    sources: list[str] | None
+
+
+def evaluation_images(bundle: dict[str, Any], run: Path, data_dir: Path | None,
+                      metadata: MetadataSpec | None = None) -> EvaluationSet:
+    """Pixels and labels of the evaluation set: the export's validation files (checked by sha256), or `data_dir`
+    (described by `metadata`, if given)."""
     classes, preprocessing = bundle["classes"], bundle_preprocessing(bundle)
     source = bundle["source_run"]
     if data_dir is not None:
-        data = load_dataset(data_dir, preprocessing, classes=classes, min_classes=1)
+        data = load_dataset(data_dir, preprocessing, classes=classes, min_classes=1, metadata=metadata)
         index = run / "data_index.csv"
         if not index.is_file():
             raise EdgelesionError(f"--data {data_dir}: the run's {index} is gone, so images shared with the training "
@@ -90,9 +104,9 @@ def evaluation_images(bundle: dict[str, Any], run: Path, data_dir: Path | None) 
         test = prepare_test_set(data, read_csv(index), ConflictPolicy(config["conflict_policy"]),
                                 config["near_duplicate_max_distance"])
         print(test.summary())
-        return (test.clean.images, test.clean.labels,
-                f"{data_dir} ({len(test.clean.records)} images; {len(test.overlaps)} shared with the training folder "
-                "removed)")
+        return EvaluationSet(test.clean.images, test.clean.labels,
+                             f"{data_dir} ({len(test.clean.records)} images; {len(test.overlaps)} shared with the "
+                             "training folder removed)", test.clean.sources)
     root = Path(read_json(run / "config.json")["data_dir"])  # the run keeps the data's path; the bundle does not
     pixels, labels = [], []
     for relpath, label, sha in source["validation_files"]:
@@ -105,7 +119,8 @@ def evaluation_images(bundle: dict[str, Any], run: Path, data_dir: Path | None) 
             raise EdgelesionError(f"validation image {root / relpath} changed since export; pass --data DIR")
         pixels.append(to_model_input(decoded.image, preprocessing))
         labels.append(classes.index(label))
-    return np.stack(pixels), np.array(labels), f"the run's validation split ({len(labels)} images)"
+    return EvaluationSet(np.stack(pixels), np.array(labels), f"the run's validation split ({len(labels)} images)",
+                         source.get("validation_sources"))
 
 
 def _worker(artifact: Path, pixels_file: Path, result: Path, threads: int, config: BenchmarkConfig,
@@ -157,19 +172,23 @@ def baseline_entry(bundle: dict[str, Any], bundle_dir: Path, run: Path) -> tuple
 
 
 def run_benchmark(bundle_dir: str | Path, out: str | Path, *, run_dir: str | Path | None = None,
-                  data_dir: str | Path | None = None, config: BenchmarkConfig = BenchmarkConfig(),
-                  progress: bool = True) -> dict[str, Any]:
+                  data_dir: str | Path | None = None, metadata: MetadataSpec | None = None,
+                  config: BenchmarkConfig = BenchmarkConfig(), progress: bool = True) -> dict[str, Any]:
     """Benchmark every artifact of a bundle and the float baseline; write benchmark.json, benchmark.md and charts.
 
     `run_dir`: the training run the bundle came from (default: where bundle.json says it lies relative to the bundle).
+    `metadata` describes `data_dir`; with sources known (there, or recorded by the export for its validation split),
+    each artifact is also scored within every source.
     """
     from edgelesion.bench.report import write_report
 
     bundle_dir, out = Path(bundle_dir), Path(out)
     bundle = verified_bundle(bundle_dir)
     run = source_run(bundle, bundle_dir, Path(run_dir) if run_dir else None)
-    pixels, labels, described = evaluation_images(bundle, run, Path(data_dir) if data_dir else None)
+    evaluation = evaluation_images(bundle, run, Path(data_dir) if data_dir else None, metadata)
+    pixels, labels = evaluation.pixels, evaluation.labels
     classes = bundle["classes"]
+    lookalikes = bundle["source_run"]["config"].get("lookalikes", LOOKALIKES)
     scored = scored_class_indices(labels, len(classes), bundle["source_run"]["config"]["min_support"])
     positive_class = bundle["source_run"]["config"]["positive_class"]
     positive = classes.index(positive_class) if positive_class in classes else None
@@ -195,6 +214,10 @@ def run_benchmark(bundle_dir: str | Path, out: str | Path, *, run_dir: str | Pat
                 "recall_per_class": {c: m["recall"] for c, m in metrics["per_class"].items()},
                 "calibration": metrics["calibration"],
             }
+            if evaluation.sources is not None:
+                rows[name]["within_source"] = within_source_figures(probabilities[name], labels, classes,
+                                                                    evaluation.sources, positive_class, lookalikes,
+                                                                    thresholds.get(name))
             if path.suffix == ".onnx":
                 rows[name]["op_time_shares_1_thread"] = onnx_op_time_shares(path, pixels[0])
         for name, row in rows.items():
@@ -209,7 +232,7 @@ def run_benchmark(bundle_dir: str | Path, out: str | Path, *, run_dir: str | Pat
     result = {
         "bundle": str(bundle_dir.resolve()),
         "run": str(run),
-        "evaluation_set": described,
+        "evaluation_set": evaluation.described,
         "external_data": data_dir is not None,
         "baseline": baseline_name,
         "scored_classes": [classes[c] for c in scored],
@@ -351,6 +374,7 @@ def int8_peak(size: int = 2048, repeats: int = 5) -> dict[str, Any]:
 
 
 def compare_bundles(bundle_dirs: list[str | Path], out: str | Path, *, data_dir: str | Path | None = None,
+                    metadata: MetadataSpec | None = None,
                     config: BenchmarkConfig = BenchmarkConfig(), progress: bool = True) -> dict[str, Any]:
     """Benchmark each bundle into out/NAME, then one comparison table and chart in `out`."""
     from edgelesion.bench.report import write_comparison
@@ -359,7 +383,8 @@ def compare_bundles(bundle_dirs: list[str | Path], out: str | Path, *, data_dir:
     names = [Path(b).name for b in bundle_dirs]
     if len(set(names)) != len(names):
         raise EdgelesionError(f"bundles to compare need distinct folder names, got {names}")
-    results = {name: run_benchmark(b, out / name, data_dir=data_dir, config=config, progress=progress)
+    results = {name: run_benchmark(b, out / name, data_dir=data_dir, metadata=metadata, config=config,
+                                   progress=progress)
                for name, b in zip(names, bundle_dirs)}
     write_comparison(results, out)
     return results

@@ -16,6 +16,7 @@ from edgelesion.fileio import atomic_path, write_text  # noqa: E402
 from edgelesion.metrics import format_estimate  # noqa: E402
 from edgelesion.plots import reliability_curves_chart  # noqa: E402
 from edgelesion.provenance import int8_instructions  # noqa: E402
+from edgelesion.source_figures import format_within_source  # noqa: E402
 
 
 def _save(figure: plt.Figure, target: Path) -> None:
@@ -133,13 +134,27 @@ def validation_gap_lines(result: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def within_source_lines(result: dict[str, Any]) -> list[str]:
+    """Each artifact's figures within every source beside the pooled ones, where sources are known."""
+    scored = {name: a["within_source"] for name, a in result["artifacts"].items() if a.get("within_source")}
+    if not scored:
+        return []
+    lines = ["## Within each source", "",
+             "Where class and source go together, pooled figures reward a model that learned the source; these are "
+             "what a new clinic can expect.", ""]
+    for name, figures in scored.items():
+        lines += [f"{name}:", "```", format_within_source(figures), "```"]
+    return lines + [""]
+
+
 def write_report(result: dict[str, Any], out: Path) -> None:
     """benchmark.md, accuracy_vs_latency.png, latency_distribution.png and reliability.png into `out`."""
     lines = [f"# Benchmark of {result['bundle']}", "",
              f"Evaluation set: {result['evaluation_set']}; baseline: {result['baseline']}; balanced accuracy over "
              f"{len(result['scored_classes'])} classes. Machine: {result['provenance']['machine']['cpu']}, "
              f"{result['provenance']['machine']['cores']} cores.", "", *markdown_table(result), "",
-             *efficiency_lines(result), "", *op_time_lines(result), *validation_gap_lines(result)]
+             *efficiency_lines(result), "", *op_time_lines(result), *validation_gap_lines(result),
+             *within_source_lines(result)]
     write_text(out / "benchmark.md", "\n".join(lines))
     accuracy_latency_chart({"": result}, out / "accuracy_vs_latency.png")
     reliability_curves_chart({name: (a["calibration"]["bins"], a["calibration"]["expected_calibration_error"])
