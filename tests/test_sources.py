@@ -12,6 +12,7 @@ from conftest import synthetic_image
 
 from edgelesion.cli import main
 from edgelesion.data.audit import audit_dataset
+from edgelesion.data.confounding import border_probe
 from edgelesion.data.dataset import load_dataset
 from edgelesion.data.metadata import MetadataSpec
 from edgelesion.data.splits import group_folds
@@ -133,6 +134,12 @@ def test_a_colour_cast_that_decides_the_class_is_flagged_and_fails_leave_source_
     assert main(["audit", "--data", str(data), "--out", str(tmp_path / "audit"), *meta]) == 0
     assert "WARNING: melanoma / nevus: the source alone tells them apart" in capsys.readouterr().out
     assert (tmp_path / "audit" / "class_by_source.png").stat().st_size > 0
+    # the pixel probe sees the cast in the clinics where it decides the class, with no metadata at all
+    dataset = load_dataset(data, PRE, progress=False)
+    trained_clinics = np.array(["new-clinic" not in r.relpath for r in dataset.records])
+    probes, _ = border_probe(dataset.images[trained_clinics], dataset.labels[trained_clinics],
+                             np.arange(trained_clinics.sum()), dataset.classes, "melanoma", ["nevus"])
+    assert probes[0].flagged
 
     small = ["--model", "seed-dropout", "--image-size", "32", "--epochs", "4", "--batch-size", "8", "--folds", "3",
              "--rebalance", "none", "--min-support", "2"]
