@@ -8,6 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import write_sources_csv
+
+from edgelesion.data.metadata import MetadataSpec
 from edgelesion.errors import EdgelesionError
 from edgelesion.export.exporting import ExportOptions, export_run
 from edgelesion.fileio import read_csv, read_json, write_json
@@ -29,7 +32,8 @@ def _oof(cv: CvDir, fold: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_path, capsys):
     cv = CvDir(tmp_path / "cv")
-    partial = cross_validate(dataset_dir, cv.root, CONFIG, folds=[0, 1], progress=False)
+    sources = MetadataSpec(write_sources_csv(dataset_dir, tmp_path / "sources.csv"), source_column="source")
+    partial = cross_validate(dataset_dir, cv.root, CONFIG, folds=[0, 1], metadata=sources, progress=False)
     assert partial["finished_folds"] == [0, 1] and not partial["complete"]
     assert "2 of 3 folds finished" in cv.table.read_text()
     # fold 0's alert threshold comes from fold 1's predictions alone, never from its own
@@ -37,12 +41,20 @@ def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_
     assert partial["per_fold"][0]["alert_threshold"] == melanoma_threshold(probabilities, labels, 1)["threshold"]
 
     kept_model = cv.fold(0).best_model.stat().st_mtime_ns
-    done = cross_validate(dataset_dir, cv.root, CONFIG, progress=False)  # runs fold 2 only
+    with pytest.raises(EdgelesionError, match="another metadata CSV"):  # folds of other metadata never merge
+        cross_validate(dataset_dir, cv.root, CONFIG, progress=False)
+    done = cross_validate(dataset_dir, cv.root, CONFIG, metadata=sources, progress=False)  # runs fold 2 only
     assert cv.fold(0).best_model.stat().st_mtime_ns == kept_model
     assert done["complete"] and done["finished_folds"] == [0, 1, 2]
     rows = read_csv(cv.oof_predictions)
     kept = [r for r in read_csv(cv.fold(0).data_index) if r["status"] == "kept"]
     assert sorted(r["path"] for r in rows) == sorted(r["path"] for r in kept)  # every kept image exactly once
+    assert all(r["source"] == f"clinic-{'ab'[int(r['path'][-7:-4]) % 2]}" for r in rows)
+    # read within each source: here no source holds 10 melanomas, so each is named, and thresholds are pooled
+    within = done["within_source_out_of_fold"]
+    assert within["pooled"]["n_positive"] == sum(r["label"] == "melanoma" for r in rows)
+    assert set(within["not_scored"]) == {"clinic-a", "clinic-b"}
+    assert [rule.split(":")[0] for rule in done["alert_threshold_rules"]] == ["pooled"]
     values = [done["per_fold"][k]["balanced_accuracy"] for k in range(3)]
     assert done["summary"]["balanced_accuracy"]["mean"] == pytest.approx(np.mean(values))
     assert done["summary"]["balanced_accuracy"]["sd"] == pytest.approx(np.std(values, ddof=1))
@@ -66,6 +78,7 @@ def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_
     card = (tmp_path / "bundle" / "MODEL_CARD.md").read_text()
     assert "Cross-validation of this recipe (3 of 3 leak-free folds; this model is its fold 0)" in card
     assert f"balanced accuracy: {done['summary']['balanced_accuracy']['mean']:.3f} ± " in card
+    assert "out-of-fold, within each source" in card and "not scored alone: clinic-a" in card
     # a fold whose predictions changed after the merge is named as not in the figures; a newer file time alone
     # (a copy, or the same scores written again) is not a change
     predictions = cv.fold(1).evaluation / "validation" / "predictions.csv"

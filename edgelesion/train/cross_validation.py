@@ -314,4 +314,5 @@ def recipe_cv_figures(out: str | Path, run_dir: str | Path) -> dict[str, Any]:
             "this_run_is_a_fold": Path(run_dir).resolve() == cv.fold(info.config.fold).root.resolve(),
             "target_sensitivity": result["target_sensitivity"],
             "melanoma_auc_out_of_fold": result["melanoma_auc_out_of_fold"],
+            "within_source_out_of_fold": result.get("within_source_out_of_fold"),
             "summary": {figure: result["summary"][figure] for figure in FIGURES if figure in result["summary"]}}
