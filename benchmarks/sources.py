@@ -21,7 +21,6 @@ from edgelesion.data.audit_report import run_audit
 from edgelesion.data.metadata import MetadataSpec
 from edgelesion.fileio import read_json, write_text
 from edgelesion.metrics import format_estimate
-from edgelesion.source_figures import format_within_source
 from edgelesion.train.config import TrainConfig
 from edgelesion.train.cross_validation import CvDir, cross_validate, merge_cv
 from edgelesion.train.leave_source_out import cross_validate_sources, merge_sources
@@ -49,7 +48,8 @@ def fold_rows(within: dict[int, dict[str, Any]]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="efficientnet-lite0", help="whose recipe (default efficientnet-lite0)")
-    parser.add_argument("--kfold-dir", type=Path, help="the k-fold cv folder (default runs/benchmarks/cv-MODEL-sources)")
+    parser.add_argument("--kfold-dir", type=Path,
+                        help="the k-fold cv folder (default runs/benchmarks/cv-MODEL-sources)")
     parser.add_argument("--lso-dir", type=Path, help="the leave-source-out folder (default runs/benchmarks/lso-MODEL)")
     parser.add_argument("--merge-only", action="store_true", help="train nothing: record the folds finished so far")
     args = parser.parse_args()
@@ -78,14 +78,14 @@ def main() -> None:
              "", "## Audit", "", "With `sources.csv`:", "", *[f"- {s}" for s in findings], "",
              "From the pixels alone (no metadata):", "", *[f"- {s}" for s in probes], "",
              f"## 5-fold cross-validation ({len(kfold_result['finished_folds'])} of {kfold_result['folds']} folds), "
-             "pooled", "", kfold.table.read_text().strip(), "", "## Each fold's validation split within each source", "",
+             "pooled", "", kfold.table.read_text().strip(), "",
+             "## Each fold's validation split within each source", "",
              *fold_rows(within), "", "## Leave-source-out", "", lso.table.read_text()]
     write_text(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
     (RESULTS / name).mkdir(exist_ok=True)
     shutil.copyfile(RUNS / "audit-with-sources" / "class_by_source.png", RESULTS / name / "class_by_source.png")
     for chart in (kfold.chart, kfold.roc):
         shutil.copyfile(chart, RESULTS / name / chart.name)
-    print(format_within_source(kfold_result["within_source_out_of_fold"]))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ def _add_metadata_options(p: argparse.ArgumentParser, what: str = "the --data fo
                    help=f"a CSV with one row per image of {what}: its source, lesion/patient groups and optionally "
                         "its label (docs/sources.md)")
     p.add_argument("--key-column", help="the CSV column holding each image's path relative to the data folder, or "
-                                        "its id (file name without suffix) (default: path, image, image_name or isic_id)")
+                                        "its id (file name without suffix) (default: path, image, image_name or "
+                                        "isic_id)")
     p.add_argument("--source-column", help="the CSV column naming where each image was taken (clinic, device, "
                                            "archive): within-source figures, and --leave-source-out in cv")
     p.add_argument("--group-columns", help="comma-separated CSV columns (e.g. lesion_id,patient_id): images sharing "
@@ -48,16 +49,14 @@ def _metadata_spec(args: argparse.Namespace) -> MetadataSpec | None:
             raise EdgelesionError(f"{', '.join(named)} name columns of a metadata CSV: pass it with --metadata CSV")
         return None
 
-    def items(text: str | None) -> tuple[str, ...]:
-        return tuple(item.strip() for item in (text or "").split(",") if item.strip())
-
     return MetadataSpec(args.metadata, key_column=args.key_column, source_column=args.source_column,
-                        group_columns=items(args.group_columns), label_column=args.label_column,
-                        label_columns=items(args.label_columns))
+                        group_columns=_comma_list(args.group_columns), label_column=args.label_column,
+                        label_columns=_comma_list(args.label_columns))
 
 
-def _lookalikes(text: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in text.split(",") if item.strip())
+def _comma_list(text: str | None) -> tuple[str, ...]:
+    """'a, b,c' -> ('a', 'b', 'c')."""
+    return tuple(item.strip() for item in (text or "").split(",") if item.strip())
 
 
 def _add_audit(sub: argparse._SubParsersAction, summary: str) -> None:
@@ -82,7 +81,7 @@ def _add_audit(sub: argparse._SubParsersAction, summary: str) -> None:
 def _add_lookalikes_option(p: argparse.ArgumentParser) -> None:
     from edgelesion.metrics import LOOKALIKES
 
-    p.add_argument("--lookalikes", type=_lookalikes, default=LOOKALIKES, metavar="CLASS,CLASS",
+    p.add_argument("--lookalikes", type=_comma_list, default=LOOKALIKES, metavar="CLASS,CLASS",
                    help="the classes melanoma is told from within each source and checked against for confounding "
                         f"(default {','.join(LOOKALIKES)})")
 
@@ -221,6 +220,7 @@ def _add_cv(sub: argparse._SubParsersAction, summary: str) -> None:
 
 
 def _run_cv(args: argparse.Namespace) -> int:
+    from edgelesion.thresholds import TARGET_SENSITIVITY
     from edgelesion.train.cross_validation import cross_validate, merge_cv
 
     if args.merge_only:
@@ -240,8 +240,14 @@ def _run_cv(args: argparse.Namespace) -> int:
         if metadata is None or metadata.source_column is None:
             raise EdgelesionError("--leave-source-out needs each image's source: pass --metadata CSV --source-column "
                                   "COLUMN")
+        if args.only_folds:
+            raise EdgelesionError("--only-folds picks k-fold folds: with --leave-source-out, pick sources with "
+                                  "--only-sources")
+        if args.melanoma_sensitivity != TARGET_SENSITIVITY:
+            raise EdgelesionError("--melanoma-sensitivity sets k-fold cv's out-of-fold threshold: a leave-source-out "
+                                  "fold takes its threshold from its own validation split, at the default target")
         cross_validate_sources(args.data, args.out, _train_config(args), metadata,
-                               sources=_lookalikes(args.only_sources) if args.only_sources else None, force=args.force)
+                               sources=_comma_list(args.only_sources) or None, force=args.force)
         return 0
     if args.only_sources:
         raise EdgelesionError("--only-sources picks held-out sources: use it with --leave-source-out")

@@ -48,6 +48,13 @@ def mixed_sources(labels: np.ndarray, sources: Sequence[str], positive: int, loo
                   and any((labels[sources == s] == k).sum() >= min_images for k in lookalikes))
 
 
+def too_few_reason(labels: np.ndarray, indices: dict[str, int], min_images: int = MIN_PER_SOURCE) -> str:
+    """Why a source is not scored on its own: its count of the positive class (first in `indices`) and of each
+    look-alike."""
+    counts = ", ".join(f"{int((np.asarray(labels) == k).sum())} {name}" for name, k in indices.items())
+    return f"{counts}: fewer than {min_images} of {next(iter(indices))} and of a look-alike"
+
+
 def _figures(scores: np.ndarray, labels: np.ndarray, alert: np.ndarray | None, positive: int,
              lookalikes: dict[str, int], min_images: int) -> dict[str, Any]:
     is_positive = labels == positive
@@ -94,9 +101,7 @@ def within_source_figures(probabilities: np.ndarray, labels: np.ndarray, classes
             scored[source] = _figures(scores[inside], labels[inside], None if alert is None else alert[inside],
                                       positive, known, min_images)
         else:
-            counts = ", ".join(f"{int((labels[inside] == k).sum())} {name}" for name, k in
-                               {positive_class: positive, **known}.items())
-            not_scored[source] = f"{counts}: fewer than {min_images} of {positive_class} and of a look-alike"
+            not_scored[source] = too_few_reason(labels[inside], {positive_class: positive, **known}, min_images)
     result = {"positive_class": positive_class, "lookalikes": list(known), "min_images": min_images,
               "method": f"{AUC_METHOD}; alert figures with 95% Wilson intervals", "pooled": pooled,
               "sources": scored, "not_scored": not_scored}

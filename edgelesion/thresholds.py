@@ -60,6 +60,8 @@ def alert_threshold(probabilities: np.ndarray, labels: np.ndarray, positive: int
                                  "the source can give the class away"}
         reason = (f"no source holds at least {MIN_PER_SOURCE} images of the positive class and of a look-alike, "
                   "so the threshold is pooled over sources whose look may give the class away")
+    elif positive is None:
+        reason = "the model has no positive class"
     else:
         reason = "sources unknown (no metadata CSV with a source column)"
     chosen = melanoma_threshold(probabilities, labels, positive, target_sensitivity)

@@ -64,7 +64,8 @@ def snapshot(folder: Path) -> dict[str, tuple[int, float]]:
 
 def write_sources_csv(data: Path, target: Path) -> Path:
     """A metadata CSV beside `data`: each image's source, 'clinic-a' or 'clinic-b' by its number's parity."""
-    rows = [f"{p.relative_to(data).as_posix()},clinic-{'ab'[int(p.stem[-3:]) % 2]}" for p in sorted(data.rglob("*.jpg"))]
+    rows = [f"{p.relative_to(data).as_posix()},clinic-{'ab'[int(p.stem[-3:]) % 2]}"
+            for p in sorted(data.rglob("*.jpg"))]
     target.write_text("path,source\n" + "\n".join(rows) + "\n")
     return target
 

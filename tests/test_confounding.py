@@ -144,3 +144,20 @@ def test_class_by_source_chart_writes_a_png(tmp_path):
     target = tmp_path / "class_by_source.png"
     class_by_source_chart({"melanoma": {"a": 3, "b": 0}, "nevus": {"a": 1, "b": 9}}, target, "Images by source")
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_probe_that_cannot_make_its_folds_is_skipped_with_the_reason_not_a_crash():
+    rng = np.random.default_rng(3)
+    labels = two_classes(15)
+    images = rng.integers(0, 256, size=(len(labels), 16, 16, 3), dtype=np.uint8)
+    groups = np.where(labels == 0, 0, np.arange(len(labels)))  # every positive image one lesion: one group
+    probes, skipped = border_probe(images, labels, groups, ["melanoma", "nevus"], "melanoma", ["nevus"])
+    assert probes == [] and len(skipped) == 1 and "not probed" in skipped[0]
+
+
+def test_a_class_is_apart_only_where_it_is_rare_in_that_sources_own_mix():
+    # twelve sources of 20 melanomas and 20 nevi each, and one of 400 melanomas: no nevus sits apart
+    sources = [f"s{k}" for k in range(12) for _ in range(40)] + ["big"] * 400
+    labels = ([0] * 20 + [1] * 20) * 12 + [0] * 400
+    (found,), _ = source_confounding(np.array(labels), sources, ["melanoma", "nevus"], "melanoma", ["nevus"])
+    assert found.lookalike_apart == 0.0 and found.positive_apart == 400 / 640

@@ -130,7 +130,10 @@ def test_a_colour_cast_that_decides_the_class_is_flagged_and_fails_leave_source_
         "warm-clinic": [("melanoma", 18, WARM)], "cool-clinic": [("nevus", 18, COOL)],
         "new-clinic": [("melanoma", 10, COOL), ("nevus", 10, WARM)],
     })
-    meta = ["--metadata", str(tmp_path / "sources.csv"), "--source-column", "source", "--group-columns", "lesion_id"]
+    # one warm-clinic melanoma is a lesion also photographed in the new clinic: it must leave training
+    csv_file = tmp_path / "sources.csv"
+    csv_file.write_text(csv_file.read_text().replace("warm-clinic-melanoma-0\n", "new-clinic-melanoma-0\n", 1))
+    meta = ["--metadata", str(csv_file), "--source-column", "source", "--group-columns", "lesion_id"]
     assert main(["audit", "--data", str(data), "--out", str(tmp_path / "audit"), *meta]) == 0
     assert "WARNING: melanoma / nevus: the source alone tells them apart" in capsys.readouterr().out
     assert (tmp_path / "audit" / "class_by_source.png").stat().st_size > 0
@@ -156,7 +159,10 @@ def test_a_colour_cast_that_decides_the_class_is_flagged_and_fails_leave_source_
     assert val_auc > 0.9 and held_auc < 0.5
     fold = cv / "source-new-clinic"
     trained_on = {r["path"] for r in read_csv(fold / "splits" / "train.csv") + read_csv(fold / "splits" / "val.csv")}
-    assert not any("new-clinic" in path for path in trained_on) and len(trained_on) == 36
+    assert not any("new-clinic" in path for path in trained_on) and len(trained_on) == 35
+    assert "melanoma/warm-clinic_000.jpg" not in trained_on and row["training_images_removed_for_groups"] == 1
+    excluded = {r["path"]: r["reason"] for r in read_csv(fold / "splits" / "excluded.csv")}
+    assert "held-out source" in excluded["melanoma/warm-clinic_000.jpg"]
     assert len(read_csv(fold / "splits" / "held_out.csv")) == 20
     assert "held-out source" in (cv / "cv_summary.md").read_text()
     # merging again gives the same table; a k-fold merge of this folder is refused with the right command
@@ -189,3 +195,27 @@ def test_evaluate_reads_a_test_folder_within_its_sources_and_the_validation_spli
     validation = evaluate_run(trained_run)  # the run's own metadata: its validation images keep their sources
     assert set(validation["within_source"]["not_scored"]) == {"clinic-a", "clinic-b"}
     assert validation["melanoma_alert"]["rule"] == "pooled"
+
+
+def test_a_run_refuses_to_resume_or_be_scored_with_a_changed_metadata_csv(tmp_path):
+    from conftest import interrupted_at
+
+    from edgelesion.train import training
+    from edgelesion.train.config import TrainConfig
+    from edgelesion.train.evaluation import evaluate_run
+
+    data = write_sourced_set(tmp_path, {"a": [("melanoma", 8, WARM), ("nevus", 8, COOL)]})
+    spec = MetadataSpec(tmp_path / "sources.csv", source_column="source")
+    config = TrainConfig(epochs=2, batch_size=8, folds=2, min_support=2, preprocessing=PRE, rebalance="none")
+    with interrupted_at(training, 1), pytest.raises(KeyboardInterrupt):
+        training.train(data, tmp_path / "run", config, metadata=spec, progress=False)
+    csv_file = tmp_path / "sources.csv"
+    original = csv_file.read_bytes()
+    csv_file.write_bytes(original.replace(b",a,", b",b,", 1))
+    with pytest.raises(EdgelesionError, match="changed since"):
+        training.resume(tmp_path / "run")
+    csv_file.write_bytes(original)
+    training.resume(tmp_path / "run")
+    csv_file.write_bytes(original.replace(b",a,", b",b,", 1))
+    with pytest.raises(EdgelesionError, match="changed since"):
+        evaluate_run(tmp_path / "run")

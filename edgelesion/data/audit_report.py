@@ -26,8 +26,8 @@ def audit_confounding(report: AuditReport, out: Path, positive_class: str,
     dataset, kept = report.dataset, report.kept
     labels, classes = dataset.labels[kept], dataset.classes
     table, confounds, skipped = None, [], []
-    if dataset.sources is not None:
-        sources = [dataset.sources[i] for i in kept]
+    if (all_sources := dataset.sources) is not None:
+        sources = [all_sources[i] for i in kept]
         table = class_by_source(labels, sources, classes)
         confounds, skipped = source_confounding(labels, sources, classes, positive_class, lookalikes)
         class_by_source_chart(table, out / "class_by_source.png", "Kept images per class and source")

@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from edgelesion.metrics import LOOKALIKES as DEFAULT_LOOKALIKES  # what melanoma is confused with
 
 MIN_IMAGES_PER_CLASS = 10  # a look-alike / positive with fewer images is named and not tested
-APART_SHARE = 0.10  # a source "holds few" of a class when it holds under this share of that class's images
+APART_SHARE = 0.10  # a class is "rare" in a source when under this share of the pair's images there are of it
 BORDER_BAND = 1 / 8  # the frame ring: this share of each side, from the edge inwards
 
 # Source alone "gives the class away" at this in-sample AUC or above: a source-only rule then orders three pairs in
@@ -47,7 +47,7 @@ class SourceConfound:
     positive: str
     lookalike: str
     source_auc: float  # AUC of the positive share of each image's source as the only score (in-sample, ties half)
-    positive_apart: float  # share of positive's images in sources holding < APART_SHARE of the look-alike's
+    positive_apart: float  # share of positive's images in sources where the look-alike is rare (APART_SHARE)
     lookalike_apart: float  # the reverse
     shared_sources: tuple[str, ...]  # sources holding >= MIN_IMAGES_PER_CLASS images of both
     confounded: bool  # source_auc >= SOURCE_AUC_WARNING
@@ -61,9 +61,9 @@ class SourceConfound:
                     f"{SOURCE_AUC_WARNING:.2f}); {shared}.")
         few = f"{APART_SHARE:.0%}"
         return (f"{pair}: the source alone tells them apart (AUC {self.source_auc:.2f} >= {SOURCE_AUC_WARNING:.2f}): "
-                f"{self.positive_apart:.0%} of the {self.positive} images come from sources holding under {few} of "
-                f"the {self.lookalike} images, {self.lookalike_apart:.0%} of the {self.lookalike} images from sources "
-                f"holding under {few} of the {self.positive} images; {shared}. A pooled validation figure rewards a "
+                f"{self.positive_apart:.0%} of the {self.positive} images come from sources where under {few} of the "
+                f"two classes' images are {self.lookalike}, {self.lookalike_apart:.0%} of the {self.lookalike} images "
+                f"from sources where under {few} are {self.positive}; {shared}. A pooled validation figure rewards a "
                 "model that learned the source: read the within-source figures.")
 
 
@@ -141,8 +141,8 @@ def _source_confound(is_positive: np.ndarray, sources: np.ndarray, positive: str
     n_lookalike = np.bincount(which, weights=~is_positive, minlength=len(names))
     share = n_positive / (n_positive + n_lookalike)
     auc = float(roc_auc_score(is_positive, share[which])) if len(names) > 1 else 0.5
-    few_lookalikes = n_lookalike < APART_SHARE * n_lookalike.sum()
-    few_positives = n_positive < APART_SHARE * n_positive.sum()
+    few_lookalikes = n_lookalike < APART_SHARE * (n_positive + n_lookalike)  # the source's own mix decides
+    few_positives = n_positive < APART_SHARE * (n_positive + n_lookalike)
     shared = (n_positive >= MIN_IMAGES_PER_CLASS) & (n_lookalike >= MIN_IMAGES_PER_CLASS)
     return SourceConfound(
         positive=positive,
@@ -224,7 +224,12 @@ def border_probe(images: np.ndarray, labels: np.ndarray, groups: np.ndarray, cla
     for positive, lookalike in pairs:
         pair = np.flatnonzero((labels == positive) | (labels == lookalike))
         is_positive = labels[pair] == positive
-        auc = _out_of_fold_auc(border_features(images[pair]), is_positive, groups[pair], folds, seed)
+        try:
+            auc = _out_of_fold_auc(border_features(images[pair]), is_positive, groups[pair], folds, seed)
+        except ValueError as exc:  # too few groups for the folds, or a fold left with one class
+            skipped.append(f"{classes[positive]} / {classes[lookalike]}: not probed, its images do not make "
+                           f"{folds} cross-validation folds ({exc})")
+            continue
         results.append(ProbeResult(positive=classes[positive], lookalike=classes[lookalike], auc=auc,
                                    n_positive=int(is_positive.sum()), n_lookalike=int((~is_positive).sum()),
                                    warning_level=PROBE_AUC_WARNING, flagged=auc >= PROBE_AUC_WARNING))
@@ -270,7 +275,7 @@ def confounding_to_dict(table: dict[str, dict[str, int]] | None, confounds: list
             "source_auc": "ROC AUC, positive against look-alike images, of one score: the positive share among "
                           "positive and look-alike images of the image's source (in-sample, ties count half); "
                           f"confounded at {SOURCE_AUC_WARNING} or above",
-            "apart": f"a source holds few of a class when it holds under {APART_SHARE:.0%} of that class's images",
+            "apart": f"a class is rare in a source when under {APART_SHARE:.0%} of the pair's images there are of it",
             "shared_sources": f"sources holding at least {MIN_IMAGES_PER_CLASS} images of both classes",
             "border_probe": "out-of-fold ROC AUC of a standardised logistic regression on colour statistics (mean, "
                             "std, 10th/50th/90th percentiles per channel) of the image's outer ring, "

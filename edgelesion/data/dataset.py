@@ -94,17 +94,22 @@ class LoadedDataset:
         )
 
 
-def class_folders(root: str | Path) -> list[str]:
-    """Names of the class subfolders of `root`, sorted; checks that the folder is usable."""
-    root = Path(root)
+def _check_root(root: Path) -> None:
     if not root.exists():
         raise EdgelesionError(f"data folder {root} does not exist: pass --data with a folder of class subfolders")
     if not root.is_dir():
         raise EdgelesionError(f"data folder {root} is a file, not a folder: pass the folder that holds the class subfolders")
+
+
+def class_folders(root: str | Path) -> list[str]:
+    """Names of the class subfolders of `root`, sorted; checks that the folder is usable."""
+    root = Path(root)
+    _check_root(root)
     names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not names:
         raise EdgelesionError(
             f"data folder {root} has no class subfolders: put each class's images in a subfolder named after the class"
+            " (or give labels in a metadata CSV with --label-column)"
         )
     return names
 
@@ -123,7 +128,7 @@ def _image_files(root: Path, folder: Path) -> tuple[list[str], list[SkippedFile]
     """Relative paths of the image files under `folder` (any depth), and the files skipped for their suffix."""
     found, skipped = [], []
     for path in sorted(folder.rglob("*")):
-        if not path.is_file() or any(part.startswith(".") for part in path.relative_to(root).parts):
+        if not path.is_file() or path.name.startswith("."):
             continue
         relpath = path.relative_to(root).as_posix()
         if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -131,13 +136,6 @@ def _image_files(root: Path, folder: Path) -> tuple[list[str], list[SkippedFile]
         else:
             skipped.append(SkippedFile(relpath, f"not a JPEG, PNG or BMP file (suffix {path.suffix or 'none'!r})"))
     return found, skipped
-
-
-def _check_root(root: Path) -> None:
-    if not root.exists():
-        raise EdgelesionError(f"data folder {root} does not exist: pass --data with a folder of images")
-    if not root.is_dir():
-        raise EdgelesionError(f"data folder {root} is a file, not a folder: pass the folder that holds the images")
 
 
 def list_with_metadata(root: Path, metadata: Metadata) -> tuple[list[ImageRecord], list[SkippedFile], list[str]]:
@@ -198,17 +196,17 @@ def load_dataset(
                                   "that the CSV describes this folder")
         if unmatched:
             print(f"note: {len(unmatched)} rows of {table.spec.csv} match no image file under {root} "
-                  f"(first: {', '.join(unmatched[:3])}); they are listed in the audit")
+                  f"(first: {', '.join(unmatched[:3])}); audit.json lists them all")
         if without := sum(s.reason.startswith("no row in the metadata CSV") for s in skipped):
-            print(f"note: {without} images under {root} have no row in {table.spec.csv} and are skipped "
-                  "(listed in the audit)")
+            print(f"note: {without} images under {root} have no row in {table.spec.csv} and are skipped, "
+                  "each listed with the skipped files")
     if classes is None:
         classes = found
     else:
         unknown = sorted(set(found) - set(classes))
         if unknown:
             raise EdgelesionError(
-                f"{root} has class folders the model does not know: {', '.join(map(repr, unknown))}; "
+                f"{root} has classes the model does not know: {', '.join(map(repr, unknown))}; "
                 f"the model's classes are {', '.join(map(repr, classes))}"
             )
     if len(found) < min_classes:

@@ -142,8 +142,8 @@ def _cross_validation_lines(cv: dict[str, Any] | None, fold: int) -> list[str]:
     if cv["melanoma_auc_out_of_fold"] is not None:
         lines.append(f"- out-of-fold melanoma AUC (against the rest): {cv['melanoma_auc_out_of_fold']:.3f}")
     if cv.get("within_source_out_of_fold"):
-        lines += ["- out-of-fold, within each source:", "", "```", format_within_source(cv["within_source_out_of_fold"]),
-                  "```"]
+        lines += ["- out-of-fold, within each source:", "", "```",
+                  format_within_source(cv["within_source_out_of_fold"]), "```"]
     if cv["folds_changed_since_merge"]:
         lines.append(f"- folds {cv['folds_changed_since_merge']} finished or changed after these figures were merged: "
                      "run 'edgelesion cv' again to include them")

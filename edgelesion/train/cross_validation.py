@@ -74,7 +74,9 @@ def _is_recipe_of(cv: CvDir, config: TrainConfig) -> bool:
 def _metadata_record(metadata: MetadataSpec | None) -> dict[str, Any] | None:
     """What cv.json records of the metadata CSV: its spec and fingerprint (folds made with other metadata never
     merge)."""
-    return None if metadata is None else {"spec": metadata.to_dict(), "fingerprint": read_metadata(metadata).fingerprint}
+    if metadata is None:
+        return None
+    return {"spec": metadata.to_dict(), "fingerprint": read_metadata(metadata).fingerprint}
 
 
 def cv_kind(out: str | Path) -> str:
@@ -93,7 +95,8 @@ def open_cv_dir(cv: CvDir, data_dir: Path, config: TrainConfig, force: bool, met
             "data_dir": str(data_dir.resolve()), "metadata": _metadata_record(metadata)}
     if cv.spec.is_file():
         recorded = read_json(cv.spec)
-        same_metadata = (recorded.get("metadata") or {}).get("fingerprint") == (spec["metadata"] or {}).get("fingerprint")
+        fingerprints = [(record or {}).get("fingerprint") for record in (recorded.get("metadata"), spec["metadata"])]
+        same_metadata = fingerprints[0] == fingerprints[1]
         same_kind = recorded.get("kind", K_FOLD) == kind
         if _is_recipe_of(cv, config) and same_metadata and same_kind:
             return

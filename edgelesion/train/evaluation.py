@@ -31,12 +31,12 @@ def predict(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.
 
 def evaluate_and_write(probabilities: np.ndarray, labels: np.ndarray, classes: list[str], out_dir: Path, *,
                        title: str, config: TrainConfig, paths: list[str], scored_classes: list[str] | None = None,
-                       alert_threshold: dict[str, Any] | None = None, sources: list[str] | None = None,
+                       threshold_choice: dict[str, Any] | None = None, sources: list[str] | None = None,
                        extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compute the metrics, print them, and write metrics.json, predictions.csv, confusion_matrix.png and
     reliability.png (calibration) into `out_dir`.
 
-    With `alert_threshold` (an alert_threshold() result), the melanoma alert's sensitivity and specificity at that
+    With `threshold_choice` (an alert_threshold() result), the melanoma alert's sensitivity and specificity at that
     threshold are reported too (`melanoma_alert`): the figures an app acting on the alert gets. With `sources`
     (one per image), the positive class is also scored against each look-alike within every source
     (`within_source`), beside the pooled figures.
@@ -45,11 +45,11 @@ def evaluate_and_write(probabilities: np.ndarray, labels: np.ndarray, classes: l
                                      scored_classes=scored_classes, positive_class=config.positive_class,
                                      seed=config.seed)
     positive = classes.index(config.positive_class) if config.positive_class in classes else None
-    threshold = (alert_threshold or {}).get("threshold")
+    threshold = (threshold_choice or {}).get("threshold")
     alert = alert_figures(probabilities, labels, positive, threshold)
     if alert is not None:
-        metrics["melanoma_alert"] = {**alert, "rule": alert_threshold.get("rule"),
-                                     "rule_text": alert_threshold.get("rule_text")}
+        metrics["melanoma_alert"] = {**alert, "rule": threshold_choice.get("rule"),
+                                     "rule_text": threshold_choice.get("rule_text")}
     if sources is not None:
         metrics["within_source"] = within_source_figures(probabilities, labels, classes, sources,
                                                          config.positive_class, config.lookalikes, threshold)
@@ -89,7 +89,7 @@ def evaluate_validation(model: keras.Model, val: LoadedDataset, out_dir: Path, *
     probabilities = predict(model, val.images)
     return evaluate_and_write(probabilities, val.labels, val.classes, out_dir, title=title, config=config,
                               paths=[r.relpath for r in val.records], sources=val.sources,
-                              alert_threshold=validation_threshold(probabilities, val, config))
+                              threshold_choice=validation_threshold(probabilities, val, config))
 
 
 def evaluate_held_out(model: keras.Model, held_out: LoadedDataset, run: RunDir, config: TrainConfig,
@@ -100,7 +100,7 @@ def evaluate_held_out(model: keras.Model, held_out: LoadedDataset, run: RunDir, 
         predict(model, held_out.images), held_out.labels, held_out.classes, run.evaluation / "held_out_source",
         title=f"Held-out source {config.held_out_source!r} ({len(held_out.records)} images, never trained on)",
         config=config, paths=[r.relpath for r in held_out.records], sources=held_out.sources,
-        alert_threshold=alert and {"threshold": alert["threshold"], "rule": alert.get("rule"),
+        threshold_choice=alert and {"threshold": alert["threshold"], "rule": alert.get("rule"),
                                    "rule_text": f"the training sources' validation split: {alert.get('rule_text')}"})
 
 
@@ -120,6 +120,9 @@ def recorded_splits(run: RunDir, info: RunInfo, *splits: str) -> list[LoadedData
             f"the data folder of {run.root}, {info.data_dir}, is gone: restore it (or score a test folder with --data DIR)"
         )
     dataset = load_dataset(info.data_dir, info.config.preprocessing, classes=info.classes, metadata=info.metadata)
+    if dataset.metadata is not None and dataset.metadata.fingerprint != info.metadata_fingerprint:
+        raise EdgelesionError(f"the metadata CSV {info.metadata.csv} changed since {run.root} was trained: its "
+                              "sources, groups or labels are no longer the run's; restore it, or train a new run")
     position = {r.relpath: i for i, r in enumerate(dataset.records)}
     subsets = []
     for split in splits:
@@ -163,7 +166,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, *,
         predict(model, test.clean.images), test.clean.labels, info.classes, out,
         title=f"Test folder {data_dir} ({len(test.clean.records)} images, training overlap removed)",
         config=info.config, paths=[r.relpath for r in test.clean.records], sources=test.clean.sources,
-        alert_threshold=(validation or {}).get("melanoma_alert"),
+        threshold_choice=(validation or {}).get("melanoma_alert"),
         extra={"overlap_removed": len(test.overlaps), "overlaps": test.overlaps,
                "excluded_in_test_folder": [vars(s) for s in test.excluded]},
     )

@@ -22,16 +22,21 @@ from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import ensure_outside, read_csv, read_json, write_json, write_text
 from edgelesion.metrics import format_estimate
 from edgelesion.provenance import provenance
-from edgelesion.source_figures import MIN_PER_SOURCE, mixed_sources
+from edgelesion.source_figures import MIN_PER_SOURCE, mixed_sources, too_few_reason
 from edgelesion.train.config import TrainConfig
 from edgelesion.train.cross_validation import LEAVE_SOURCE_OUT, CvDir, cv_kind, open_cv_dir
 from edgelesion.train.runs import RunDir, read_run
 from edgelesion.train.training import resume, train
 
 
+def fold_name(source: str) -> str:
+    """The folder name of the fold that holds `source` out."""
+    return f"source-{re.sub(r'[^A-Za-z0-9_.-]+', '_', source)}"
+
+
 def fold_dir(cv: CvDir, source: str) -> RunDir:
     """The run folder of the fold that holds `source` out."""
-    return RunDir(cv.root / f"source-{re.sub(r'[^A-Za-z0-9_.-]+', '_', source)}")
+    return RunDir(cv.root / fold_name(source))
 
 
 def _held_out_metrics(run: RunDir) -> Path:
@@ -51,15 +56,17 @@ def source_folds(data_dir: Path, metadata: MetadataSpec, config: TrainConfig,
         raise EdgelesionError(f"--leave-source-out scores {config.positive_class!r} against its look-alikes, but the "
                               f"data has no such class (classes: {', '.join(classes)})")
     labels = np.array([classes.index(r.label) for r in records])
-    sources = [str(r.source) for r in records]
-    lookalikes = [classes.index(name) for name in config.lookalikes if name in classes]
-    chosen = mixed_sources(labels, sources, classes.index(config.positive_class), lookalikes)
-    skipped = {}
-    for source in sorted(set(sources) - set(chosen)):
-        inside = np.array(sources) == source
-        counts = ", ".join(f"{int((labels[inside] == classes.index(c)).sum())} {c}"
-                           for c in [config.positive_class, *config.lookalikes] if c in classes)
-        skipped[source] = f"{counts}: fewer than {MIN_PER_SOURCE} of {config.positive_class} and of a look-alike"
+    sources = np.array([str(r.source) for r in records], dtype=object)
+    indices = {name: classes.index(name) for name in [config.positive_class, *config.lookalikes] if name in classes}
+    chosen = mixed_sources(labels, sources, indices[config.positive_class], list(indices.values())[1:])
+    skipped = {source: too_few_reason(labels[sources == source], indices)
+               for source in sorted(set(sources.tolist()) - set(chosen))}
+    folders: dict[str, str] = {}
+    for source in chosen:
+        if (folder := fold_name(source)) in folders:
+            raise EdgelesionError(f"the sources {folders[folder]!r} and {source!r} would share the fold folder "
+                                  f"{folder}: rename one of them in the metadata CSV")
+        folders[folder] = source
     if not chosen:
         raise EdgelesionError(f"no source holds at least {MIN_PER_SOURCE} images of {config.positive_class} and of a "
                               f"look-alike ({', '.join(config.lookalikes)}): there is no source to hold out and score")
@@ -85,11 +92,11 @@ def cross_validate_sources(data_dir: str | Path, out: str | Path, config: TrainC
     write_json(cv.root / "sources.json", {"held_out": eligible, "skipped": skipped})
     for source in sources or eligible:
         run, fold_config = fold_dir(cv, source), config.with_changes(fold=0, held_out_source=source)
+        if run.is_run() and read_run(run.root, need_model=False).config != fold_config:
+            raise EdgelesionError(f"{run.root} was trained with other settings than {cv.spec}: remove it")
         if _held_out_metrics(run).is_file():
             print(f"source {source!r}: finished, kept")
         elif run.state.is_file():
-            if read_run(run.root, need_model=False).config != fold_config:
-                raise EdgelesionError(f"{run.root} was trained with other settings than {cv.spec}: remove it")
             resume(run.root, data_dir=data_dir, progress=progress)
         else:
             print(f"holding out source {source!r}")
@@ -132,6 +139,9 @@ def merge_sources(out: str | Path) -> dict[str, Any]:
     config = TrainConfig.from_dict(read_json(cv.spec)["config"])
     plan = read_json(cv.root / "sources.json")
     finished = [s for s in plan["held_out"] if _held_out_metrics(fold_dir(cv, s)).is_file()]
+    for source in finished:
+        if read_run(fold_dir(cv, source).root, need_model=False).config.held_out_source != source:
+            raise EdgelesionError(f"{fold_dir(cv, source).root} does not hold out {source!r}: remove it")
     if not finished:
         raise EdgelesionError(f"no fold of {cv.root} has finished yet: run 'edgelesion cv --leave-source-out' again")
     result = {"model": config.model, "positive_class": config.positive_class, "lookalikes": list(config.lookalikes),
@@ -147,7 +157,7 @@ def merge_sources(out: str | Path) -> dict[str, Any]:
 def format_sources_table(result: dict[str, Any]) -> str:
     """Markdown: one row per held-out source and look-alike, held-out figures beside the pooled validation ones."""
     positive = result["positive_class"]
-    header = ["held-out source", "images", "look-alike", f"AUC held out", "AUC validation (pooled)",
+    header = ["held-out source", "images", "look-alike", "AUC held out", "AUC validation (pooled)",
               "alert sensitivity held out", "alert sensitivity validation", "alert specificity held out",
               "alert specificity validation", f"{positive} sensitivity (arg-max) held out", "alert threshold"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
