@@ -159,7 +159,8 @@ def format_sources_table(result: dict[str, Any]) -> str:
     positive = result["positive_class"]
     header = ["held-out source", "images", "look-alike", "AUC held out", "AUC validation (pooled)",
               "alert sensitivity held out", "alert sensitivity validation", "alert specificity held out",
-              "alert specificity validation", f"{positive} sensitivity (arg-max) held out", "alert threshold"]
+              "alert specificity validation", f"{positive} sensitivity (arg-max) held out",
+              f"{positive} sensitivity (arg-max) validation", "alert threshold"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for source, row in result["per_source"].items():
         for lookalike in result["lookalikes"]:
@@ -171,6 +172,7 @@ def format_sources_table(result: dict[str, Any]) -> str:
                      format_estimate(row["validation"]["alert_sensitivity"] or {}),
                      format_estimate(held["alert_specificity"] or {}), format_estimate(val["alert_specificity"] or {}),
                      format_estimate(row["held_out"]["argmax_sensitivity"] or {}),
+                     format_estimate(row["validation"]["argmax_sensitivity"] or {}),
                      "n/a" if row["alert_threshold"] is None else f"{row['alert_threshold']:.3f}"]
             lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
