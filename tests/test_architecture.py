@@ -84,3 +84,30 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
 def test_nothing_imports_the_cli():
     importers = [module_name(p) for p in MODULES if any(side_of(m) == "cli" for m in edgelesion_imports(p))]
     assert importers == []
+
+
+def test_each_command_s_entry_point_is_on_its_side_s_face_and_the_inference_face_stays_light():
+    import subprocess
+    import sys
+
+    from edgelesion.bench import compare_bundles, run_benchmark
+    from edgelesion.bench.benchmarking import compare_bundles as deep_compare, run_benchmark as deep_benchmark
+    from edgelesion.data import MetadataSpec, run_audit
+    from edgelesion.data.audit_report import run_audit as deep_audit
+    from edgelesion.data.metadata import MetadataSpec as deep_spec
+    from edgelesion.infer import run_predict
+    from edgelesion.infer.predicting import run_predict as deep_predict
+    from edgelesion.train import cross_validate, cross_validate_sources
+    from edgelesion.train.cross_validation import cross_validate as deep_cv
+    from edgelesion.train.leave_source_out import cross_validate_sources as deep_lso
+
+    assert (run_benchmark, compare_bundles, run_audit, MetadataSpec, run_predict, cross_validate,
+            cross_validate_sources) == (deep_benchmark, deep_compare, deep_audit, deep_spec, deep_predict, deep_cv,
+                                        deep_lso)
+    import edgelesion.infer
+
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        edgelesion.infer.nothing  # noqa: B018
+    code = "import sys, edgelesion.infer as face; face.run_predict; print('tensorflow' in sys.modules)"
+    answer = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert answer.strip() == "False"

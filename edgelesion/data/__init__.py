@@ -2,3 +2,8 @@
 
 Imports only the shared leaves (edgelesion.images, .preprocessing, .metrics, .errors, .fileio, .plots, .provenance).
 """
+
+from edgelesion._lazy import lazy_entry_points
+
+__getattr__, __all__ = lazy_entry_points(__name__, {"run_audit": "edgelesion.data.audit_report", "MetadataSpec": "edgelesion.data.metadata",
+     "load_dataset": "edgelesion.data.dataset", "audit_dataset": "edgelesion.data.audit"})
