@@ -91,9 +91,9 @@ def _relative(value: Any) -> Any:
     return value
 
 
-def speed_record_name(name: str) -> str:
-    """NAME_KIND (KIND from `int8_cpu_kind`: amx, vnni, armdot, avx2, cpu): int8 speed records of different CPU kinds
-    kept side by side."""
+def cpu_kind_record_name(name: str) -> str:
+    """NAME_KIND (KIND from `int8_cpu_kind`: amx, vnni, armdot, avx2, cpu): records of different CPU kinds kept side
+    by side (a model trains, and int8 runs, a little differently on each)."""
     return f"{name}_{int8_cpu_kind(cpu_flags())}"
 
 

@@ -5,7 +5,8 @@
 
 Runs `edgelesion cv` into runs/benchmarks/cv-RECIPE (git-ignored) and records the merged summary of
 whichever folds are finished, with each finished fold's training time, in
-benchmarks/results/cv_RECIPE.{md,json} and its charts in cv_RECIPE/ (dashes become underscores).
+benchmarks/results/cv_RECIPE_KIND.{md,json} and its charts in cv_RECIPE_KIND/ (dashes become underscores; KIND
+names the CPU kind, see benchmarks.common.cpu_kind_record_name).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import shutil
 import sys
 from dataclasses import replace
 
-from benchmarks.common import RESULTS, RUNS, record, require_data, training_time
+from benchmarks.common import RESULTS, RUNS, cpu_kind_record_name, record, require_data, training_time
 from edgelesion.fileio import read_json, write_text
 from edgelesion.preprocessing import LEGACY_DRAFT_MARGIN
 from edgelesion.train.config import TrainConfig
@@ -29,7 +30,7 @@ def as_recorded(config: TrainConfig) -> TrainConfig:
     return config.with_changes(preprocessing=replace(config.preprocessing, jpeg_draft_margin=LEGACY_DRAFT_MARGIN))
 
 
-# the recipes recorded in benchmarks/results/cv_RECIPE.*; those that were not adopted are in docs/experiments.md
+# the recipes recorded in benchmarks/results/cv_RECIPE_KIND.*; those that were not adopted are in docs/experiments.md
 RECIPES = {name: as_recorded(config) for name, config in {
     "lite0-20ep": TrainConfig.for_model("efficientnet-lite0", epochs=20),  # the recipe
     "lite0": TrainConfig.for_model("efficientnet-lite0", epochs=12),  # fewer epochs
@@ -61,7 +62,7 @@ def main() -> None:
     folds = [] if args.folds == "none" else [int(k) for k in args.folds.split(",")]
     result = cross_validate(require_data(), cv.root, config, folds=folds)
     timing = {k: training_time(cv.fold(k).root, config.head_epochs) for k in result["finished_folds"]}
-    name = "cv_" + args.recipe.replace("-", "_")
+    name = cpu_kind_record_name("cv_" + args.recipe.replace("-", "_"))
     recorded = RESULTS / f"{name}.json"
     if recorded.is_file() and not args.force:
         before = read_json(recorded)["cv"]["finished_folds"]

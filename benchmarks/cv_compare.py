@@ -7,7 +7,7 @@ runs/benchmarks/cv-RECIPE) and records, per fold and as the mean over those fold
 accuracy and arg-max melanoma sensitivity (best epoch), the second recipe's paired bootstrap difference
 from the first, melanoma's ROC AUC and how many answers each model keeps under +-1 grey level of input
 noise (the floor under its int8 files' agreement), in
-benchmarks/results/cv_compare_BASELINE__RECIPE.{md,json}. Folds trained on another machine are not
+benchmarks/results/cv_compare_BASELINE__RECIPE_KIND.{md,json}. Folds trained on another machine are not
 compared: the same recipe's fold differs by a point or more from one CPU to another.
 """
 
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.common import (RUNS, finished_metrics, markdown_table, noisy, record, scoring, signed_interval,
-                               training_time, write_table)
+from benchmarks.common import (RUNS, cpu_kind_record_name, finished_metrics, markdown_table, noisy, record, scoring,
+                               signed_interval, training_time, write_table)
 from benchmarks.cv import RECIPES
 from edgelesion.export.parity import compare
 from edgelesion.metrics import paired_difference
@@ -92,7 +92,7 @@ def main() -> None:
                     for name, (config, cv) in recipes.items()} for k in folds}
     means = {name: {key: float(np.mean([per_fold[k][name][key]["value"] for k in folds]))
                     for key in ("balanced_accuracy", "melanoma_sensitivity")} for name in recipes}
-    name = f"cv_compare_{args.baseline}__{args.recipe}".replace("-", "_")
+    name = cpu_kind_record_name(f"cv_compare_{args.baseline}__{args.recipe}".replace("-", "_"))
     record(name, {"baseline": args.baseline, "recipe": args.recipe, "folds": folds,
                   "configs": {n: config.to_dict() for n, (config, _) in recipes.items()},
                   "per_fold": per_fold, "mean_over_folds": means})

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, markdown_table, record, require_data, speed_record_name
+from benchmarks.common import RESULTS, markdown_table, record, require_data, cpu_kind_record_name
 from edgelesion._tf import keras
 from edgelesion.bench.benchmarking import keras_model_flops
 from edgelesion.bench.latency import measure_latency
@@ -113,7 +113,7 @@ def main() -> None:
     result = {"model": args.model, "int8_instructions": int8_instructions(cpu_flags()), "rounds": ROUNDS,
               "runs": args.runs, "image_size": preprocessing.image_size,
               "median_ms_per_round": medians, "cumulative_best_median_ms": cumulative, "per_stage": per_stage}
-    name = speed_record_name("int8_stages_" + args.model.replace("-", "_"))
+    name = cpu_kind_record_name("int8_stages_" + args.model.replace("-", "_"))
     record(name, result)
     lines = [f"{args.model}, {preprocessing.image_size} px, batch 1, 1 thread; "
              f"CPU int8 instructions: {result['int8_instructions']}",

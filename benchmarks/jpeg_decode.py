@@ -38,7 +38,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from benchmarks.common import (DATA, RESULTS, RUNS, decode_inference_limit, record, require_data, runtime_images_per_second,
-                               speed_record_name)
+                               cpu_kind_record_name)
 from edgelesion import Classifier
 from edgelesion.export.parity import predict_oriented
 from edgelesion.fileio import read_json, write_text
@@ -171,7 +171,7 @@ def main() -> None:
     everything = sorted(p for p in DATA.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     sample = everything[:: max(1, len(everything) // args.images)][: args.images]  # spread over every class
     results = {tag: compare(args.bundle, reencoded(sample, size), args.margin) for tag, size in SIZES.items()}
-    name = args.record or speed_record_name("jpeg_decode_" + args.bundle.resolve().name.replace("-", "_"))
+    name = args.record or cpu_kind_record_name("jpeg_decode_" + args.bundle.resolve().name.replace("-", "_"))
     record(name, {"bundle": args.bundle.name, "sizes": results})
     rows = ["| photo size | decoded (reduced; margin) | decode + resize ms, full / reduced | predict img/s, full / reduced "
             "| predict speed-up | the limit these costs allow, img/s full / reduced (its speed-up) | per artifact: top-1 agreement (images as they are; over 8 orientations), max prob diff "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, markdown_table, record, require_data, speed_record_name
+from benchmarks.common import RESULTS, markdown_table, record, require_data, cpu_kind_record_name
 from edgelesion.bench.latency import measure_latency
 from edgelesion.data.dataset import load_dataset
 from edgelesion.export import onnx_export, tflite_export
@@ -67,7 +67,7 @@ def main() -> None:
               "median_ms_per_round": medians, "best_median_ms": best, "size_bytes": sizes,
               "int8_speedup_1_thread": {"tflite": best["float32.tflite"][1] / best["int8.tflite"][1],
                                         "onnx": best["float32.onnx"][1] / best["int8.onnx"][1]}}
-    name = speed_record_name("lite0_int8_speed")
+    name = cpu_kind_record_name("lite0_int8_speed")
     record(name, result)
     rows = [[name, f"{best[name][1]:.2f}", f"{best[name][2]:.2f}",
              f"{best[name.replace('int8', 'float32')][1] / best[name][1]:.2f}x", f"{sizes[name] / 1e6:.2f}"]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import (DATA, REPO, RESULTS, decode_inference_limit, record, require_data, runtime_images_per_second,
-                               speed_record_name)
+                               cpu_kind_record_name)
 from edgelesion import Classifier
 from edgelesion.fileio import write_text
 from edgelesion.images import IMAGE_SUFFIXES
@@ -79,7 +79,7 @@ def main() -> None:
     light = one_image_process(bundle, image, import_tensorflow=False)
     heavy = one_image_process(bundle, image, import_tensorflow=True)
     throughput = {artifact: folder_throughput(bundle, files, artifact) for artifact in ("int8.tflite", "int8.onnx")}
-    name = speed_record_name("predict_speed_" + bundle.resolve().name.replace("-", "_"))
+    name = cpu_kind_record_name("predict_speed_" + bundle.resolve().name.replace("-", "_"))
     record(name, {"bundle": bundle.name,
                   "one_image": {"without_tensorflow": light, "with_tensorflow_imported": heavy},
                   "folder_throughput": throughput})

@@ -5,8 +5,8 @@
 
 Uses `sources.csv` beside the data folder (the ISIC id block of each image, a proxy for where it was taken).
 Runs `edgelesion cv --metadata ... --source-column source` and `edgelesion cv --leave-source-out` for the model's
-recipe (as the CLI runs it) into runs/benchmarks/ (git-ignored), and records benchmarks/results/sources_MODEL.json
-and .md, with the class-by-source chart in sources_MODEL/.
+recipe (as the CLI runs it) into runs/benchmarks/ (git-ignored), and records benchmarks/results/sources_MODEL_KIND.json
+and .md (KIND: the CPU kind), with the class-by-source chart in sources_MODEL_KIND/.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, RUNS, record, require_data
+from benchmarks.common import RESULTS, RUNS, cpu_kind_record_name, record, require_data
 from edgelesion.data.audit_report import run_audit
 from edgelesion.data.metadata import MetadataSpec
 from edgelesion.fileio import read_json, write_text
@@ -59,7 +59,7 @@ def main() -> None:
     config = TrainConfig.for_model(args.model)
     kfold = CvDir(args.kfold_dir or RUNS / f"cv-{args.model}-sources")
     lso = CvDir(args.lso_dir or RUNS / f"lso-{args.model}")
-    name = "sources_" + args.model.replace("-", "_")
+    name = cpu_kind_record_name("sources_" + args.model.replace("-", "_"))
 
     audits = {label: run_audit(data, RUNS / f"audit-{label}", metadata=spec, force=True, progress=False)["confounding"]
               for label, spec in (("with-sources", metadata), ("pixels-only", None))}
