@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,8 @@ def main() -> None:
     findings = [f["sentence"] for f in audits["with-sources"]["source_confounds"]]
     probes = [f["sentence"] for f in audits["pixels-only"]["border_probes"]]
     lines = [f"# Where images come from: {args.model}", "",
-             "Command: `python -m benchmarks.sources`. Data: the shared ISIC set with `sources.csv` (ISIC id blocks).",
+             f"Command: `python -m benchmarks.sources {' '.join(sys.argv[1:])}`. Data: the shared ISIC set with "
+             "`sources.csv` (ISIC id blocks).",
              "", "## Audit", "", "With `sources.csv`:", "", *[f"- {s}" for s in findings], "",
              "From the pixels alone (no metadata):", "", *[f"- {s}" for s in probes], "",
              f"## 5-fold cross-validation ({len(kfold_result['finished_folds'])} of {kfold_result['folds']} folds), "
