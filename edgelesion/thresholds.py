@@ -54,10 +54,11 @@ def alert_threshold(probabilities: np.ndarray, labels: np.ndarray, positive: int
         if mixed:
             inside = np.isin(np.asarray(sources, dtype=object), mixed)
             chosen = melanoma_threshold(probabilities[inside], labels[inside], positive, target_sensitivity)
+            # its validation_sensitivity and validation_specificity are those sources' figures, not the pooled ones
             return {**chosen, "rule": "within-source", "rule_sources": mixed,
                     "rule_text": f"chosen on the images of the sources holding at least {MIN_PER_SOURCE} of the "
                                  f"positive class and of a look-alike ({', '.join(mixed)}), not pooled: elsewhere "
-                                 "the source can give the class away"}
+                                 "the source can give the class away (its validation figures are those sources')"}
         reason = (f"no source holds at least {MIN_PER_SOURCE} images of the positive class and of a look-alike, "
                   "so the threshold is pooled over sources whose look may give the class away")
     elif positive is None:
