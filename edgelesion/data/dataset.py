@@ -18,6 +18,9 @@ from edgelesion.images import IMAGE_SUFFIXES, UnreadableImage, read_image, to_mo
 from edgelesion.preprocessing import Preprocessing
 
 
+NO_ROW = "no row in the metadata CSV"  # why an image a metadata CSV does not describe is skipped
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     """One image file: its path relative to the dataset root (POSIX form), its label (class folder or metadata
@@ -155,7 +158,7 @@ def list_with_metadata(root: Path, metadata: Metadata) -> tuple[list[ImageRecord
     for relpath, folder_label in labelled:
         found = metadata.lookup(relpath)
         if found is None:
-            skipped.append(SkippedFile(relpath, f"no row in the metadata CSV {metadata.spec.csv.name}"))
+            skipped.append(SkippedFile(relpath, f"{NO_ROW} {metadata.spec.csv.name}"))
             continue
         key, entry = found
         if key in matched:
@@ -164,6 +167,24 @@ def list_with_metadata(root: Path, metadata: Metadata) -> tuple[list[ImageRecord
         matched.add(key)
         records.append(ImageRecord(relpath, entry.label or str(folder_label), entry.source, entry.groups))
     return records, skipped, sorted(set(metadata.entries) - matched)
+
+
+def _described_files(root: Path, table: Metadata) -> tuple[list[str], list[ImageRecord], list[SkippedFile], list[str]]:
+    """The classes, image candidates, skipped files and unmatched rows of a folder described by a metadata CSV;
+    images without a row and rows without an image are counted on the terminal."""
+    candidates, skipped, unmatched = list_with_metadata(root, table)
+    if not candidates:
+        raise EdgelesionError(f"no image under {root} has a row in {table.spec.csv}: check --key-column and that the "
+                              "CSV describes this folder")
+    if unmatched:
+        print(f"note: {len(unmatched)} rows of {table.spec.csv} match no image file under {root} "
+              f"(first: {', '.join(unmatched[:3])}); audit.json lists them all")
+    if without := sum(s.reason.startswith(NO_ROW) for s in skipped):
+        print(f"note: {without} images under {root} have no row in {table.spec.csv} and are skipped, each listed "
+              "with the skipped files")
+    present = {r.label for r in candidates}
+    classes = [c for c in table.classes if c in present] if table.classes else sorted(present)
+    return classes, candidates, skipped, unmatched
 
 
 def load_dataset(
@@ -188,18 +209,7 @@ def load_dataset(
         found = class_folders(root)
         candidates, skipped = list_files(root, found)
     else:
-        candidates, skipped, unmatched = list_with_metadata(root, table)
-        present = {r.label for r in candidates}
-        found = [c for c in table.classes if c in present] if table.classes else sorted(present)
-        if not candidates:
-            raise EdgelesionError(f"no image under {root} has a row in {table.spec.csv}: check --key-column and "
-                                  "that the CSV describes this folder")
-        if unmatched:
-            print(f"note: {len(unmatched)} rows of {table.spec.csv} match no image file under {root} "
-                  f"(first: {', '.join(unmatched[:3])}); audit.json lists them all")
-        if without := sum(s.reason.startswith("no row in the metadata CSV") for s in skipped):
-            print(f"note: {without} images under {root} have no row in {table.spec.csv} and are skipped, "
-                  "each listed with the skipped files")
+        found, candidates, skipped, unmatched = _described_files(root, table)
     if classes is None:
         classes = found
     else:
