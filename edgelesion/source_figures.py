@@ -95,9 +95,10 @@ def within_source_figures(probabilities: np.ndarray, labels: np.ndarray, classes
     alert = None if thresholds is None else scores >= np.asarray(thresholds)
     pooled = _figures(scores, labels, alert, positive, known, 1)
     scored, not_scored = {}, {}
+    mixed = mixed_sources(labels, sources, positive, list(known.values()), min_images)
     for source in sorted(set(sources.tolist())):
         inside = sources == source
-        if source in mixed_sources(labels[inside], sources[inside], positive, list(known.values()), min_images):
+        if source in mixed:
             scored[source] = _figures(scores[inside], labels[inside], None if alert is None else alert[inside],
                                       positive, known, min_images)
         else:

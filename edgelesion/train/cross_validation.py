@@ -98,9 +98,10 @@ def open_cv_dir(cv: CvDir, data_dir: Path, config: TrainConfig, force: bool, met
         fingerprints = [(record or {}).get("fingerprint") for record in (recorded.get("metadata"), spec["metadata"])]
         same_metadata = fingerprints[0] == fingerprints[1]
         same_kind = recorded.get("kind", K_FOLD) == kind
-        if _is_recipe_of(cv, config) and same_metadata and same_kind:
+        same_recipe = _is_recipe_of(cv, config)
+        if same_recipe and same_metadata and same_kind:
             return
-        if not force and _is_recipe_of(cv, config):
+        if not force and same_recipe:
             what = "another metadata CSV (or other columns of it)" if not same_metadata else "another kind of folds"
             raise EdgelesionError(f"{cv.root} holds a cross-validation made with {what}: choose another --out, or "
                                   "replace it with --force")

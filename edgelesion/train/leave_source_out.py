@@ -120,12 +120,13 @@ def _fold_row(run: RunDir, config: TrainConfig) -> dict[str, Any]:
                            "held_out": {}, "validation": {}}
     for name, metrics in (("held_out", held), ("validation", validation)):
         within, alert = metrics.get("within_source"), metrics.get("melanoma_alert") or {}
+        pairs = {lookalike: _pair(within, lookalike) for lookalike in config.lookalikes}
         row[name] = {"balanced_accuracy": metrics["balanced_accuracy"],
                      "argmax_sensitivity": metrics.get(f"{config.positive_class}_sensitivity"),
                      "alert_sensitivity": alert.get("sensitivity"),
-                     "lookalikes": {lookalike: {"auc": _pair(within, lookalike).get("auc"),
-                                                "alert_specificity": _pair(within, lookalike).get("alert_specificity")}
-                                    for lookalike in config.lookalikes}}
+                     "lookalikes": {lookalike: {"auc": pair.get("auc"),
+                                                "alert_specificity": pair.get("alert_specificity")}
+                                    for lookalike, pair in pairs.items()}}
     return row
 
 
