@@ -58,11 +58,14 @@ def main() -> None:
             image = Image.open(data / dataset.records[i].relpath).convert("RGB")
             moved.append(int(imagehash.phash(image) - imagehash.phash(change(image))))
         resave_counts[name] = {str(d): moved.count(d) for d in sorted(set(moved))}
-    record("near_duplicate_threshold", {
-        "audit_seconds": audit_seconds,
-        "distinct_file_pairs_by_phash_distance": distinct_counts,
-        "resaved_copies_by_phash_distance (300 images each)": resave_counts,
-    })
+    record(
+        "near_duplicate_threshold",
+        {
+            "audit_seconds": audit_seconds,
+            "distinct_file_pairs_by_phash_distance": distinct_counts,
+            "resaved_copies_by_phash_distance (300 images each)": resave_counts,
+        },
+    )
 
 
 if __name__ == "__main__":

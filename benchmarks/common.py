@@ -28,7 +28,9 @@ RESULTS = REPO / "benchmarks" / "results"
 def require_data() -> Path:
     """The full ISIC training folder, or exit with where to get it."""
     if not DATA.is_dir():
-        sys.exit(f"benchmark data {DATA} not found: set EDGELESION_BENCH_DATA to the ISIC 'Train' folder (see README.md)")
+        sys.exit(
+            f"benchmark data {DATA} not found: set EDGELESION_BENCH_DATA to the ISIC 'Train' folder (see README.md)"
+        )
     return DATA
 
 
@@ -57,8 +59,11 @@ def train_or_resume(data_dir: Path, out: Path, config: TrainConfig) -> dict[str,
 def training_time(run_dir: Path, head_epochs: int) -> dict[str, float]:
     """Epochs, seconds of training and median epoch times (head epochs apart) from a run's history."""
     seconds = [float(r["seconds"]) for r in read_csv(RunDir(run_dir).history)]
-    timing = {"epochs": len(seconds), "training_seconds": sum(seconds),
-              "whole_network_epoch_seconds_median": statistics.median(seconds[head_epochs:])}
+    timing = {
+        "epochs": len(seconds),
+        "training_seconds": sum(seconds),
+        "whole_network_epoch_seconds_median": statistics.median(seconds[head_epochs:]),
+    }
     if head_epochs:
         timing["head_epoch_seconds_median"] = statistics.median(seconds[:head_epochs])
     return timing
@@ -66,8 +71,14 @@ def training_time(run_dir: Path, head_epochs: int) -> dict[str, float]:
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """The figures a results table shows, balanced accuracy and melanoma sensitivity first."""
-    keep = ("balanced_accuracy", "melanoma_sensitivity", "melanoma_specificity", "accuracy", "n_images",
-            "unscored_classes")
+    keep = (
+        "balanced_accuracy",
+        "melanoma_sensitivity",
+        "melanoma_specificity",
+        "accuracy",
+        "n_images",
+        "unscored_classes",
+    )
     return {k: metrics[k] for k in keep if k in metrics}
 
 
@@ -147,8 +158,10 @@ def noisy(images: np.ndarray, amplitude: int, seed: int) -> np.ndarray:
 
 def scoring(info: RunInfo, labels: np.ndarray) -> tuple[list[int], int]:
     """The classes balanced accuracy scores on `labels` and the melanoma class index, as the run defines them."""
-    return (scored_class_indices(labels, len(info.classes), info.config.min_support),
-            info.classes.index(info.config.positive_class))
+    return (
+        scored_class_indices(labels, len(info.classes), info.config.min_support),
+        info.classes.index(info.config.positive_class),
+    )
 
 
 def signed_interval(value: float, ci95: list[float]) -> str:

@@ -31,32 +31,42 @@ def as_recorded(config: TrainConfig) -> TrainConfig:
 
 
 # the recipes recorded in benchmarks/results/cv_RECIPE_KIND.*; those that were not adopted are in docs/experiments.md
-RECIPES = {name: as_recorded(config) for name, config in {
-    "lite0-20ep": TrainConfig.for_model("efficientnet-lite0", epochs=20),  # the recipe
-    "lite0": TrainConfig.for_model("efficientnet-lite0", epochs=12),  # fewer epochs
-    # stronger zoom (more distinct views of 1,800 training images) and colour jitter (against the look of an
-    # archive period)
-    "lite0-20ep-strong-aug": TrainConfig.for_model(
-        "efficientnet-lite0", epochs=20,
-        online_augment=OnlineAugment(enabled=True, min_crop=0.6, brightness=0.15, contrast=0.3, saturation=0.3)),
-    # seed model 3: seed-dropout with Augmentor rebalancing, the seed project's 20 epochs
-    "model3": TrainConfig(epochs=20, model="seed-dropout", rebalance="augmentor"),
-}.items()}
+RECIPES = {
+    name: as_recorded(config)
+    for name, config in {
+        "lite0-20ep": TrainConfig.for_model("efficientnet-lite0", epochs=20),  # the recipe
+        "lite0": TrainConfig.for_model("efficientnet-lite0", epochs=12),  # fewer epochs
+        # stronger zoom (more distinct views of 1,800 training images) and colour jitter (against the look of an
+        # archive period)
+        "lite0-20ep-strong-aug": TrainConfig.for_model(
+            "efficientnet-lite0",
+            epochs=20,
+            online_augment=OnlineAugment(enabled=True, min_crop=0.6, brightness=0.15, contrast=0.3, saturation=0.3),
+        ),
+        # seed model 3: seed-dropout with Augmentor rebalancing, the seed project's 20 epochs
+        "model3": TrainConfig(epochs=20, model="seed-dropout", rebalance="augmentor"),
+    }.items()
+}
 # mixup (alpha 0.2): smoother class boundaries, meant to lift balanced accuracy and to make the answers less
 # fragile under the small input changes of int8 rounding and reduced JPEG decoding
 RECIPES["lite0-20ep-mixup"] = TrainConfig.for_model(
-    "efficientnet-lite0", epochs=20, online_augment=OnlineAugment(enabled=True, mixup=0.2))
+    "efficientnet-lite0", epochs=20, online_augment=OnlineAugment(enabled=True, mixup=0.2)
+)
 # 260 px: the 180 px images upscaled further (224 px beats their own 180 px by about 2 points)
 RECIPES["lite0-20ep-260px"] = TrainConfig.for_model(
-    "efficientnet-lite0", epochs=20,
-    preprocessing=replace(TrainConfig.for_model("efficientnet-lite0").preprocessing, image_size=260))
+    "efficientnet-lite0",
+    epochs=20,
+    preprocessing=replace(TrainConfig.for_model("efficientnet-lite0").preprocessing, image_size=260),
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("recipe", choices=RECIPES)
     parser.add_argument("--folds", default="0", help="comma-separated folds to run now (default 0), or 'none'")
-    parser.add_argument("--force", action="store_true", help="record even when this machine has fewer finished folds than the record")
+    parser.add_argument(
+        "--force", action="store_true", help="record even when this machine has fewer finished folds than the record"
+    )
     args = parser.parse_args()
     config, cv = RECIPES[args.recipe], CvDir(RUNS / f"cv-{args.recipe}")
     folds = [] if args.folds == "none" else [int(k) for k in args.folds.split(",")]
@@ -67,8 +77,10 @@ def main() -> None:
     if recorded.is_file() and not args.force:
         before = read_json(recorded)["cv"]["finished_folds"]
         if missing := sorted(set(before) - set(result["finished_folds"])):
-            sys.exit(f"{recorded} holds folds {missing} that {cv.root} lacks (trained on another machine?): "
-                     "not overwritten; record anyway with --force")
+            sys.exit(
+                f"{recorded} holds folds {missing} that {cv.root} lacks (trained on another machine?): "
+                "not overwritten; record anyway with --force"
+            )
     record(name, {"config": config.to_dict(), "cv": result, "timing": timing})
     write_text(RESULTS / f"{name}.md", cv.table.read_text())
     (RESULTS / name).mkdir(exist_ok=True)

@@ -20,8 +20,18 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.common import (RUNS, cpu_kind_record_name, finished_metrics, markdown_table, noisy, record, scoring,
-                               signed_interval, training_time, write_table)
+from benchmarks.common import (
+    RUNS,
+    cpu_kind_record_name,
+    finished_metrics,
+    markdown_table,
+    noisy,
+    record,
+    scoring,
+    signed_interval,
+    training_time,
+    write_table,
+)
 from benchmarks.cv import RECIPES
 from edgelesion.export.parity import compare
 from edgelesion.metrics import paired_difference
@@ -31,9 +41,15 @@ from edgelesion.train.evaluation import predict, read_validation_predictions, re
 from edgelesion.train.runs import RunDir, read_run
 
 # the columns of comparison_row, after the run's name
-COMPARISON_COLUMNS = ["balanced accuracy", "Δ vs recipe [paired 95% CI]", "melanoma sensitivity (arg-max)",
-                      "Δ vs recipe [paired 95% CI]", "melanoma AUC", "answers kept under ±1 grey level (all / sure)",
-                      "s per whole-network epoch"]
+COMPARISON_COLUMNS = [
+    "balanced accuracy",
+    "Δ vs recipe [paired 95% CI]",
+    "melanoma sensitivity (arg-max)",
+    "Δ vs recipe [paired 95% CI]",
+    "melanoma AUC",
+    "answers kept under ±1 grey level (all / sure)",
+    "s per whole-network epoch",
+]
 
 
 def noise_agreement(run_dir: Path, scored: list[int], positive: int) -> dict[str, float]:
@@ -55,24 +71,34 @@ def compared(run_dir: Path, config: TrainConfig, baseline_dir: Path) -> dict[str
         raise SystemExit(f"{run_dir} was validated on other images than {baseline_dir}: same fold and seed expected")
     scored, positive = scoring(read_run(run_dir, need_model=False), labels)
     metrics = finished_metrics(run_dir, config.epochs)
-    return {"balanced_accuracy": metrics["balanced_accuracy"], "melanoma_sensitivity": metrics["melanoma_sensitivity"],
-            "melanoma_auc": float(roc_auc_score(labels == positive, probabilities[:, positive])),
-            "vs_recipe": paired_difference(labels, baseline, probabilities, scored, positive, seed=config.seed),
-            "noise_pm1": noise_agreement(run_dir, scored, positive), "timing": training_time(run_dir, config.head_epochs),
-            "images": len(labels)}
+    return {
+        "balanced_accuracy": metrics["balanced_accuracy"],
+        "melanoma_sensitivity": metrics["melanoma_sensitivity"],
+        "melanoma_auc": float(roc_auc_score(labels == positive, probabilities[:, positive])),
+        "vs_recipe": paired_difference(labels, baseline, probabilities, scored, positive, seed=config.seed),
+        "noise_pm1": noise_agreement(run_dir, scored, positive),
+        "timing": training_time(run_dir, config.head_epochs),
+        "images": len(labels),
+    }
 
 
 def comparison_row(name: str, result: dict[str, Any]) -> list[str]:
     """A table row of `compared`'s figures for the run `name`."""
+
     def delta(key: str) -> str:
         estimate = result["vs_recipe"][key]
         return signed_interval(estimate["value"], estimate["ci95"])
 
-    return [name, f"{result['balanced_accuracy']['value']:.3f}", delta("delta_balanced_accuracy"),
-            f"{result['melanoma_sensitivity']['value']:.3f}", delta("delta_melanoma_sensitivity"),
-            f"{result['melanoma_auc']:.3f}",
-            f"{result['noise_pm1']['top1_agreement']:.3f} / {result['noise_pm1']['sure_top1_agreement']:.3f}",
-            f"{result['timing']['whole_network_epoch_seconds_median']:.0f}"]
+    return [
+        name,
+        f"{result['balanced_accuracy']['value']:.3f}",
+        delta("delta_balanced_accuracy"),
+        f"{result['melanoma_sensitivity']['value']:.3f}",
+        delta("delta_melanoma_sensitivity"),
+        f"{result['melanoma_auc']:.3f}",
+        f"{result['noise_pm1']['top1_agreement']:.3f} / {result['noise_pm1']['sure_top1_agreement']:.3f}",
+        f"{result['timing']['whole_network_epoch_seconds_median']:.0f}",
+    ]
 
 
 def main() -> None:
@@ -83,22 +109,52 @@ def main() -> None:
     if args.baseline == args.recipe:
         parser.error("name two different recipes")
     recipes = {name: (RECIPES[name], CvDir(RUNS / f"cv-{name}")) for name in (args.baseline, args.recipe)}
-    folds = [k for k in range(RECIPES[args.recipe].folds)
-             if all(finished_metrics(cv.fold(k).root, config.epochs) for config, cv in recipes.values())]
+    folds = [
+        k
+        for k in range(RECIPES[args.recipe].folds)
+        if all(finished_metrics(cv.fold(k).root, config.epochs) for config, cv in recipes.values())
+    ]
     if not folds:
         raise SystemExit(f"no fold is finished in both {' and '.join(str(cv.root) for _, cv in recipes.values())}")
     base_cv = recipes[args.baseline][1]
-    per_fold = {k: {name: compared(cv.fold(k).root, config, base_cv.fold(k).root)
-                    for name, (config, cv) in recipes.items()} for k in folds}
-    means = {name: {key: float(np.mean([per_fold[k][name][key]["value"] for k in folds]))
-                    for key in ("balanced_accuracy", "melanoma_sensitivity")} for name in recipes}
+    per_fold = {
+        k: {name: compared(cv.fold(k).root, config, base_cv.fold(k).root) for name, (config, cv) in recipes.items()}
+        for k in folds
+    }
+    means = {
+        name: {
+            key: float(np.mean([per_fold[k][name][key]["value"] for k in folds]))
+            for key in ("balanced_accuracy", "melanoma_sensitivity")
+        }
+        for name in recipes
+    }
     name = cpu_kind_record_name(f"cv_compare_{args.baseline}__{args.recipe}".replace("-", "_"))
-    record(name, {"baseline": args.baseline, "recipe": args.recipe, "folds": folds,
-                  "configs": {n: config.to_dict() for n, (config, _) in recipes.items()},
-                  "per_fold": per_fold, "mean_over_folds": means})
+    record(
+        name,
+        {
+            "baseline": args.baseline,
+            "recipe": args.recipe,
+            "folds": folds,
+            "configs": {n: config.to_dict() for n, (config, _) in recipes.items()},
+            "per_fold": per_fold,
+            "mean_over_folds": means,
+        },
+    )
     rows = [[str(k), *comparison_row(recipe, per_fold[k][recipe])] for k in folds for recipe in recipes]
-    rows += [[f"mean of {len(folds)}", recipe, f"{means[recipe]['balanced_accuracy']:.3f}", "",
-              f"{means[recipe]['melanoma_sensitivity']:.3f}", "", "", "", ""] for recipe in recipes]
+    rows += [
+        [
+            f"mean of {len(folds)}",
+            recipe,
+            f"{means[recipe]['balanced_accuracy']:.3f}",
+            "",
+            f"{means[recipe]['melanoma_sensitivity']:.3f}",
+            "",
+            "",
+            "",
+            "",
+        ]
+        for recipe in recipes
+    ]
     columns = [column.replace("vs recipe", f"vs {args.baseline}") for column in COMPARISON_COLUMNS]
     write_table(name, markdown_table(["fold", "recipe", *columns], rows, "llrrrrrrr"))
 

@@ -20,6 +20,7 @@ from benchmarks.common import bundle_folders, markdown_table, record, signed_int
 from edgelesion.export.exporting import CANDIDATE_FIGURES, INT8_ARTIFACTS
 from edgelesion.fileio import read_json, write_text
 
+
 def int8_rows(bundle: Path) -> dict[str, dict[str, Any]]:
     """Each int8 file the export built for `bundle`, with its figures against the float model (a QAT file's
     name says what its fine-tune fitted: the float model or the labels)."""
@@ -33,31 +34,61 @@ def int8_rows(bundle: Path) -> dict[str, dict[str, Any]]:
         if entry is None:
             continue
         # a bundle without int8_candidates made its int8 file one way only (onnxruntime's post-training file)
-        candidates = entry.get("int8_candidates", {"ptq": {"passed": entry["passed"], "problems": [], "vs_float": {
-            k: entry["parity"]["vs_float"][k] for k in CANDIDATE_FIGURES}}})
+        candidates = entry.get(
+            "int8_candidates",
+            {
+                "ptq": {
+                    "passed": entry["passed"],
+                    "problems": [],
+                    "vs_float": {k: entry["parity"]["vs_float"][k] for k in CANDIDATE_FIGURES},
+                }
+            },
+        )
         for method, candidate in candidates.items():
             shipped = "shipped" if method == entry.get("int8_method", "ptq") else "not shipped"
-            fitted = f", fitting the {'float model' if qat.get('target') == 'float-model' else 'labels'}" \
-                if method == "qat" else ""
+            fitted = (
+                f", fitting the {'float model' if qat.get('target') == 'float-model' else 'labels'}"
+                if method == "qat"
+                else ""
+            )
             rows[f"{name} by {method.upper()}{fitted} ({shipped})"] = {
-                "passed": candidate["passed"], "problems": candidate["problems"], **candidate["vs_float"]}
+                "passed": candidate["passed"],
+                "problems": candidate["problems"],
+                **candidate["vs_float"],
+            }
     return rows
 
 
 def _row(bundle: str, name: str, figures: dict[str, Any]) -> list[str]:
-    return [bundle, name, signed_interval(figures["delta_balanced_accuracy"], figures["delta_balanced_accuracy_ci95"]),
-            f"{figures['sure_top1_agreement']:.3f} of {figures['sure_images']}", f"{figures['top1_agreement']:.3f}",
-            f"{figures['as_is']['top1_agreement']:.3f}", f"{figures['top1_ties']:.3f}", "yes" if figures["passed"] else "no"]
+    return [
+        bundle,
+        name,
+        signed_interval(figures["delta_balanced_accuracy"], figures["delta_balanced_accuracy_ci95"]),
+        f"{figures['sure_top1_agreement']:.3f} of {figures['sure_images']}",
+        f"{figures['top1_agreement']:.3f}",
+        f"{figures['as_is']['top1_agreement']:.3f}",
+        f"{figures['top1_ties']:.3f}",
+        "yes" if figures["passed"] else "no",
+    ]
 
 
 def main() -> None:
     bundles = {bundle.name: int8_rows(bundle) for bundle in bundle_folders(__doc__)}
     record("int8_parity", {"bundles": bundles})
     lines = markdown_table(
-        ["bundle", "int8 file", "Δ balanced accuracy vs float [paired 95% CI]", "top-1 agreement on sure predictions",
-         "top-1 agreement, all", "all, images as they are", "top-1 ties", "passes"],
+        [
+            "bundle",
+            "int8 file",
+            "Δ balanced accuracy vs float [paired 95% CI]",
+            "top-1 agreement on sure predictions",
+            "top-1 agreement, all",
+            "all, images as they are",
+            "top-1 ties",
+            "passes",
+        ],
         [_row(bundle, name, figures) for bundle, rows in bundles.items() for name, figures in rows.items()],
-        "llrrrrrl")
+        "llrrrrrl",
+    )
     write_table("int8_parity", lines)
 
 

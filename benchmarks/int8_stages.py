@@ -50,8 +50,10 @@ def cut_points(model: keras.Model) -> list[tuple[str, str]]:
         return ends + [("head conv", "head_relu")]
     pools = [layer.name for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)]
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][0]
-    return ([(f"conv block {i} ({model.get_layer(pool).input_shape[-1]} filters)", pool)
-             for i, pool in enumerate(pools, start=1)] + [(f"flatten + dense {dense.units}", dense.name)])
+    return [
+        (f"conv block {i} ({model.get_layer(pool).input_shape[-1]} filters)", pool)
+        for i, pool in enumerate(pools, start=1)
+    ] + [(f"flatten + dense {dense.units}", dense.name)]
 
 
 def prefix_model(model: keras.Model, layer: str) -> keras.Model:
@@ -99,28 +101,64 @@ def main() -> None:
         before = cumulative[stages[i - 1]] if i else {kind: 0.0 for kind in FORMATS}
         ms = {kind: cumulative[stage][kind] - before[kind] for kind in FORMATS}
         # the same difference within each round: how far apart the rounds put this stage
-        rounds = {kind: [m - (medians[stages[i - 1]][kind][r] if i else 0.0) for r, m in enumerate(medians[stage][kind])]
-                  for kind in FORMATS}
+        rounds = {
+            kind: [m - (medians[stages[i - 1]][kind][r] if i else 0.0) for r, m in enumerate(medians[stage][kind])]
+            for kind in FORMATS
+        }
         stage_flops = flops[stage] - (flops[stages[i - 1]] if i else 0)
         per_stage[stage] = {"ms": ms, "ms_per_round": rounds, "mflops": stage_flops / 1e6}
-        rows.append([stage, f"{stage_flops / 1e6:.0f}",
-                     *(f"{ms[kind]:.2f} ({min(rounds[kind]):.2f}–{max(rounds[kind]):.2f})" for kind in FORMATS),
-                     f"{ms['float32'] / ms['int8']:.2f}x" if ms["int8"] > 0 else "n/a",
-                     f"{ms['int8'] / cumulative[stages[-1]]['int8']:.0%}"])
+        rows.append(
+            [
+                stage,
+                f"{stage_flops / 1e6:.0f}",
+                *(f"{ms[kind]:.2f} ({min(rounds[kind]):.2f}–{max(rounds[kind]):.2f})" for kind in FORMATS),
+                f"{ms['float32'] / ms['int8']:.2f}x" if ms["int8"] > 0 else "n/a",
+                f"{ms['int8'] / cumulative[stages[-1]]['int8']:.0%}",
+            ]
+        )
     total = cumulative[stages[-1]]
-    rows.append([f"whole network (to {stages[-1]})", f"{flops[stages[-1]] / 1e6:.0f}",
-                 f"{total['float32']:.2f}", f"{total['int8']:.2f}", f"{total['float32'] / total['int8']:.2f}x", "100%"])
-    result = {"model": args.model, "int8_instructions": int8_instructions(cpu_flags()), "rounds": ROUNDS,
-              "runs": args.runs, "image_size": preprocessing.image_size,
-              "median_ms_per_round": medians, "cumulative_best_median_ms": cumulative, "per_stage": per_stage}
+    rows.append(
+        [
+            f"whole network (to {stages[-1]})",
+            f"{flops[stages[-1]] / 1e6:.0f}",
+            f"{total['float32']:.2f}",
+            f"{total['int8']:.2f}",
+            f"{total['float32'] / total['int8']:.2f}x",
+            "100%",
+        ]
+    )
+    result = {
+        "model": args.model,
+        "int8_instructions": int8_instructions(cpu_flags()),
+        "rounds": ROUNDS,
+        "runs": args.runs,
+        "image_size": preprocessing.image_size,
+        "median_ms_per_round": medians,
+        "cumulative_best_median_ms": cumulative,
+        "per_stage": per_stage,
+    }
     name = cpu_kind_record_name("int8_stages_" + args.model.replace("-", "_"))
     record(name, result)
-    lines = [f"{args.model}, {preprocessing.image_size} px, batch 1, 1 thread; "
-             f"CPU int8 instructions: {result['int8_instructions']}",
-             "", *markdown_table(["stage", "MFLOPs", "float32.tflite ms (rounds' range)", "int8.tflite ms (rounds' range)",
-                                  "int8 speed-up", "share of int8 time"], rows, "lrrrrr"), "",
-             "A stage's time is its cut's best median less the previous cut's; in brackets, the same difference "
-             "within each round: stages that differ by less than that range are not told apart."]
+    lines = [
+        f"{args.model}, {preprocessing.image_size} px, batch 1, 1 thread; "
+        f"CPU int8 instructions: {result['int8_instructions']}",
+        "",
+        *markdown_table(
+            [
+                "stage",
+                "MFLOPs",
+                "float32.tflite ms (rounds' range)",
+                "int8.tflite ms (rounds' range)",
+                "int8 speed-up",
+                "share of int8 time",
+            ],
+            rows,
+            "lrrrrr",
+        ),
+        "",
+        "A stage's time is its cut's best median less the previous cut's; in brackets, the same difference "
+        "within each round: stages that differ by less than that range are not told apart.",
+    ]
     write_text(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -37,8 +37,16 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from benchmarks.common import (DATA, RESULTS, RUNS, decode_inference_limit, record, require_data, runtime_images_per_second,
-                               cpu_kind_record_name)
+from benchmarks.common import (
+    DATA,
+    RESULTS,
+    RUNS,
+    decode_inference_limit,
+    record,
+    require_data,
+    runtime_images_per_second,
+    cpu_kind_record_name,
+)
 from edgelesion import Classifier
 from edgelesion.export.parity import predict_oriented
 from edgelesion.fileio import read_json, write_text
@@ -73,8 +81,9 @@ def decode_seconds(classifiers: dict[str, Classifier], files: list[Path]) -> dic
     return {name: (np.stack(pixels[name]), float(np.median(times[name]))) for name in classifiers}
 
 
-def predict_throughput(classifiers: dict[str, Classifier], files: list[Path], rounds: int = ROUNDS
-                       ) -> dict[str, list[float]]:
+def predict_throughput(
+    classifiers: dict[str, Classifier], files: list[Path], rounds: int = ROUNDS
+) -> dict[str, list[float]]:
     """Images/s of predict_many (decoding in threads ahead of inference), as `edgelesion predict` runs it, for each
     classifier in turn, `rounds` times."""
     speeds: dict[str, list[float]] = {name: [] for name in classifiers}
@@ -99,15 +108,19 @@ def compare(bundle: Path, files: list[Path], margin: int | None) -> dict:
     reduced_size = reduced.decoded(files[0]).size
     factor = full.decoded(files[0]).width // reduced_size[0]
     box_pixels = np.stack([full.pixels(full.decoded(f).reduce(factor)) for f in files]) if factor > 1 else None
-    result = {"images": len(files), "jpeg_draft_margin": reduced.preprocessing.jpeg_draft_margin, "reduction": factor,
-              "decoded_size_reduced": list(reduced_size),
-              "decode_resize_ms_median": {"full": full_seconds * 1e3, "reduced": reduced_seconds * 1e3},
-              "decode_speedup": full_seconds / reduced_seconds,
-              "predict_images_per_second": {path: float(np.median(v)) for path, v in speeds.items()},
-              "predict_images_per_second_rounds": speeds,
-              # each round's full and reduced runs are back to back: the median of their ratios
-              "predict_speedup": float(np.median(np.divide(speeds["reduced"], speeds["full"]))),
-              "artifacts": {}}
+    result = {
+        "images": len(files),
+        "jpeg_draft_margin": reduced.preprocessing.jpeg_draft_margin,
+        "reduction": factor,
+        "decoded_size_reduced": list(reduced_size),
+        "decode_resize_ms_median": {"full": full_seconds * 1e3, "reduced": reduced_seconds * 1e3},
+        "decode_speedup": full_seconds / reduced_seconds,
+        "predict_images_per_second": {path: float(np.median(v)) for path, v in speeds.items()},
+        "predict_images_per_second_rounds": speeds,
+        # each round's full and reduced runs are back to back: the median of their ratios
+        "predict_speedup": float(np.median(np.divide(speeds["reduced"], speeds["full"]))),
+        "artifacts": {},
+    }
     for name in artifacts:
         classifier = Classifier.load(bundle, name)
         predict = partial(predict_oriented, lambda view: predict_in_batches(classifier.runner, view))
@@ -117,21 +130,29 @@ def compare(bundle: Path, files: list[Path], margin: int | None) -> dict:
         if box_pixels is not None:
             close = classifier.needs_full_decode(reduced_probabilities)  # as predict decides again
             answered = np.where(close[:, None], full_probabilities, reduced_probabilities)
-            result["artifacts"][name]["rechecked"] = {**agree(answered), "margin": classifier.recheck_margin,
-                                                      "alert_margin_log_odds": classifier.alert_recheck_margin,
-                                                      "decided_again": float(close[: len(files)].mean()),
-                                                      "decided_again_8_orientations": float(close.mean())}
+            result["artifacts"][name]["rechecked"] = {
+                **agree(answered),
+                "margin": classifier.recheck_margin,
+                "alert_margin_log_odds": classifier.alert_recheck_margin,
+                "decided_again": float(close[: len(files)].mean()),
+                "decided_again_8_orientations": float(close.mean()),
+            }
             floor = agree(predict(box_pixels))
             result["artifacts"][name]["box_reduced_full_decode"] = floor
     decided_again = result["artifacts"]["int8.tflite"].get("rechecked", {}).get("decided_again", 0.0)
     runtime_ips = runtime_images_per_second(full.runner, full_pixels)
-    limits = {"full": decode_inference_limit(full_seconds, runtime_ips),
-              "reduced": decode_inference_limit(reduced_seconds + decided_again * full_seconds, runtime_ips,
-                                                inferences=1 + decided_again)}
-    result["limit"] = {"images_per_second": limits, "speedup": limits["reduced"] / limits["full"],
-                       "int8_tflite_images_per_second": runtime_ips,
-                       "share_of_limit": {path: result["predict_images_per_second"][path] / limits[path]
-                                          for path in limits}}
+    limits = {
+        "full": decode_inference_limit(full_seconds, runtime_ips),
+        "reduced": decode_inference_limit(
+            reduced_seconds + decided_again * full_seconds, runtime_ips, inferences=1 + decided_again
+        ),
+    }
+    result["limit"] = {
+        "images_per_second": limits,
+        "speedup": limits["reduced"] / limits["full"],
+        "int8_tflite_images_per_second": runtime_ips,
+        "share_of_limit": {path: result["predict_images_per_second"][path] / limits[path] for path in limits},
+    }
     return result
 
 
@@ -140,9 +161,11 @@ def agreement(a: np.ndarray, b: np.ndarray, images: int, alert: tuple[int, float
     on the images as they are (predict_oriented's first orientation) and over all 8; melanoma alert agreement too,
     given `alert` (class index, threshold)."""
     as_is = slice(0, images)
-    result = {"top1_agreement": float((a[as_is].argmax(1) == b[as_is].argmax(1)).mean()),
-              "max_probability_difference": float(np.abs(a[as_is] - b[as_is]).max()),
-              "top1_agreement_8_orientations": float((a.argmax(1) == b.argmax(1)).mean())}
+    result = {
+        "top1_agreement": float((a[as_is].argmax(1) == b[as_is].argmax(1)).mean()),
+        "max_probability_difference": float(np.abs(a[as_is] - b[as_is]).max()),
+        "top1_agreement_8_orientations": float((a.argmax(1) == b.argmax(1)).mean()),
+    }
     if alert is not None:
         index, threshold = alert
         same = (a[:, index] >= threshold) == (b[:, index] >= threshold)
@@ -153,7 +176,9 @@ def agreement(a: np.ndarray, b: np.ndarray, images: int, alert: tuple[int, float
 def agreement_text(a: dict[str, float]) -> str:
     """'99.3% (99.21%), 0.041, alerts 99.0% (99.08%)': top-1 agreement as they are (over 8 orientations), largest
     probability difference, melanoma alert agreement (where the artifact has an alert)."""
-    text = f"{a['top1_agreement']:.1%} ({a['top1_agreement_8_orientations']:.2%}), {a['max_probability_difference']:.3f}"
+    text = (
+        f"{a['top1_agreement']:.1%} ({a['top1_agreement_8_orientations']:.2%}), {a['max_probability_difference']:.3f}"
+    )
     if "alert_agreement" in a:
         text += f", alerts {a['alert_agreement']:.1%} ({a['alert_agreement_8_orientations']:.2%})"
     return text
@@ -163,8 +188,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("bundle", type=Path, help="a bundle made by 'edgelesion export'")
     parser.add_argument("--images", type=int, default=300, help="shared images to re-encode (default 300)")
-    parser.add_argument("--margin", type=int, help="decode reduced to no less than this many input sides "
-                        "(default: the bundle's jpeg_draft_margin)")
+    parser.add_argument(
+        "--margin",
+        type=int,
+        help="decode reduced to no less than this many input sides (default: the bundle's jpeg_draft_margin)",
+    )
     parser.add_argument("--record", help="name of the record in benchmarks/results (default jpeg_decode_BUNDLE_KIND)")
     args = parser.parse_args()
     require_data()
@@ -173,23 +201,40 @@ def main() -> None:
     results = {tag: compare(args.bundle, reencoded(sample, size), args.margin) for tag, size in SIZES.items()}
     name = args.record or cpu_kind_record_name("jpeg_decode_" + args.bundle.resolve().name.replace("-", "_"))
     record(name, {"bundle": args.bundle.name, "sizes": results})
-    rows = ["| photo size | decoded (reduced; margin) | decode + resize ms, full / reduced | predict img/s, full / reduced "
-            "| predict speed-up | the limit these costs allow, img/s full / reduced (its speed-up) | per artifact: top-1 agreement (images as they are; over 8 orientations), max prob diff "
-            "(as they are), melanoma alert agreement (same) | as `predict` answers, close answers decided from the full decode: agreement (same "
-            "columns), share decided again | the floor: the full decode box-reduced before resizing, against it "
-            "resized directly (same columns) |", "|---|---|---:|---:|---:|---:|---|---|---|"]
+    rows = [
+        "| photo size | decoded (reduced; margin) | decode + resize ms, full / reduced | predict img/s, full / reduced "
+        "| predict speed-up | the limit these costs allow, img/s full / reduced (its speed-up) | per artifact: top-1 agreement (images as they are; over 8 orientations), max prob diff "
+        "(as they are), melanoma alert agreement (same) | as `predict` answers, close answers decided from the full decode: agreement (same "
+        "columns), share decided again | the floor: the full decode box-reduced before resizing, against it "
+        "resized directly (same columns) |",
+        "|---|---|---:|---:|---:|---:|---|---|---|",
+    ]
     for tag, r in results.items():
         ms, ips, limit = r["decode_resize_ms_median"], r["predict_images_per_second"], r["limit"]
         reduced = "; ".join(f"{name} {agreement_text(a)}" for name, a in r["artifacts"].items())
-        rechecked = "; ".join(f"{name} {agreement_text(a['rechecked'])}, {a['rechecked']['decided_again_8_orientations']:.1%}"
-                              for name, a in r["artifacts"].items() if "rechecked" in a) or "not reduced"
-        floor = "; ".join(f"{name} {agreement_text(a['box_reduced_full_decode'])}" for name, a in r["artifacts"].items()
-                          if "box_reduced_full_decode" in a) or "not reduced"
-        rows.append(f"| {tag} ({r['images']} images) | {r['decoded_size_reduced'][0]}x{r['decoded_size_reduced'][1]}; "
-                    f"{r['jpeg_draft_margin']} "
-                    f"| {ms['full']:.1f} / {ms['reduced']:.1f} | {ips['full']:.1f} / {ips['reduced']:.1f} "
-                    f"| {r['predict_speedup']:.1f}x | {limit['images_per_second']['full']:.1f} / "
-                    f"{limit['images_per_second']['reduced']:.1f} ({limit['speedup']:.1f}x) | {reduced} | {rechecked} | {floor} |")
+        rechecked = (
+            "; ".join(
+                f"{name} {agreement_text(a['rechecked'])}, {a['rechecked']['decided_again_8_orientations']:.1%}"
+                for name, a in r["artifacts"].items()
+                if "rechecked" in a
+            )
+            or "not reduced"
+        )
+        floor = (
+            "; ".join(
+                f"{name} {agreement_text(a['box_reduced_full_decode'])}"
+                for name, a in r["artifacts"].items()
+                if "box_reduced_full_decode" in a
+            )
+            or "not reduced"
+        )
+        rows.append(
+            f"| {tag} ({r['images']} images) | {r['decoded_size_reduced'][0]}x{r['decoded_size_reduced'][1]}; "
+            f"{r['jpeg_draft_margin']} "
+            f"| {ms['full']:.1f} / {ms['reduced']:.1f} | {ips['full']:.1f} / {ips['reduced']:.1f} "
+            f"| {r['predict_speedup']:.1f}x | {limit['images_per_second']['full']:.1f} / "
+            f"{limit['images_per_second']['reduced']:.1f} ({limit['speedup']:.1f}x) | {reduced} | {rechecked} | {floor} |"
+        )
     write_text(RESULTS / f"{name}.md", "\n".join(rows) + "\n")
     print("\n".join(rows))
 

@@ -22,7 +22,16 @@ from pathlib import Path
 import Augmentor
 import numpy as np
 
-from benchmarks.common import RUNS, finished_metrics, fmt, headline, markdown_table, record, require_data, train_or_resume
+from benchmarks.common import (
+    RUNS,
+    finished_metrics,
+    fmt,
+    headline,
+    markdown_table,
+    record,
+    require_data,
+    train_or_resume,
+)
 from edgelesion.data.audit import ConflictPolicy, audit_dataset
 from edgelesion.train.config import TrainConfig
 from edgelesion.data.dataset import load_dataset
@@ -104,10 +113,14 @@ def main() -> None:
     seed_config = TrainConfig(model="seed-dropout", epochs=args.epochs, rebalance="none", conflict_policy="keep")
     ours_config = TrainConfig(model="seed-dropout", epochs=args.epochs)
     protocols = {
-        "seed protocol (augment into folders, then random split)":
-            (RUNS / "leaky-seed-protocol", lambda out: train_seed_protocol(seed_augmented_copy(rest), out, seed_config)),
-        "edgelesion protocol (audit, group split, augment training split only)":
-            (RUNS / "leaky-edgelesion-protocol", lambda out: train_or_resume(rest, out, ours_config)),
+        "seed protocol (augment into folders, then random split)": (
+            RUNS / "leaky-seed-protocol",
+            lambda out: train_seed_protocol(seed_augmented_copy(rest), out, seed_config),
+        ),
+        "edgelesion protocol (audit, group split, augment training split only)": (
+            RUNS / "leaky-edgelesion-protocol",
+            lambda out: train_or_resume(rest, out, ours_config),
+        ),
     }
     results, rows = {}, []
     for name, (out, run_training) in protocols.items():
@@ -115,11 +128,29 @@ def main() -> None:
         held_out = evaluate_run(out, test)
         results[name] = {"run": str(out), "own_validation": headline(validation), "held_out_test": headline(held_out)}
         for split, m in (("own validation split", validation), ("held-out test split", held_out)):
-            rows.append([name, split, str(m["n_images"]), fmt(m["balanced_accuracy"]),
-                         fmt(m.get("melanoma_sensitivity", {})), fmt(m["accuracy"])])
+            rows.append(
+                [
+                    name,
+                    split,
+                    str(m["n_images"]),
+                    fmt(m["balanced_accuracy"]),
+                    fmt(m.get("melanoma_sensitivity", {})),
+                    fmt(m["accuracy"]),
+                ]
+            )
     record("leaky_protocol", {"epochs": args.epochs, "seed": SEED, "protocols": results})
-    table = markdown_table(["protocol", "scored on", "images", "balanced accuracy [95% CI]",
-                            "melanoma sensitivity [95% CI]", "accuracy [95% CI]"], rows, "llrlll")
+    table = markdown_table(
+        [
+            "protocol",
+            "scored on",
+            "images",
+            "balanced accuracy [95% CI]",
+            "melanoma sensitivity [95% CI]",
+            "accuracy [95% CI]",
+        ],
+        rows,
+        "llrlll",
+    )
     write_text(Path(__file__).parent / "results" / "leaky_protocol.md", "\n".join(table) + "\n")
     print("\n".join(table))
 

@@ -61,20 +61,49 @@ def main() -> None:
                     latency = measure_latency(open_runner(path, threads=threads), image, runs=runs)
                     medians.setdefault(path.name, {}).setdefault(threads, []).append(latency["median_ms"])
         sizes = {path.name: path.stat().st_size for path in files}
-    best = {name: {threads: min(values) for threads, values in by_threads.items()} for name, by_threads in medians.items()}
+    best = {
+        name: {threads: min(values) for threads, values in by_threads.items()} for name, by_threads in medians.items()
+    }
     flags = cpu_flags()
-    result = {"int8_instructions": int8_instructions(flags), "rounds": ROUNDS, "runs": runs,
-              "median_ms_per_round": medians, "best_median_ms": best, "size_bytes": sizes,
-              "int8_speedup_1_thread": {"tflite": best["float32.tflite"][1] / best["int8.tflite"][1],
-                                        "onnx": best["float32.onnx"][1] / best["int8.onnx"][1]}}
+    result = {
+        "int8_instructions": int8_instructions(flags),
+        "rounds": ROUNDS,
+        "runs": runs,
+        "median_ms_per_round": medians,
+        "best_median_ms": best,
+        "size_bytes": sizes,
+        "int8_speedup_1_thread": {
+            "tflite": best["float32.tflite"][1] / best["int8.tflite"][1],
+            "onnx": best["float32.onnx"][1] / best["int8.onnx"][1],
+        },
+    }
     name = cpu_kind_record_name("lite0_int8_speed")
     record(name, result)
-    rows = [[name, f"{best[name][1]:.2f}", f"{best[name][2]:.2f}",
-             f"{best[name.replace('int8', 'float32')][1] / best[name][1]:.2f}x", f"{sizes[name] / 1e6:.2f}"]
-            for name in best]
-    lines = [f"EfficientNet-Lite0, 224 px, batch 1; CPU int8 instructions: {result['int8_instructions']}", "",
-             *markdown_table(["file", "ms, 1 thread (best median of 3 rounds)", "ms, 2 threads",
-                              "speed vs its float32 file, 1 thread", "MB"], rows, "lrrrr")]
+    rows = [
+        [
+            name,
+            f"{best[name][1]:.2f}",
+            f"{best[name][2]:.2f}",
+            f"{best[name.replace('int8', 'float32')][1] / best[name][1]:.2f}x",
+            f"{sizes[name] / 1e6:.2f}",
+        ]
+        for name in best
+    ]
+    lines = [
+        f"EfficientNet-Lite0, 224 px, batch 1; CPU int8 instructions: {result['int8_instructions']}",
+        "",
+        *markdown_table(
+            [
+                "file",
+                "ms, 1 thread (best median of 3 rounds)",
+                "ms, 2 threads",
+                "speed vs its float32 file, 1 thread",
+                "MB",
+            ],
+            rows,
+            "lrrrr",
+        ),
+    ]
     write_text(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

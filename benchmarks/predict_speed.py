@@ -24,23 +24,33 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import (DATA, REPO, RESULTS, decode_inference_limit, record, require_data, runtime_images_per_second,
-                               cpu_kind_record_name)
+from benchmarks.common import (
+    DATA,
+    REPO,
+    RESULTS,
+    decode_inference_limit,
+    record,
+    require_data,
+    runtime_images_per_second,
+    cpu_kind_record_name,
+)
 from edgelesion import Classifier
 from edgelesion.fileio import write_text
 from edgelesion.images import IMAGE_SUFFIXES
 
 # The child reports its own peak memory (VmHWM of its address space): Linux's ru_maxrss of a child also
 # counts the parent's memory it was forked from, this benchmark process's included.
-PREDICT = ("import sys; from pathlib import Path; from edgelesion.cli import main; "
-           "code = main(['predict', {bundle!r}, {image!r}]); "
-           "hwm = next(l for l in Path('/proc/self/status').read_text().splitlines() if l.startswith('VmHWM')); "
-           "sys.stderr.write('\\nMAXRSS_KB ' + hwm.split()[1]); sys.exit(code)")
+PREDICT = (
+    "import sys; from pathlib import Path; from edgelesion.cli import main; "
+    "code = main(['predict', {bundle!r}, {image!r}]); "
+    "hwm = next(l for l in Path('/proc/self/status').read_text().splitlines() if l.startswith('VmHWM')); "
+    "sys.stderr.write('\\nMAXRSS_KB ' + hwm.split()[1]); sys.exit(code)"
+)
 
 
 def one_image_process(bundle: Path, image: str, import_tensorflow: bool, repeats: int = 5) -> dict:
     """Median wall time and max RSS of a fresh process that predicts one image."""
-    code = ("import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'; import tensorflow; " if import_tensorflow else "")
+    code = "import os; os.environ['TF_USE_LEGACY_KERAS'] = '1'; import tensorflow; " if import_tensorflow else ""
     code += PREDICT.format(bundle=str(bundle), image=image)
     walls, peaks = [], []
     for _ in range(repeats):
@@ -63,10 +73,17 @@ def folder_throughput(bundle: Path, files: list, artifact: str) -> dict:
     decode_seconds = (time.perf_counter() - start) / len(files)
     runtime_ips = runtime_images_per_second(classifier.runner, pixels)
     limit = decode_inference_limit(decode_seconds, runtime_ips)
-    return {"images": len(files), "predict_images_per_second": predict_ips,
-            "runtime_batch_images_per_second": runtime_ips, "ratio": predict_ips / runtime_ips,
-            "decode_ms_one_thread": decode_seconds * 1e3, "cores": os.cpu_count(), "limit_images_per_second": limit,
-            "share_of_limit": predict_ips / limit, "goal": ">= 0.9 of the limit"}
+    return {
+        "images": len(files),
+        "predict_images_per_second": predict_ips,
+        "runtime_batch_images_per_second": runtime_ips,
+        "ratio": predict_ips / runtime_ips,
+        "decode_ms_one_thread": decode_seconds * 1e3,
+        "cores": os.cpu_count(),
+        "limit_images_per_second": limit,
+        "share_of_limit": predict_ips / limit,
+        "goal": ">= 0.9 of the limit",
+    }
 
 
 def main() -> None:
@@ -80,18 +97,29 @@ def main() -> None:
     heavy = one_image_process(bundle, image, import_tensorflow=True)
     throughput = {artifact: folder_throughput(bundle, files, artifact) for artifact in ("int8.tflite", "int8.onnx")}
     name = cpu_kind_record_name("predict_speed_" + bundle.resolve().name.replace("-", "_"))
-    record(name, {"bundle": bundle.name,
-                  "one_image": {"without_tensorflow": light, "with_tensorflow_imported": heavy},
-                  "folder_throughput": throughput})
-    rows = ["| one image, fresh process | wall time (s, median of 5) | peak memory (MB) |", "|---|---:|---:|",
-            f"| edgelesion predict | {light['wall_seconds_median']:.2f} | {light['max_rss_mb']:.0f} |",
-            f"| same, TensorFlow imported first | {heavy['wall_seconds_median']:.2f} | {heavy['max_rss_mb']:.0f} |", "",
-            "| artifact | predict over 2,241 files (img/s) | runtime batch throughput (img/s) | decode, 1 thread (ms) "
-            "| decode + inference limit on these cores (img/s) | share of the limit (goal >= 0.9) |",
-            "|---|---:|---:|---:|---:|---:|"]
+    record(
+        name,
+        {
+            "bundle": bundle.name,
+            "one_image": {"without_tensorflow": light, "with_tensorflow_imported": heavy},
+            "folder_throughput": throughput,
+        },
+    )
+    rows = [
+        "| one image, fresh process | wall time (s, median of 5) | peak memory (MB) |",
+        "|---|---:|---:|",
+        f"| edgelesion predict | {light['wall_seconds_median']:.2f} | {light['max_rss_mb']:.0f} |",
+        f"| same, TensorFlow imported first | {heavy['wall_seconds_median']:.2f} | {heavy['max_rss_mb']:.0f} |",
+        "",
+        "| artifact | predict over 2,241 files (img/s) | runtime batch throughput (img/s) | decode, 1 thread (ms) "
+        "| decode + inference limit on these cores (img/s) | share of the limit (goal >= 0.9) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for artifact, t in throughput.items():
-        rows.append(f"| {artifact} | {t['predict_images_per_second']:.0f} | {t['runtime_batch_images_per_second']:.0f} "
-                    f"| {t['decode_ms_one_thread']:.2f} | {t['limit_images_per_second']:.0f} | {t['share_of_limit']:.2f} |")
+        rows.append(
+            f"| {artifact} | {t['predict_images_per_second']:.0f} | {t['runtime_batch_images_per_second']:.0f} "
+            f"| {t['decode_ms_one_thread']:.2f} | {t['limit_images_per_second']:.0f} | {t['share_of_limit']:.2f} |"
+        )
     write_text(RESULTS / f"{name}.md", "\n".join(rows) + "\n")
     print("\n".join(rows))
 

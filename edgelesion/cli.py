@@ -23,35 +23,59 @@ if TYPE_CHECKING:  # the training stack is imported only by the command that nee
 
 def _add_metadata_options(p: argparse.ArgumentParser, what: str = "the --data folder") -> None:
     """--metadata CSV and the options naming its columns (docs/sources.md)."""
-    p.add_argument("--metadata", type=Path, metavar="CSV",
-                   help=f"a CSV with one row per image of {what}: its source, lesion/patient groups and optionally "
-                        "its label (docs/sources.md)")
-    p.add_argument("--key-column", help="the CSV column holding each image's path relative to the data folder, or "
-                                        "its id (file name without suffix) (default: path, image, image_name or "
-                                        "isic_id)")
-    p.add_argument("--source-column", help="the CSV column naming where each image was taken (clinic, device, "
-                                           "archive): within-source figures, and --leave-source-out in cv")
-    p.add_argument("--group-columns", help="comma-separated CSV columns (e.g. lesion_id,patient_id): images sharing "
-                                           "a value stay on one side of every split")
+    p.add_argument(
+        "--metadata",
+        type=Path,
+        metavar="CSV",
+        help=f"a CSV with one row per image of {what}: its source, lesion/patient groups and optionally "
+        "its label (docs/sources.md)",
+    )
+    p.add_argument(
+        "--key-column",
+        help="the CSV column holding each image's path relative to the data folder, or "
+        "its id (file name without suffix) (default: path, image, image_name or "
+        "isic_id)",
+    )
+    p.add_argument(
+        "--source-column",
+        help="the CSV column naming where each image was taken (clinic, device, "
+        "archive): within-source figures, and --leave-source-out in cv",
+    )
+    p.add_argument(
+        "--group-columns",
+        help="comma-separated CSV columns (e.g. lesion_id,patient_id): images sharing "
+        "a value stay on one side of every split",
+    )
     p.add_argument("--label-column", help="the CSV column holding each image's class (the folder may then be flat)")
-    p.add_argument("--label-columns", help="comma-separated one-hot CSV columns, one per class, each COLUMN or "
-                                           "COLUMN=class name (the ISIC 2019 ground truth: MEL=melanoma,NV=nevus,...)")
+    p.add_argument(
+        "--label-columns",
+        help="comma-separated one-hot CSV columns, one per class, each COLUMN or "
+        "COLUMN=class name (the ISIC 2019 ground truth: MEL=melanoma,NV=nevus,...)",
+    )
 
 
 def _metadata_spec(args: argparse.Namespace) -> MetadataSpec | None:
     """The MetadataSpec the options describe; None without --metadata."""
     from edgelesion.data.metadata import MetadataSpec
 
-    named = [f"--{name.replace('_', '-')}" for name in ("key_column", "source_column", "group_columns", "label_column",
-                                                         "label_columns") if getattr(args, name)]
+    named = [
+        f"--{name.replace('_', '-')}"
+        for name in ("key_column", "source_column", "group_columns", "label_column", "label_columns")
+        if getattr(args, name)
+    ]
     if args.metadata is None:
         if named:
             raise EdgelesionError(f"{', '.join(named)} name columns of a metadata CSV: pass it with --metadata CSV")
         return None
 
-    return MetadataSpec(args.metadata, key_column=args.key_column, source_column=args.source_column,
-                        group_columns=_comma_list(args.group_columns), label_column=args.label_column,
-                        label_columns=_comma_list(args.label_columns))
+    return MetadataSpec(
+        args.metadata,
+        key_column=args.key_column,
+        source_column=args.source_column,
+        group_columns=_comma_list(args.group_columns),
+        label_column=args.label_column,
+        label_columns=_comma_list(args.label_columns),
+    )
 
 
 def _comma_list(text: str | None) -> tuple[str, ...]:
@@ -62,16 +86,29 @@ def _comma_list(text: str | None) -> tuple[str, ...]:
 def _add_audit(sub: argparse._SubParsersAction, summary: str) -> None:
     from edgelesion.data.audit import NEAR_DUPLICATE_MAX_DISTANCE, ConflictPolicy
 
-    p = sub.add_parser("audit", help=summary,
-                       description="Audit a folder of class subfolders: class counts, unreadable files, byte-identical "
-                                   "and near-identical duplicates, conflicting labels, and overlap with a test folder.")
+    p = sub.add_parser(
+        "audit",
+        help=summary,
+        description="Audit a folder of class subfolders: class counts, unreadable files, byte-identical "
+        "and near-identical duplicates, conflicting labels, and overlap with a test folder.",
+    )
     p.add_argument("--data", required=True, type=Path, help="folder of class subfolders")
     p.add_argument("--test", type=Path, help="a test folder to check for images shared with --data")
-    p.add_argument("--out", type=Path, help="folder for audit.json and class_counts.png (default: audits/<data folder name>)")
-    p.add_argument("--conflicts", choices=[c.value for c in ConflictPolicy], default=ConflictPolicy.EXCLUDE.value,
-                   help="copies of one image with different labels: exclude them all (default) or keep one per label")
-    p.add_argument("--near-distance", type=int, default=NEAR_DUPLICATE_MAX_DISTANCE,
-                   help=f"max phash bit distance for near-duplicates (default {NEAR_DUPLICATE_MAX_DISTANCE})")
+    p.add_argument(
+        "--out", type=Path, help="folder for audit.json and class_counts.png (default: audits/<data folder name>)"
+    )
+    p.add_argument(
+        "--conflicts",
+        choices=[c.value for c in ConflictPolicy],
+        default=ConflictPolicy.EXCLUDE.value,
+        help="copies of one image with different labels: exclude them all (default) or keep one per label",
+    )
+    p.add_argument(
+        "--near-distance",
+        type=int,
+        default=NEAR_DUPLICATE_MAX_DISTANCE,
+        help=f"max phash bit distance for near-duplicates (default {NEAR_DUPLICATE_MAX_DISTANCE})",
+    )
     _add_metadata_options(p)
     _add_lookalikes_option(p)
     p.add_argument("--force", action="store_true", help="replace an existing audit in --out")
@@ -81,17 +118,29 @@ def _add_audit(sub: argparse._SubParsersAction, summary: str) -> None:
 def _add_lookalikes_option(p: argparse.ArgumentParser) -> None:
     from edgelesion.metrics import LOOKALIKES
 
-    p.add_argument("--lookalikes", type=_comma_list, default=LOOKALIKES, metavar="CLASS,CLASS",
-                   help="the classes melanoma is told from within each source and checked against for confounding "
-                        f"(default {','.join(LOOKALIKES)})")
+    p.add_argument(
+        "--lookalikes",
+        type=_comma_list,
+        default=LOOKALIKES,
+        metavar="CLASS,CLASS",
+        help="the classes melanoma is told from within each source and checked against for confounding "
+        f"(default {','.join(LOOKALIKES)})",
+    )
 
 
 def _run_audit(args: argparse.Namespace) -> int:
     from edgelesion.data.audit_report import run_audit
 
-    run_audit(args.data, args.out or Path("audits") / args.data.resolve().name, test_dir=args.test,
-              metadata=_metadata_spec(args), policy=args.conflicts, near_max_distance=args.near_distance,
-              lookalikes=args.lookalikes, force=args.force)
+    run_audit(
+        args.data,
+        args.out or Path("audits") / args.data.resolve().name,
+        test_dir=args.test,
+        metadata=_metadata_spec(args),
+        policy=args.conflicts,
+        near_max_distance=args.near_distance,
+        lookalikes=args.lookalikes,
+        force=args.force,
+    )
     return 0
 
 
@@ -105,40 +154,87 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     defaults, aug = TrainConfig(), AugmentConfig()
     recipe = "default: the model's recipe, see README"
     p.add_argument("--data", type=Path, help="folder of class subfolders (required unless --resume)")
-    p.add_argument("--model", choices=list_models(), default=defaults.model, help=f"architecture (default {defaults.model})")
-    p.add_argument("--weights", choices=["imagenet", "none"], default="imagenet",
-                   help="imagenet: start from the model's pretrained weights where it has them (default); none: from scratch")
-    p.add_argument("--image-size", type=int, help="input side in pixels (default: the model's, 180 for the seed models, 224 for efficientnet-lite0)")
-    p.add_argument("--epochs", type=int, help=f"epochs in all, head epochs included ({recipe}; seed models {defaults.epochs})")
+    p.add_argument(
+        "--model", choices=list_models(), default=defaults.model, help=f"architecture (default {defaults.model})"
+    )
+    p.add_argument(
+        "--weights",
+        choices=["imagenet", "none"],
+        default="imagenet",
+        help="imagenet: start from the model's pretrained weights where it has them (default); none: from scratch",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="input side in pixels (default: the model's, 180 for the seed models, 224 for efficientnet-lite0)",
+    )
+    p.add_argument(
+        "--epochs", type=int, help=f"epochs in all, head epochs included ({recipe}; seed models {defaults.epochs})"
+    )
     p.add_argument("--head-epochs", type=int, help=f"first epochs train only the classifier head ({recipe})")
     p.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
-    p.add_argument("--learning-rate", type=float, help=f"Adam, the whole network's peak rate ({recipe}; seed models {defaults.learning_rate})")
+    p.add_argument(
+        "--learning-rate",
+        type=float,
+        help=f"Adam, the whole network's peak rate ({recipe}; seed models {defaults.learning_rate})",
+    )
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, help=f"constant or cosine after warm-up ({recipe})")
     p.add_argument("--warmup-epochs", type=int, help=f"linear warm-up epochs ({recipe})")
     p.add_argument("--label-smoothing", type=float, help=f"({recipe})")
-    p.add_argument("--freeze-batchnorm", action=argparse.BooleanOptionalAction,
-                   help=f"keep BatchNorm statistics as pretrained ({recipe})")
-    p.add_argument("--online-augment", action=argparse.BooleanOptionalAction,
-                   help=f"flips, 90-degree turns, crop/zoom and colour jitter drawn fresh every epoch ({recipe})")
-    p.add_argument("--patience", type=int, help=f"stop after this many epochs without a better validation balanced accuracy, 0: never ({recipe})")
+    p.add_argument(
+        "--freeze-batchnorm",
+        action=argparse.BooleanOptionalAction,
+        help=f"keep BatchNorm statistics as pretrained ({recipe})",
+    )
+    p.add_argument(
+        "--online-augment",
+        action=argparse.BooleanOptionalAction,
+        help=f"flips, 90-degree turns, crop/zoom and colour jitter drawn fresh every epoch ({recipe})",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        help=f"stop after this many epochs without a better validation balanced accuracy, 0: never ({recipe})",
+    )
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed for the split, augmentation and training")
-    p.add_argument("--split-seed", type=int,
-                   help="seed for the split alone (default: --seed), so runs with other --seed values share one split")
-    p.add_argument("--rebalance", choices=[m.value for m in RebalanceMethod],
-                   help="augmentor: Augmentor copies of the training split (the seed's method, seed models' default); "
-                        "class-weights: weight the loss (efficientnet-lite0's default); none")
-    p.add_argument("--augment-target", default=aug.target,
-                   help="images per class after augmentation: 'max' (the largest class, default), 'seed' (+500 per class, "
-                        "as the seed project did), or a number")
-    p.add_argument("--max-copies", type=int, default=aug.max_copies_per_image,
-                   help=f"at most this many augmented copies of one image (default {aug.max_copies_per_image})")
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        help="seed for the split alone (default: --seed), so runs with other --seed values share one split",
+    )
+    p.add_argument(
+        "--rebalance",
+        choices=[m.value for m in RebalanceMethod],
+        help="augmentor: Augmentor copies of the training split (the seed's method, seed models' default); "
+        "class-weights: weight the loss (efficientnet-lite0's default); none",
+    )
+    p.add_argument(
+        "--augment-target",
+        default=aug.target,
+        help="images per class after augmentation: 'max' (the largest class, default), 'seed' (+500 per class, "
+        "as the seed project did), or a number",
+    )
+    p.add_argument(
+        "--max-copies",
+        type=int,
+        default=aug.max_copies_per_image,
+        help=f"at most this many augmented copies of one image (default {aug.max_copies_per_image})",
+    )
     p.add_argument("--flips", action="store_true", help="add random flips to the augmentation")
     p.add_argument("--zoom", action="store_true", help="add random zoom to the augmentation")
-    p.add_argument("--conflicts", choices=[c.value for c in ConflictPolicy], default=defaults.conflict_policy.value,
-                   help="copies of one image with different labels: exclude them all (default) or keep one per label")
+    p.add_argument(
+        "--conflicts",
+        choices=[c.value for c in ConflictPolicy],
+        default=defaults.conflict_policy.value,
+        help="copies of one image with different labels: exclude them all (default) or keep one per label",
+    )
     p.add_argument("--folds", type=int, default=defaults.folds, help="the data is cut into this many folds (default 5)")
-    p.add_argument("--min-support", type=int, default=defaults.min_support,
-                   help=f"classes with fewer validation images are listed, not scored (default {defaults.min_support})")
+    p.add_argument(
+        "--min-support",
+        type=int,
+        default=defaults.min_support,
+        help=f"classes with fewer validation images are listed, not scored (default {defaults.min_support})",
+    )
     _add_metadata_options(p)
     _add_lookalikes_option(p)
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
@@ -151,18 +247,34 @@ def _train_config(args: argparse.Namespace, **fixed: int) -> TrainConfig:
     from edgelesion.data.rebalance import AugmentConfig
     from edgelesion.train.config import TrainConfig
 
-    given = {"epochs": args.epochs, "head_epochs": args.head_epochs, "batch_size": args.batch_size,
-             "learning_rate": args.learning_rate, "lr_schedule": args.lr_schedule,
-             "warmup_epochs": args.warmup_epochs, "label_smoothing": args.label_smoothing,
-             "freeze_batchnorm": args.freeze_batchnorm, "patience": args.patience, "rebalance": args.rebalance}
+    given = {
+        "epochs": args.epochs,
+        "head_epochs": args.head_epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "lr_schedule": args.lr_schedule,
+        "warmup_epochs": args.warmup_epochs,
+        "label_smoothing": args.label_smoothing,
+        "freeze_batchnorm": args.freeze_batchnorm,
+        "patience": args.patience,
+        "rebalance": args.rebalance,
+    }
     try:
         config = TrainConfig.for_model(
-            args.model, pretrained=args.weights == "imagenet", seed=args.seed, split_seed=args.split_seed,
-            conflict_policy=args.conflicts, lookalikes=args.lookalikes,
-            folds=args.folds, min_support=args.min_support,
-            augment=AugmentConfig(target=args.augment_target, max_copies_per_image=args.max_copies,
-                                  flips=args.flips, zoom=args.zoom),
-            **{k: v for k, v in given.items() if v is not None}, **fixed)
+            args.model,
+            pretrained=args.weights == "imagenet",
+            seed=args.seed,
+            split_seed=args.split_seed,
+            conflict_policy=args.conflicts,
+            lookalikes=args.lookalikes,
+            folds=args.folds,
+            min_support=args.min_support,
+            augment=AugmentConfig(
+                target=args.augment_target, max_copies_per_image=args.max_copies, flips=args.flips, zoom=args.zoom
+            ),
+            **{k: v for k, v in given.items() if v is not None},
+            **fixed,
+        )
         if args.online_augment is not None:
             config = config.with_changes(online_augment=replace(config.online_augment, enabled=args.online_augment))
         if args.image_size is not None:
@@ -173,13 +285,20 @@ def _train_config(args: argparse.Namespace, **fixed: int) -> TrainConfig:
 
 
 def _add_train(sub: argparse._SubParsersAction, summary: str) -> None:
-    p = sub.add_parser("train", help=summary,
-                       description="Audit the data, split it by duplicate group, rebalance the training split, and "
-                                   "train with a checkpoint every epoch. Interrupted? Run again with --resume.")
+    p = sub.add_parser(
+        "train",
+        help=summary,
+        description="Audit the data, split it by duplicate group, rebalance the training split, and "
+        "train with a checkpoint every epoch. Interrupted? Run again with --resume.",
+    )
     p.add_argument("--out", required=True, type=Path, help="the run folder to create (or to resume)")
     _add_training_options(p)
     p.add_argument("--fold", type=int, default=0, help="which fold is validation (default 0)")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out with its recorded settings (the other options are not used)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out with its recorded settings (the other options are not used)",
+    )
     p.set_defaults(handler=_run_train)
 
 
@@ -201,21 +320,31 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_cv(sub: argparse._SubParsersAction, summary: str) -> None:
     from edgelesion.thresholds import TARGET_SENSITIVITY
 
-    p = sub.add_parser("cv", help=summary,
-                       description="Leak-free k-fold cross-validation on the audit's duplicate groups: one resumable "
-                                   "run folder per fold (OUT/fold-K), then a merge of the finished folds: per-fold "
-                                   "table, mean and sd, out-of-fold melanoma operating points and ROC curve. Run it "
-                                   "again to resume; --only-folds runs some folds now, the rest later.")
+    p = sub.add_parser(
+        "cv",
+        help=summary,
+        description="Leak-free k-fold cross-validation on the audit's duplicate groups: one resumable "
+        "run folder per fold (OUT/fold-K), then a merge of the finished folds: per-fold "
+        "table, mean and sd, out-of-fold melanoma operating points and ROC curve. Run it "
+        "again to resume; --only-folds runs some folds now, the rest later.",
+    )
     p.add_argument("--out", required=True, type=Path, help="the cross-validation folder to create or continue")
     _add_training_options(p)
     p.add_argument("--only-folds", help="comma-separated fold numbers to run now (default: every fold)")
     p.add_argument("--merge-only", action="store_true", help="train nothing: merge the folds finished so far")
-    p.add_argument("--leave-source-out", action="store_true",
-                   help="one fold per source holding melanoma and a look-alike: train on the other sources, score "
-                        "that one (needs --metadata with --source-column; --only-sources picks some)")
+    p.add_argument(
+        "--leave-source-out",
+        action="store_true",
+        help="one fold per source holding melanoma and a look-alike: train on the other sources, score "
+        "that one (needs --metadata with --source-column; --only-sources picks some)",
+    )
     p.add_argument("--only-sources", help="with --leave-source-out: comma-separated sources to hold out now")
-    p.add_argument("--melanoma-sensitivity", type=float, default=TARGET_SENSITIVITY,
-                   help=f"target sensitivity of the out-of-fold alert threshold (default {TARGET_SENSITIVITY})")
+    p.add_argument(
+        "--melanoma-sensitivity",
+        type=float,
+        default=TARGET_SENSITIVITY,
+        help=f"target sensitivity of the out-of-fold alert threshold (default {TARGET_SENSITIVITY})",
+    )
     p.set_defaults(handler=_run_cv)
 
 
@@ -238,16 +367,26 @@ def _run_cv(args: argparse.Namespace) -> int:
 
         metadata = _metadata_spec(args)
         if metadata is None or metadata.source_column is None:
-            raise EdgelesionError("--leave-source-out needs each image's source: pass --metadata CSV --source-column "
-                                  "COLUMN")
+            raise EdgelesionError(
+                "--leave-source-out needs each image's source: pass --metadata CSV --source-column COLUMN"
+            )
         if args.only_folds:
-            raise EdgelesionError("--only-folds picks k-fold folds: with --leave-source-out, pick sources with "
-                                  "--only-sources")
+            raise EdgelesionError(
+                "--only-folds picks k-fold folds: with --leave-source-out, pick sources with --only-sources"
+            )
         if args.melanoma_sensitivity != TARGET_SENSITIVITY:
-            raise EdgelesionError("--melanoma-sensitivity sets k-fold cv's out-of-fold threshold: a leave-source-out "
-                                  "fold takes its threshold from its own validation split, at the default target")
-        cross_validate_sources(args.data, args.out, _train_config(args), metadata,
-                               sources=_comma_list(args.only_sources) or None, force=args.force)
+            raise EdgelesionError(
+                "--melanoma-sensitivity sets k-fold cv's out-of-fold threshold: a leave-source-out "
+                "fold takes its threshold from its own validation split, at the default target"
+            )
+        cross_validate_sources(
+            args.data,
+            args.out,
+            _train_config(args),
+            metadata,
+            sources=_comma_list(args.only_sources) or None,
+            force=args.force,
+        )
         return 0
     if args.only_sources:
         raise EdgelesionError("--only-sources picks held-out sources: use it with --leave-source-out")
@@ -255,15 +394,25 @@ def _run_cv(args: argparse.Namespace) -> int:
         folds = None if args.only_folds is None else [int(k) for k in args.only_folds.split(",") if k.strip()]
     except ValueError as exc:
         raise EdgelesionError(f"--only-folds {args.only_folds!r}: write fold numbers such as 0,1") from exc
-    cross_validate(args.data, args.out, _train_config(args), folds=folds, metadata=_metadata_spec(args),
-                   force=args.force, target_sensitivity=args.melanoma_sensitivity)
+    cross_validate(
+        args.data,
+        args.out,
+        _train_config(args),
+        folds=folds,
+        metadata=_metadata_spec(args),
+        force=args.force,
+        target_sensitivity=args.melanoma_sensitivity,
+    )
     return 0
 
 
 def _add_evaluate(sub: argparse._SubParsersAction, summary: str) -> None:
-    p = sub.add_parser("evaluate", help=summary,
-                       description="Score a run's best model on its validation split, or on a test folder "
-                                   "(images shared with the training folder are removed and reported).")
+    p = sub.add_parser(
+        "evaluate",
+        help=summary,
+        description="Score a run's best model on its validation split, or on a test folder "
+        "(images shared with the training folder are removed and reported).",
+    )
     p.add_argument("run", type=Path, metavar="RUN", help="a run folder made by 'edgelesion train'")
     p.add_argument("--data", type=Path, help="a test folder of class subfolders (default: the run's validation split)")
     _add_metadata_options(p, "the --data test folder (the validation split uses the run's own)")
@@ -275,8 +424,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     metadata = _metadata_spec(args)
     if metadata is not None and args.data is None:
-        raise EdgelesionError("--metadata describes a test folder: pass it with --data (the validation split uses "
-                              "the metadata the run was trained with)")
+        raise EdgelesionError(
+            "--metadata describes a test folder: pass it with --data (the validation split uses "
+            "the metadata the run was trained with)"
+        )
     evaluate_run(args.run, args.data, metadata=metadata)
     return 0
 
@@ -287,34 +438,67 @@ def _add_export(sub: argparse._SubParsersAction, summary: str) -> None:
     from edgelesion.thresholds import TARGET_SENSITIVITY
 
     qat = QATConfig()
-    p = sub.add_parser("export", help=summary,
-                       description="Quantization-aware fine-tune, convert to TFLite and ONNX, check every artifact "
-                                   "against the Keras models on the validation split, and write a bundle.")
+    p = sub.add_parser(
+        "export",
+        help=summary,
+        description="Quantization-aware fine-tune, convert to TFLite and ONNX, check every artifact "
+        "against the Keras models on the validation split, and write a bundle.",
+    )
     p.add_argument("run", type=Path, metavar="RUN", help="a run folder made by 'edgelesion train'")
     p.add_argument("--out", required=True, type=Path, help="the bundle folder to create, e.g. export/model3")
-    p.add_argument("--artifacts", default=",".join(ARTIFACTS),
-                   help=f"comma-separated subset of {','.join(ARTIFACTS)} (default: all)")
-    p.add_argument("--int8", choices=INT8_METHODS, default="auto",
-                   help="how int8.tflite and int8.onnx are made: qat (quantization-aware fine-tune; int8.onnx is its "
-                        "int8.tflite converted), ptq (post-training: TFLite's, onnxruntime's), or auto (default: both, "
-                        "shipping for each artifact the one that agrees better with the float model)")
+    p.add_argument(
+        "--artifacts",
+        default=",".join(ARTIFACTS),
+        help=f"comma-separated subset of {','.join(ARTIFACTS)} (default: all)",
+    )
+    p.add_argument(
+        "--int8",
+        choices=INT8_METHODS,
+        default="auto",
+        help="how int8.tflite and int8.onnx are made: qat (quantization-aware fine-tune; int8.onnx is its "
+        "int8.tflite converted), ptq (post-training: TFLite's, onnxruntime's), or auto (default: both, "
+        "shipping for each artifact the one that agrees better with the float model)",
+    )
     p.add_argument("--qat-epochs", type=int, default=qat.epochs, help=f"QAT fine-tune epochs (default {qat.epochs})")
-    p.add_argument("--qat-learning-rate", type=float, default=qat.learning_rate,
-                   help=f"QAT Adam learning rate (default {qat.learning_rate})")
-    p.add_argument("--qat-target", choices=QAT_TARGETS, default=qat.target,
-                   help="what the QAT fine-tune fits: the training labels, or the float model's probabilities "
-                        f"(distillation) (default {qat.target})")
-    p.add_argument("--tolerance", action="append", default=[], metavar="ARTIFACT=AGREEMENT[,MAXDIFF]",
-                   help="override an artifact's overall top-1 agreement and max probability difference with the "
-                        "float model, e.g. int8.tflite=0.97 or float32.tflite=1.0,1e-3 (repeatable; int8 artifacts "
-                        "keep their checks on sure images and balanced accuracy)")
-    p.add_argument("--melanoma-sensitivity", type=float, default=TARGET_SENSITIVITY,
-                   help="target validation sensitivity of the melanoma alert threshold recorded in the bundle "
-                        f"(default {TARGET_SENSITIVITY})")
-    p.add_argument("--keep-failed", action="store_true", help="keep artifacts that miss their tolerance (marked in bundle.json)")
-    p.add_argument("--cv", type=Path, metavar="CV_DIR",
-                   help="an 'edgelesion cv' folder of this run's recipe, whose figures go in the model card "
-                        "(default: the folder around RUN when RUN is one of its folds)")
+    p.add_argument(
+        "--qat-learning-rate",
+        type=float,
+        default=qat.learning_rate,
+        help=f"QAT Adam learning rate (default {qat.learning_rate})",
+    )
+    p.add_argument(
+        "--qat-target",
+        choices=QAT_TARGETS,
+        default=qat.target,
+        help="what the QAT fine-tune fits: the training labels, or the float model's probabilities "
+        f"(distillation) (default {qat.target})",
+    )
+    p.add_argument(
+        "--tolerance",
+        action="append",
+        default=[],
+        metavar="ARTIFACT=AGREEMENT[,MAXDIFF]",
+        help="override an artifact's overall top-1 agreement and max probability difference with the "
+        "float model, e.g. int8.tflite=0.97 or float32.tflite=1.0,1e-3 (repeatable; int8 artifacts "
+        "keep their checks on sure images and balanced accuracy)",
+    )
+    p.add_argument(
+        "--melanoma-sensitivity",
+        type=float,
+        default=TARGET_SENSITIVITY,
+        help="target validation sensitivity of the melanoma alert threshold recorded in the bundle "
+        f"(default {TARGET_SENSITIVITY})",
+    )
+    p.add_argument(
+        "--keep-failed", action="store_true", help="keep artifacts that miss their tolerance (marked in bundle.json)"
+    )
+    p.add_argument(
+        "--cv",
+        type=Path,
+        metavar="CV_DIR",
+        help="an 'edgelesion cv' folder of this run's recipe, whose figures go in the model card "
+        "(default: the folder around RUN when RUN is one of its folds)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.set_defaults(handler=_run_export)
 
@@ -331,8 +515,11 @@ def _parse_tolerances(items: list[str]) -> dict:
             if name not in tolerances:
                 raise ValueError(f"unknown artifact {name!r}")
             agreement, _, max_diff = value.partition(",")
-            tolerances[name] = replace(tolerances[name], min_top1_agreement=float(agreement),
-                                       max_prob_diff=float(max_diff) if max_diff else None)
+            tolerances[name] = replace(
+                tolerances[name],
+                min_top1_agreement=float(agreement),
+                max_prob_diff=float(max_diff) if max_diff else None,
+            )
         except ValueError as exc:
             raise EdgelesionError(f"--tolerance {item!r}: {exc}; write ARTIFACT=AGREEMENT[,MAXDIFF]") from exc
     return tolerances
@@ -346,8 +533,11 @@ def _run_export(args: argparse.Namespace) -> int:
         options = ExportOptions(
             artifacts=tuple(a.strip() for a in args.artifacts.split(",") if a.strip()),
             qat=QATConfig(epochs=args.qat_epochs, learning_rate=args.qat_learning_rate, target=args.qat_target),
-            tolerances=_parse_tolerances(args.tolerance), keep_failed=args.keep_failed,
-            melanoma_sensitivity=args.melanoma_sensitivity, int8=args.int8, cv_dir=args.cv,
+            tolerances=_parse_tolerances(args.tolerance),
+            keep_failed=args.keep_failed,
+            melanoma_sensitivity=args.melanoma_sensitivity,
+            int8=args.int8,
+            cv_dir=args.cv,
         )
     except ValueError as exc:
         raise EdgelesionError(f"bad export option: {exc}") from exc
@@ -359,37 +549,55 @@ def _add_predict(sub: argparse._SubParsersAction, summary: str) -> None:
     from edgelesion.infer.inference import ALERT_RECHECK_MARGIN, RECHECK_MARGIN
     from edgelesion.infer.predicting import FORMATS
 
-    p = sub.add_parser("predict", help=summary,
-                       description="Classify image files and folders (recursively) with an exported bundle, using the "
-                                   "bundle's own preprocessing. Every file gets a row: images are recognised by "
-                                   "content (JPEG, PNG, BMP, GIF, TIFF, WebP), anything else gets an error row, never "
-                                   "a silent skip; images under half the model's input side get a warning.",
-                       epilog="exit status: 0 every input classified, 1 some inputs could not be (their rows say "
-                              "why), 2 bad usage or an unusable bundle")
+    p = sub.add_parser(
+        "predict",
+        help=summary,
+        description="Classify image files and folders (recursively) with an exported bundle, using the "
+        "bundle's own preprocessing. Every file gets a row: images are recognised by "
+        "content (JPEG, PNG, BMP, GIF, TIFF, WebP), anything else gets an error row, never "
+        "a silent skip; images under half the model's input side get a warning.",
+        epilog="exit status: 0 every input classified, 1 some inputs could not be (their rows say "
+        "why), 2 bad usage or an unusable bundle",
+    )
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a bundle folder made by 'edgelesion export'")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
-    p.add_argument("--artifact", default="int8.tflite",
-                   help="which artifact to run (default int8.tflite, the phone file; on x86 CPUs without VNNI "
-                        "int8.onnx is faster: 'edgelesion benchmark' measures each on this machine)")
+    p.add_argument(
+        "--artifact",
+        default="int8.tflite",
+        help="which artifact to run (default int8.tflite, the phone file; on x86 CPUs without VNNI "
+        "int8.onnx is faster: 'edgelesion benchmark' measures each on this machine)",
+    )
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     p.add_argument("--out", type=Path, help="write the output to this file (atomically) instead of the terminal")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument("--batch-size", type=int, default=32, help="images per inference batch (default 32)")
     p.add_argument("--threads", type=int, help="inference threads (default: all cores)")
-    p.add_argument("--full-decode", action="store_true",
-                   help="decode every JPEG in full (exact, slower on large photos) instead of decoding large ones "
-                        "reduced in the DCT domain, as the bundle's input spec says (an answer whose top two "
-                        f"probabilities are within {RECHECK_MARGIN}, or whose melanoma probability is within "
-                        f"{ALERT_RECHECK_MARGIN} log-odds of the alert threshold, is then decided again from the full "
-                        "decode)")
+    p.add_argument(
+        "--full-decode",
+        action="store_true",
+        help="decode every JPEG in full (exact, slower on large photos) instead of decoding large ones "
+        "reduced in the DCT domain, as the bundle's input spec says (an answer whose top two "
+        f"probabilities are within {RECHECK_MARGIN}, or whose melanoma probability is within "
+        f"{ALERT_RECHECK_MARGIN} log-odds of the alert threshold, is then decided again from the full "
+        "decode)",
+    )
     p.set_defaults(handler=_run_predict)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     from edgelesion.infer.predicting import run_predict
 
-    rows = run_predict(args.bundle, args.paths, artifact=args.artifact, output_format=args.format, out=args.out,
-                       force=args.force, batch_size=args.batch_size, threads=args.threads, full_decode=args.full_decode)
+    rows = run_predict(
+        args.bundle,
+        args.paths,
+        artifact=args.artifact,
+        output_format=args.format,
+        out=args.out,
+        force=args.force,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        full_decode=args.full_decode,
+    )
     return 1 if any(row["error"] for row in rows) else 0
 
 
@@ -397,22 +605,44 @@ def _add_benchmark(sub: argparse._SubParsersAction, summary: str) -> None:
     from edgelesion.bench.benchmarking import BenchmarkConfig
 
     defaults = BenchmarkConfig()
-    p = sub.add_parser("benchmark", help=summary,
-                       description="For every artifact of a bundle and the float Keras baseline: accuracy with "
-                                   "intervals, single-image latency (1 thread and all cores), throughput, size, load "
-                                   "time and memory. Several bundles are compared in one table and chart.")
-    p.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE", help="bundle folder(s) made by 'edgelesion export'")
-    p.add_argument("--run", type=Path, metavar="RUN", help="the training run the bundle was exported from (default: "
-                   "where bundle.json records it, relative to the bundle); one bundle only")
-    p.add_argument("--data", type=Path, help="evaluation folder of class subfolders (default: the run's validation split)")
+    p = sub.add_parser(
+        "benchmark",
+        help=summary,
+        description="For every artifact of a bundle and the float Keras baseline: accuracy with "
+        "intervals, single-image latency (1 thread and all cores), throughput, size, load "
+        "time and memory. Several bundles are compared in one table and chart.",
+    )
+    p.add_argument(
+        "bundles", nargs="+", type=Path, metavar="BUNDLE", help="bundle folder(s) made by 'edgelesion export'"
+    )
+    p.add_argument(
+        "--run",
+        type=Path,
+        metavar="RUN",
+        help="the training run the bundle was exported from (default: "
+        "where bundle.json records it, relative to the bundle); one bundle only",
+    )
+    p.add_argument(
+        "--data", type=Path, help="evaluation folder of class subfolders (default: the run's validation split)"
+    )
     _add_metadata_options(p, "the --data folder (the validation split uses the sources its export recorded)")
-    p.add_argument("--out", type=Path, help="folder for benchmark.json, benchmark.md and charts "
-                                            "(default: BUNDLE-benchmark, or benchmark-comparison for several)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="folder for benchmark.json, benchmark.md and charts "
+        "(default: BUNDLE-benchmark, or benchmark-comparison for several)",
+    )
     p.add_argument("--runs", type=int, default=defaults.runs, help=f"timed single-image runs (default {defaults.runs})")
-    p.add_argument("--warmup", type=int, default=defaults.warmup, help=f"untimed warm-up runs (default {defaults.warmup})")
-    p.add_argument("--processes", type=int, default=defaults.latency_processes,
-                   help="fresh processes to time each artifact's 1-thread latency in; the median one is reported "
-                        f"(default {defaults.latency_processes}; one process's median can be off by +-15%%)")
+    p.add_argument(
+        "--warmup", type=int, default=defaults.warmup, help=f"untimed warm-up runs (default {defaults.warmup})"
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=defaults.latency_processes,
+        help="fresh processes to time each artifact's 1-thread latency in; the median one is reported "
+        f"(default {defaults.latency_processes}; one process's median can be off by +-15%%)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing --out folder's results")
     p.set_defaults(handler=_run_benchmark)
 
@@ -421,20 +651,25 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     from edgelesion.bench.benchmarking import BenchmarkConfig, compare_bundles, run_benchmark
 
     several = len(args.bundles) > 1
-    out = args.out or (Path("benchmark-comparison") if several else args.bundles[0].with_name(
-        args.bundles[0].name + "-benchmark"))
+    out = args.out or (
+        Path("benchmark-comparison") if several else args.bundles[0].with_name(args.bundles[0].name + "-benchmark")
+    )
     if out.exists() and not args.force:
         raise EdgelesionError(f"{out} already exists: choose another --out or pass --force")
     if args.processes < 1:
         raise EdgelesionError(f"--processes {args.processes}: time in at least 1 process")
     config = BenchmarkConfig(runs=args.runs, warmup=args.warmup, latency_processes=args.processes)
     if several and args.run:
-        raise EdgelesionError("--run names the run of one bundle: benchmark the bundles one at a time, or keep each "
-                              "bundle where its run is recorded (relative to the bundle)")
+        raise EdgelesionError(
+            "--run names the run of one bundle: benchmark the bundles one at a time, or keep each "
+            "bundle where its run is recorded (relative to the bundle)"
+        )
     metadata = _metadata_spec(args)
     if metadata is not None and args.data is None:
-        raise EdgelesionError("--metadata describes an evaluation folder: pass it with --data (the validation split "
-                              "uses the sources its export recorded)")
+        raise EdgelesionError(
+            "--metadata describes an evaluation folder: pass it with --data (the validation split "
+            "uses the sources its export recorded)"
+        )
     if several:
         compare_bundles(args.bundles, out, data_dir=args.data, metadata=metadata, config=config)
     else:
@@ -483,8 +718,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgelesion {args.command}: check failed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        hint = {"train": f"; continue with: edgelesion train --resume --out {args.out}",
-                "cv": f"; continue with the same 'edgelesion cv' command (out: {args.out})"}.get(args.command, "")
+        hint = {
+            "train": f"; continue with: edgelesion train --resume --out {args.out}",
+            "cv": f"; continue with the same 'edgelesion cv' command (out: {args.out})",
+        }.get(args.command, "")
         print(f"\nedgelesion {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 

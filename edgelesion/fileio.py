@@ -27,8 +27,10 @@ def _umask() -> int:
 
 # Every temporary file or folder beside a target is named .TARGET.owner-HOST-PID.RANDOM.KIND, so that a later
 # command can tell one whose process was killed (removed) from one still in use (kept).
-_OWNED = re.compile(r"^\.(?P<target>.+)\.owner-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.(?P<random>[^.]+)\."
-                    r"(?P<kind>staging|old|tmp.*)$")
+_OWNED = re.compile(
+    r"^\.(?P<target>.+)\.owner-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.(?P<random>[^.]+)\."
+    r"(?P<kind>staging|old|tmp.*)$"
+)
 
 
 def _host() -> str:
@@ -60,16 +62,26 @@ def remove_litter(target: Path) -> list[Path]:
         return handled
     for entry in target.parent.iterdir():
         match = _OWNED.match(entry.name)
-        if not match or match["target"] != target.name or match["host"] != _host() or not _process_gone(int(match["pid"])):
+        if (
+            not match
+            or match["target"] != target.name
+            or match["host"] != _host()
+            or not _process_gone(int(match["pid"]))
+        ):
             continue
         try:  # another command may be cleaning the same place
             if match["kind"] == "old" and not target.exists():
                 os.replace(entry, target)
-                print(f"put back {target}: a replacement was interrupted (process {match['pid']} stopped) after the "
-                      "old copy was moved aside", file=sys.stderr)
+                print(
+                    f"put back {target}: a replacement was interrupted (process {match['pid']} stopped) after the "
+                    "old copy was moved aside",
+                    file=sys.stderr,
+                )
             else:
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-                print(f"removed {entry}: left by process {match['pid']}, which stopped before finishing", file=sys.stderr)
+                print(
+                    f"removed {entry}: left by process {match['pid']}, which stopped before finishing", file=sys.stderr
+                )
         except FileNotFoundError:
             continue
         handled.append(entry)
@@ -156,5 +168,7 @@ def ensure_outside(out: str | os.PathLike, data_root: str | os.PathLike, flag: s
     """Refuse an output folder inside the user's dataset folder: edgelesion never writes there."""
     out_path, root = Path(out).resolve(), Path(data_root).resolve()
     if out_path == root or root in out_path.parents:
-        raise EdgelesionError(f"{flag} {out} is inside the dataset folder {data_root}: edgelesion never writes "
-                              "there; choose a folder outside it")
+        raise EdgelesionError(
+            f"{flag} {out} is inside the dataset folder {data_root}: edgelesion never writes "
+            "there; choose a folder outside it"
+        )

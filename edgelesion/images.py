@@ -111,5 +111,7 @@ def small_image_warning(size: tuple[int, int], model_side: int) -> str | None:
     model sees blur, and its answer is unreliable); None otherwise."""
     if 2 * min(size) >= model_side:
         return None
-    return (f"only {size[0]}x{size[1]} pixels, under half the model's {model_side}-pixel input side: "
-            "the result is unreliable")
+    return (
+        f"only {size[0]}x{size[1]} pixels, under half the model's {model_side}-pixel input side: "
+        "the result is unreliable"
+    )

@@ -52,12 +52,22 @@ def calibration_bins(y_true: np.ndarray, probabilities: np.ndarray, bins: int = 
     confidence = np.asarray(probabilities).max(axis=1)
     correct = np.asarray(probabilities).argmax(axis=1) == np.asarray(y_true)
     which = np.minimum((confidence * bins).astype(int), bins - 1)
-    rows = [{"low": b / bins, "high": (b + 1) / bins, "n": int((which == b).sum()),
-             "confidence": float(confidence[which == b].mean()) if (which == b).any() else None,
-             "accuracy": float(correct[which == b].mean()) if (which == b).any() else None}
-            for b in range(bins)]
+    rows = [
+        {
+            "low": b / bins,
+            "high": (b + 1) / bins,
+            "n": int((which == b).sum()),
+            "confidence": float(confidence[which == b].mean()) if (which == b).any() else None,
+            "accuracy": float(correct[which == b].mean()) if (which == b).any() else None,
+        }
+        for b in range(bins)
+    ]
     ece = sum(r["n"] * abs(r["accuracy"] - r["confidence"]) for r in rows if r["n"]) / max(1, len(confidence))
-    return {"expected_calibration_error": float(ece), "bins": rows, "method": f"{bins} equal-width top-1 confidence bins"}
+    return {
+        "expected_calibration_error": float(ece),
+        "bins": rows,
+        "method": f"{bins} equal-width top-1 confidence bins",
+    }
 
 
 def balanced_accuracy_interval(
@@ -71,14 +81,28 @@ def balanced_accuracy_interval(
     def mean_recall(*samples: np.ndarray, axis: int) -> np.ndarray:
         return np.mean([s.mean(axis=axis) for s in samples], axis=0)
 
-    result = bootstrap(tuple(correct), mean_recall, n_resamples=BOOTSTRAP_RESAMPLES, vectorized=True,
-                       method="percentile", rng=np.random.default_rng(seed))
+    result = bootstrap(
+        tuple(correct),
+        mean_recall,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        vectorized=True,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
 
 
-def paired_difference(labels: np.ndarray, baseline: np.ndarray, candidate: np.ndarray, scored: list[int],
-                      positive: int | None, *, views: int = 1, resamples: int = BOOTSTRAP_RESAMPLES,
-                      seed: int = 0) -> dict[str, Any]:
+def paired_difference(
+    labels: np.ndarray,
+    baseline: np.ndarray,
+    candidate: np.ndarray,
+    scored: list[int],
+    positive: int | None,
+    *,
+    views: int = 1,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Candidate minus baseline (probabilities, arg-max) in balanced accuracy and melanoma sensitivity, with paired
     bootstrap 95% intervals: both are resampled on the same images, so the interval is that of the difference.
 
@@ -89,7 +113,7 @@ def paired_difference(labels: np.ndarray, baseline: np.ndarray, candidate: np.nd
     # per image: +1 where only the candidate is right, -1 where only the baseline is; a class's recall difference
     # is this mean over its images, so each resample costs a few means, not a metric library call
     tiled = np.tile(labels, views)
-    gain = ((candidate.argmax(1) == tiled).astype(float) - (baseline.argmax(1) == tiled).astype(float))
+    gain = (candidate.argmax(1) == tiled).astype(float) - (baseline.argmax(1) == tiled).astype(float)
     gain = gain.reshape(views, len(labels)).mean(axis=0)
     present = np.unique(labels)
     by_class = [np.flatnonzero(labels == c) for c in present]
@@ -102,16 +126,20 @@ def paired_difference(labels: np.ndarray, baseline: np.ndarray, candidate: np.nd
 
     point = deltas(np.array([gain[ix].mean() for ix in by_class]))
     # resample within each class so every scored class stays present
-    samples = np.array([deltas(np.array([gain[rng.choice(ix, len(ix))].mean() for ix in by_class]))
-                        for _ in range(resamples)])
+    samples = np.array(
+        [deltas(np.array([gain[rng.choice(ix, len(ix))].mean() for ix in by_class])) for _ in range(resamples)]
+    )
 
     def estimate(column: int) -> dict[str, Any] | None:
         if np.isnan(point[column]):  # no melanoma in the evaluation set
             return None
         return {"value": float(point[column]), "ci95": np.percentile(samples[:, column], [2.5, 97.5]).tolist()}
 
-    return {"delta_balanced_accuracy": estimate(0), "delta_melanoma_sensitivity": estimate(1),
-            "method": f"paired, class-stratified bootstrap, {resamples} resamples"}
+    return {
+        "delta_balanced_accuracy": estimate(0),
+        "delta_melanoma_sensitivity": estimate(1),
+        "method": f"paired, class-stratified bootstrap, {resamples} resamples",
+    }
 
 
 def classification_metrics(
@@ -138,9 +166,15 @@ def classification_metrics(
     else:
         scored = [class_names.index(name) for name in scored_classes]
     unscored = [
-        {"class": class_names[c], "n": int(support[c]),
-         "reason": f"fewer than {min_support} images to score" if support[c] < min_support else "outside the stated class set"}
-        for c in range(n_classes) if c not in scored
+        {
+            "class": class_names[c],
+            "n": int(support[c]),
+            "reason": f"fewer than {min_support} images to score"
+            if support[c] < min_support
+            else "outside the stated class set",
+        }
+        for c in range(n_classes)
+        if c not in scored
     ]
     precision, recall, f1, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=list(range(n_classes)), zero_division=0
@@ -167,7 +201,9 @@ def classification_metrics(
         pos = class_names.index(positive_class)
         is_pos, said_pos = y_true == pos, y_pred == pos
         metrics[f"{positive_class}_sensitivity"] = wilson_interval(int((is_pos & said_pos).sum()), int(is_pos.sum()))
-        metrics[f"{positive_class}_specificity"] = wilson_interval(int((~is_pos & ~said_pos).sum()), int((~is_pos).sum()))
+        metrics[f"{positive_class}_specificity"] = wilson_interval(
+            int((~is_pos & ~said_pos).sum()), int((~is_pos).sum())
+        )
     metrics["accuracy"] = wilson_interval(int((y_pred == y_true).sum()), len(y_true))
     metrics["n_images"] = int(len(y_true))
     metrics["per_class"] = per_class
@@ -204,12 +240,16 @@ def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
         if key.endswith("_sensitivity") or key.endswith("_specificity"):
             lines.append(f"  {key.replace('_', ' '):<21} {format_estimate(metrics[key])}  (arg-max)")
     if alert := metrics.get("melanoma_alert"):
-        lines.append(f"  melanoma alert at p >= {alert['threshold']:.3f}: sensitivity {format_estimate(alert['sensitivity'])}, "
-                     f"specificity {format_estimate(alert['specificity'])}")
+        lines.append(
+            f"  melanoma alert at p >= {alert['threshold']:.3f}: sensitivity {format_estimate(alert['sensitivity'])}, "
+            f"specificity {format_estimate(alert['specificity'])}"
+        )
     lines.append(f"  accuracy              {format_estimate(metrics['accuracy'])}")
     if "calibration" in metrics:
-        lines.append(f"  expected calibration error {metrics['calibration']['expected_calibration_error']:.3f} "
-                     "(top-1 confidence against accuracy)")
+        lines.append(
+            f"  expected calibration error {metrics['calibration']['expected_calibration_error']:.3f} "
+            "(top-1 confidence against accuracy)"
+        )
     lines.append(f"  {'class':<28} {'n':>4}  {'recall [95% CI]':<24} {'precision':>9} {'f1':>6}")
     for name, row in metrics["per_class"].items():
         recall = format_estimate({k: v for k, v in row["recall"].items() if k != "n"})

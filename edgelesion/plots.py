@@ -45,9 +45,11 @@ def training_curves_chart(history: list[dict[str, float]], target: Path) -> None
     loss_axis.plot(epochs, [r["val_loss"] for r in history], label="validation loss")
     loss_axis.set_xlabel("epoch")
     loss_axis.legend()
-    for key, label in (("val_balanced_accuracy", "validation balanced accuracy"),
-                       ("val_melanoma_sensitivity", "validation melanoma sensitivity"),
-                       ("accuracy", "training accuracy")):
+    for key, label in (
+        ("val_balanced_accuracy", "validation balanced accuracy"),
+        ("val_melanoma_sensitivity", "validation melanoma sensitivity"),
+        ("accuracy", "training accuracy"),
+    ):
         values = [r.get(key) for r in history]
         if any(v is not None for v in values):
             metric_axis.plot(epochs, [np.nan if v is None else v for v in values], label=label)
@@ -87,8 +89,9 @@ def cv_folds_chart(values: dict[str, list[float | None]], target: Path, title: s
     _save(figure, target)
 
 
-def melanoma_roc_chart(is_positive: np.ndarray, scores: np.ndarray, points: list[tuple[float, float, str]],
-                       target: Path, title: str) -> None:
+def melanoma_roc_chart(
+    is_positive: np.ndarray, scores: np.ndarray, points: list[tuple[float, float, str]], target: Path, title: str
+) -> None:
     """The ROC curve of one class against the rest, with operating points as (specificity, sensitivity, label)."""
     from sklearn.metrics import RocCurveDisplay
 
@@ -115,14 +118,20 @@ def _reliability_axes(size: tuple[float, float]) -> tuple[plt.Figure, plt.Axes]:
     return figure, axis
 
 
-def reliability_curves_chart(curves: dict[str, tuple[list[dict[str, float | None]], float]], target: Path,
-                             title: str) -> None:
+def reliability_curves_chart(
+    curves: dict[str, tuple[list[dict[str, float | None]], float]], target: Path, title: str
+) -> None:
     """Accuracy against top-1 confidence, one line per model (name: (bins, expected calibration error))."""
     figure, axis = _reliability_axes((5.5, 5))
     for name, (bins, ece) in curves.items():
         used = [b for b in bins if b["n"]]
-        axis.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], "o-", markersize=3,
-                  label=f"{name} (ECE {ece:.3f})")
+        axis.plot(
+            [b["confidence"] for b in used],
+            [b["accuracy"] for b in used],
+            "o-",
+            markersize=3,
+            label=f"{name} (ECE {ece:.3f})",
+        )
     axis.legend(loc="upper left", fontsize=7)
     axis.set_title(title, fontsize=9)
     _save(figure, target)
@@ -133,8 +142,15 @@ def reliability_chart(bins: list[dict[str, float | None]], ece: float, target: P
     used = [b for b in bins if b["n"]]
     figure, axis = _reliability_axes((5, 5))
     width = used[0]["high"] - used[0]["low"] if used else 0.1
-    axis.bar([b["low"] for b in used], [b["accuracy"] for b in used], width=width, align="edge",
-             edgecolor="#08519c", color="#9ecae1", label="accuracy")
+    axis.bar(
+        [b["low"] for b in used],
+        [b["accuracy"] for b in used],
+        width=width,
+        align="edge",
+        edgecolor="#08519c",
+        color="#9ecae1",
+        label="accuracy",
+    )
     axis.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], "o", color="#08519c", markersize=3)
     for b in used:
         axis.annotate(str(b["n"]), (b["low"] + width / 2, 0.02), ha="center", fontsize=6)

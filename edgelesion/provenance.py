@@ -15,15 +15,29 @@ from typing import Any
 PACKAGE_ROOT = Path(__file__).resolve().parent  # the edgelesion package folder
 
 TRACKED_PACKAGES = (
-    "numpy", "pillow", "onnxruntime", "ai-edge-litert", "tensorflow", "tf-keras",
-    "tensorflow-model-optimization", "tf2onnx", "onnx", "Augmentor", "imagehash",
-    "scikit-learn", "scipy", "matplotlib",
+    "numpy",
+    "pillow",
+    "onnxruntime",
+    "ai-edge-litert",
+    "tensorflow",
+    "tf-keras",
+    "tensorflow-model-optimization",
+    "tf2onnx",
+    "onnx",
+    "Augmentor",
+    "imagehash",
+    "scikit-learn",
+    "scipy",
+    "matplotlib",
 )
 
 
 def library_versions() -> dict[str, str | None]:
     """Installed versions of the libraries edgelesion's results depend on (None if absent)."""
-    versions: dict[str, str | None] = {"python": platform.python_version(), "edgelesion": metadata.version("edgelesion")}
+    versions: dict[str, str | None] = {
+        "python": platform.python_version(),
+        "edgelesion": metadata.version("edgelesion"),
+    }
     for name in TRACKED_PACKAGES:
         try:
             versions[name] = metadata.version(name)
@@ -36,10 +50,17 @@ def git_commit() -> str | None:
     """The commit of the edgelesion source in use, with '-dirty' if it has uncommitted changes."""
     source = PACKAGE_ROOT.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=source,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("-dirty" if dirty else "")
@@ -57,8 +78,20 @@ def cpu_model() -> str:
 
 
 # x86 "flags" and ARM "Features" in /proc/cpuinfo: asimddp is ARM's int8 dot product, i8mm its int8 matrix multiply
-SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8",
-              "asimd", "asimddp", "i8mm")
+SIMD_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_int8",
+    "asimd",
+    "asimddp",
+    "i8mm",
+)
 
 
 def cpu_flags() -> list[str]:
@@ -84,8 +117,10 @@ def int8_instructions(flags: list[str]) -> str:
     if named:
         return f"{', '.join(named)}: int8 dot products in one instruction, so int8 models can run well ahead of float32"
     if "avx2" in flags:
-        return ("AVX2 only (no VNNI): 8-bit products are added in pairs into 16 bits and widened in extra steps, "
-                "so int8 runs at best a little faster than float32 here, often no faster")
+        return (
+            "AVX2 only (no VNNI): 8-bit products are added in pairs into 16 bits and widened in extra steps, "
+            "so int8 runs at best a little faster than float32 here, often no faster"
+        )
     return "no int8 dot-product instructions detected"
 
 

@@ -30,8 +30,12 @@ def auc_estimate(positive_scores: np.ndarray, negative_scores: np.ndarray) -> di
     auc = float(roc_auc_score(labels, np.r_[positive_scores, negative_scores]))
     q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
     se = np.sqrt(max(0.0, auc * (1 - auc) + (n1 - 1) * (q1 - auc**2) + (n2 - 1) * (q2 - auc**2)) / (n1 * n2))
-    return {"value": auc, "ci95": [float(max(0.0, auc - 1.96 * se)), float(min(1.0, auc + 1.96 * se))],
-            "n_positive": n1, "n_negative": n2}
+    return {
+        "value": auc,
+        "ci95": [float(max(0.0, auc - 1.96 * se)), float(min(1.0, auc + 1.96 * se))],
+        "n_positive": n1,
+        "n_negative": n2,
+    }
 
 
 def lookalike_indices(classes: Sequence[str], lookalikes: Sequence[str]) -> dict[str, int]:
@@ -39,13 +43,21 @@ def lookalike_indices(classes: Sequence[str], lookalikes: Sequence[str]) -> dict
     return {name: list(classes).index(name) for name in lookalikes if name in classes}
 
 
-def mixed_sources(labels: np.ndarray, sources: Sequence[str], positive: int, lookalikes: Sequence[int],
-                  min_images: int = MIN_PER_SOURCE) -> list[str]:
+def mixed_sources(
+    labels: np.ndarray,
+    sources: Sequence[str],
+    positive: int,
+    lookalikes: Sequence[int],
+    min_images: int = MIN_PER_SOURCE,
+) -> list[str]:
     """The sources holding at least `min_images` of the positive class and of some look-alike, sorted."""
     labels, sources = np.asarray(labels), np.asarray(sources)
-    return sorted(str(s) for s in np.unique(sources)
-                  if (labels[sources == s] == positive).sum() >= min_images
-                  and any((labels[sources == s] == k).sum() >= min_images for k in lookalikes))
+    return sorted(
+        str(s)
+        for s in np.unique(sources)
+        if (labels[sources == s] == positive).sum() >= min_images
+        and any((labels[sources == s] == k).sum() >= min_images for k in lookalikes)
+    )
 
 
 def too_few_reason(labels: np.ndarray, indices: dict[str, int], min_images: int = MIN_PER_SOURCE) -> str:
@@ -55,13 +67,20 @@ def too_few_reason(labels: np.ndarray, indices: dict[str, int], min_images: int 
     return f"{counts}: fewer than {min_images} of {next(iter(indices))} and of a look-alike"
 
 
-def _figures(scores: np.ndarray, labels: np.ndarray, alert: np.ndarray | None, positive: int,
-             lookalikes: dict[str, int], min_images: int) -> dict[str, Any]:
+def _figures(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    alert: np.ndarray | None,
+    positive: int,
+    lookalikes: dict[str, int],
+    min_images: int,
+) -> dict[str, Any]:
     is_positive = labels == positive
     result: dict[str, Any] = {
         "n_positive": int(is_positive.sum()),
-        "alert_sensitivity": None if alert is None else wilson_interval(int((alert & is_positive).sum()),
-                                                                        int(is_positive.sum())),
+        "alert_sensitivity": None
+        if alert is None
+        else wilson_interval(int((alert & is_positive).sum()), int(is_positive.sum())),
         "lookalikes": {},
     }
     for name, index in lookalikes.items():
@@ -69,17 +88,25 @@ def _figures(scores: np.ndarray, labels: np.ndarray, alert: np.ndarray | None, p
         if is_lookalike.sum() < min_images:
             continue
         result["lookalikes"][name] = {
-            "n": int(is_lookalike.sum()), "auc": auc_estimate(scores[is_positive], scores[is_lookalike]),
-            "alert_specificity": None if alert is None else wilson_interval(int((~alert & is_lookalike).sum()),
-                                                                            int(is_lookalike.sum())),
+            "n": int(is_lookalike.sum()),
+            "auc": auc_estimate(scores[is_positive], scores[is_lookalike]),
+            "alert_specificity": None
+            if alert is None
+            else wilson_interval(int((~alert & is_lookalike).sum()), int(is_lookalike.sum())),
         }
     return result
 
 
-def within_source_figures(probabilities: np.ndarray, labels: np.ndarray, classes: Sequence[str],
-                          sources: Sequence[str], positive_class: str, lookalikes: Sequence[str],
-                          thresholds: float | np.ndarray | None = None,
-                          min_images: int = MIN_PER_SOURCE) -> dict[str, Any] | None:
+def within_source_figures(
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    sources: Sequence[str],
+    positive_class: str,
+    lookalikes: Sequence[str],
+    thresholds: float | np.ndarray | None = None,
+    min_images: int = MIN_PER_SOURCE,
+) -> dict[str, Any] | None:
     """The positive class's AUC against each look-alike, and the alert's sensitivity and its specificity on each
     look-alike, pooled and within every source holding at least `min_images` of both; sentences where they part.
 
@@ -99,21 +126,33 @@ def within_source_figures(probabilities: np.ndarray, labels: np.ndarray, classes
     for source in sorted(set(sources.tolist())):
         inside = sources == source
         if source in mixed:
-            scored[source] = _figures(scores[inside], labels[inside], None if alert is None else alert[inside],
-                                      positive, known, min_images)
+            scored[source] = _figures(
+                scores[inside], labels[inside], None if alert is None else alert[inside], positive, known, min_images
+            )
         else:
             not_scored[source] = too_few_reason(labels[inside], {positive_class: positive, **known}, min_images)
-    result = {"positive_class": positive_class, "lookalikes": list(known), "min_images": min_images,
-              "method": f"{AUC_METHOD}; alert figures with 95% Wilson intervals", "pooled": pooled,
-              "sources": scored, "not_scored": not_scored}
+    result = {
+        "positive_class": positive_class,
+        "lookalikes": list(known),
+        "min_images": min_images,
+        "method": f"{AUC_METHOD}; alert figures with 95% Wilson intervals",
+        "pooled": pooled,
+        "sources": scored,
+        "not_scored": not_scored,
+    }
     result["parting"] = parting_sentences(result)
     return result
 
 
 def _above(pooled: dict[str, Any] | None, inside: dict[str, Any] | None) -> bool:
     """The pooled value lies above the within-source 95% interval."""
-    return bool(pooled and inside and pooled.get("value") is not None and inside.get("ci95")
-                and pooled["value"] > inside["ci95"][1])
+    return bool(
+        pooled
+        and inside
+        and pooled.get("value") is not None
+        and inside.get("ci95")
+        and pooled["value"] > inside["ci95"][1]
+    )
 
 
 def parting_sentences(figures: dict[str, Any]) -> list[str]:
@@ -122,13 +161,17 @@ def parting_sentences(figures: dict[str, Any]) -> list[str]:
     for source, inside in figures["sources"].items():
         for name, row in inside["lookalikes"].items():
             if _above(pooled["lookalikes"][name]["auc"], row["auc"]):
-                lines.append(f"{positive} against {name}: AUC {row['auc']['value']:.3f} "
-                             f"[{row['auc']['ci95'][0]:.3f}, {row['auc']['ci95'][1]:.3f}] inside source {source}, "
-                             f"{pooled['lookalikes'][name]['auc']['value']:.3f} pooled: the pooled figure is lifted by "
-                             "images whose source gives their class away")
+                lines.append(
+                    f"{positive} against {name}: AUC {row['auc']['value']:.3f} "
+                    f"[{row['auc']['ci95'][0]:.3f}, {row['auc']['ci95'][1]:.3f}] inside source {source}, "
+                    f"{pooled['lookalikes'][name]['auc']['value']:.3f} pooled: the pooled figure is lifted by "
+                    "images whose source gives their class away"
+                )
         if _above(pooled["alert_sensitivity"], inside["alert_sensitivity"]):
-            lines.append(f"{positive} alert sensitivity {inside['alert_sensitivity']['value']:.3f} inside source "
-                         f"{source}, {pooled['alert_sensitivity']['value']:.3f} pooled: a new clinic may miss more")
+            lines.append(
+                f"{positive} alert sensitivity {inside['alert_sensitivity']['value']:.3f} inside source "
+                f"{source}, {pooled['alert_sensitivity']['value']:.3f} pooled: a new clinic may miss more"
+            )
     return lines
 
 
@@ -142,8 +185,10 @@ def _estimate(value: dict[str, Any] | None) -> str:
 def format_within_source(figures: dict[str, Any]) -> str:
     """Terminal lines: pooled, then each scored source, then the sources not scored and where the figures part."""
     positive = figures["positive_class"]
-    lines = [f"  {positive} within each source (sources holding >= {figures['min_images']} of {positive} and of a "
-             "look-alike), beside the pooled figures:"]
+    lines = [
+        f"  {positive} within each source (sources holding >= {figures['min_images']} of {positive} and of a "
+        "look-alike), beside the pooled figures:"
+    ]
     for name, row in [("pooled", figures["pooled"]), *figures["sources"].items()]:
         parts = [f"{positive} n={row['n_positive']}"]
         if row["alert_sensitivity"] is not None:
@@ -155,8 +200,10 @@ def format_within_source(figures: dict[str, Any]) -> str:
             parts.append(text)
         lines.append(f"    {name:<22} " + "; ".join(parts))
     if not figures["sources"]:
-        lines.append(f"    no source holds >= {figures['min_images']} of {positive} and of a look-alike: "
-                     "the pooled figures cannot be checked within a source")
+        lines.append(
+            f"    no source holds >= {figures['min_images']} of {positive} and of a look-alike: "
+            "the pooled figures cannot be checked within a source"
+        )
     lines += [f"    not scored alone: {source} ({reason})" for source, reason in figures["not_scored"].items()]
     lines += [f"  PARTING: {sentence}" for sentence in figures["parting"]]
     return "\n".join(lines)

@@ -14,8 +14,9 @@ from edgelesion.source_figures import MIN_PER_SOURCE, mixed_sources
 TARGET_SENSITIVITY = 0.90
 
 
-def melanoma_threshold(probabilities: np.ndarray, labels: np.ndarray, positive: int | None,
-                       target_sensitivity: float = TARGET_SENSITIVITY) -> dict[str, Any]:
+def melanoma_threshold(
+    probabilities: np.ndarray, labels: np.ndarray, positive: int | None, target_sensitivity: float = TARGET_SENSITIVITY
+) -> dict[str, Any]:
     """The highest melanoma-probability threshold whose validation sensitivity reaches the target.
 
     The highest such threshold gives the best specificity at that sensitivity (scikit-learn's ROC
@@ -23,8 +24,11 @@ def melanoma_threshold(probabilities: np.ndarray, labels: np.ndarray, positive: 
     with few validation melanomas, the target is met on this split, not guaranteed on new images.
     """
     if positive is None or not (labels == positive).any() or (labels == positive).all():
-        return {"threshold": None, "target_sensitivity": target_sensitivity,
-                "reason": "the validation split needs melanoma and non-melanoma images to choose a threshold"}
+        return {
+            "threshold": None,
+            "target_sensitivity": target_sensitivity,
+            "reason": "the validation split needs melanoma and non-melanoma images to choose a threshold",
+        }
     is_positive = labels == positive
     scores = probabilities[:, positive]
     # every point kept: with tied scores (int8 outputs move in steps of 1/256) the default would drop
@@ -40,9 +44,15 @@ def melanoma_threshold(probabilities: np.ndarray, labels: np.ndarray, positive: 
     }
 
 
-def alert_threshold(probabilities: np.ndarray, labels: np.ndarray, positive: int | None,
-                    target_sensitivity: float = TARGET_SENSITIVITY, *, sources: Sequence[str] | None = None,
-                    lookalikes: Sequence[int] = ()) -> dict[str, Any]:
+def alert_threshold(
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    positive: int | None,
+    target_sensitivity: float = TARGET_SENSITIVITY,
+    *,
+    sources: Sequence[str] | None = None,
+    lookalikes: Sequence[int] = (),
+) -> dict[str, Any]:
     """The alert threshold (melanoma_threshold) and the rule that chose it, recorded as `rule`.
 
     With sources known, it is chosen on the images of the sources that hold both the positive class and a
@@ -55,12 +65,18 @@ def alert_threshold(probabilities: np.ndarray, labels: np.ndarray, positive: int
             inside = np.isin(np.asarray(sources, dtype=object), mixed)
             chosen = melanoma_threshold(probabilities[inside], labels[inside], positive, target_sensitivity)
             # its validation_sensitivity and validation_specificity are those sources' figures, not the pooled ones
-            return {**chosen, "rule": "within-source", "rule_sources": mixed,
-                    "rule_text": f"chosen on the images of the sources holding at least {MIN_PER_SOURCE} of the "
-                                 f"positive class and of a look-alike ({', '.join(mixed)}), not pooled: elsewhere "
-                                 "the source can give the class away (its validation figures are those sources')"}
-        reason = (f"no source holds at least {MIN_PER_SOURCE} images of the positive class and of a look-alike, "
-                  "so the threshold is pooled over sources whose look may give the class away")
+            return {
+                **chosen,
+                "rule": "within-source",
+                "rule_sources": mixed,
+                "rule_text": f"chosen on the images of the sources holding at least {MIN_PER_SOURCE} of the "
+                f"positive class and of a look-alike ({', '.join(mixed)}), not pooled: elsewhere "
+                "the source can give the class away (its validation figures are those sources')",
+            }
+        reason = (
+            f"no source holds at least {MIN_PER_SOURCE} images of the positive class and of a look-alike, "
+            "so the threshold is pooled over sources whose look may give the class away"
+        )
     elif positive is None:
         reason = "the model has no positive class"
     else:
@@ -69,8 +85,9 @@ def alert_threshold(probabilities: np.ndarray, labels: np.ndarray, positive: int
     return {**chosen, "rule": "pooled", "rule_sources": None, "rule_text": f"pooled: {reason}"}
 
 
-def alert_figures(probabilities: np.ndarray, labels: np.ndarray, positive: int | None,
-                  threshold: float | None) -> dict[str, Any] | None:
+def alert_figures(
+    probabilities: np.ndarray, labels: np.ndarray, positive: int | None, threshold: float | None
+) -> dict[str, Any] | None:
     """Sensitivity and specificity (95% Wilson intervals) of `melanoma probability >= threshold` on a labelled set.
 
     This is what an app acting on the alert gets, unlike the arg-max figures. None without a threshold

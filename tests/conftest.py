@@ -30,8 +30,9 @@ def synthetic_image(rng: np.random.Generator, tint: tuple[int, int, int], size: 
     return Image.fromarray(image.astype(np.uint8))
 
 
-def write_dataset(root: Path, per_class: int = 12, classes: dict[str, tuple[int, int, int]] | None = None,
-                  seed: int = 0) -> Path:
+def write_dataset(
+    root: Path, per_class: int = 12, classes: dict[str, tuple[int, int, int]] | None = None, seed: int = 0
+) -> Path:
     """A folder of class subfolders (names with spaces) holding `per_class` distinct JPEGs each."""
     rng = np.random.default_rng(seed)
     for name, tint in (classes or CLASS_TINTS).items():
@@ -58,14 +59,14 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def snapshot(folder: Path) -> dict[str, tuple[int, float]]:
     """Every file under `folder` with its size and modification time."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime)
-            for p in sorted(folder.rglob("*"))}
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime) for p in sorted(folder.rglob("*"))}
 
 
 def write_sources_csv(data: Path, target: Path) -> Path:
     """A metadata CSV beside `data`: each image's source, 'clinic-a' or 'clinic-b' by its number's parity."""
-    rows = [f"{p.relative_to(data).as_posix()},clinic-{'ab'[int(p.stem[-3:]) % 2]}"
-            for p in sorted(data.rglob("*.jpg"))]
+    rows = [
+        f"{p.relative_to(data).as_posix()},clinic-{'ab'[int(p.stem[-3:]) % 2]}" for p in sorted(data.rglob("*.jpg"))
+    ]
     target.write_text("path,source\n" + "\n".join(rows) + "\n")
     return target
 
@@ -81,8 +82,9 @@ def trained_run(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("trained")
     data = write_dataset(root / "data", per_class=24)
-    config = TrainConfig(epochs=8, batch_size=8, folds=3, min_support=2, preprocessing=Preprocessing(image_size=32),
-                         rebalance="none")
+    config = TrainConfig(
+        epochs=8, batch_size=8, folds=3, min_support=2, preprocessing=Preprocessing(image_size=32), rebalance="none"
+    )
     metadata = MetadataSpec(write_sources_csv(data, root / "sources.csv"), source_column="source")
     train(data, root / "run", config, metadata=metadata, progress=False)
     return root / "run"
@@ -97,8 +99,7 @@ def lite0_run(tmp_path_factory) -> Path:
     from edgelesion.train.training import train
 
     root = tmp_path_factory.mktemp("lite0")
-    recipe = TrainConfig.for_model("efficientnet-lite0", epochs=2, head_epochs=1, batch_size=8, folds=3,
-                                   min_support=2)
+    recipe = TrainConfig.for_model("efficientnet-lite0", epochs=2, head_epochs=1, batch_size=8, folds=3, min_support=2)
     config = recipe.with_changes(preprocessing=replace(recipe.preprocessing, image_size=32))
     train(write_dataset(root / "data"), root / "run", config, progress=False)
     return root / "run"

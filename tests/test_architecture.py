@@ -67,9 +67,10 @@ def test_imports_run_only_downward(path):
     if own == "package":  # the package face re-exports the inference API only
         assert {side_of(m) for m in edgelesion_imports(path)} <= {"infer"}
         return
-    wrong = [m for m in edgelesion_imports(path)
-             if side_of(m) != own and side_of(m) not in ALLOWED[own]]
-    assert not wrong, f"{module_name(path)} ({own}) imports {wrong}, against the direction {own} -> {sorted(ALLOWED[own])}"
+    wrong = [m for m in edgelesion_imports(path) if side_of(m) != own and side_of(m) not in ALLOWED[own]]
+    assert not wrong, (
+        f"{module_name(path)} ({own}) imports {wrong}, against the direction {own} -> {sorted(ALLOWED[own])}"
+    )
 
 
 def test_the_checker_sees_imports_inside_functions(tmp_path):
@@ -101,9 +102,15 @@ def test_each_command_s_entry_point_is_on_its_side_s_face_and_the_inference_face
     from edgelesion.train.cross_validation import cross_validate as deep_cv
     from edgelesion.train.leave_source_out import cross_validate_sources as deep_lso
 
-    assert (run_benchmark, compare_bundles, run_audit, MetadataSpec, run_predict, cross_validate,
-            cross_validate_sources) == (deep_benchmark, deep_compare, deep_audit, deep_spec, deep_predict, deep_cv,
-                                        deep_lso)
+    assert (
+        run_benchmark,
+        compare_bundles,
+        run_audit,
+        MetadataSpec,
+        run_predict,
+        cross_validate,
+        cross_validate_sources,
+    ) == (deep_benchmark, deep_compare, deep_audit, deep_spec, deep_predict, deep_cv, deep_lso)
     import edgelesion.infer
 
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):

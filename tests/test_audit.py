@@ -79,8 +79,10 @@ def test_test_set_drops_its_own_conflicts_and_the_training_overlap(tmp_path):
     from edgelesion.data.audit import prepare_test_set
 
     train = load_dataset(write_dataset(tmp_path / "train", per_class=4), PRE, progress=False)
-    index = [{"path": r.relpath, "label": r.label, "sha256": s, "phash": f"{p:016x}"}
-             for r, s, p in zip(train.records, train.sha256, train.phash)]
+    index = [
+        {"path": r.relpath, "label": r.label, "sha256": s, "phash": f"{p:016x}"}
+        for r, s, p in zip(train.records, train.sha256, train.phash)
+    ]
     test_root = write_dataset(tmp_path / "test", per_class=3, seed=5)
     shutil.copy(tmp_path / "train" / "nevus" / "img_000.jpg", test_root / "melanoma" / "seen.jpg")
     shutil.copy(test_root / "nevus" / "img_001.jpg", test_root / "melanoma" / "conflict.jpg")

@@ -62,13 +62,16 @@ def test_every_artifact_and_the_baseline_are_measured(benchmark, bundle_dir, tra
     assert result["artifacts"]["keras float model"]["balanced_accuracy"]["value"] == pytest.approx(recorded)
     for name, entry in bundle["artifacts"].items():
         assert result["artifacts"][name]["top1_agreement_with_baseline"] == pytest.approx(
-            entry["parity"]["vs_float"]["as_is"]["top1_agreement"], abs=1 / n_images), name  # one borderline image at most
+            entry["parity"]["vs_float"]["as_is"]["top1_agreement"], abs=1 / n_images
+        ), name  # one borderline image at most
     # every conv and Dense kernel weight takes part in at least one multiply-add per image
     from edgelesion._tf import keras
 
     assert result["run"] == str(trained_run.resolve())  # found where bundle.json records it, relative to the bundle
     model = keras.models.load_model(trained_run / "best.keras")
-    kernels = sum(int(np.prod(l.kernel.shape)) for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense)))
+    kernels = sum(
+        int(np.prod(l.kernel.shape)) for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))
+    )
     assert result["model_flops_per_image"] >= 2 * kernels > 0
     assert result["machine_peak"]["1_thread_gflops"] > 0 and result["machine_peak"]["int8"]["1_thread_gops"] > 0
     assert result["provenance"]["machine"]["cpu"] and result["provenance"]["versions"]["onnxruntime"]
@@ -98,7 +101,9 @@ def test_each_onnx_artifact_says_where_its_time_goes_by_operator(benchmark):
         assert sum(shares.values()) == pytest.approx(1.0) and all(share > 0 for share in shares.values()), name
         assert list(shares.values()) == sorted(shares.values(), reverse=True), name
     # the float file runs float convolutions; the int8 file's time goes to quantized kernels and conversions
-    assert not any(op.startswith("QLinear") or "Quantize" in op for op in onnx["float32.onnx"]["op_time_shares_1_thread"])
+    assert not any(
+        op.startswith("QLinear") or "Quantize" in op for op in onnx["float32.onnx"]["op_time_shares_1_thread"]
+    )
     assert any(op.startswith("QLinear") for op in onnx["int8.onnx"]["op_time_shares_1_thread"])
     assert "op_time_shares_1_thread" not in result["artifacts"]["int8.tflite"]
     report = (out / "benchmark.md").read_text()
@@ -108,14 +113,16 @@ def test_each_onnx_artifact_says_where_its_time_goes_by_operator(benchmark):
 
 
 def test_a_moved_bundle_names_its_run_with_run_and_float32_tflite_stands_in_for_a_gone_model(
-        bundle_dir, trained_run, tmp_path, capsys):
+    bundle_dir, trained_run, tmp_path, capsys
+):
     copy = tmp_path / "moved" / "bundle"  # elsewhere: the run is no longer where bundle.json says, relative to it
     shutil.copytree(bundle_dir, copy)
     manifest = json.loads((copy / "bundle.json").read_text())
     manifest["artifacts"] = {"float32.tflite": manifest["artifacts"]["float32.tflite"]}
     rewrite_bundle(copy, manifest)
-    with pytest.raises(EdgelesionError, match=f"the run '{trained_run.name}' this bundle was exported from is not at "
-                                              ".*pass --run RUN"):
+    with pytest.raises(
+        EdgelesionError, match=f"the run '{trained_run.name}' this bundle was exported from is not at .*pass --run RUN"
+    ):
         run_benchmark(copy, tmp_path / "out", config=QUICK, progress=False)
     other = tmp_path / "retrained"
     shutil.copytree(trained_run, other, ignore=shutil.ignore_patterns("checkpoints", "qat"))
@@ -127,8 +134,13 @@ def test_a_moved_bundle_names_its_run_with_run_and_float32_tflite_stands_in_for_
     (other / "config.json").write_text(json.dumps({**config, "data_fingerprint": "0" * 64}))
     assert main(["benchmark", str(copy), "--run", str(other), "--out", str(tmp_path / "out")]) == 2
     assert "was trained on other data" in capsys.readouterr().err
-    result = run_benchmark(copy, tmp_path / "out", run_dir=run_without_keras_model(trained_run, tmp_path / "run"),
-                           config=QUICK, progress=False)
+    result = run_benchmark(
+        copy,
+        tmp_path / "out",
+        run_dir=run_without_keras_model(trained_run, tmp_path / "run"),
+        config=QUICK,
+        progress=False,
+    )
     assert result["baseline"].startswith("float32.tflite (standing in")
     assert result["model_flops_per_image"] is None
     report = (tmp_path / "out" / "benchmark.md").read_text()  # without FLOPs, the report still says where time goes
@@ -168,8 +180,9 @@ def test_several_bundles_share_one_table_and_chart(bundle_dir, trained_run, tmp_
         manifest["artifacts"] = {kept: manifest["artifacts"][kept] for kept in ("float32.tflite", keep)}
         manifest["source_run"]["relative_path"] = os.path.relpath(run, copy)  # the run without its Keras model
         rewrite_bundle(copy, manifest)
-    results = compare_bundles([tmp_path / "float", tmp_path / "quantized"], tmp_path / "cmp", config=QUICK,
-                              progress=False)
+    results = compare_bundles(
+        [tmp_path / "float", tmp_path / "quantized"], tmp_path / "cmp", config=QUICK, progress=False
+    )
     assert set(results) == {"float", "quantized"}
     table = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "| float float32.tflite |" in table and "| quantized int8.tflite |" in table
@@ -178,7 +191,8 @@ def test_several_bundles_share_one_table_and_chart(bundle_dir, trained_run, tmp_
 
 
 def test_benchmark_of_an_external_folder_names_its_gap_and_never_replaces_results_without_force(
-        bundle_dir, trained_run, tmp_path, capsys):
+    bundle_dir, trained_run, tmp_path, capsys
+):
     from tests.conftest import write_dataset
 
     copy = tmp_path / "bundle"  # quicker: two artifacts, float32.tflite standing in for the Keras model
@@ -189,18 +203,34 @@ def test_benchmark_of_an_external_folder_names_its_gap_and_never_replaces_result
     run = run_without_keras_model(trained_run, tmp_path / "run")
     external = write_dataset(tmp_path / "external", per_class=6, seed=7)
     out = tmp_path / "bench"
-    args = ["benchmark", str(copy), "--run", str(run), "--data", str(external), "--out", str(out), "--runs", "3",
-            "--warmup", "1"]
+    args = [
+        "benchmark",
+        str(copy),
+        "--run",
+        str(run),
+        "--data",
+        str(external),
+        "--out",
+        str(out),
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+    ]
     assert main(args) == 0
     result = json.loads((out / "benchmark.json").read_text())
     assert result["external_data"] and str(external) in result["evaluation_set"]
-    assert result["artifacts"][result["baseline"]]["validation_balanced_accuracy"] == \
-        bundle["validation_metrics_float"]["balanced_accuracy"]["value"]
+    assert (
+        result["artifacts"][result["baseline"]]["validation_balanced_accuracy"]
+        == bundle["validation_metrics_float"]["balanced_accuracy"]["value"]
+    )
     for name, a in result["artifacts"].items():
         if name in bundle["artifacts"]:
             as_is = bundle["artifacts"][name]["parity"]["vs_float"]["as_is"]
             assert a["validation_balanced_accuracy"] == as_is["artifact"]["balanced_accuracy"]
-        assert a["gap_to_validation"] == pytest.approx(a["balanced_accuracy"]["value"] - a["validation_balanced_accuracy"])
+        assert a["gap_to_validation"] == pytest.approx(
+            a["balanced_accuracy"]["value"] - a["validation_balanced_accuracy"]
+        )
     assert "## External folder against the validation split" in (out / "benchmark.md").read_text()
     before = (out / "benchmark.json").read_bytes()
     assert main(args) == 2 and "--force" in capsys.readouterr().err
@@ -246,14 +276,18 @@ def test_one_thread_latency_is_the_median_of_fresh_processes(bundle_dir, tmp_pat
     pixels = np.random.default_rng(0).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
     np.save(tmp_path / "pixels.npy", pixels)
     config = BenchmarkConfig(warmup=2, runs=10, batch_size=4, latency_processes=3)
-    timings, probabilities = measure_in_subprocess(bundle_dir / "float32.tflite", tmp_path / "pixels.npy", tmp_path,
-                                                   config)
+    timings, probabilities = measure_in_subprocess(
+        bundle_dir / "float32.tflite", tmp_path / "pixels.npy", tmp_path, config
+    )
     medians = timings["latency_1_thread"]["process_medians_ms"]
     assert len(medians) == 3 and all(m > 0 for m in medians)
     assert timings["latency_1_thread"]["median_ms"] == sorted(medians)[1]
     assert len(timings["latency_1_thread"]["times_ms"]) == 10  # the median process's own timings, for the chart
-    assert sorted(f.name for f in tmp_path.glob("*.npy")) == ["float32.tflite.1.npy", "float32.tflite.2.npy",
-                                                              "pixels.npy"]  # the extra processes only timed
+    assert sorted(f.name for f in tmp_path.glob("*.npy")) == [
+        "float32.tflite.1.npy",
+        "float32.tflite.2.npy",
+        "pixels.npy",
+    ]  # the extra processes only timed
     assert probabilities.shape == (9, len(json.loads((bundle_dir / "bundle.json").read_text())["classes"]))
     with pytest.raises(ValueError, match="latency_processes"):
         BenchmarkConfig(latency_processes=0)

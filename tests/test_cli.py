@@ -15,8 +15,7 @@ from tests.conftest import write_dataset
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgelesion.cli", *args], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", "edgelesion.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_version(capsys):
@@ -84,8 +83,21 @@ def test_audit_writes_report_and_finds_test_overlap(dataset_dir, tmp_path):
 
 def test_train_then_evaluate_a_test_folder_removes_and_reports_overlap(dataset_dir, tmp_path):
     out = tmp_path / "run"
-    trained = run_cli("train", "--data", str(dataset_dir), "--out", str(out), "--epochs", "1", "--folds", "3",
-                      "--min-support", "2", "--batch-size", "8")
+    trained = run_cli(
+        "train",
+        "--data",
+        str(dataset_dir),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--folds",
+        "3",
+        "--min-support",
+        "2",
+        "--batch-size",
+        "8",
+    )
     assert trained.returncode == 0, trained.stderr
     assert trained.stdout.index("balanced accuracy") < trained.stdout.index("accuracy   ")
     test = write_dataset(tmp_path / "test", per_class=4, seed=7)
@@ -109,13 +121,28 @@ def test_killed_training_resumes_from_the_cli_to_the_uninterrupted_result(datase
 
     from edgelesion.fileio import read_csv
 
-    common = ["--data", str(dataset_dir), "--epochs", "4", "--folds", "3", "--min-support", "2", "--batch-size", "8",
-              "--image-size", "32"]
+    common = [
+        "--data",
+        str(dataset_dir),
+        "--epochs",
+        "4",
+        "--folds",
+        "3",
+        "--min-support",
+        "2",
+        "--batch-size",
+        "8",
+        "--image-size",
+        "32",
+    ]
     assert run_cli("train", *common, "--out", str(tmp_path / "full")).returncode == 0
 
     state = tmp_path / "cut" / "checkpoints" / "state.json"
-    process = subprocess.Popen([sys.executable, "-m", "edgelesion.cli", "train", *common, "--out", str(tmp_path / "cut")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgelesion.cli", "train", *common, "--out", str(tmp_path / "cut")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 240
     while not state.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.02)
@@ -139,16 +166,43 @@ def test_lite0_options_take_its_recipe_and_refuse_an_impossible_one(dataset_dir,
     from edgelesion.cli import _train_config, build_parser
     from edgelesion.train.config import TrainConfig
 
-    args = build_parser("train").parse_args(["train", "--data", str(dataset_dir), "--out", str(tmp_path / "r"),
-                                             "--model", "efficientnet-lite0", "--image-size", "96",
-                                             "--no-online-augment", "--label-smoothing", "0"])
+    args = build_parser("train").parse_args(
+        [
+            "train",
+            "--data",
+            str(dataset_dir),
+            "--out",
+            str(tmp_path / "r"),
+            "--model",
+            "efficientnet-lite0",
+            "--image-size",
+            "96",
+            "--no-online-augment",
+            "--label-smoothing",
+            "0",
+        ]
+    )
     config = _train_config(args, fold=args.fold)
     recipe = TrainConfig.for_model("efficientnet-lite0")
     assert config.head_epochs == recipe.head_epochs and config.lr_schedule == "cosine"
     assert config.preprocessing.image_size == 96 and config.preprocessing.scale == recipe.preprocessing.scale
     assert not config.online_augment.enabled and config.label_smoothing == 0
-    assert main(["train", "--data", str(dataset_dir), "--out", str(tmp_path / "r"), "--model", "efficientnet-lite0",
-                 "--epochs", "3"]) == 2  # the recipe's 3 head epochs leave no whole-network epoch
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(dataset_dir),
+                "--out",
+                str(tmp_path / "r"),
+                "--model",
+                "efficientnet-lite0",
+                "--epochs",
+                "3",
+            ]
+        )
+        == 2
+    )  # the recipe's 3 head epochs leave no whole-network epoch
     assert "head_epochs 3 must be" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 

@@ -6,9 +6,16 @@ import json
 
 import numpy as np
 
-from edgelesion.data.confounding import (PROBE_AUC_WARNING, SOURCE_AUC_WARNING, border_features, border_probe,
-                                         class_by_source, confounding_to_dict, format_confounding,
-                                         source_confounding)
+from edgelesion.data.confounding import (
+    PROBE_AUC_WARNING,
+    SOURCE_AUC_WARNING,
+    border_features,
+    border_probe,
+    class_by_source,
+    confounding_to_dict,
+    format_confounding,
+    source_confounding,
+)
 from edgelesion.plots import class_by_source_chart
 
 CLASSES = ["melanoma", "nevus", "seborrheic keratosis"]
@@ -94,10 +101,14 @@ def test_one_source_gives_half():
 
 
 def test_the_shared_sets_documented_counts_read_as_a_source_confound():
-    melanomas = {"0000000-0000099": 0, "0000100-0000999": 124, "0001000-0009999": 53, "0010000-0024305": 184,
-                 "HAM10000": 0}
-    nevi = {"0000000-0000099": 54, "0000100-0000999": 224, "0001000-0009999": 0, "0010000-0024305": 2,
-            "HAM10000": 14}
+    melanomas = {
+        "0000000-0000099": 0,
+        "0000100-0000999": 124,
+        "0001000-0009999": 53,
+        "0010000-0024305": 184,
+        "HAM10000": 0,
+    }
+    nevi = {"0000000-0000099": 54, "0000100-0000999": 224, "0001000-0009999": 0, "0010000-0024305": 2, "HAM10000": 14}
     sources = [s for s, n in melanomas.items() for _ in range(n)] + [s for s, n in nevi.items() for _ in range(n)]
     labels = np.repeat([0, 1], [sum(melanomas.values()), sum(nevi.values())])
     (found,), skipped = source_confounding(labels, sources, CLASSES, "melanoma")
@@ -114,11 +125,14 @@ def test_the_shared_sets_documented_counts_read_as_a_source_confound():
 
 def test_too_few_or_absent_classes_are_skipped_with_the_reason():
     labels = np.repeat([0, 1, 2], [12, 12, 5])
-    found, skipped = source_confounding(labels, ["a"] * 29, CLASSES, "melanoma", ["nevus", "seborrheic keratosis",
-                                                                                   "lentigo"])
+    found, skipped = source_confounding(
+        labels, ["a"] * 29, CLASSES, "melanoma", ["nevus", "seborrheic keratosis", "lentigo"]
+    )
     assert [f.lookalike for f in found] == ["nevus"]
-    assert skipped == ["melanoma / seborrheic keratosis: not tested, seborrheic keratosis has 5 images (fewer than 10)",
-                       "melanoma / lentigo: not tested, lentigo is not a class of this dataset"]
+    assert skipped == [
+        "melanoma / seborrheic keratosis: not tested, seborrheic keratosis has 5 images (fewer than 10)",
+        "melanoma / lentigo: not tested, lentigo is not a class of this dataset",
+    ]
     found, skipped = source_confounding(np.repeat([0, 1], [9, 12]), ["a"] * 21, CLASSES, "melanoma")
     assert found == [] and skipped == ["melanoma: nothing tested, the positive class has 9 images (fewer than 10)"]
 
@@ -132,8 +146,9 @@ def test_report_text_warns_on_flagged_findings_and_aligns_the_table():
     lines = text.splitlines()
     assert len({len(line) for line in lines[1:5]}) == 1  # header and three class rows, columns aligned
     assert [line.startswith("WARNING: melanoma / nevus") for line in lines[5:]] == [True]
-    calm = format_confounding(None, source_confounding(labels[48:], sources[48:], CLASSES, "melanoma", ["nevus"])[0],
-                              [], [])
+    calm = format_confounding(
+        None, source_confounding(labels[48:], sources[48:], CLASSES, "melanoma", ["nevus"])[0], [], []
+    )
     assert not calm.startswith("WARNING") and "Images per class" not in calm
     record = json.loads(json.dumps(confounding_to_dict(table, confounds, [], skipped)))
     assert record["source_confounds"][0]["confounded"] is True and record["class_by_source"] == table

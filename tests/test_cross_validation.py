@@ -19,15 +19,24 @@ from edgelesion.thresholds import melanoma_threshold
 from edgelesion.train.config import TrainConfig
 from edgelesion.train.cross_validation import CvDir, cross_validate, merge_cv, recipe_cv_figures
 
-CONFIG = TrainConfig(model="seed-simple", epochs=2, batch_size=8, folds=3, min_support=2, rebalance="none",
-                     preprocessing=Preprocessing(image_size=24))
+CONFIG = TrainConfig(
+    model="seed-simple",
+    epochs=2,
+    batch_size=8,
+    folds=3,
+    min_support=2,
+    rebalance="none",
+    preprocessing=Preprocessing(image_size=24),
+)
 
 
 def _oof(cv: CvDir, fold: int) -> tuple[np.ndarray, np.ndarray]:
     rows = [r for r in read_csv(cv.oof_predictions) if r["fold"] == str(fold)]
     classes = ["basal cell carcinoma", "melanoma", "nevus"]
-    return (np.array([[float(r[c]) for c in classes] for r in rows]),
-            np.array([classes.index(r["label"]) for r in rows]))
+    return (
+        np.array([[float(r[c]) for c in classes] for r in rows]),
+        np.array([classes.index(r["label"]) for r in rows]),
+    )
 
 
 def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_path, capsys):
@@ -70,7 +79,9 @@ def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_
     assert merge_cv(cv.root)["summary"] == read_json(cv.summary)["summary"]
 
     # a fold exported for phones carries its recipe's cross-validation into bundle.json and the model card
-    bundle = export_run(cv.fold(0).root, tmp_path / "bundle", ExportOptions(artifacts=("float32.onnx",)), progress=False)
+    bundle = export_run(
+        cv.fold(0).root, tmp_path / "bundle", ExportOptions(artifacts=("float32.onnx",)), progress=False
+    )
     figures = bundle["cross_validation"]
     assert figures["finished_folds"] == [0, 1, 2] and figures["folds_changed_since_merge"] == []
     assert figures["this_run_is_a_fold"]
@@ -100,8 +111,12 @@ def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_
     assert merge_cv(cv.root)["per_fold"][2]["last_epoch_balanced_accuracy"] is None
     # a CV around the run that no longer has its merged figures: the bundle goes without them, with a note
     cv.summary.unlink()
-    assert export_run(cv.fold(0).root, tmp_path / "bundle2", ExportOptions(artifacts=("float32.onnx",)),
-                      progress=False)["cross_validation"] is None
+    assert (
+        export_run(cv.fold(0).root, tmp_path / "bundle2", ExportOptions(artifacts=("float32.onnx",)), progress=False)[
+            "cross_validation"
+        ]
+        is None
+    )
     assert "note: the model card leaves out the cross-validation" in capsys.readouterr().out
 
 
@@ -109,8 +124,9 @@ def test_export_refuses_a_cross_validation_of_another_recipe(dataset_dir, traine
     cv = CvDir(tmp_path / "cv")
     cross_validate(dataset_dir, cv.root, CONFIG.with_changes(folds=2, epochs=1), folds=[0], progress=False)
     with pytest.raises(EdgelesionError, match="cross-validated other settings than the run"):
-        export_run(trained_run, tmp_path / "bundle", ExportOptions(artifacts=("float32.onnx",), cv_dir=cv.root),
-                   progress=False)
+        export_run(
+            trained_run, tmp_path / "bundle", ExportOptions(artifacts=("float32.onnx",), cv_dir=cv.root), progress=False
+        )
     assert not (tmp_path / "bundle").exists()
 
 
@@ -123,8 +139,9 @@ def test_a_cv_folder_refuses_other_settings_and_foreign_folders(dataset_dir, tmp
     spec = read_json(cv.spec)
     del spec["config"]["online_augment"]["pixel_noise"]
     write_json(cv.spec, spec)
-    assert cross_validate(dataset_dir, cv.root, CONFIG.with_changes(epochs=1), folds=[0],
-                          progress=False)["finished_folds"] == [0]
+    assert cross_validate(dataset_dir, cv.root, CONFIG.with_changes(epochs=1), folds=[0], progress=False)[
+        "finished_folds"
+    ] == [0]
     # ... but not the reduced-decode margin, whose default changed (4 before it was recorded, 3 now)
     del spec["config"]["preprocessing"]["jpeg_draft_margin"]
     write_json(cv.spec, spec)

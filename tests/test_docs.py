@@ -18,8 +18,9 @@ import pytest
 from edgelesion.cli import build_parser
 
 REPO = Path(__file__).resolve().parent.parent
-DOCS = sorted([REPO / "README.md", REPO / "CHANGELOG.md", REPO / "benchmarks" / "README.md",
-               *(REPO / "docs").glob("*.md")])
+DOCS = sorted(
+    [REPO / "README.md", REPO / "CHANGELOG.md", REPO / "benchmarks" / "README.md", *(REPO / "docs").glob("*.md")]
+)
 # pages another change adds to docs/; a link to one is not yet a broken link
 PAGES_ADDED_ELSEWHERE = {"docs/sources.md"}
 
@@ -53,7 +54,9 @@ def _commands(text: str) -> list[list[str]]:
             # `edgelesion COMMAND --help` names no command; `edgelesion int8.tflite` is a file's name, not a command
             if program == "edgelesion" and len(words) > 1 and re.fullmatch(r"[a-z]+|--?[a-z-]+", words[1]):
                 commands.append(words)
-            elif program.startswith("python") and words[1:3] and words[1] == "-m" and words[2].startswith("benchmarks."):
+            elif (
+                program.startswith("python") and words[1:3] and words[1] == "-m" and words[2].startswith("benchmarks.")
+            ):
                 commands.append(words[2:])
     return commands
 

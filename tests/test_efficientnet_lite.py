@@ -21,6 +21,7 @@ SAMPLES = Path(__file__).parent / "data" / "sample"
 CATS = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967
 
+
 def legacy_header() -> bytes:
     """The three pickles that open a legacy torch.save file."""
     sys_info = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}
@@ -128,8 +129,11 @@ def test_tfmot_quantizes_a_model_built_on_the_backbone_around_its_residual_adds(
     # the head's kernel gets one range per output unit, and a QAT step leaves BatchNorm's statistics as they were
     (head,) = [layer for layer in quantized.layers if isinstance(getattr(layer, "layer", None), keras.layers.Dense)]
     assert [w.shape for w in head.weights if w.name.endswith("kernel_min:0")] == [(3,)]
-    norms = [layer for layer in quantized.layers
-             if isinstance(getattr(layer, "layer", None), keras.layers.BatchNormalization)]
+    norms = [
+        layer
+        for layer in quantized.layers
+        if isinstance(getattr(layer, "layer", None), keras.layers.BatchNormalization)
+    ]
     before = [w.numpy() for layer in norms for w in layer.layer.weights]
     quantized.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     pixels = np.random.default_rng(0).uniform(-1, 1, (4, 64, 64, 3)).astype(np.float32)

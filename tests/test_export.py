@@ -33,7 +33,6 @@ def test_every_artifact_meets_its_parity_tolerance(bundle_dir):
         assert bundle["artifacts"][name]["parity"]["vs_float"]["max_abs_prob_diff"] <= 1e-4
 
 
-
 def test_sources_travel_from_the_metadata_csv_into_the_bundle_and_its_model_card(bundle_dir, trained_run):
     bundle = json.loads((bundle_dir / "bundle.json").read_text())
     source = bundle["source_run"]
@@ -70,7 +69,10 @@ def test_bundle_describes_its_artifacts_and_source(bundle_dir, trained_run):
     assert "Not a medical device" in card and "balanced accuracy" in card
     for name in ("int8.tflite", "int8.onnx"):  # both candidates of each int8 file, the shipped one marked
         int8 = bundle["artifacts"][name]
-        assert f"| {name} | {int8['int8_method'].upper()} (shipped) | {int8['parity']['vs_float']['top1_agreement']:.3f} |" in card
+        assert (
+            f"| {name} | {int8['int8_method'].upper()} (shipped) | {int8['parity']['vs_float']['top1_agreement']:.3f} |"
+            in card
+        )
         (other,) = set(int8["int8_candidates"]) - {int8["int8_method"]}
         assert card.count(f"| {name} | ") == 2 and f"| {name} | {other.upper()} (not shipped) |" in card
 
@@ -93,7 +95,8 @@ def test_existing_bundle_is_not_overwritten_without_force(bundle_dir, trained_ru
 
 
 def test_an_interrupted_forced_export_leaves_the_old_bundle_whole_and_force_never_replaces_other_folders(
-        trained_run, bundle_dir, tmp_path, monkeypatch):
+    trained_run, bundle_dir, tmp_path, monkeypatch
+):
     """Interrupted after its staging folder holds a converted artifact: the bundle being replaced is untouched."""
     import shutil
 
@@ -146,8 +149,17 @@ def test_qat_starts_again_for_a_changed_float_model_and_refuses_other_settings(t
     model = keras.models.load_model(run.best_model)
     state = run.root / "qat" / "checkpoint" / "state.json"
     assert read_json(state)["float_weights_sha256"] == weights_fingerprint(model)
-    finetune = lambda config: qat_finetune(model, train.images[:16], train.labels[:16], None, train.images[:8],
-                                           run.root / "qat", config, info.config, progress=False)
+    finetune = lambda config: qat_finetune(
+        model,
+        train.images[:16],
+        train.labels[:16],
+        None,
+        train.images[:8],
+        run.root / "qat",
+        config,
+        info.config,
+        progress=False,
+    )
     with pytest.raises(EdgelesionError, match="other settings"):
         finetune(QATConfig(epochs=2))
     with pytest.raises(EdgelesionError, match="other settings"):
@@ -162,17 +174,24 @@ def test_qat_starts_again_for_a_changed_float_model_and_refuses_other_settings(t
         finetune(QATConfig(epochs=1))
     model.layers[-1].kernel.assign(model.layers[-1].kernel * 1.01)  # the run was resumed to a new best model
     finetune(QATConfig(epochs=1))
-    assert read_json(state)["float_weights_sha256"] == weights_fingerprint(model) and read_json(state)["epochs_done"] == 1
+    assert (
+        read_json(state)["float_weights_sha256"] == weights_fingerprint(model) and read_json(state)["epochs_done"] == 1
+    )
 
 
 def test_failed_parity_fails_the_export_and_leaves_nothing(trained_run, tmp_path):
-    strict = ExportOptions(artifacts=("float16.tflite",), tolerances={**DEFAULT_TOLERANCES,
-                                                                       "float16.tflite": Tolerance(1.0, 1e-12)})
+    strict = ExportOptions(
+        artifacts=("float16.tflite",), tolerances={**DEFAULT_TOLERANCES, "float16.tflite": Tolerance(1.0, 1e-12)}
+    )
     with pytest.raises(CheckFailed, match=r"float16.tflite: max probability difference"):
         export_run(trained_run, tmp_path / "b", strict, progress=False)
     assert list(tmp_path.iterdir()) == []
-    kept = export_run(trained_run, tmp_path / "b", ExportOptions(artifacts=strict.artifacts, tolerances=strict.tolerances,
-                                                                  keep_failed=True), progress=False)
+    kept = export_run(
+        trained_run,
+        tmp_path / "b",
+        ExportOptions(artifacts=strict.artifacts, tolerances=strict.tolerances, keep_failed=True),
+        progress=False,
+    )
     assert kept["artifacts"]["float16.tflite"]["passed"] is False
     assert (tmp_path / "b" / "float16.tflite").is_file()
 
@@ -205,13 +224,40 @@ def test_cli_export_exit_codes_and_messages(trained_run, tmp_path, capsys):
     assert json.loads((out / "bundle.json").read_text())["artifacts"].keys() == {"float32.tflite"}
     assert main(["export", str(trained_run), "--out", str(out), "--artifacts", "float32.tflite"]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert main(["export", str(trained_run), "--out", str(tmp_path / "x"), "--artifacts", "float32.tflite,float32.onnx",
-                 "--tolerance", "float32.tflite=1.0,1e-12"]) == 1
+    assert (
+        main(
+            [
+                "export",
+                str(trained_run),
+                "--out",
+                str(tmp_path / "x"),
+                "--artifacts",
+                "float32.tflite,float32.onnx",
+                "--tolerance",
+                "float32.tflite=1.0,1e-12",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "float32.tflite: max probability difference" in err and "--keep-failed" in err
     assert "--artifacts float32.onnx" in err and not (tmp_path / "x").exists()  # the way out that passes, nothing left
-    assert main(["export", str(trained_run), "--out", str(tmp_path / "x"), "--artifacts", "float32.tflite",
-                 "--tolerance", "float32.tflite=1.0,1e-12", "--keep-failed"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(trained_run),
+                "--out",
+                str(tmp_path / "x"),
+                "--artifacts",
+                "float32.tflite",
+                "--tolerance",
+                "float32.tflite=1.0,1e-12",
+                "--keep-failed",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "x" / "bundle.json").read_text())["artifacts"]["float32.tflite"]["passed"] is False
     assert main(["export", str(trained_run), "--out", str(tmp_path / "y"), "--artifacts", "int4.tflite"]) == 2
     assert "unknown artifact" in capsys.readouterr().err
@@ -225,8 +271,9 @@ def test_interrupted_qat_resumes_to_the_uninterrupted_result(trained_run, tmp_pa
     import edgelesion.export.qat as qat
 
     # kept even if it misses a tolerance (2 QAT epochs on the tiny fixture need not pass): resuming is tested
-    options = ExportOptions(artifacts=("int8.tflite",), int8="qat", qat=qat.QATConfig(epochs=2), calibration_images=16,
-                            keep_failed=True)
+    options = ExportOptions(
+        artifacts=("int8.tflite",), int8="qat", qat=qat.QATConfig(epochs=2), calibration_images=16, keep_failed=True
+    )
     for name in ("full", "cut"):
         shutil.copytree(trained_run, tmp_path / name, ignore=shutil.ignore_patterns("qat"))
     full = export_run(tmp_path / "full", tmp_path / "full-bundle", options, progress=False)
@@ -240,8 +287,7 @@ def test_interrupted_qat_resumes_to_the_uninterrupted_result(trained_run, tmp_pa
     assert resumed["artifacts"]["int8.tflite"]["parity"] == full["artifacts"]["int8.tflite"]["parity"]
 
 
-def test_a_lite0_run_exports_int8_with_its_own_input_quantization_and_8_bit_depthwise_onnx_weights(lite0_run,
-                                                                                                     tmp_path):
+def test_a_lite0_run_exports_int8_with_its_own_input_quantization_and_8_bit_depthwise_onnx_weights(lite0_run, tmp_path):
     """Lite0 takes (p - 127) / 128: its uint8 input is pinned to scale 1/128 and zero point 127. Its int8.onnx
     keeps 8-bit weights where onnxruntime's kernels cannot saturate (depthwise convolutions; the stem's, as
     uint8) and 7 bits elsewhere."""
@@ -253,8 +299,7 @@ def test_a_lite0_run_exports_int8_with_its_own_input_quantization_and_8_bit_dept
 
     shutil.copytree(lite0_run, tmp_path / "run")
     # post-training only: converting Lite0's QAT graph takes TFLite 2 minutes (its QAT core: test_efficientnet_lite)
-    options = ExportOptions(artifacts=("int8.tflite", "int8.onnx"), int8="ptq", calibration_images=16,
-                            keep_failed=True)
+    options = ExportOptions(artifacts=("int8.tflite", "int8.onnx"), int8="ptq", calibration_images=16, keep_failed=True)
     bundle = export_run(tmp_path / "run", tmp_path / "bundle", options, progress=False)
     entry = bundle["artifacts"]["int8.tflite"]
     assert entry["input"]["quantization"] == {"scale": 1 / 128, "zero_point": 127} and entry["int8_method"] == "ptq"
@@ -267,12 +312,17 @@ def test_a_lite0_run_exports_int8_with_its_own_input_quantization_and_8_bit_dept
 
     graph = onnx.load(str(tmp_path / "bundle" / "int8.onnx")).graph
     initializers = {t.name: t for t in graph.initializer}
-    int8_weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer
-                    if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4}
+    int8_weights = {
+        t.name: numpy_helper.to_array(t)
+        for t in graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4
+    }
     dequantized = {node.output[0]: node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
-    convolutions = {node.name: (dequantized.get(node.input[1]), any(a.name == "group" and a.i > 1
-                                                                    for a in node.attribute))
-                    for node in graph.node if node.op_type == "Conv"}
+    convolutions = {
+        node.name: (dequantized.get(node.input[1]), any(a.name == "group" and a.i > 1 for a in node.attribute))
+        for node in graph.node
+        if node.op_type == "Conv"
+    }
     (stem, _), *rest = convolutions.values()  # nodes in topological order: the stem reads the pixels
     stem_weights = numpy_helper.to_array(initializers[stem]).astype(int)
     assert initializers[stem].data_type == onnx.TensorProto.UINT8 and np.ptp(stem_weights) > 128  # all 8 bits
@@ -312,8 +362,9 @@ def test_float16_tolerance_gates_the_bulk_of_probability_differences_not_one_out
 
     def moved(shift: np.ndarray) -> list[str]:
         candidate = reference + np.stack([shift, -shift], axis=1)
-        return failures("float16.tflite", compare(reference, candidate, labels, scored=[0], positive=None), float16,
-                        "float")
+        return failures(
+            "float16.tflite", compare(reference, candidate, labels, scored=[0], positive=None), float16, "float"
+        )
 
     small = rng.normal(0, 1e-3, 1000)
     assert moved(small) == []
@@ -324,7 +375,8 @@ def test_float16_tolerance_gates_the_bulk_of_probability_differences_not_one_out
     bulk[:50] = 0.015  # 5% of predictions move by 1.5e-2
     assert moved(bulk) == [
         "float16.tflite: 99th percentile of each prediction's largest probability difference from the float model "
-        "1.50e-02 > 1e-02"]
+        "1.50e-02 > 1e-02"
+    ]
     first[:2] = 0.505  # two sure answers (p >= 0.5) turn by 1e-2: 99.8% of them kept
     reference[:] = np.stack([first, 1 - first], axis=1)
     flipped = small.copy()

@@ -13,9 +13,11 @@ from edgelesion.fileio import staging_dir, write_json
 
 def test_the_staging_folder_of_a_killed_process_is_removed_by_the_next_one_and_nothing_else_is(tmp_path, capsys):
     target = tmp_path / "bundle"
-    code = ("import sys, time; from pathlib import Path; from edgelesion.fileio import staging_dir; "
-            f"s = staging_dir(Path({str(target)!r})); (s / 'half.tflite').write_bytes(b'x'); print(s, flush=True); "
-            "time.sleep(120)")
+    code = (
+        "import sys, time; from pathlib import Path; from edgelesion.fileio import staging_dir; "
+        f"s = staging_dir(Path({str(target)!r})); (s / 'half.tflite').write_bytes(b'x'); print(s, flush=True); "
+        "time.sleep(120)"
+    )
     killed = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     left = tmp_path / killed.stdout.readline().strip()
     os.kill(killed.pid, signal.SIGKILL)

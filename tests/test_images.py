@@ -99,7 +99,9 @@ def test_content_hash_is_of_the_file_bytes(tmp_path):
 
 def test_a_large_jpeg_is_decoded_reduced_to_no_less_than_the_draft_side(tmp_path):
     rng = np.random.default_rng(0)
-    smooth = Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((1600, 1200), Image.Resampling.BICUBIC)
+    smooth = Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize(
+        (1600, 1200), Image.Resampling.BICUBIC
+    )
     smooth.save(tmp_path / "big.jpg", quality=92)
     smooth.save(tmp_path / "big.png")
     small, whole = read_image(tmp_path / "big.jpg", draft_side=128), read_image(tmp_path / "big.jpg")
@@ -112,4 +114,7 @@ def test_a_large_jpeg_is_decoded_reduced_to_no_less_than_the_draft_side(tmp_path
     assert png.image.size == (1600, 1200) and not png.reduced
     pre = Preprocessing(image_size=64)
     difference = np.abs(to_model_input(reduced, pre).astype(int) - to_model_input(full, pre))
-    assert difference.mean() < 2 and read_image(tmp_path / "big.jpg").sha256 == read_image(tmp_path / "big.jpg", 128).sha256
+    assert (
+        difference.mean() < 2
+        and read_image(tmp_path / "big.jpg").sha256 == read_image(tmp_path / "big.jpg", 128).sha256
+    )

@@ -36,8 +36,9 @@ def test_api_matches_the_keras_model_on_the_same_files(bundle_dir, trained_run, 
     files = validation_files(trained_run)
     model = keras.models.load_model(trained_run / "best.keras")
     clf = Classifier.load(bundle_dir, artifact)
-    pixels = load_dataset(json.loads((trained_run / "config.json").read_text())["data_dir"],
-                          clf.preprocessing, progress=False)
+    pixels = load_dataset(
+        json.loads((trained_run / "config.json").read_text())["data_dir"], clf.preprocessing, progress=False
+    )
     by_path = {str(pixels.root / r.relpath): i for i, r in enumerate(pixels.records)}
     keras_probs = model.predict(pixels.images[[by_path[f] for f in files]].astype(np.float32), verbose=0)
     results = list(clf.predict_many(files, batch_size=4))
@@ -77,7 +78,7 @@ def test_any_image_form_gives_the_training_input(bundle_dir, tmp_path):
     Image.new("RGB", (4000, 3000), (10, 20, 30)).save(tmp_path / "huge.png")
     assert clf.pixels(tmp_path / "huge.png").shape == (32, 32, 3)
     array = np.full((64, 48, 3), 7, np.uint8)
-    assert (clf.predict(array).probabilities == clf.predict(Image.fromarray(array)).probabilities)
+    assert clf.predict(array).probabilities == clf.predict(Image.fromarray(array)).probabilities
     assert sum(clf.predict(array).probabilities.values()) == pytest.approx(1.0, abs=1e-3)
 
 
@@ -121,8 +122,11 @@ def test_damaged_or_incomplete_bundles_are_refused(bundle_dir, tmp_path):
     with pytest.raises(EdgelesionError, match="does not match its own sha256"):
         Classifier.load(copy, "float32.tflite")
     rewrite_bundle(copy, {**reversed_classes, "output": {**manifest["output"], "classes": manifest["classes"][::-1]}})
-    with pytest.raises(EdgelesionError, match=r"the class order disagrees: labels.txt lists \['basal cell carcinoma', 'melanoma', 'nevus'\], "
-                                                  r"bundle.json's classes are \['nevus'"):
+    with pytest.raises(
+        EdgelesionError,
+        match=r"the class order disagrees: labels.txt lists \['basal cell carcinoma', 'melanoma', 'nevus'\], "
+        r"bundle.json's classes are \['nevus'",
+    ):
         Classifier.load(copy, "float32.tflite")  # a consistent bundle.json, but labels.txt says otherwise
     (copy / "bundle.json").write_text(json.dumps({**manifest, "schema_version": manifest["schema_version"] + 1}))
     with pytest.raises(EdgelesionError, match=r"has bundle schema 4; this edgelesion reads schema 3"):
@@ -136,7 +140,8 @@ def test_damaged_or_incomplete_bundles_are_refused(bundle_dir, tmp_path):
 
 
 def test_every_artifact_file_carries_its_labels_mediapipe_names_them_and_a_file_that_disagrees_is_refused(
-        bundle_dir, trained_run, tmp_path):
+    bundle_dir, trained_run, tmp_path
+):
     import mediapipe as mp
     import onnx
     from mediapipe.tasks import python as mp_tasks
@@ -150,7 +155,9 @@ def test_every_artifact_file_carries_its_labels_mediapipe_names_them_and_a_file_
     manifest = json.loads((bundle_dir / "bundle.json").read_text())
     classes = manifest["classes"]
     for name in ARTIFACTS:
-        assert manifest["artifacts"][name]["labels_inside"] and Classifier.load(bundle_dir, name).runner.labels == classes
+        assert (
+            manifest["artifacts"][name]["labels_inside"] and Classifier.load(bundle_dir, name).runner.labels == classes
+        )
     for name in ("float32.onnx", "int8.onnx"):
         props = {p.key: p.value for p in onnx.load(str(bundle_dir / name)).metadata_props}
         assert json.loads(props["edgelesion_labels"]) == classes
@@ -158,10 +165,15 @@ def test_every_artifact_file_carries_its_labels_mediapipe_names_them_and_a_file_
         assert props["edgelesion_source_model_sha256"] == sha256_file(trained_run / "best.keras")
     pixels = Classifier.load(bundle_dir, "int8.tflite").pixels(validation_files(trained_run)[0])
     for name in ("int8.tflite", "float32.tflite"):  # float input works too: the metadata states its normalisation
-        options = vision.ImageClassifierOptions(base_options=mp_tasks.BaseOptions(model_asset_path=str(bundle_dir / name)),
-                                                max_results=-1)
+        options = vision.ImageClassifierOptions(
+            base_options=mp_tasks.BaseOptions(model_asset_path=str(bundle_dir / name)), max_results=-1
+        )
         with vision.ImageClassifier.create_from_options(options) as mediapipe:
-            categories = mediapipe.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=pixels)).classifications[0].categories
+            categories = (
+                mediapipe.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=pixels))
+                .classifications[0]
+                .categories
+            )
         assert sorted((c.index, c.category_name) for c in categories) == list(enumerate(classes)), name
     assert manifest["artifacts"]["int8.tflite"]["mediapipe"]["category_names"] == classes  # checked at export too
 
@@ -174,8 +186,11 @@ def test_every_artifact_file_carries_its_labels_mediapipe_names_them_and_a_file_
         manifest["artifacts"][name]["sha256"] = sha256_file(copy / name)  # consistent checksums, wrong labels
     rewrite_bundle(copy, manifest)
     for name in ("int8.tflite", "int8.onnx"):
-        with pytest.raises(EdgelesionError, match=rf"{name}: the labels inside the file \['nevus'.*disagree with "
-                                                  r"the bundle's classes \['basal cell carcinoma'"):
+        with pytest.raises(
+            EdgelesionError,
+            match=rf"{name}: the labels inside the file \['nevus'.*disagree with "
+            r"the bundle's classes \['basal cell carcinoma'",
+        ):
             Classifier.load(copy, name)
 
 
@@ -188,7 +203,9 @@ def test_an_artifact_kept_with_keep_failed_warns_when_loaded(bundle_dir, tmp_pat
     manifest["artifacts"]["int8.onnx"]["passed"] = False
     rewrite_bundle(copy, manifest)
     Classifier.load(copy, "int8.onnx")
-    assert "warning: int8.onnx missed its parity tolerance at export (kept with --keep-failed)" in capsys.readouterr().out
+    assert (
+        "warning: int8.onnx missed its parity tolerance at export (kept with --keep-failed)" in capsys.readouterr().out
+    )
 
 
 def test_melanoma_alert_uses_the_bundle_threshold(bundle_dir):
@@ -218,8 +235,22 @@ def test_predict_cli_writes_csv_and_json_with_a_row_per_input(bundle_dir, traine
     (folder / "nested").mkdir(parents=True)
     for i, f in enumerate(files):
         shutil.copy(f, folder / "nested" / f"{i}.jpg")
-    assert main(["predict", str(bundle_dir), str(folder), "--artifact", "int8.onnx", "--format", "json",
-                 "--out", str(tmp_path / "p.json")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(bundle_dir),
+                str(folder),
+                "--artifact",
+                "int8.onnx",
+                "--format",
+                "json",
+                "--out",
+                str(tmp_path / "p.json"),
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "p.json").read_text())
     assert len(report["results"]) == 3 and report["artifact"] == "int8.onnx"
     # int8 outputs come in steps of 1/256, so with 3 classes the sum may be off by up to 3/512
@@ -230,8 +261,14 @@ def test_a_folder_scan_answers_every_file_by_content_and_warns_on_tiny_images(bu
     folder = tmp_path / "odd"
     (folder / "sub").mkdir(parents=True)
     lesion = Image.open(validation_files(trained_run)[0])
-    for name, fmt in (("a.webp", "WEBP"), ("b.gif", "GIF"), ("c.tiff", "TIFF"), ("no_extension", "JPEG"),
-                      ("sub/d.bmp", "BMP"), ("png_named.jpg", "PNG")):
+    for name, fmt in (
+        ("a.webp", "WEBP"),
+        ("b.gif", "GIF"),
+        ("c.tiff", "TIFF"),
+        ("no_extension", "JPEG"),
+        ("sub/d.bmp", "BMP"),
+        ("png_named.jpg", "PNG"),
+    ):
         lesion.save(folder / name, fmt)
     lesion.save(folder / "camera.jpg", "MPO", save_all=True, append_images=[lesion])  # a phone's multi-picture JPEG
     Image.new("RGB", (1, 1), (200, 30, 30)).save(folder / "tiny.png")
@@ -253,8 +290,17 @@ def test_a_folder_scan_answers_every_file_by_content_and_warns_on_tiny_images(bu
         "loop.jpg": "a symbolic link loop",
         "linked": "a link to a folder, not followed",
     }
-    classified = {"a.webp", "b.gif", "c.tiff", "no_extension", "sub/d.bmp", "png_named.jpg", "camera.jpg", "tiny.png",
-                  "strip.png"}
+    classified = {
+        "a.webp",
+        "b.gif",
+        "c.tiff",
+        "no_extension",
+        "sub/d.bmp",
+        "png_named.jpg",
+        "camera.jpg",
+        "tiny.png",
+        "strip.png",
+    }
     assert set(rows) == classified | set(expected_errors)  # one row per entry, none dropped
     for name, reason in expected_errors.items():
         assert reason in rows[name]["error"] and rows[name]["label"] is None, name
@@ -268,8 +314,9 @@ def test_a_folder_scan_answers_every_file_by_content_and_warns_on_tiny_images(bu
     assert main(["predict", str(bundle_dir), str(folder), "--format", "json", "--out", str(out), "--force"]) == 0
 
 
-def test_large_jpegs_are_decoded_reduced_as_the_input_spec_says_unless_asked_for_in_full(bundle_dir, trained_run,
-                                                                                        tmp_path):
+def test_large_jpegs_are_decoded_reduced_as_the_input_spec_says_unless_asked_for_in_full(
+    bundle_dir, trained_run, tmp_path
+):
     big = tmp_path / "big.jpg"
     Image.open(validation_files(trained_run)[0]).resize((600, 450), Image.Resampling.BICUBIC).save(big, quality=92)
     manifest = json.loads((bundle_dir / "bundle.json").read_text())
@@ -280,8 +327,23 @@ def test_large_jpegs_are_decoded_reduced_as_the_input_spec_says_unless_asked_for
     assert reduced.decoded(big).size == (150, 113) and exact.decoded(big).size == (600, 450)  # 1/4 keeps >= 3 x 32
     assert np.abs(reduced.pixels(big).astype(int) - exact.pixels(big)).mean() < 3
     out = tmp_path / "rows.json"
-    assert main(["predict", str(bundle_dir), str(big), "--artifact", "float32.onnx", "--full-decode", "--format", "json",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(bundle_dir),
+                str(big),
+                "--artifact",
+                "float32.onnx",
+                "--full-decode",
+                "--format",
+                "json",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     row = json.loads(out.read_text())["results"][0]
     expected = exact.predict(big).probabilities
     assert expected != reduced.predict(big).probabilities  # the two decodes differ, so this checks --full-decode
@@ -308,8 +370,10 @@ def test_a_close_answer_from_a_reduced_decode_is_decided_again_from_the_full_dec
     first, second = sorted(reduced.predict(big).probabilities.values())[-2:][::-1]
     margin = first - second
     assert reduced.predict(big).probabilities != exact  # the decodes differ, so a recheck shows
-    below, above = (Classifier.load(bundle_dir, "float32.onnx", recheck_margin=m, alert_recheck_margin=0)
-                    for m in (margin * 0.99, margin * 1.01))
+    below, above = (
+        Classifier.load(bundle_dir, "float32.onnx", recheck_margin=m, alert_recheck_margin=0)
+        for m in (margin * 0.99, margin * 1.01)
+    )
     assert below.predict(big).probabilities == reduced.predict(big).probabilities  # not close enough: kept
     assert above.predict(big).probabilities == pytest.approx(exact, abs=1e-6)  # closer than the margin: decided again
     assert Classifier.load(bundle_dir, "float32.onnx").recheck_margin == 0.05  # the default, as measured
@@ -323,8 +387,9 @@ def test_a_close_answer_from_a_reduced_decode_is_decided_again_from_the_full_dec
         Classifier.load(bundle_dir, "float32.onnx", recheck_margin=2)
 
 
-def test_a_melanoma_probability_near_the_alert_threshold_is_decided_again_from_the_full_decode(bundle_dir,
-                                                                                              trained_run, tmp_path):
+def test_a_melanoma_probability_near_the_alert_threshold_is_decided_again_from_the_full_decode(
+    bundle_dir, trained_run, tmp_path
+):
     big = tmp_path / "big.jpg"
     Image.open(validation_files(trained_run)[0]).resize((600, 450), Image.Resampling.BICUBIC).save(big, quality=92)
     reduced = Classifier.load(bundle_dir, "float32.onnx", recheck_margin=0, alert_recheck_margin=0)
@@ -332,8 +397,10 @@ def test_a_melanoma_probability_near_the_alert_threshold_is_decided_again_from_t
     threshold = reduced.melanoma_threshold
     assert threshold is not None and reduced.predict(big).probabilities != exact
     distance = abs(log_odds(reduced.predict(big).probabilities["melanoma"]) - log_odds(threshold))
-    below, above = (Classifier.load(bundle_dir, "float32.onnx", recheck_margin=0, alert_recheck_margin=m)
-                    for m in (distance * 0.99, distance * 1.01))
+    below, above = (
+        Classifier.load(bundle_dir, "float32.onnx", recheck_margin=0, alert_recheck_margin=m)
+        for m in (distance * 0.99, distance * 1.01)
+    )
     assert below.predict(big).probabilities == reduced.predict(big).probabilities  # not close enough: kept
     assert above.predict(big).probabilities == pytest.approx(exact, abs=1e-6)  # near the threshold: decided again
     assert Classifier.load(bundle_dir, "float32.onnx").alert_recheck_margin == 0.2  # the default, as measured

@@ -12,8 +12,15 @@ import pytest
 
 from edgelesion.export.exporting import INT8_ARTIFACTS, ExportOptions, _closeness, export_run
 from edgelesion.export.onnx_export import OnnxInt8Scheme
-from edgelesion.export.parity import (INT8_TOLERANCE, ORIENTATIONS, compare, failures, oriented, predict_oriented,
-                                     top1_tie_rate)
+from edgelesion.export.parity import (
+    INT8_TOLERANCE,
+    ORIENTATIONS,
+    compare,
+    failures,
+    oriented,
+    predict_oriented,
+    top1_tie_rate,
+)
 
 
 @pytest.mark.parametrize("artifact", INT8_ARTIFACTS)
@@ -22,8 +29,12 @@ def test_auto_builds_both_int8_files_and_ships_the_one_closer_to_the_float_model
     entry = bundle["artifacts"][artifact]
     candidates = entry["int8_candidates"]
     assert bundle["int8_method"] == "auto" and set(candidates) == {"qat", "ptq"}
-    ranked = sorted(candidates, key=lambda method: _closeness(  # the figures bundle.json records for each
-        {"parity": {"vs_float": candidates[method]["vs_float"]}}, candidates[method]["problems"], method))
+    ranked = sorted(
+        candidates,
+        key=lambda method: _closeness(  # the figures bundle.json records for each
+            {"parity": {"vs_float": candidates[method]["vs_float"]}}, candidates[method]["problems"], method
+        ),
+    )
     assert entry["int8_method"] == ranked[0]
     assert entry["parity"]["vs_float"]["top1_agreement"] == candidates[ranked[0]]["vs_float"]["top1_agreement"]
     if artifact == "int8.onnx":  # onnxruntime's quantization settings are recorded when its file ships
@@ -72,7 +83,8 @@ def test_post_training_int8_tflite_takes_pinned_uint8_pixels_and_ends_in_a_float
 
 
 def test_onnxruntimes_int8_onnx_has_uint8_activations_seven_bit_weights_but_the_first_convolution_and_a_float_head(
-        bundle_dir, tmp_path):
+    bundle_dir, tmp_path
+):
     """8-bit int8 weights saturate onnxruntime's 16-bit pair sums on AVX2-only CPUs (61% agreement on Lite0 there)
     in every op of this model (no depthwise convolution) but the first convolution, whose 8-bit uint8 weights
     run in kernels that cannot saturate; uint8 activations are what those kernels run fastest."""
@@ -89,12 +101,14 @@ def test_onnxruntimes_int8_onnx_has_uint8_activations_seven_bit_weights_but_the_
     conv_weights = [initializers[producer[node.input[1]].input[0]] for node in graph.node if node.op_type == "Conv"]
     pixel_conv, *others = [(t.data_type, numpy_helper.to_array(t).astype(int)) for t in conv_weights]
     assert pixel_conv[0] == onnx.TensorProto.UINT8 and np.ptp(pixel_conv[1]) > 128  # all 8 bits in use
-    weights = [numpy_helper.to_array(t) for t in graph.initializer
-               if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2]
+    weights = [
+        numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2
+    ]
     assert others and {data_type for data_type, _ in others} == {onnx.TensorProto.INT8}
     assert weights and max(int(np.abs(w.astype(int)).max()) for w in weights) <= 64
-    activation_zero_points = {initializers[node.input[2]].data_type for node in graph.node
-                              if node.op_type == "QuantizeLinear"}
+    activation_zero_points = {
+        initializers[node.input[2]].data_type for node in graph.node if node.op_type == "QuantizeLinear"
+    }
     assert activation_zero_points == {onnx.TensorProto.UINT8}
     (softmax,) = [node for node in graph.node if node.op_type == "Softmax"]
     assert softmax.output[0] == graph.output[0].name  # probabilities come straight from the float softmax
@@ -113,7 +127,8 @@ def _input_shape(bundle_dir) -> tuple[int, int, int]:
 
 
 def test_int8_onnx_from_the_qat_file_runs_fused_uint8_activations_and_seven_bit_weights_as_its_tflite_does(
-        bundle_dir, trained_run, tmp_path):
+    bundle_dir, trained_run, tmp_path
+):
     """The QAT int8.tflite, its weights on the 7-bit grid QAT trained, converted: every convolution and the hidden
     Dense fused into onnxruntime's integer kernels, no weight that could saturate them, the tflite file's answers."""
     import onnx
@@ -137,32 +152,46 @@ def test_int8_onnx_from_the_qat_file_runs_fused_uint8_activations_and_seven_bit_
     float_model = keras.models.load_model(run.best_model)
     quantized_core = load_quantized_core(float_model, trained_run / "qat")
     qat_file = tmp_path / "qat.tflite"
-    qat_file.write_bytes(convert_int8_qat(float_model, quantized_core, calibration_sample(train.images, n=16, seed=0),
-                                          info.config.preprocessing))
+    qat_file.write_bytes(
+        convert_int8_qat(
+            float_model, quantized_core, calibration_sample(train.images, n=16, seed=0), info.config.preprocessing
+        )
+    )
     convert_int8_tflite(qat_file, tmp_path / "int8.onnx")
 
     # the file's hidden Dense kernel is exactly the one the QAT model computes with: 7-bit, per output unit
     interpreter = Interpreter(model_path=str(qat_file))
-    (hidden,) = [op for op in interpreter._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"
-                 and interpreter.get_tensor_details()[op["inputs"][1]]["dtype"] == np.int8]
+    (hidden,) = [
+        op
+        for op in interpreter._get_ops_details()
+        if op["op_name"] == "FULLY_CONNECTED" and interpreter.get_tensor_details()[op["inputs"][1]]["dtype"] == np.int8
+    ]
     details = interpreter.get_tensor_details()[hidden["inputs"][1]]
     values = interpreter.get_tensor(details["index"]).astype(np.float64)  # output units x inputs
     assert np.abs(values).max(axis=1).tolist() == [63.0] * len(values)
     in_file = values * details["quantization_parameters"]["scales"][:, None]
-    (wrapper,) = [layer for layer in quantized_core.layers
-                  if isinstance(getattr(layer, "layer", None), keras.layers.Dense) and layer.layer.name != HEAD]
+    (wrapper,) = [
+        layer
+        for layer in quantized_core.layers
+        if isinstance(getattr(layer, "layer", None), keras.layers.Dense) and layer.layer.name != HEAD
+    ]
     np.testing.assert_allclose(in_file, _dense_kernels_on_grid(wrapper)["kernel:0"].T, rtol=1e-5, atol=1e-7)
 
     graph = onnx.load(str(tmp_path / "int8.onnx")).graph
     (pixels,) = graph.input
     assert pixels.name == "pixels" and pixels.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     initializers = {t.name: t for t in graph.initializer}
-    weights = [numpy_helper.to_array(initializers[node.input[0]]) for node in graph.node
-               if node.op_type == "DequantizeLinear" and node.input[0] in initializers
-               and initializers[node.input[0]].data_type == onnx.TensorProto.INT8]
+    weights = [
+        numpy_helper.to_array(initializers[node.input[0]])
+        for node in graph.node
+        if node.op_type == "DequantizeLinear"
+        and node.input[0] in initializers
+        and initializers[node.input[0]].data_type == onnx.TensorProto.INT8
+    ]
     assert len(weights) >= 3 and max(int(np.abs(w.astype(int)).max()) for w in weights) == 63
     assert {initializers[node.input[2]].data_type for node in graph.node if node.op_type == "QuantizeLinear"} == {
-        onnx.TensorProto.UINT8}
+        onnx.TensorProto.UINT8
+    }
 
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
@@ -171,8 +200,10 @@ def test_int8_onnx_from_the_qat_file_runs_fused_uint8_activations_and_seven_bit_
     assert "QLinearConv" in optimized and "Conv" not in optimized and "FusedConv" not in optimized
     assert optimized.count("DequantizeLinear") == 1  # one, before the float head: nothing else in float
 
-    tflite, onnx_file = (predict_oriented(lambda view, r=open_runner(path): predict_in_batches(r, view), val.images)
-                         for path in (qat_file, tmp_path / "int8.onnx"))
+    tflite, onnx_file = (
+        predict_oriented(lambda view, r=open_runner(path): predict_in_batches(r, view), val.images)
+        for path in (qat_file, tmp_path / "int8.onnx")
+    )
     assert (tflite.argmax(axis=1) == onnx_file.argmax(axis=1)).all()  # one integer model, two runtimes
     assert np.abs(tflite - onnx_file).max() < 0.02
 
@@ -190,10 +221,13 @@ def test_flipping_two_sure_images_fails_an_int8_artifact_on_its_sure_agreement_a
     candidate[:2] = [0.1, 0.8, 0.1]  # 2 of the 100 sure images change class
     figures = compare(reference, candidate, labels, scored=[0, 1], positive=None)
     assert figures["sure_images"] == 100 and figures["sure_top1_agreement"] == pytest.approx(0.98)
-    assert figures["top1_agreement"] == pytest.approx(0.99) and figures["delta_balanced_accuracy"] == pytest.approx(-0.01)
+    assert figures["top1_agreement"] == pytest.approx(0.99) and figures["delta_balanced_accuracy"] == pytest.approx(
+        -0.01
+    )
     assert failures("int8.tflite", figures, INT8_TOLERANCE, "float") == [
         "int8.tflite: top-1 agreement with the float model on the 100 images it is sure of (probability >= 0.5) "
-        "0.9800 < 0.99"]
+        "0.9800 < 0.99"
+    ]
 
 
 def test_flipping_unsure_images_fails_an_int8_artifact_on_balanced_accuracy_alone():
@@ -205,7 +239,8 @@ def test_flipping_unsure_images_fails_an_int8_artifact_on_balanced_accuracy_alon
     low, high = figures["delta_balanced_accuracy_ci95"]
     assert figures["delta_balanced_accuracy"] == pytest.approx(-0.015) and low <= -0.015 <= high
     assert failures("int8.tflite", figures, INT8_TOLERANCE, "float") == [
-        "int8.tflite: balanced accuracy moved -0.0150 from the float model (more than ±0.01)"]
+        "int8.tflite: balanced accuracy moved -0.0150 from the float model (more than ±0.01)"
+    ]
 
 
 def test_the_eight_orientations_are_each_image_flipped_and_turned_the_images_as_they_are_first():
@@ -249,7 +284,9 @@ def test_an_image_wrong_in_every_orientation_counts_as_one_whole_image():
     figures = compare(references, candidate, labels, scored=[0, 1], positive=None, views=ORIENTATIONS)
     assert figures["delta_balanced_accuracy"] == pytest.approx(-1 / 100 / 2)
     assert figures["as_is"]["delta_balanced_accuracy"] == pytest.approx(-1 / 100 / 2)
-    assert figures["delta_balanced_accuracy_ci95"][0] <= -2 / 100 / 2  # one image, drawn twice or more in 26% of resamples
+    assert (
+        figures["delta_balanced_accuracy_ci95"][0] <= -2 / 100 / 2
+    )  # one image, drawn twice or more in 26% of resamples
     with pytest.raises(ValueError, match="for 8 views of 200 images"):
         compare(references, candidate[:-1], labels, scored=[0, 1], positive=None, views=ORIENTATIONS)
 
@@ -270,7 +307,8 @@ def test_ties_on_more_than_one_image_in_a_hundred_fail_an_int8_artifact_on_ties_
     figures = compare(reference, candidate, labels, scored=[0, 1], positive=None)
     assert failures("int8.tflite", figures, INT8_TOLERANCE, "float") == [
         "int8.tflite: its top two probabilities are tied on 0.0150 of the images (more than 0.01): "
-        "arg-max then decides by class order"]
+        "arg-max then decides by class order"
+    ]
 
 
 def test_qat_int8_tflite_has_per_channel_dense_kernels_and_a_float_head_on_the_grid_it_trained_on():
@@ -362,7 +400,9 @@ def test_qat_ranges_start_at_the_float_activations_and_the_logits_stay_float(tra
     calibrate_activation_ranges(quantized, float_model, val.images)
 
     def ranges(name: str) -> dict[str, float]:
-        (wrapper,) = [layer for layer in quantized.layers if getattr(getattr(layer, "layer", None), "name", None) == name]
+        (wrapper,) = [
+            layer for layer in quantized.layers if getattr(getattr(layer, "layer", None), "name", None) == name
+        ]
         return {w.name.split("/")[-1]: float(w.numpy()) for w in wrapper.weights if w.shape.rank == 0}
 
     assert not any("activation_m" in key for key in ranges(HEAD)), "the logits are fake-quantized"
@@ -395,8 +435,9 @@ def test_qat_distillation_fits_the_float_models_answers_not_the_training_labels(
     agreement = {}
     for target in ("labels", "float-model"):
         config = QATConfig(epochs=3, learning_rate=1e-3, batch_size=8, target=target)
-        core = qat_finetune(float_model, train.images, wrong, None, train.images, tmp_path / target, config,
-                            info.config, progress=False)
+        core = qat_finetune(
+            float_model, train.images, wrong, None, train.images, tmp_path / target, config, info.config, progress=False
+        )
         answers = predict(with_scaling(float_model, core), val.images).argmax(1)
         agreement[target] = (answers == reference).mean()
     assert agreement["float-model"] >= 0.9

@@ -86,13 +86,16 @@ def test_paired_difference_is_the_metric_difference_on_the_same_class_stratified
 
     def delta(index):
         yi, b, c = y[index], base.argmax(1)[index], cand.argmax(1)[index]
-        return (balanced_accuracy(yi, c, scored) - balanced_accuracy(yi, b, scored),
-                sensitivity(yi, c, 1) - sensitivity(yi, b, 1))
+        return (
+            balanced_accuracy(yi, c, scored) - balanced_accuracy(yi, b, scored),
+            sensitivity(yi, c, 1) - sensitivity(yi, b, 1),
+        )
 
     draws = np.random.default_rng(9)
     by_class = [np.flatnonzero(y == c) for c in np.unique(y)]
-    expected = np.array([delta(np.concatenate([draws.choice(ix, len(ix)) for ix in by_class]))
-                         for _ in range(resamples)])
+    expected = np.array(
+        [delta(np.concatenate([draws.choice(ix, len(ix)) for ix in by_class])) for _ in range(resamples)]
+    )
     result = paired_difference(y, base, cand, scored, 1, resamples=resamples, seed=9)
     for column, key in enumerate(("delta_balanced_accuracy", "delta_melanoma_sensitivity")):
         assert result[key]["value"] == pytest.approx(delta(np.arange(len(y)))[column])

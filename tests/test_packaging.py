@@ -21,6 +21,7 @@ def test_training_modules_select_keras_2():
         "import edgelesion.train.models, tensorflow as tf\n"
         "assert tf.keras.__name__.startswith('tf_keras'), tf.keras.__name__\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            env={"PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"}
+    )
     assert result.returncode == 0, result.stderr

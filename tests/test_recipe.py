@@ -80,8 +80,9 @@ def test_mixup_blends_each_image_target_and_weight_with_the_next_by_one_share_re
 
 
 def test_learning_rate_head_then_warmup_then_cosine_to_zero():
-    config = TrainConfig(epochs=10, head_epochs=2, head_learning_rate=1e-3, learning_rate=2e-4, warmup_epochs=1,
-                         lr_schedule="cosine")
+    config = TrainConfig(
+        epochs=10, head_epochs=2, head_learning_rate=1e-3, learning_rate=2e-4, warmup_epochs=1, lr_schedule="cosine"
+    )
     rates = [config.learning_rate_at(e) for e in range(10)]
     assert rates[:2] == [1e-3, 1e-3]
     assert rates[2] == pytest.approx(1e-4)  # warm-up: half way
@@ -136,10 +137,14 @@ def test_the_lite0_recipe_resumes_across_the_head_to_whole_network_switch_to_the
     start = training.create_model(config.model, 3, config.preprocessing, pretrained=True)
     after_all = keras.models.load_model(RunDir(tmp_path / "cut").checkpoints / "epoch-0002.keras")
     for name in ("stem_conv", "block4b_dwconv", "head_conv"):
-        np.testing.assert_array_equal(after_head.get_layer(name).get_weights()[0], start.get_layer(name).get_weights()[0])
-    assert not np.array_equal(after_head.get_layer("probabilities").get_weights()[0],
-                              start.get_layer("probabilities").get_weights()[0])
-    assert not np.array_equal(after_all.get_layer("stem_conv").get_weights()[0],
-                              start.get_layer("stem_conv").get_weights()[0])
+        np.testing.assert_array_equal(
+            after_head.get_layer(name).get_weights()[0], start.get_layer(name).get_weights()[0]
+        )
+    assert not np.array_equal(
+        after_head.get_layer("probabilities").get_weights()[0], start.get_layer("probabilities").get_weights()[0]
+    )
+    assert not np.array_equal(
+        after_all.get_layer("stem_conv").get_weights()[0], start.get_layer("stem_conv").get_weights()[0]
+    )
     bn = next(l for l in after_all.layers if isinstance(l, keras.layers.BatchNormalization))
     np.testing.assert_array_equal(bn.moving_mean.numpy(), start.get_layer(bn.name).moving_mean.numpy())

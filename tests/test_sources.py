@@ -25,8 +25,7 @@ PRE = Preprocessing(image_size=32)
 WARM, COOL, NEUTRAL = (70, 0, -50), (-50, 0, 70), (0, 0, 0)
 
 
-def write_sourced_set(root: Path, plan: dict[str, list[tuple[str, int, tuple[int, int, int]]]],
-                      seed: int = 0) -> Path:
+def write_sourced_set(root: Path, plan: dict[str, list[tuple[str, int, tuple[int, int, int]]]], seed: int = 0) -> Path:
     """Class folders of synthetic images; `plan` maps each source to (class, count, colour cast); sources.csv beside
     the folder maps each path to its source and to a lesion id shared by consecutive pairs of images."""
     rng = np.random.default_rng(seed)
@@ -46,8 +45,10 @@ def write_sourced_set(root: Path, plan: dict[str, list[tuple[str, int, tuple[int
 
 
 def test_metadata_gives_sources_and_groups_and_groups_never_straddle_a_split(tmp_path):
-    data = write_sourced_set(tmp_path, {"a": [("melanoma", 12, WARM), ("nevus", 12, COOL)],
-                                        "b": [("melanoma", 12, COOL), ("nevus", 12, WARM)]})
+    data = write_sourced_set(
+        tmp_path,
+        {"a": [("melanoma", 12, WARM), ("nevus", 12, COOL)], "b": [("melanoma", 12, COOL), ("nevus", 12, WARM)]},
+    )
     spec = MetadataSpec(tmp_path / "sources.csv", source_column="source", group_columns=("lesion_id",))
     dataset = load_dataset(data, PRE, progress=False, metadata=spec)
     assert dataset.sources == [r.relpath.split("/")[1].split("_")[0] for r in dataset.records]
@@ -85,14 +86,17 @@ def test_flat_folder_with_one_hot_labels_keyed_by_image_id(tmp_path, capsys):
     assert "1 rows of" in out and "1 images under" in out
 
 
-@pytest.mark.parametrize("csv_text, spec_changes, message", [
-    ("path,source\n", {"source_column": "source"}, "no rows"),
-    ("path,site\nmelanoma/a.jpg,x\n", {"source_column": "source"}, "--source-column source: no such column"),
-    ("path,source\nmelanoma/a.jpg,x\nmelanoma/a.jpg,y\n", {"source_column": "source"}, "has a second row"),
-    ("path,source\nmelanoma/a.jpg,\n", {"source_column": "source"}, "source column 'source' is empty"),
-    ("file,source\nmelanoma/a.jpg,x\n", {}, "none of the key columns"),
-    ("image,MEL,NV\nISIC_1,1,1\n", {"label_columns": ("MEL", "NV")}, "2 of the label columns are 1"),
-])
+@pytest.mark.parametrize(
+    "csv_text, spec_changes, message",
+    [
+        ("path,source\n", {"source_column": "source"}, "no rows"),
+        ("path,site\nmelanoma/a.jpg,x\n", {"source_column": "source"}, "--source-column source: no such column"),
+        ("path,source\nmelanoma/a.jpg,x\nmelanoma/a.jpg,y\n", {"source_column": "source"}, "has a second row"),
+        ("path,source\nmelanoma/a.jpg,\n", {"source_column": "source"}, "source column 'source' is empty"),
+        ("file,source\nmelanoma/a.jpg,x\n", {}, "none of the key columns"),
+        ("image,MEL,NV\nISIC_1,1,1\n", {"label_columns": ("MEL", "NV")}, "2 of the label columns are 1"),
+    ],
+)
 def test_bad_metadata_gets_a_clear_error(tmp_path, csv_text, spec_changes, message):
     (tmp_path / "meta.csv").write_text(csv_text)
     with pytest.raises(EdgelesionError, match=message):
@@ -117,8 +121,9 @@ def test_within_source_figures_part_from_pooled_ones_when_the_source_gives_the_c
     pooled_rule = alert_threshold(probabilities, labels, 0, 0.9)
     assert within["rule"] == "within-source" and pooled_rule["rule"] == "pooled"
     only_mixed = alert_threshold(probabilities[80:], labels[80:], 0, 0.9)["threshold"]
-    with_one_source = alert_threshold(probabilities, labels, 0, 0.9,
-                                      sources=["easy"] * 40 + ["nevi only"] * 40 + ["mixed"] * 60, lookalikes=[1])
+    with_one_source = alert_threshold(
+        probabilities, labels, 0, 0.9, sources=["easy"] * 40 + ["nevi only"] * 40 + ["mixed"] * 60, lookalikes=[1]
+    )
     assert with_one_source["rule_sources"] == ["mixed"] and with_one_source["threshold"] == only_mixed
 
 
@@ -126,10 +131,14 @@ def test_a_colour_cast_that_decides_the_class_is_flagged_and_fails_leave_source_
     """In the training sources, melanomas come from a warm-cast clinic and nevi from a cool one; in the held-out
     clinic the cast says the opposite. The audit names the confound, and the held-out source exposes the model
     that learned the cast while its own validation split praises it."""
-    data = write_sourced_set(tmp_path, {
-        "warm-clinic": [("melanoma", 18, WARM)], "cool-clinic": [("nevus", 18, COOL)],
-        "new-clinic": [("melanoma", 10, COOL), ("nevus", 10, WARM)],
-    })
+    data = write_sourced_set(
+        tmp_path,
+        {
+            "warm-clinic": [("melanoma", 18, WARM)],
+            "cool-clinic": [("nevus", 18, COOL)],
+            "new-clinic": [("melanoma", 10, COOL), ("nevus", 10, WARM)],
+        },
+    )
     # one warm-clinic melanoma is a lesion also photographed in the new clinic: it must leave training
     csv_file = tmp_path / "sources.csv"
     csv_file.write_text(csv_file.read_text().replace("warm-clinic-melanoma-0\n", "new-clinic-melanoma-0\n", 1))
@@ -140,12 +149,32 @@ def test_a_colour_cast_that_decides_the_class_is_flagged_and_fails_leave_source_
     # the pixel probe sees the cast in the clinics where it decides the class, with no metadata at all
     dataset = load_dataset(data, PRE, progress=False)
     trained_clinics = np.array(["new-clinic" not in r.relpath for r in dataset.records])
-    probes, _ = border_probe(dataset.images[trained_clinics], dataset.labels[trained_clinics],
-                             np.arange(trained_clinics.sum()), dataset.classes, "melanoma", ["nevus"])
+    probes, _ = border_probe(
+        dataset.images[trained_clinics],
+        dataset.labels[trained_clinics],
+        np.arange(trained_clinics.sum()),
+        dataset.classes,
+        "melanoma",
+        ["nevus"],
+    )
     assert probes[0].flagged
 
-    small = ["--model", "seed-dropout", "--image-size", "32", "--epochs", "4", "--batch-size", "8", "--folds", "3",
-             "--rebalance", "none", "--min-support", "2"]
+    small = [
+        "--model",
+        "seed-dropout",
+        "--image-size",
+        "32",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "8",
+        "--folds",
+        "3",
+        "--rebalance",
+        "none",
+        "--min-support",
+        "2",
+    ]
     cv = tmp_path / "lso"
     assert main(["cv", "--leave-source-out", "--data", str(data), "--out", str(cv), *small, *meta]) == 0
     printed = capsys.readouterr().out
@@ -179,7 +208,8 @@ def test_leave_source_out_without_sources_is_refused(tmp_path, dataset_dir, caps
 
 
 def test_evaluate_reads_a_test_folder_within_its_sources_and_the_validation_split_within_the_runs(
-        trained_run, tmp_path):
+    trained_run, tmp_path
+):
     from conftest import write_dataset, write_sources_csv
 
     from edgelesion.fileio import read_csv

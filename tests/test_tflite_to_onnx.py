@@ -29,20 +29,29 @@ def _tflite_like_graph(pointwise_largest: int = 63) -> onnx.ModelProto:
     pointwise[:, 0] = pointwise_largest  # every channel reaches the grid's end, as per-channel scales make it
     dw_scale, pw_scale = np.array([0.01, 0.02], np.float32), np.array([0.01, 0.015, 0.03], np.float32)
     constants = [
-        _constant("s_pixels", np.float32(SCALES["pixels"])), _constant("zp_pixels", np.uint8(127)),
+        _constant("s_pixels", np.float32(SCALES["pixels"])),
+        _constant("zp_pixels", np.uint8(127)),
         _constant("zp_act", np.int8(-3)),  # shared by every activation, as tf2onnx shares equal constants
         *[_constant(f"s_{name}", np.float32(scale)) for name, scale in SCALES.items() if name != "pixels"],
-        _constant("w_dw", depthwise), _constant("s_dw", dw_scale), _constant("zp_dw", np.zeros(2, np.int8)),
+        _constant("w_dw", depthwise),
+        _constant("s_dw", dw_scale),
+        _constant("zp_dw", np.zeros(2, np.int8)),
         _constant("b_dw", RNG.integers(-500, 500, 2).astype(np.int32)),
-        _constant("s_b_dw", (SCALES["a1"] * dw_scale).astype(np.float32)), _constant("zp_b_dw", np.zeros(2, np.int32)),
-        _constant("w_pw", pointwise), _constant("s_pw", pw_scale), _constant("zp_pw", np.zeros(3, np.int8)),
+        _constant("s_b_dw", (SCALES["a1"] * dw_scale).astype(np.float32)),
+        _constant("zp_b_dw", np.zeros(2, np.int32)),
+        _constant("w_pw", pointwise),
+        _constant("s_pw", pw_scale),
+        _constant("zp_pw", np.zeros(3, np.int8)),
         _constant("b_pw", RNG.integers(-500, 500, 3).astype(np.int32)),
-        _constant("s_b_pw", (SCALES["a2"] * pw_scale).astype(np.float32)), _constant("zp_b_pw", np.zeros(3, np.int32)),
+        _constant("s_b_pw", (SCALES["a2"] * pw_scale).astype(np.float32)),
+        _constant("zp_b_pw", np.zeros(3, np.int32)),
     ]
 
     def requantized(source: str, name: str) -> list[onnx.NodeProto]:
-        return [helper.make_node("QuantizeLinear", [source, f"s_{name}", "zp_act"], [f"{name}_q"]),
-                helper.make_node("DequantizeLinear", [f"{name}_q", f"s_{name}", "zp_act"], [f"{name}_f"])]
+        return [
+            helper.make_node("QuantizeLinear", [source, f"s_{name}", "zp_act"], [f"{name}_q"]),
+            helper.make_node("DequantizeLinear", [f"{name}_q", f"s_{name}", "zp_act"], [f"{name}_f"]),
+        ]
 
     def dequantized(name: str, axis: int | None = 0) -> onnx.NodeProto:
         return helper.make_node("DequantizeLinear", [name, f"s_{name}", f"zp_{name}"], [f"{name}_f"], axis=axis)
@@ -50,19 +59,27 @@ def _tflite_like_graph(pointwise_largest: int = 63) -> onnx.ModelProto:
     nodes = [
         helper.make_node("DequantizeLinear", ["pixels_u8", "s_pixels", "zp_pixels"], ["pixels_f"]),
         *requantized("pixels_f", "a1"),
-        dequantized("w_dw"), helper.make_node("DequantizeLinear", ["b_dw", "s_b_dw", "zp_b_dw"], ["b_dw_f"], axis=0),
+        dequantized("w_dw"),
+        helper.make_node("DequantizeLinear", ["b_dw", "s_b_dw", "zp_b_dw"], ["b_dw_f"], axis=0),
         helper.make_node("Conv", ["a1_f", "w_dw_f", "b_dw_f"], ["dw"], group=2, pads=[1, 1, 1, 1]),
         *requantized("dw", "a2"),
-        dequantized("w_pw"), helper.make_node("DequantizeLinear", ["b_pw", "s_b_pw", "zp_b_pw"], ["b_pw_f"], axis=0),
+        dequantized("w_pw"),
+        helper.make_node("DequantizeLinear", ["b_pw", "s_b_pw", "zp_b_pw"], ["b_pw_f"], axis=0),
         helper.make_node("Conv", ["a2_f", "w_pw_f", "b_pw_f"], ["pw"]),
         *requantized("pw", "out"),
     ]
     for node in nodes:  # the constants' own names: s_w_dw is s_dw, and so on
-        node.input[:] = [{"s_w_dw": "s_dw", "zp_w_dw": "zp_dw", "s_w_pw": "s_pw", "zp_w_pw": "zp_pw"}.get(name, name)
-                         for name in node.input]
-    graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("pixels_u8", TensorProto.UINT8,
-                                                                             ["n", 2, 5, 5])],
-                              [helper.make_tensor_value_info("out_f", TensorProto.FLOAT, ["n", 3, 5, 5])], constants)
+        node.input[:] = [
+            {"s_w_dw": "s_dw", "zp_w_dw": "zp_dw", "s_w_pw": "s_pw", "zp_w_pw": "zp_pw"}.get(name, name)
+            for name in node.input
+        ]
+    graph = helper.make_graph(
+        nodes,
+        "block",
+        [helper.make_tensor_value_info("pixels_u8", TensorProto.UINT8, ["n", 2, 5, 5])],
+        [helper.make_tensor_value_info("out_f", TensorProto.FLOAT, ["n", 3, 5, 5])],
+        constants,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -92,8 +109,9 @@ def test_rewrite_keeps_the_numbers_and_runs_integer_kernels(tmp_path):
     assert weights_after.keys() == weights_before.keys()
     assert all(np.array_equal(weights_after[name], weights_before[name]) for name in weights_before)
     initializers = {t.name: t for t in model.graph.initializer}
-    activation_zero_points = {initializers[node.input[2]].data_type for node in model.graph.node
-                              if node.op_type == "QuantizeLinear"}
+    activation_zero_points = {
+        initializers[node.input[2]].data_type for node in model.graph.node if node.op_type == "QuantizeLinear"
+    }
     assert activation_zero_points == {TensorProto.UINT8}
     assert "zp_act" not in initializers  # the int8 constant no node reads any more is gone
 

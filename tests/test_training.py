@@ -16,8 +16,14 @@ from edgelesion.data.rebalance import AugmentConfig
 from edgelesion.train.runs import RunDir
 from tests.conftest import interrupted_at, snapshot
 
-TINY = TrainConfig(epochs=3, batch_size=8, folds=3, min_support=2, preprocessing=Preprocessing(image_size=24),
-                   augment=AugmentConfig(target="16"))
+TINY = TrainConfig(
+    epochs=3,
+    batch_size=8,
+    folds=3,
+    min_support=2,
+    preprocessing=Preprocessing(image_size=24),
+    augment=AugmentConfig(target="16"),
+)
 
 
 def test_run_folder_records_everything_needed_to_reproduce_it(dataset_dir, tmp_path, capsys):
@@ -32,8 +38,16 @@ def test_run_folder_records_everything_needed_to_reproduce_it(dataset_dir, tmp_p
     assert config["data_fingerprint"] and config["classes"] == ["basal cell carcinoma", "melanoma", "nevus"]
     prov = json.loads(run.provenance.read_text())
     assert prov["versions"]["tensorflow"].startswith("2.21") and "git_commit" in prov and prov["machine"]["cores"]
-    for path in (run.audit, run.class_counts, run.curves, run.best_model, run.history, run.augmentation,
-                 run.evaluation / "validation" / "metrics.json", run.evaluation / "validation" / "confusion_matrix.png"):
+    for path in (
+        run.audit,
+        run.class_counts,
+        run.curves,
+        run.best_model,
+        run.history,
+        run.augmentation,
+        run.evaluation / "validation" / "metrics.json",
+        run.evaluation / "validation" / "confusion_matrix.png",
+    ):
         assert path.is_file(), path
     assert len(read_csv(run.history)) == 3
     assert metrics["n_images"] == len(read_csv(run.splits / "val.csv"))
@@ -161,8 +175,9 @@ def test_mixup_with_class_weights_trains_and_resumes_to_the_same_result(dataset_
     from edgelesion.data.rebalance import RebalanceMethod
     from edgelesion.train.online_augment import OnlineAugment
 
-    mixed = TINY.with_changes(epochs=2, rebalance=RebalanceMethod.CLASS_WEIGHTS,
-                              online_augment=OnlineAugment(enabled=True, mixup=0.4))
+    mixed = TINY.with_changes(
+        epochs=2, rebalance=RebalanceMethod.CLASS_WEIGHTS, online_augment=OnlineAugment(enabled=True, mixup=0.4)
+    )
     full = training.train(dataset_dir, tmp_path / "full", mixed, progress=False)
     with interrupted_at(training, epoch=1), pytest.raises(KeyboardInterrupt):
         training.train(dataset_dir, tmp_path / "cut", mixed, progress=False)
@@ -170,7 +185,8 @@ def test_mixup_with_class_weights_trains_and_resumes_to_the_same_result(dataset_
     assert resumed["confusion_matrix"] == full["confusion_matrix"]
     history = read_csv(RunDir(tmp_path / "full").history)
     assert [r["loss"] for r in read_csv(RunDir(tmp_path / "cut").history)] == [r["loss"] for r in history]
-    training.train(dataset_dir, tmp_path / "plain", mixed.with_changes(online_augment=OnlineAugment(enabled=True)),
-                   progress=False)
+    training.train(
+        dataset_dir, tmp_path / "plain", mixed.with_changes(online_augment=OnlineAugment(enabled=True)), progress=False
+    )
     assert read_csv(RunDir(tmp_path / "plain").history)[0]["loss"] != history[0]["loss"]  # the batches were mixed
     assert np.isfinite(float(history[-1]["loss"]))

@@ -66,15 +66,21 @@ def source_run(bundle: dict[str, Any], bundle_dir: Path, run_dir: Path | None) -
     source = bundle["source_run"]
     run = Path(run_dir) if run_dir is not None else (bundle_dir / source["relative_path"]).resolve()
     if not (run / "config.json").is_file():
-        raise EdgelesionError(f"the run {source['name']!r} this bundle was exported from is not at {run}: pass "
-                              "--run RUN (its folder holds the validation images' location and the float model)")
+        raise EdgelesionError(
+            f"the run {source['name']!r} this bundle was exported from is not at {run}: pass "
+            "--run RUN (its folder holds the validation images' location and the float model)"
+        )
     if read_json(run / "config.json").get("data_fingerprint") != source["data_fingerprint"]:
-        raise EdgelesionError(f"{run} was trained on other data than {bundle_dir} (data fingerprints differ): pass "
-                              "--run with the run that made this bundle")
+        raise EdgelesionError(
+            f"{run} was trained on other data than {bundle_dir} (data fingerprints differ): pass "
+            "--run with the run that made this bundle"
+        )
     best = run / "best.keras"
     if best.is_file() and sha256_file(best) != source["best_model_sha256"]:
-        raise EdgelesionError(f"{best} is not the model {bundle_dir} was exported from (its sha256 differs): pass "
-                              "--run with the run that made this bundle")
+        raise EdgelesionError(
+            f"{best} is not the model {bundle_dir} was exported from (its sha256 differs): pass "
+            "--run with the run that made this bundle"
+        )
     return run
 
 
@@ -88,8 +94,9 @@ class EvaluationSet:
     sources: list[str] | None
 
 
-def evaluation_images(bundle: dict[str, Any], run: Path, data_dir: Path | None,
-                      metadata: MetadataSpec | None = None) -> EvaluationSet:
+def evaluation_images(
+    bundle: dict[str, Any], run: Path, data_dir: Path | None, metadata: MetadataSpec | None = None
+) -> EvaluationSet:
     """Pixels and labels of the evaluation set: the export's validation files (checked by sha256), or `data_dir`
     (described by `metadata`, if given)."""
     classes, preprocessing = bundle["classes"], bundle_preprocessing(bundle)
@@ -98,46 +105,73 @@ def evaluation_images(bundle: dict[str, Any], run: Path, data_dir: Path | None,
         data = load_dataset(data_dir, preprocessing, classes=classes, min_classes=1, metadata=metadata)
         index = run / "data_index.csv"
         if not index.is_file():
-            raise EdgelesionError(f"--data {data_dir}: the run's {index} is gone, so images shared with the training "
-                                  "folder cannot be removed; benchmark on the run's validation split instead")
+            raise EdgelesionError(
+                f"--data {data_dir}: the run's {index} is gone, so images shared with the training "
+                "folder cannot be removed; benchmark on the run's validation split instead"
+            )
         config = source["config"]
-        test = prepare_test_set(data, read_csv(index), ConflictPolicy(config["conflict_policy"]),
-                                config["near_duplicate_max_distance"])
+        test = prepare_test_set(
+            data, read_csv(index), ConflictPolicy(config["conflict_policy"]), config["near_duplicate_max_distance"]
+        )
         print(test.summary())
-        return EvaluationSet(test.clean.images, test.clean.labels,
-                             f"{data_dir} ({len(test.clean.records)} images; {len(test.overlaps)} shared with the "
-                             "training folder removed)", test.clean.sources)
+        return EvaluationSet(
+            test.clean.images,
+            test.clean.labels,
+            f"{data_dir} ({len(test.clean.records)} images; {len(test.overlaps)} shared with the "
+            "training folder removed)",
+            test.clean.sources,
+        )
     root = Path(read_json(run / "config.json")["data_dir"])  # the run keeps the data's path; the bundle does not
     pixels, labels = [], []
     for relpath, label, sha in source["validation_files"]:
         try:
             decoded = read_image(root / relpath, preprocessing.draft_side)
         except UnreadableImage as exc:
-            raise EdgelesionError(f"validation image {root / relpath}: {exc}; pass --data DIR to benchmark on "
-                                  "another folder") from exc
+            raise EdgelesionError(
+                f"validation image {root / relpath}: {exc}; pass --data DIR to benchmark on another folder"
+            ) from exc
         if decoded.sha256 != sha:
             raise EdgelesionError(f"validation image {root / relpath} changed since export; pass --data DIR")
         pixels.append(to_model_input(decoded.image, preprocessing))
         labels.append(classes.index(label))
-    return EvaluationSet(np.stack(pixels), np.array(labels), f"the run's validation split ({len(labels)} images)",
-                         source.get("validation_sources"))
+    return EvaluationSet(
+        np.stack(pixels),
+        np.array(labels),
+        f"the run's validation split ({len(labels)} images)",
+        source.get("validation_sources"),
+    )
 
 
-def _worker(artifact: Path, pixels_file: Path, result: Path, threads: int, config: BenchmarkConfig,
-            latency_only: bool = False) -> dict[str, Any]:
+def _worker(
+    artifact: Path, pixels_file: Path, result: Path, threads: int, config: BenchmarkConfig, latency_only: bool = False
+) -> dict[str, Any]:
     """edgelesion.bench.worker's measurements of `artifact` in a fresh process (its probabilities beside `result`,
     unless `latency_only`)."""
     completed = subprocess.run(
-        [sys.executable, "-m", "edgelesion.bench.worker", str(artifact), str(pixels_file), str(result),
-         str(threads), str(config.warmup), str(config.runs), str(config.batch_size),
-         *(["latency-only"] if latency_only else [])], capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "edgelesion.bench.worker",
+            str(artifact),
+            str(pixels_file),
+            str(result),
+            str(threads),
+            str(config.warmup),
+            str(config.runs),
+            str(config.batch_size),
+            *(["latency-only"] if latency_only else []),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if completed.returncode != 0:
         raise EdgelesionError(f"benchmarking {artifact} failed:\n{completed.stderr.strip()[-2000:]}")
     return json.loads(result.read_text())
 
 
-def measure_in_subprocess(artifact: Path, pixels_file: Path, scratch: Path, config: BenchmarkConfig
-                          ) -> tuple[dict[str, Any], np.ndarray]:
+def measure_in_subprocess(
+    artifact: Path, pixels_file: Path, scratch: Path, config: BenchmarkConfig
+) -> tuple[dict[str, Any], np.ndarray]:
     """Run edgelesion.bench.worker on one artifact, at 1 thread (in config.latency_processes fresh processes) and
     at all cores, each in a fresh process.
 
@@ -147,16 +181,24 @@ def measure_in_subprocess(artifact: Path, pixels_file: Path, scratch: Path, conf
     cores = os.cpu_count() or 1
     first = scratch / f"{artifact.name}.1.json"
     singles = [_worker(artifact, pixels_file, first, 1, config)]
-    singles += [_worker(artifact, pixels_file, scratch / f"{artifact.name}.1.{k}.json", 1, config, latency_only=True)
-                for k in range(1, config.latency_processes)]
+    singles += [
+        _worker(artifact, pixels_file, scratch / f"{artifact.name}.1.{k}.json", 1, config, latency_only=True)
+        for k in range(1, config.latency_processes)
+    ]
     multi = _worker(artifact, pixels_file, scratch / f"{artifact.name}.{cores}.json", cores, config)
     medians = [single["latency"]["median_ms"] for single in singles]
-    latency = {**sorted(singles, key=lambda single: single["latency"]["median_ms"])[(len(singles) - 1) // 2]["latency"],
-               "process_medians_ms": medians}
+    latency = {
+        **sorted(singles, key=lambda single: single["latency"]["median_ms"])[(len(singles) - 1) // 2]["latency"],
+        "process_medians_ms": medians,
+    }
     timings = {
-        "load_seconds": singles[0]["load_seconds"], "peak_memory_added_mb": singles[0]["peak_memory_added_mb"],
-        "latency_1_thread": latency, f"latency_{cores}_threads": multi["latency"], "all_cores": cores,
-        "batch_size": multi["batch_size"], "throughput_images_per_second": multi["throughput_images_per_second"],
+        "load_seconds": singles[0]["load_seconds"],
+        "peak_memory_added_mb": singles[0]["peak_memory_added_mb"],
+        "latency_1_thread": latency,
+        f"latency_{cores}_threads": multi["latency"],
+        "all_cores": cores,
+        "batch_size": multi["batch_size"],
+        "throughput_images_per_second": multi["throughput_images_per_second"],
     }
     return timings, np.load(first.with_suffix(".npy"))
 
@@ -171,9 +213,16 @@ def baseline_entry(bundle: dict[str, Any], bundle_dir: Path, run: Path) -> tuple
     raise EdgelesionError(f"no float baseline: {keras_model} is gone and the bundle has no float32.tflite")
 
 
-def run_benchmark(bundle_dir: str | Path, out: str | Path, *, run_dir: str | Path | None = None,
-                  data_dir: str | Path | None = None, metadata: MetadataSpec | None = None,
-                  config: BenchmarkConfig = BenchmarkConfig(), progress: bool = True) -> dict[str, Any]:
+def run_benchmark(
+    bundle_dir: str | Path,
+    out: str | Path,
+    *,
+    run_dir: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    metadata: MetadataSpec | None = None,
+    config: BenchmarkConfig = BenchmarkConfig(),
+    progress: bool = True,
+) -> dict[str, Any]:
     """Benchmark every artifact of a bundle and the float baseline; write benchmark.json, benchmark.md and charts.
 
     `run_dir`: the training run the bundle came from (default: where bundle.json says it lies relative to the bundle).
@@ -195,7 +244,9 @@ def run_benchmark(bundle_dir: str | Path, out: str | Path, *, run_dir: str | Pat
     baseline_name, baseline_path = baseline_entry(bundle, bundle_dir, run)
     targets = [(baseline_name, baseline_path), *[(name, bundle_dir / name) for name in bundle["artifacts"]]]
     # each artifact's own alert threshold; the float baseline takes float32.tflite's (the same model)
-    thresholds = {name: (entry.get("melanoma_alert") or {}).get("threshold") for name, entry in bundle["artifacts"].items()}
+    thresholds = {
+        name: (entry.get("melanoma_alert") or {}).get("threshold") for name, entry in bundle["artifacts"].items()
+    }
     thresholds.setdefault(baseline_name, thresholds.get("float32.tflite"))
     rows: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -204,29 +255,52 @@ def run_benchmark(bundle_dir: str | Path, out: str | Path, *, run_dir: str | Pat
         probabilities = {}
         for name, path in tqdm(targets, desc="benchmarking", unit="artifact", disable=not progress):
             timings, probabilities[name] = measure_in_subprocess(path, pixels_file, Path(scratch), config)
-            metrics = classification_metrics(labels, probabilities[name], classes, positive_class=positive_class,
-                                             scored_classes=[classes[c] for c in scored], seed=config.seed)
+            metrics = classification_metrics(
+                labels,
+                probabilities[name],
+                classes,
+                positive_class=positive_class,
+                scored_classes=[classes[c] for c in scored],
+                seed=config.seed,
+            )
             rows[name] = {
-                "file": str(path), "runtime": _runtime(path), "size_bytes": path.stat().st_size, **timings,
-                "balanced_accuracy": metrics["balanced_accuracy"], "accuracy": metrics["accuracy"],
+                "file": str(path),
+                "runtime": _runtime(path),
+                "size_bytes": path.stat().st_size,
+                **timings,
+                "balanced_accuracy": metrics["balanced_accuracy"],
+                "accuracy": metrics["accuracy"],
                 "melanoma_sensitivity": metrics.get(f"{positive_class}_sensitivity"),
                 "melanoma_alert": alert_figures(probabilities[name], labels, positive, thresholds.get(name)),
                 "recall_per_class": {c: m["recall"] for c, m in metrics["per_class"].items()},
                 "calibration": metrics["calibration"],
             }
             if evaluation.sources is not None:
-                rows[name]["within_source"] = within_source_figures(probabilities[name], labels, classes,
-                                                                    evaluation.sources, positive_class, lookalikes,
-                                                                    thresholds.get(name))
+                rows[name]["within_source"] = within_source_figures(
+                    probabilities[name],
+                    labels,
+                    classes,
+                    evaluation.sources,
+                    positive_class,
+                    lookalikes,
+                    thresholds.get(name),
+                )
             if path.suffix == ".onnx":
                 rows[name]["op_time_shares_1_thread"] = onnx_op_time_shares(path, pixels[0])
         for name, row in rows.items():
             row["top1_agreement_with_baseline"] = float(
-                (probabilities[name].argmax(1) == probabilities[baseline_name].argmax(1)).mean())
+                (probabilities[name].argmax(1) == probabilities[baseline_name].argmax(1)).mean()
+            )
             if name != baseline_name:
-                row["difference_from_baseline"] = paired_difference(labels, probabilities[baseline_name],
-                                                                    probabilities[name], scored, positive,
-                                                                    resamples=config.resamples, seed=config.seed)
+                row["difference_from_baseline"] = paired_difference(
+                    labels,
+                    probabilities[baseline_name],
+                    probabilities[name],
+                    scored,
+                    positive,
+                    resamples=config.resamples,
+                    seed=config.seed,
+                )
     if data_dir is not None:
         add_validation_gap(bundle, baseline_name, rows)
     result = {
@@ -266,8 +340,11 @@ def add_validation_gap(bundle: dict[str, Any], baseline_name: str, rows: dict[st
     """
     for name, row in rows.items():
         entry = bundle["artifacts"].get(name)
-        validation = (as_is_parity(entry)["artifact"]["balanced_accuracy"] if entry
-                      else bundle["validation_metrics_float"]["balanced_accuracy"]["value"])
+        validation = (
+            as_is_parity(entry)["artifact"]["balanced_accuracy"]
+            if entry
+            else bundle["validation_metrics_float"]["balanced_accuracy"]["value"]
+        )
         external = row["balanced_accuracy"]["value"]
         row["validation_balanced_accuracy"] = validation
         row["gap_to_validation"] = None if validation is None or external is None else external - validation
@@ -340,10 +417,12 @@ def _matmul_integer_model(size: int) -> bytes:
 
     weights = np.random.default_rng(0).integers(-128, 128, (size, size), dtype=np.int8)
     graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["a", "b"], ["c"])], "int8_peak",
+        [helper.make_node("MatMulInteger", ["a", "b"], ["c"])],
+        "int8_peak",
         [helper.make_tensor_value_info("a", TensorProto.UINT8, [size, size])],
         [helper.make_tensor_value_info("c", TensorProto.INT32, [size, size])],
-        [numpy_helper.from_array(weights, "b")])
+        [numpy_helper.from_array(weights, "b")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
@@ -368,14 +447,20 @@ def int8_peak(size: int = 2048, repeats: int = 5) -> dict[str, Any]:
             start = time.perf_counter()
             session.run(None, {"a": a})
             times.append(time.perf_counter() - start)
-        result[f"{label}_gops"] = 2 * size ** 3 / min(times) / 1e9
+        result[f"{label}_gops"] = 2 * size**3 / min(times) / 1e9
         result[f"{label}_spread"] = max(times) / min(times)  # run-to-run stability: slowest over fastest
     return result
 
 
-def compare_bundles(bundle_dirs: list[str | Path], out: str | Path, *, data_dir: str | Path | None = None,
-                    metadata: MetadataSpec | None = None,
-                    config: BenchmarkConfig = BenchmarkConfig(), progress: bool = True) -> dict[str, Any]:
+def compare_bundles(
+    bundle_dirs: list[str | Path],
+    out: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    metadata: MetadataSpec | None = None,
+    config: BenchmarkConfig = BenchmarkConfig(),
+    progress: bool = True,
+) -> dict[str, Any]:
     """Benchmark each bundle into out/NAME, then one comparison table and chart in `out`."""
     from edgelesion.bench.report import write_comparison
 
@@ -383,8 +468,9 @@ def compare_bundles(bundle_dirs: list[str | Path], out: str | Path, *, data_dir:
     names = [Path(b).name for b in bundle_dirs]
     if len(set(names)) != len(names):
         raise EdgelesionError(f"bundles to compare need distinct folder names, got {names}")
-    results = {name: run_benchmark(b, out / name, data_dir=data_dir, metadata=metadata, config=config,
-                                   progress=progress)
-               for name, b in zip(names, bundle_dirs)}
+    results = {
+        name: run_benchmark(b, out / name, data_dir=data_dir, metadata=metadata, config=config, progress=progress)
+        for name, b in zip(names, bundle_dirs)
+    }
     write_comparison(results, out)
     return results

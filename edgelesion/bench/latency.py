@@ -20,6 +20,11 @@ def measure_latency(runner: Runner, image: np.ndarray, *, warmup: int = 20, runs
         start = time.perf_counter()
         runner.predict(batch)
         times[i] = (time.perf_counter() - start) * 1000.0
-    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
-            "p99_ms": float(np.percentile(times, 99)), "runs": runs, "warmup": warmup,
-            "times_ms": [round(float(t), 4) for t in times]}
+    return {
+        "median_ms": float(np.median(times)),
+        "p90_ms": float(np.percentile(times, 90)),
+        "p99_ms": float(np.percentile(times, 99)),
+        "runs": runs,
+        "warmup": warmup,
+        "times_ms": [round(float(t), 4) for t in times],
+    }

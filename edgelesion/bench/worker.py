@@ -27,8 +27,9 @@ def _status_kb(field: str) -> int:
     return 0
 
 
-def measure(artifact: Path, pixels: np.ndarray, threads: int, warmup: int, runs: int, batch: int,
-            latency_only: bool = False) -> tuple[dict, np.ndarray | None]:
+def measure(
+    artifact: Path, pixels: np.ndarray, threads: int, warmup: int, runs: int, batch: int, latency_only: bool = False
+) -> tuple[dict, np.ndarray | None]:
     """Load time, memory added, batch-1 latency and (unless `latency_only`) batch throughput at `threads` threads,
     and probabilities.
 
@@ -40,8 +41,12 @@ def measure(artifact: Path, pixels: np.ndarray, threads: int, warmup: int, runs:
     load_seconds = time.perf_counter() - start
     latency = measure_latency(runner, pixels[0], warmup=warmup, runs=runs)
     if latency_only:
-        return {"threads": threads, "load_seconds": load_seconds,
-                "peak_memory_added_mb": (_status_kb("VmHWM") - rss_before) / 1024, "latency": latency}, None
+        return {
+            "threads": threads,
+            "load_seconds": load_seconds,
+            "peak_memory_added_mb": (_status_kb("VmHWM") - rss_before) / 1024,
+            "latency": latency,
+        }, None
     probabilities = predict_in_batches(runner, pixels, batch)  # every image, for the accuracy figures
     full = pixels[: max(batch, len(pixels) // batch * batch)]  # timed on full batches only: no re-allocation
     predict_in_batches(runner, full[:batch], batch)  # warm the batch shape

@@ -5,5 +5,12 @@ Imports only the shared leaves (edgelesion.images, .preprocessing, .metrics, .er
 
 from edgelesion._lazy import lazy_entry_points
 
-__getattr__, __all__ = lazy_entry_points(__name__, {"run_audit": "edgelesion.data.audit_report", "MetadataSpec": "edgelesion.data.metadata",
-     "load_dataset": "edgelesion.data.dataset", "audit_dataset": "edgelesion.data.audit"})
+__getattr__, __all__ = lazy_entry_points(
+    __name__,
+    {
+        "run_audit": "edgelesion.data.audit_report",
+        "MetadataSpec": "edgelesion.data.metadata",
+        "load_dataset": "edgelesion.data.dataset",
+        "audit_dataset": "edgelesion.data.audit",
+    },
+)

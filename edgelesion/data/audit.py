@@ -106,10 +106,14 @@ class AuditReport:
             "classes": self.class_counts(),
             "small_classes": self.small_classes(),
             "skipped_files": [vars(s) for s in ds.skipped],
-            "metadata": None if ds.metadata is None else {
-                "spec": ds.metadata.spec.to_dict(), "fingerprint": ds.metadata.fingerprint,
+            "metadata": None
+            if ds.metadata is None
+            else {
+                "spec": ds.metadata.spec.to_dict(),
+                "fingerprint": ds.metadata.fingerprint,
                 "rows_matching_no_image": ds.unmatched_rows,
-                "lesion_or_patient_groups": len({g for r in ds.records for g in r.groups})},
+                "lesion_or_patient_groups": len({g for r in ds.records for g in r.groups}),
+            },
             "exact_duplicate_groups": [describe(g) for g in self.groups if g.kind == "exact"],
             "near_duplicate_groups": [describe(g) for g in self.groups if g.kind == "near"],
             "conflicting_groups": [describe(g) for g in self.conflicts],
@@ -251,17 +255,28 @@ def format_audit(report: AuditReport) -> str:
         f"  near-duplicate groups (phash distance <= {report.near_max_distance}): {len(near)} "
         f"({sum(len(g.members) for g in near)} files)",
         f"  groups with conflicting labels: {len(report.conflicts)}"
-        + (f" — {', '.join(f'{a} / {b}: {n}' for (a, b), n in _conflict_pairs(report).items())}" if report.conflicts else ""),
+        + (
+            f" — {', '.join(f'{a} / {b}: {n}' for (a, b), n in _conflict_pairs(report).items())}"
+            if report.conflicts
+            else ""
+        ),
         f"  policy '{report.policy.value}': {len(report.excluded)} images excluded, {len(report.kept)} kept",
         f"  {'class':<28} {'found':>6} {'kept':>6}",
     ]
     if ds.metadata is not None:
         spec = ds.metadata.spec
-        lines.insert(len(lines) - 1, f"  metadata {spec.csv.name}: "
-                     + (f"{len(set(ds.sources or []))} sources ({spec.source_column}); " if spec.source_column else "")
-                     + (f"{len({g for r in ds.records for g in r.groups})} {'/'.join(spec.group_columns)} groups, "
-                        "each kept on one side of every split; " if spec.group_columns else "")
-                     + f"{len(ds.unmatched_rows)} rows match no image")
+        lines.insert(
+            len(lines) - 1,
+            f"  metadata {spec.csv.name}: "
+            + (f"{len(set(ds.sources or []))} sources ({spec.source_column}); " if spec.source_column else "")
+            + (
+                f"{len({g for r in ds.records for g in r.groups})} {'/'.join(spec.group_columns)} groups, "
+                "each kept on one side of every split; "
+                if spec.group_columns
+                else ""
+            )
+            + f"{len(ds.unmatched_rows)} rows match no image",
+        )
     small = set(report.small_classes())
     for name, n in report.class_counts().items():
         flag = f"  <- fewer than {MIN_IMAGES_TO_LEARN}: too small to learn or to score" if name in small else ""
@@ -286,13 +301,16 @@ class ScoringSet:
 
     def summary(self) -> str:
         """One line for the terminal."""
-        return (f"{len(self.overlaps)} of {len(self.with_overlap.records)} test images are also in the training "
-                f"folder and are removed before scoring ({len(self.excluded)} unreadable, duplicate or conflicting "
-                "test files were dropped first)")
+        return (
+            f"{len(self.overlaps)} of {len(self.with_overlap.records)} test images are also in the training "
+            f"folder and are removed before scoring ({len(self.excluded)} unreadable, duplicate or conflicting "
+            "test files were dropped first)"
+        )
 
 
-def prepare_test_set(test: LoadedDataset, train_index: list[dict[str, str]], policy: ConflictPolicy,
-                     near_max_distance: int) -> ScoringSet:
+def prepare_test_set(
+    test: LoadedDataset, train_index: list[dict[str, str]], policy: ConflictPolicy, near_max_distance: int
+) -> ScoringSet:
     """Apply the duplicate policy to a test folder and remove images also in the training folder.
 
     `train_index` is a run's data_index.csv rows (path, label, sha256, phash): every image the
@@ -300,11 +318,15 @@ def prepare_test_set(test: LoadedDataset, train_index: list[dict[str, str]], pol
     """
     report = audit_dataset(test, policy=policy, near_max_distance=near_max_distance)
     kept = test.subset(report.kept)
-    overlaps = find_overlaps(kept, [row["sha256"] for row in train_index],
-                             np.array([int(row["phash"], 16) for row in train_index], dtype=np.uint64),
-                             near_max_distance)
+    overlaps = find_overlaps(
+        kept,
+        [row["sha256"] for row in train_index],
+        np.array([int(row["phash"], 16) for row in train_index], dtype=np.uint64),
+        near_max_distance,
+    )
     shared = {o.test_index for o in overlaps}
     clean = kept.subset([i for i in range(len(kept.records)) if i not in shared])
-    listed = overlaps_to_dict(overlaps, kept, [row["path"] for row in train_index],
-                              [row["label"] for row in train_index])
+    listed = overlaps_to_dict(
+        overlaps, kept, [row["path"] for row in train_index], [row["label"] for row in train_index]
+    )
     return ScoringSet(clean, kept, listed, [*test.skipped, *report.excluded])

@@ -57,14 +57,18 @@ class SourceConfound:
         pair = f"{self.positive} / {self.lookalike}"
         shared = _shared_clause(self.shared_sources)
         if not self.confounded:
-            return (f"{pair}: the source alone does not tell them apart (AUC {self.source_auc:.2f}, under "
-                    f"{SOURCE_AUC_WARNING:.2f}); {shared}.")
+            return (
+                f"{pair}: the source alone does not tell them apart (AUC {self.source_auc:.2f}, under "
+                f"{SOURCE_AUC_WARNING:.2f}); {shared}."
+            )
         few = f"{APART_SHARE:.0%}"
-        return (f"{pair}: the source alone tells them apart (AUC {self.source_auc:.2f} >= {SOURCE_AUC_WARNING:.2f}): "
-                f"{self.positive_apart:.0%} of the {self.positive} images come from sources where under {few} of the "
-                f"two classes' images are {self.lookalike}, {self.lookalike_apart:.0%} of the {self.lookalike} images "
-                f"from sources where under {few} are {self.positive}; {shared}. A pooled validation figure rewards a "
-                "model that learned the source: read the within-source figures.")
+        return (
+            f"{pair}: the source alone tells them apart (AUC {self.source_auc:.2f} >= {SOURCE_AUC_WARNING:.2f}): "
+            f"{self.positive_apart:.0%} of the {self.positive} images come from sources where under {few} of the "
+            f"two classes' images are {self.lookalike}, {self.lookalike_apart:.0%} of the {self.lookalike} images "
+            f"from sources where under {few} are {self.positive}; {shared}. A pooled validation figure rewards a "
+            "model that learned the source: read the within-source figures."
+        )
 
 
 @dataclass(frozen=True)
@@ -84,12 +88,16 @@ class ProbeResult:
         pair = f"{self.positive} / {self.lookalike}"
         images = f"{self.n_positive} {self.positive} and {self.n_lookalike} {self.lookalike} images"
         if not self.flagged:
-            return (f"{pair}: the colours of the image border alone tell them apart only at cross-validated AUC "
-                    f"{self.auc:.2f}, under the warning level {self.warning_level:.2f} ({images}).")
-        return (f"{pair}: the colours of the image border alone (no lesion centre) tell them apart at cross-validated "
-                f"AUC {self.auc:.2f} (warning level {self.warning_level:.2f}): the classes probably come from "
-                "different sources or devices, or one class's lesions fill the frame more often, and a model can "
-                f"learn the frame instead of the lesion ({images}).")
+            return (
+                f"{pair}: the colours of the image border alone tell them apart only at cross-validated AUC "
+                f"{self.auc:.2f}, under the warning level {self.warning_level:.2f} ({images})."
+            )
+        return (
+            f"{pair}: the colours of the image border alone (no lesion centre) tell them apart at cross-validated "
+            f"AUC {self.auc:.2f} (warning level {self.warning_level:.2f}): the classes probably come from "
+            "different sources or devices, or one class's lesions fill the frame more often, and a model can "
+            f"learn the frame instead of the lesion ({images})."
+        )
 
 
 def _shared_clause(shared: tuple[str, ...]) -> str:
@@ -108,12 +116,15 @@ def class_by_source(labels: np.ndarray, sources: Sequence[str], classes: Sequenc
     if len(labels) != len(sources):
         raise ValueError(f"{len(labels)} labels but {len(sources)} sources: give one source per image")
     names = sorted(set(sources.tolist()))
-    return {name: {source: int(np.sum((labels == c) & (sources == source))) for source in names}
-            for c, name in enumerate(classes)}
+    return {
+        name: {source: int(np.sum((labels == c) & (sources == source))) for source in names}
+        for c, name in enumerate(classes)
+    }
 
 
-def _testable_pairs(labels: np.ndarray, classes: Sequence[str], positive_class: str,
-                    lookalikes: Sequence[str]) -> tuple[list[tuple[int, int]], list[str]]:
+def _testable_pairs(
+    labels: np.ndarray, classes: Sequence[str], positive_class: str, lookalikes: Sequence[str]
+) -> tuple[list[tuple[int, int]], list[str]]:
     """(positive index, look-alike index) pairs with enough images on both sides, and why the others are skipped."""
     index = {name: i for i, name in enumerate(classes)}
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
@@ -155,8 +166,13 @@ def _source_confound(is_positive: np.ndarray, sources: np.ndarray, positive: str
     )
 
 
-def source_confounding(labels: np.ndarray, sources: Sequence[str], classes: Sequence[str], positive_class: str,
-                       lookalikes: Sequence[str] = DEFAULT_LOOKALIKES) -> tuple[list[SourceConfound], list[str]]:
+def source_confounding(
+    labels: np.ndarray,
+    sources: Sequence[str],
+    classes: Sequence[str],
+    positive_class: str,
+    lookalikes: Sequence[str] = DEFAULT_LOOKALIKES,
+) -> tuple[list[SourceConfound], list[str]]:
     """One SourceConfound per look-alike with enough images (and a positive class with enough); the second list
     says in words each look-alike (or the positive class) skipped and why.
 
@@ -169,8 +185,9 @@ def source_confounding(labels: np.ndarray, sources: Sequence[str], classes: Sequ
     confounds = []
     for positive, lookalike in pairs:
         pair = (labels == positive) | (labels == lookalike)
-        confounds.append(_source_confound(labels[pair] == positive, sources[pair], classes[positive],
-                                          classes[lookalike]))
+        confounds.append(
+            _source_confound(labels[pair] == positive, sources[pair], classes[positive], classes[lookalike])
+        )
     return confounds, skipped
 
 
@@ -185,18 +202,17 @@ def border_features(images: np.ndarray, band: float = BORDER_BAND) -> np.ndarray
     height, width = images.shape[1:3]
     rows, cols = max(1, round(height * band)), max(1, round(width * band))
     ring = np.ones((height, width), bool)
-    ring[rows:height - rows, cols:width - cols] = False
+    ring[rows : height - rows, cols : width - cols] = False
     features = np.empty((len(images), 3, len(_STATISTICS)))
     for start in range(0, len(images), 256):  # chunks keep the float copy of the ring pixels small
-        pixels = images[start:start + 256][:, ring].astype(np.float32)  # n x ring pixels x 3
-        features[start:start + 256, :, 0] = pixels.mean(axis=1)
-        features[start:start + 256, :, 1] = pixels.std(axis=1)
-        features[start:start + 256, :, 2:] = np.moveaxis(np.percentile(pixels, [10, 50, 90], axis=1), 0, -1)
+        pixels = images[start : start + 256][:, ring].astype(np.float32)  # n x ring pixels x 3
+        features[start : start + 256, :, 0] = pixels.mean(axis=1)
+        features[start : start + 256, :, 1] = pixels.std(axis=1)
+        features[start : start + 256, :, 2:] = np.moveaxis(np.percentile(pixels, [10, 50, 90], axis=1), 0, -1)
     return features.reshape(len(images), -1)
 
 
-def _out_of_fold_auc(features: np.ndarray, is_positive: np.ndarray, groups: np.ndarray, folds: int,
-                     seed: int) -> float:
+def _out_of_fold_auc(features: np.ndarray, is_positive: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> float:
     """ROC AUC of out-of-fold probabilities from a standardised logistic regression; groups never straddle folds."""
     probabilities = np.empty(len(is_positive))
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -209,16 +225,25 @@ def _out_of_fold_auc(features: np.ndarray, is_positive: np.ndarray, groups: np.n
     return float(roc_auc_score(is_positive, probabilities))
 
 
-def border_probe(images: np.ndarray, labels: np.ndarray, groups: np.ndarray, classes: Sequence[str],
-                 positive_class: str, lookalikes: Sequence[str] = DEFAULT_LOOKALIKES, *, folds: int = 5,
-                 seed: int = 0) -> tuple[list[ProbeResult], list[str]]:
+def border_probe(
+    images: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    classes: Sequence[str],
+    positive_class: str,
+    lookalikes: Sequence[str] = DEFAULT_LOOKALIKES,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+) -> tuple[list[ProbeResult], list[str]]:
     """Shortcut probe from pixels, never file names: per look-alike with enough images, a standardised logistic
     regression on `border_features`, positive vs look-alike images only, group-aware stratified k-fold (duplicate
     groups never straddle), out-of-fold probabilities -> ROC AUC. Second list: skipped look-alikes and why."""
     labels, groups = np.asarray(labels), np.asarray(groups)
     if not len(images) == len(labels) == len(groups):
-        raise ValueError(f"{len(images)} images, {len(labels)} labels and {len(groups)} groups: "
-                         "give one of each per image")
+        raise ValueError(
+            f"{len(images)} images, {len(labels)} labels and {len(groups)} groups: give one of each per image"
+        )
     pairs, skipped = _testable_pairs(labels, classes, positive_class, lookalikes)
     results = []
     for positive, lookalike in pairs:
@@ -227,12 +252,22 @@ def border_probe(images: np.ndarray, labels: np.ndarray, groups: np.ndarray, cla
         try:
             auc = _out_of_fold_auc(border_features(images[pair]), is_positive, groups[pair], folds, seed)
         except ValueError as exc:  # too few groups for the folds, or a fold left with one class
-            skipped.append(f"{classes[positive]} / {classes[lookalike]}: not probed, its images do not make "
-                           f"{folds} cross-validation folds ({exc})")
+            skipped.append(
+                f"{classes[positive]} / {classes[lookalike]}: not probed, its images do not make "
+                f"{folds} cross-validation folds ({exc})"
+            )
             continue
-        results.append(ProbeResult(positive=classes[positive], lookalike=classes[lookalike], auc=auc,
-                                   n_positive=int(is_positive.sum()), n_lookalike=int((~is_positive).sum()),
-                                   warning_level=PROBE_AUC_WARNING, flagged=auc >= PROBE_AUC_WARNING))
+        results.append(
+            ProbeResult(
+                positive=classes[positive],
+                lookalike=classes[lookalike],
+                auc=auc,
+                n_positive=int(is_positive.sum()),
+                n_lookalike=int((~is_positive).sum()),
+                warning_level=PROBE_AUC_WARNING,
+                flagged=auc >= PROBE_AUC_WARNING,
+            )
+        )
     return results, skipped
 
 
@@ -247,8 +282,12 @@ def _format_table(table: dict[str, dict[str, int]]) -> list[str]:
     return lines
 
 
-def format_confounding(table: dict[str, dict[str, int]] | None, confounds: list[SourceConfound],
-                       probes: list[ProbeResult], skipped: list[str]) -> str:
+def format_confounding(
+    table: dict[str, dict[str, int]] | None,
+    confounds: list[SourceConfound],
+    probes: list[ProbeResult],
+    skipped: list[str],
+) -> str:
     """Terminal text: the class-by-source table (if given), then one line per finding, flagged ones as 'WARNING:'."""
     lines = []
     if table is not None:
@@ -260,26 +299,31 @@ def format_confounding(table: dict[str, dict[str, int]] | None, confounds: list[
     return "\n".join(lines)
 
 
-def confounding_to_dict(table: dict[str, dict[str, int]] | None, confounds: list[SourceConfound],
-                        probes: list[ProbeResult], skipped: list[str]) -> dict[str, Any]:
+def confounding_to_dict(
+    table: dict[str, dict[str, int]] | None,
+    confounds: list[SourceConfound],
+    probes: list[ProbeResult],
+    skipped: list[str],
+) -> dict[str, Any]:
     """JSON-ready findings with the rules and their levels in words, for audit.json."""
     return {
         "class_by_source": table,
-        "source_confounds": [{**asdict(c), "shared_sources": list(c.shared_sources), "sentence": c.sentence()}
-                             for c in confounds],
+        "source_confounds": [
+            {**asdict(c), "shared_sources": list(c.shared_sources), "sentence": c.sentence()} for c in confounds
+        ],
         "border_probes": [{**asdict(p), "sentence": p.sentence()} for p in probes],
         "skipped": list(skipped),
         "rules": {
             "tested": f"the positive class against each look-alike, when both have at least {MIN_IMAGES_PER_CLASS} "
-                      "images",
+            "images",
             "source_auc": "ROC AUC, positive against look-alike images, of one score: the positive share among "
-                          "positive and look-alike images of the image's source (in-sample, ties count half); "
-                          f"confounded at {SOURCE_AUC_WARNING} or above",
+            "positive and look-alike images of the image's source (in-sample, ties count half); "
+            f"confounded at {SOURCE_AUC_WARNING} or above",
             "apart": f"a class is rare in a source when under {APART_SHARE:.0%} of the pair's images there are of it",
             "shared_sources": f"sources holding at least {MIN_IMAGES_PER_CLASS} images of both classes",
             "border_probe": "out-of-fold ROC AUC of a standardised logistic regression on colour statistics (mean, "
-                            "std, 10th/50th/90th percentiles per channel) of the image's outer ring, "
-                            f"{BORDER_BAND:.3f} of each side, positive against look-alike images, folds stratified "
-                            f"by class with duplicate groups kept whole; flagged at {PROBE_AUC_WARNING} or above",
+            "std, 10th/50th/90th percentiles per channel) of the image's outer ring, "
+            f"{BORDER_BAND:.3f} of each side, positive against look-alike images, folds stratified "
+            f"by class with duplicate groups kept whole; flagged at {PROBE_AUC_WARNING} or above",
         },
     }

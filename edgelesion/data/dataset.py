@@ -101,7 +101,9 @@ def _check_root(root: Path) -> None:
     if not root.exists():
         raise EdgelesionError(f"data folder {root} does not exist: pass --data with a folder of class subfolders")
     if not root.is_dir():
-        raise EdgelesionError(f"data folder {root} is a file, not a folder: pass the folder that holds the class subfolders")
+        raise EdgelesionError(
+            f"data folder {root} is a file, not a folder: pass the folder that holds the class subfolders"
+        )
 
 
 def class_folders(root: str | Path) -> list[str]:
@@ -162,8 +164,10 @@ def list_with_metadata(root: Path, metadata: Metadata) -> tuple[list[ImageRecord
             continue
         key, entry = found
         if key in matched:
-            raise EdgelesionError(f"the metadata key {key!r} matches two files (one is {relpath}): image ids must be "
-                                  "unique file names, or key the CSV by path relative to the data folder")
+            raise EdgelesionError(
+                f"the metadata key {key!r} matches two files (one is {relpath}): image ids must be "
+                "unique file names, or key the CSV by path relative to the data folder"
+            )
         matched.add(key)
         records.append(ImageRecord(relpath, entry.label or str(folder_label), entry.source, entry.groups))
     return records, skipped, sorted(set(metadata.entries) - matched)
@@ -174,14 +178,20 @@ def _described_files(root: Path, table: Metadata) -> tuple[list[str], list[Image
     images without a row and rows without an image are counted on the terminal."""
     candidates, skipped, unmatched = list_with_metadata(root, table)
     if not candidates:
-        raise EdgelesionError(f"no image under {root} has a row in {table.spec.csv}: check --key-column and that the "
-                              "CSV describes this folder")
+        raise EdgelesionError(
+            f"no image under {root} has a row in {table.spec.csv}: check --key-column and that the "
+            "CSV describes this folder"
+        )
     if unmatched:
-        print(f"note: {len(unmatched)} rows of {table.spec.csv} match no image file under {root} "
-              f"(first: {', '.join(unmatched[:3])}); audit.json lists them all")
+        print(
+            f"note: {len(unmatched)} rows of {table.spec.csv} match no image file under {root} "
+            f"(first: {', '.join(unmatched[:3])}); audit.json lists them all"
+        )
     if without := sum(s.reason.startswith(NO_ROW) for s in skipped):
-        print(f"note: {without} images under {root} have no row in {table.spec.csv} and are skipped, each listed "
-              "with the skipped files")
+        print(
+            f"note: {without} images under {root} have no row in {table.spec.csv} and are skipped, each listed "
+            "with the skipped files"
+        )
     present = {r.label for r in candidates}
     classes = [c for c in table.classes if c in present] if table.classes else sorted(present)
     return classes, candidates, skipped, unmatched
@@ -235,8 +245,13 @@ def load_dataset(
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         results = list(
-            tqdm(pool.map(decode, candidates), total=len(candidates), desc=f"reading {root.name}",
-                 unit="img", disable=not progress)
+            tqdm(
+                pool.map(decode, candidates),
+                total=len(candidates),
+                desc=f"reading {root.name}",
+                unit="img",
+                disable=not progress,
+            )
         )
     records, arrays, shas, phashes = [], [], [], []
     for record, result in zip(candidates, results):

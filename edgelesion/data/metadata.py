@@ -47,9 +47,14 @@ class MetadataSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, the CSV as an absolute path."""
-        return {"csv": str(self.csv.resolve()), "key_column": self.key_column, "source_column": self.source_column,
-                "group_columns": list(self.group_columns), "label_column": self.label_column,
-                "label_columns": list(self.label_columns)}
+        return {
+            "csv": str(self.csv.resolve()),
+            "key_column": self.key_column,
+            "source_column": self.source_column,
+            "group_columns": list(self.group_columns),
+            "label_column": self.label_column,
+            "label_columns": list(self.label_columns),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MetadataSpec:
@@ -102,8 +107,9 @@ def _one_hot_label(row: dict[str, str], columns: list[tuple[str, str]], where: s
         if value > 0.5:
             hot.append(name)
     if len(hot) != 1:
-        raise EdgelesionError(f"{where}: {len(hot)} of the label columns are 1 ({', '.join(hot) or 'none'}); "
-                              "each image needs exactly one")
+        raise EdgelesionError(
+            f"{where}: {len(hot)} of the label columns are 1 ({', '.join(hot) or 'none'}); each image needs exactly one"
+        )
     return hot[0]
 
 
@@ -123,16 +129,23 @@ def read_metadata(spec: MetadataSpec) -> Metadata:
         raise EdgelesionError(f"metadata CSV {path} is empty: it needs a header row and one row per image")
     key = spec.key_column or next((c for c in KEY_COLUMNS if c in columns), None)
     if key is None:
-        raise EdgelesionError(f"metadata CSV {path} has none of the key columns {', '.join(KEY_COLUMNS)}: name the "
-                              f"column of image paths or ids with --key-column (its columns: {', '.join(columns)})")
+        raise EdgelesionError(
+            f"metadata CSV {path} has none of the key columns {', '.join(KEY_COLUMNS)}: name the "
+            f"column of image paths or ids with --key-column (its columns: {', '.join(columns)})"
+        )
     label_columns = _label_columns(spec)
-    named = {"--key-column": [key], "--source-column": [spec.source_column] if spec.source_column else [],
-             "--group-columns": list(spec.group_columns), "--label-column": [spec.label_column] if spec.label_column
-             else [], "--label-columns": [c for c, _ in label_columns]}
+    named = {
+        "--key-column": [key],
+        "--source-column": [spec.source_column] if spec.source_column else [],
+        "--group-columns": list(spec.group_columns),
+        "--label-column": [spec.label_column] if spec.label_column else [],
+        "--label-columns": [c for c, _ in label_columns],
+    }
     for option, wanted in named.items():
         if missing := [c for c in wanted if c not in columns]:
-            raise EdgelesionError(f"{option} {', '.join(missing)}: no such column in {path} "
-                                  f"(its columns: {', '.join(columns)})")
+            raise EdgelesionError(
+                f"{option} {', '.join(missing)}: no such column in {path} (its columns: {', '.join(columns)})"
+            )
     entries: dict[str, ImageMetadata] = {}
     keys_seen: list[str] = []
     for number, row in enumerate(reader, start=2):
@@ -144,8 +157,10 @@ def read_metadata(spec: MetadataSpec) -> Metadata:
             raise EdgelesionError(f"{where}: {value!r} has a second row; give each image one row")
         source = (row[spec.source_column] or "").strip() if spec.source_column else None
         if spec.source_column and not source:
-            raise EdgelesionError(f"{where}: the source column {spec.source_column!r} is empty for {value!r}; "
-                                  "fill it (an unknown source can be written as 'unknown')")
+            raise EdgelesionError(
+                f"{where}: the source column {spec.source_column!r} is empty for {value!r}; "
+                "fill it (an unknown source can be written as 'unknown')"
+            )
         groups = tuple(f"{c}={row[c].strip()}" for c in spec.group_columns if (row[c] or "").strip())
         label = None
         if spec.label_column:

@@ -87,8 +87,11 @@ def extra_per_class(labels: np.ndarray, n_classes: int, config: AugmentConfig) -
 def build_pipeline(config: AugmentConfig) -> Augmentor.Pipeline:
     """An Augmentor pipeline with no source folder (it never touches the disk)."""
     pipeline = Augmentor.Pipeline()
-    pipeline.rotate(probability=config.rotate_probability, max_left_rotation=config.max_rotation,
-                    max_right_rotation=config.max_rotation)
+    pipeline.rotate(
+        probability=config.rotate_probability,
+        max_left_rotation=config.max_rotation,
+        max_right_rotation=config.max_rotation,
+    )
     if config.flips:
         pipeline.flip_left_right(probability=0.5)
         pipeline.flip_top_bottom(probability=0.5)
@@ -101,8 +104,14 @@ def cache_key(images: np.ndarray, labels: np.ndarray, config: AugmentConfig, see
     """Content key: the same pixels (so the same sources, size, resize and JPEG decoding), labels, operations and
     seed give the same images."""
     payload = json.dumps(
-        {"pixels": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(), "shape": list(images.shape),
-         "labels": labels.tolist(), "config": asdict(config), "seed": seed, "augmentor": Augmentor.__version__},
+        {
+            "pixels": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(),
+            "shape": list(images.shape),
+            "labels": labels.tolist(),
+            "config": asdict(config),
+            "seed": seed,
+            "augmentor": Augmentor.__version__,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
@@ -148,8 +157,9 @@ def augment(
         random.setstate(saved_state[0])
         np.random.set_state(saved_state[1])
     shape = (0, *images.shape[1:])
-    result = Augmented(np.stack(made) if made else np.zeros(shape, np.uint8), labels[sources_arr], sources_arr,
-                       shortfall, cache_file)
+    result = Augmented(
+        np.stack(made) if made else np.zeros(shape, np.uint8), labels[sources_arr], sources_arr, shortfall, cache_file
+    )
     with atomic_path(cache_file) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, images=result.images, labels=result.labels, sources=result.sources)

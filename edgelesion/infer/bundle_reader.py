@@ -34,24 +34,32 @@ def read_bundle(bundle_dir: Path) -> dict[str, Any]:
     """bundle.json of `bundle_dir`, refused clearly when missing, unreadable or of another schema."""
     manifest = bundle_dir / "bundle.json"
     if not manifest.is_file():
-        raise EdgelesionError(f"{bundle_dir} is not an edgelesion bundle (no bundle.json): "
-                              "make one with 'edgelesion export RUN --out DIR'")
+        raise EdgelesionError(
+            f"{bundle_dir} is not an edgelesion bundle (no bundle.json): "
+            "make one with 'edgelesion export RUN --out DIR'"
+        )
     try:
         bundle = json.loads(manifest.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise EdgelesionError(f"{manifest} is not valid JSON ({exc}): export the bundle again") from exc
     if bundle.get("schema_version") != SUPPORTED_SCHEMA:
-        raise EdgelesionError(f"{manifest} has bundle schema {bundle.get('schema_version')}; this edgelesion "
-                              f"reads schema {SUPPORTED_SCHEMA}: export the bundle again with this version")
+        raise EdgelesionError(
+            f"{manifest} has bundle schema {bundle.get('schema_version')}; this edgelesion "
+            f"reads schema {SUPPORTED_SCHEMA}: export the bundle again with this version"
+        )
     if bundle.get(SELF_HASH_FIELD) != bundle_content_sha256(bundle):
-        raise EdgelesionError(f"{manifest} does not match its own sha256 ({SELF_HASH_FIELD}): it was edited or is "
-                              "damaged; copy the bundle again from the original")
+        raise EdgelesionError(
+            f"{manifest} does not match its own sha256 ({SELF_HASH_FIELD}): it was edited or is "
+            "damaged; copy the bundle again from the original"
+        )
     labels_file = bundle_dir / "labels.txt"
     labels = labels_file.read_text(encoding="utf-8").splitlines() if labels_file.is_file() else None
     if labels != bundle["classes"] or bundle["output"]["classes"] != bundle["classes"]:
-        raise EdgelesionError(f"{bundle_dir}: the class order disagrees: labels.txt lists {labels}, bundle.json's "
-                              f"classes are {bundle['classes']} and its output lists {bundle['output']['classes']}; "
-                              "every prediction would be mislabelled: copy the bundle again from the original")
+        raise EdgelesionError(
+            f"{bundle_dir}: the class order disagrees: labels.txt lists {labels}, bundle.json's "
+            f"classes are {bundle['classes']} and its output lists {bundle['output']['classes']}; "
+            "every prediction would be mislabelled: copy the bundle again from the original"
+        )
     return bundle
 
 
@@ -60,8 +68,10 @@ def labels_disagreement(path: Path, inside: list[str] | None, classes: list[str]
     file carries none)."""
     if inside is None or inside == classes:
         return None
-    return (f"{path}: the labels inside the file {inside} disagree with the bundle's classes {classes}; every "
-            "prediction would be mislabelled")
+    return (
+        f"{path}: the labels inside the file {inside} disagree with the bundle's classes {classes}; every "
+        "prediction would be mislabelled"
+    )
 
 
 def verified_artifact(bundle_dir: Path, bundle: dict[str, Any], artifact: str) -> Path:
@@ -72,8 +82,10 @@ def verified_artifact(bundle_dir: Path, bundle: dict[str, Any], artifact: str) -
     if not path.is_file():
         raise EdgelesionError(f"{path} is missing although bundle.json lists it: copy the whole bundle folder")
     if sha256_file(path) != bundle["artifacts"][artifact]["sha256"]:
-        raise EdgelesionError(f"{path} does not match its sha256 in bundle.json: the file is damaged or was "
-                              "changed; copy it again from the original bundle")
+        raise EdgelesionError(
+            f"{path} does not match its sha256 in bundle.json: the file is damaged or was "
+            "changed; copy it again from the original bundle"
+        )
     return path
 
 
@@ -81,5 +93,9 @@ def bundle_preprocessing(bundle: dict[str, Any], artifact: str | None = None) ->
     """The input resizing of `artifact` (every artifact of a bundle shares it), as a Preprocessing."""
     entry = bundle["artifacts"][artifact] if artifact else next(iter(bundle["artifacts"].values()))
     resize = entry["input"]["resize"]
-    return Preprocessing(image_size=resize["size"][0], resize_method=resize["method"], jpeg_draft=resize["jpeg_draft"],
-                         jpeg_draft_margin=resize.get("jpeg_draft_margin", LEGACY_DRAFT_MARGIN))
+    return Preprocessing(
+        image_size=resize["size"][0],
+        resize_method=resize["method"],
+        jpeg_draft=resize["jpeg_draft"],
+        jpeg_draft_margin=resize.get("jpeg_draft_margin", LEGACY_DRAFT_MARGIN),
+    )

@@ -1,8 +1,8 @@
 """Run an exported bundle from a script: the bundle's own preprocessing, any artifact, no TensorFlow.
 
-    from edgelesion import Classifier
-    clf = Classifier.load("export/model3", artifact="int8.onnx")
-    result = clf.predict("lesion.jpg")
+from edgelesion import Classifier
+clf = Classifier.load("export/model3", artifact="int8.onnx")
+result = clf.predict("lesion.jpg")
 """
 
 from __future__ import annotations
@@ -65,9 +65,17 @@ class _Prepared(NamedTuple):
 class Classifier:
     """A bundle artifact loaded on its runtime, with the bundle's input spec and labels."""
 
-    def __init__(self, bundle: dict[str, Any], artifact: str, runner: Runner, *, jpeg_draft: bool | None = None,
-                 jpeg_draft_margin: int | None = None, recheck_margin: float = RECHECK_MARGIN,
-                 alert_recheck_margin: float = ALERT_RECHECK_MARGIN) -> None:
+    def __init__(
+        self,
+        bundle: dict[str, Any],
+        artifact: str,
+        runner: Runner,
+        *,
+        jpeg_draft: bool | None = None,
+        jpeg_draft_margin: int | None = None,
+        recheck_margin: float = RECHECK_MARGIN,
+        alert_recheck_margin: float = ALERT_RECHECK_MARGIN,
+    ) -> None:
         self.bundle, self.artifact, self.runner = bundle, artifact, runner
         if not 0 <= recheck_margin <= 1:
             raise EdgelesionError(f"recheck_margin {recheck_margin} must be a probability difference in [0, 1]")
@@ -77,17 +85,27 @@ class Classifier:
         self.classes: list[str] = bundle["classes"]
         # jpeg_draft False: the exact path, every JPEG decoded in full; None keeps what the input spec says
         overrides = {"jpeg_draft": jpeg_draft, "jpeg_draft_margin": jpeg_draft_margin}
-        self.preprocessing = replace(bundle_preprocessing(bundle, artifact),
-                                     **{name: value for name, value in overrides.items() if value is not None})
+        self.preprocessing = replace(
+            bundle_preprocessing(bundle, artifact),
+            **{name: value for name, value in overrides.items() if value is not None},
+        )
         alert = bundle["artifacts"][artifact].get("melanoma_alert") or {}
         self.melanoma_threshold: float | None = alert.get("threshold")
         positive = bundle["source_run"]["config"]["positive_class"]  # "melanoma" unless trained otherwise
         self.melanoma_index = self.classes.index(positive) if positive in self.classes else None
 
     @classmethod
-    def load(cls, bundle_dir: str | Path, artifact: str = "int8.tflite", *, threads: int | None = None,
-             jpeg_draft: bool | None = None, jpeg_draft_margin: int | None = None,
-             recheck_margin: float = RECHECK_MARGIN, alert_recheck_margin: float = ALERT_RECHECK_MARGIN) -> Classifier:
+    def load(
+        cls,
+        bundle_dir: str | Path,
+        artifact: str = "int8.tflite",
+        *,
+        threads: int | None = None,
+        jpeg_draft: bool | None = None,
+        jpeg_draft_margin: int | None = None,
+        recheck_margin: float = RECHECK_MARGIN,
+        alert_recheck_margin: float = ALERT_RECHECK_MARGIN,
+    ) -> Classifier:
         """Open `artifact` of the bundle in `bundle_dir` after checking its sha256 against bundle.json.
 
         `jpeg_draft`: None decodes JPEGs as the bundle's input spec says; False decodes every JPEG in full (exact,
@@ -108,8 +126,15 @@ class Classifier:
         disagreement = labels_disagreement(path, runner.labels, bundle["classes"])
         if disagreement:
             raise EdgelesionError(f"{disagreement}: copy the bundle again from the original")
-        return cls(bundle, artifact, runner, jpeg_draft=jpeg_draft, jpeg_draft_margin=jpeg_draft_margin,
-                   recheck_margin=recheck_margin, alert_recheck_margin=alert_recheck_margin)
+        return cls(
+            bundle,
+            artifact,
+            runner,
+            jpeg_draft=jpeg_draft,
+            jpeg_draft_margin=jpeg_draft_margin,
+            recheck_margin=recheck_margin,
+            alert_recheck_margin=alert_recheck_margin,
+        )
 
     def decoded(self, image: ImageInput) -> Image.Image:
         """One image as upright RGB: a path, a PIL image, or an HxWx3 (or HxW) uint8 array (an RGB PIL image passed in
@@ -127,8 +152,14 @@ class Classifier:
         if isinstance(image, Image.Image):
             return to_rgb(image), False
         if isinstance(image, np.ndarray):
-            if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-                raise EdgelesionError(f"an array image must be HxWx3 (RGB) or HxW uint8, not {image.dtype} {image.shape}")
+            if (
+                image.dtype != np.uint8
+                or image.ndim not in (2, 3)
+                or (image.ndim == 3 and image.shape[2] not in (3, 4))
+            ):
+                raise EdgelesionError(
+                    f"an array image must be HxWx3 (RGB) or HxW uint8, not {image.dtype} {image.shape}"
+                )
             return to_rgb(Image.fromarray(image)), False
         raise EdgelesionError(f"cannot classify a {type(image).__name__}: pass a path, a PIL image or a uint8 array")
 
@@ -140,9 +171,11 @@ class Classifier:
         """The model input, a warning for an image far smaller than the model's input, and the file to decode in
         full if the answer is close (when it was decoded reduced)."""
         decoded, reduced = self._decoded(image)
-        return _Prepared(to_model_input(decoded, self.preprocessing),
-                         small_image_warning(decoded.size, self.preprocessing.image_size),
-                         Path(image) if reduced else None)
+        return _Prepared(
+            to_model_input(decoded, self.preprocessing),
+            small_image_warning(decoded.size, self.preprocessing.image_size),
+            Path(image) if reduced else None,
+        )
 
     @property
     def alert_rule(self) -> tuple[int, float] | None:
@@ -161,8 +194,9 @@ class Classifier:
             close |= np.abs(log_odds(probabilities[:, index]) - log_odds(threshold)) < self.alert_recheck_margin
         return close
 
-    def _rechecked(self, probabilities: np.ndarray, reduced_files: list[Path | None],
-                   pool: ThreadPoolExecutor | None = None) -> np.ndarray:
+    def _rechecked(
+        self, probabilities: np.ndarray, reduced_files: list[Path | None], pool: ThreadPoolExecutor | None = None
+    ) -> np.ndarray:
         """`probabilities` of a batch, each row that came from a reduced decode and `needs_full_decode` replaced by
         the prediction from that file's full decode (decoded in `pool`'s threads if given; kept where the file can no
         longer be read)."""
@@ -188,8 +222,13 @@ class Classifier:
         if self.alert_rule is not None:
             index, threshold = self.alert_rule
             alert = bool(probabilities[index] >= threshold)
-        return Prediction(self.classes[int(probabilities.argmax())],
-                          {name: float(p) for name, p in zip(self.classes, probabilities)}, alert, source, warning)
+        return Prediction(
+            self.classes[int(probabilities.argmax())],
+            {name: float(p) for name, p in zip(self.classes, probabilities)},
+            alert,
+            source,
+            warning,
+        )
 
     def predict(self, image: ImageInput) -> Prediction:
         """Classify one image."""
@@ -198,15 +237,20 @@ class Classifier:
         probabilities = self._rechecked(self.runner.predict(prepared.pixels[None]), [prepared.reduced_file])
         return self._result(probabilities[0], source, prepared.warning)
 
-    def predict_many(self, images: Iterable[ImageInput], *, batch_size: int = 32, progress: bool = False,
-                     workers: int = 4) -> Iterator[Prediction | FailedImage]:
+    def predict_many(
+        self, images: Iterable[ImageInput], *, batch_size: int = 32, progress: bool = False, workers: int = 4
+    ) -> Iterator[Prediction | FailedImage]:
         """Classify many images in batches, in input order; decoding runs in threads ahead of inference.
 
         An unreadable file yields a FailedImage with its reason and never stops the batch.
         """
         items = list(images) if progress else images
-        bar = tqdm(total=len(items) if progress else None, unit="img", desc="predicting",  # type: ignore[arg-type]
-                   disable=not progress)
+        bar = tqdm(
+            total=len(items) if progress else None,
+            unit="img",
+            desc="predicting",  # type: ignore[arg-type]
+            disable=not progress,
+        )
 
         def load(item: ImageInput) -> tuple[str | None, _Prepared | str]:
             source = str(item) if isinstance(item, (str, Path)) else None
@@ -223,15 +267,22 @@ class Classifier:
                 if len(pending) >= 2 * batch_size:
                     yield from self._run_batch([pending.popleft().result() for _ in range(batch_size)], bar, pool)
             while pending:
-                yield from self._run_batch([pending.popleft().result() for _ in range(min(batch_size, len(pending)))],
-                                           bar, pool)
+                yield from self._run_batch(
+                    [pending.popleft().result() for _ in range(min(batch_size, len(pending)))], bar, pool
+                )
         bar.close()
 
-    def _run_batch(self, loaded: list[tuple[str | None, _Prepared | str]], bar: tqdm, pool: ThreadPoolExecutor
-                   ) -> Iterator[Prediction | FailedImage]:
+    def _run_batch(
+        self, loaded: list[tuple[str | None, _Prepared | str]], bar: tqdm, pool: ThreadPoolExecutor
+    ) -> Iterator[Prediction | FailedImage]:
         good = [prepared for _, prepared in loaded if not isinstance(prepared, str)]
-        probabilities = iter(self._rechecked(self.runner.predict(np.stack([p.pixels for p in good])),
-                                             [p.reduced_file for p in good], pool) if good else [])
+        probabilities = iter(
+            self._rechecked(
+                self.runner.predict(np.stack([p.pixels for p in good])), [p.reduced_file for p in good], pool
+            )
+            if good
+            else []
+        )
         for source, prepared in loaded:
             if isinstance(prepared, str):
                 yield FailedImage(source or "<image>", prepared)

@@ -31,8 +31,14 @@ def scan_folder(folder: Path) -> tuple[list[Path], list[FailedImage]]:
 
     for root, folders, names in os.walk(folder, onerror=unlistable):
         folders.sort()
-        problems += [FailedImage(str(Path(root) / name), "a link to a folder, not followed inside a scanned folder: "
-                                 "pass it as a PATH of its own") for name in folders if (Path(root) / name).is_symlink()]
+        problems += [
+            FailedImage(
+                str(Path(root) / name),
+                "a link to a folder, not followed inside a scanned folder: pass it as a PATH of its own",
+            )
+            for name in folders
+            if (Path(root) / name).is_symlink()
+        ]
         files += sorted(Path(root) / name for name in names)
     return files, problems
 
@@ -58,11 +64,27 @@ def result_rows(results: list[Prediction | FailedImage], classes: list[str]) -> 
     rows = []
     for result in results:
         if isinstance(result, FailedImage):
-            rows.append({"path": result.source, "label": None, "melanoma_alert": None,
-                         **{c: None for c in classes}, "warning": None, "error": result.reason})
+            rows.append(
+                {
+                    "path": result.source,
+                    "label": None,
+                    "melanoma_alert": None,
+                    **{c: None for c in classes},
+                    "warning": None,
+                    "error": result.reason,
+                }
+            )
         else:
-            rows.append({"path": result.source, "label": result.label, "melanoma_alert": result.melanoma_alert,
-                         **result.probabilities, "warning": result.warning, "error": None})
+            rows.append(
+                {
+                    "path": result.source,
+                    "label": result.label,
+                    "melanoma_alert": result.melanoma_alert,
+                    **result.probabilities,
+                    "warning": result.warning,
+                    "error": None,
+                }
+            )
     return rows
 
 
@@ -75,31 +97,49 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             continue
         melanoma = row.get("melanoma")
         alert = {True: "YES", False: "no", None: "n/a"}[row["melanoma_alert"]]
-        lines.append(f"{row['path']:<48} {row['label']:<28} {row[row['label']]:>6.3f} "
-                     f"{'n/a' if melanoma is None else f'{melanoma:.3f}':>11} {alert:>5}")
+        lines.append(
+            f"{row['path']:<48} {row['label']:<28} {row[row['label']]:>6.3f} "
+            f"{'n/a' if melanoma is None else f'{melanoma:.3f}':>11} {alert:>5}"
+        )
         if row["warning"]:
             lines.append(f"{'':<48} warning: {row['warning']}")
     return "\n".join(lines)
 
 
-def run_predict(bundle_dir: str | Path, paths: list[str | Path], *, artifact: str = "int8.tflite",
-                output_format: str = "table", out: str | Path | None = None, force: bool = False,
-                batch_size: int = 32, threads: int | None = None, full_decode: bool = False) -> list[dict[str, Any]]:
+def run_predict(
+    bundle_dir: str | Path,
+    paths: list[str | Path],
+    *,
+    artifact: str = "int8.tflite",
+    output_format: str = "table",
+    out: str | Path | None = None,
+    force: bool = False,
+    batch_size: int = 32,
+    threads: int | None = None,
+    full_decode: bool = False,
+) -> list[dict[str, Any]]:
     """Classify `paths` with the bundle and print or write one row per input file; returns the rows."""
     if output_format not in FORMATS:
         raise EdgelesionError(f"--format {output_format!r}: choose one of {', '.join(FORMATS)}")
     if out is not None and Path(out).exists() and not force:
         raise EdgelesionError(f"{out} already exists: choose another --out or pass --force")
-    classifier = Classifier.load(bundle_dir, artifact, threads=threads,
-                                 jpeg_draft=False if full_decode else None)
+    classifier = Classifier.load(bundle_dir, artifact, threads=threads, jpeg_draft=False if full_decode else None)
     inputs, unscanned = collect_inputs(paths)
     results = [*classifier.predict_many(inputs, batch_size=batch_size, progress=len(inputs) > 1), *unscanned]
     rows = result_rows(results, classifier.classes)
     if output_format == "table":
         text = format_table(rows)
     elif output_format == "json":
-        text = json.dumps({"bundle": str(bundle_dir), "artifact": artifact, "classes": classifier.classes,
-                           "melanoma_threshold": classifier.melanoma_threshold, "results": rows}, indent=2)
+        text = json.dumps(
+            {
+                "bundle": str(bundle_dir),
+                "artifact": artifact,
+                "classes": classifier.classes,
+                "melanoma_threshold": classifier.melanoma_threshold,
+                "results": rows,
+            },
+            indent=2,
+        )
     else:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")

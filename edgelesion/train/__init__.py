@@ -9,5 +9,13 @@ from edgelesion.train.evaluation import evaluate_run
 from edgelesion.train.leave_source_out import cross_validate_sources, merge_sources
 from edgelesion.train.training import resume, train
 
-__all__ = ["TrainConfig", "cross_validate", "cross_validate_sources", "evaluate_run", "merge_cv", "merge_sources",
-           "resume", "train"]
+__all__ = [
+    "TrainConfig",
+    "cross_validate",
+    "cross_validate_sources",
+    "evaluate_run",
+    "merge_cv",
+    "merge_sources",
+    "resume",
+    "train",
+]

@@ -104,8 +104,9 @@ class TrainConfig:
         data["augment"] = AugmentConfig(**data["augment"])
         data["online_augment"] = OnlineAugment(**data.get("online_augment", {}))
         # runs written before reduced JPEG decoding existed decoded every JPEG in full
-        data["preprocessing"] = Preprocessing(**{"jpeg_draft": False, "jpeg_draft_margin": LEGACY_DRAFT_MARGIN,
-                                                      **data["preprocessing"]})
+        data["preprocessing"] = Preprocessing(
+            **{"jpeg_draft": False, "jpeg_draft_margin": LEGACY_DRAFT_MARGIN, **data["preprocessing"]}
+        )
         return cls(**data)
 
     def with_changes(self, **changes: Any) -> TrainConfig:
@@ -116,8 +117,16 @@ class TrainConfig:
 # The fine-tuning recipe of each pretrained model, as measured (benchmarks/README.md, "Lite0 recipe").
 MODEL_RECIPES: dict[str, dict[str, Any]] = {
     "efficientnet-lite0": {
-        "epochs": 20, "head_epochs": 3, "head_learning_rate": 1e-3, "learning_rate": 2e-4, "lr_schedule": "cosine",
-        "warmup_epochs": 1, "freeze_batchnorm": True, "label_smoothing": 0.1, "patience": 0,
-        "rebalance": RebalanceMethod.CLASS_WEIGHTS, "online_augment": OnlineAugment(enabled=True),
+        "epochs": 20,
+        "head_epochs": 3,
+        "head_learning_rate": 1e-3,
+        "learning_rate": 2e-4,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 1,
+        "freeze_batchnorm": True,
+        "label_smoothing": 0.1,
+        "patience": 0,
+        "rebalance": RebalanceMethod.CLASS_WEIGHTS,
+        "online_augment": OnlineAugment(enabled=True),
     },
 }

@@ -35,8 +35,15 @@ from edgelesion.train.training import resume, train
 
 CV_FORMAT_VERSION = 1
 K_FOLD, LEAVE_SOURCE_OUT = "k-fold", "leave-source-out"  # the kinds of folds a cv folder holds
-FIGURES = ("balanced_accuracy", "last_epoch_balanced_accuracy", "alert_sensitivity", "alert_specificity",
-           "melanoma_sensitivity", "melanoma_specificity", "accuracy")  # what the table shows, in this order
+FIGURES = (
+    "balanced_accuracy",
+    "last_epoch_balanced_accuracy",
+    "alert_sensitivity",
+    "alert_specificity",
+    "melanoma_sensitivity",
+    "melanoma_specificity",
+    "accuracy",
+)  # what the table shows, in this order
 
 
 @dataclass(frozen=True)
@@ -87,12 +94,23 @@ def cv_kind(out: str | Path) -> str:
     return read_json(spec).get("kind", K_FOLD)
 
 
-def open_cv_dir(cv: CvDir, data_dir: Path, config: TrainConfig, force: bool, metadata: MetadataSpec | None = None,
-                kind: str = K_FOLD) -> None:
+def open_cv_dir(
+    cv: CvDir,
+    data_dir: Path,
+    config: TrainConfig,
+    force: bool,
+    metadata: MetadataSpec | None = None,
+    kind: str = K_FOLD,
+) -> None:
     """Create `cv` for `config`, `metadata` and `kind` of folds, or reuse it when it holds the same
     cross-validation; refuse anything else."""
-    spec = {"format_version": CV_FORMAT_VERSION, "kind": kind, "config": config.with_changes(fold=0).to_dict(),
-            "data_dir": str(data_dir.resolve()), "metadata": _metadata_record(metadata)}
+    spec = {
+        "format_version": CV_FORMAT_VERSION,
+        "kind": kind,
+        "config": config.with_changes(fold=0).to_dict(),
+        "data_dir": str(data_dir.resolve()),
+        "metadata": _metadata_record(metadata),
+    }
     if cv.spec.is_file():
         recorded = read_json(cv.spec)
         fingerprints = [(record or {}).get("fingerprint") for record in (recorded.get("metadata"), spec["metadata"])]
@@ -103,24 +121,37 @@ def open_cv_dir(cv: CvDir, data_dir: Path, config: TrainConfig, force: bool, met
             return
         if not force and same_recipe:
             what = "another metadata CSV (or other columns of it)" if not same_metadata else "another kind of folds"
-            raise EdgelesionError(f"{cv.root} holds a cross-validation made with {what}: choose another --out, or "
-                                  "replace it with --force")
+            raise EdgelesionError(
+                f"{cv.root} holds a cross-validation made with {what}: choose another --out, or replace it with --force"
+            )
         if not force:
             recorded, requested = TrainConfig.from_dict(read_json(cv.spec)["config"]).to_dict(), spec["config"]
             differing = sorted(k for k in {*recorded, *requested} if recorded.get(k) != requested.get(k))
-            raise EdgelesionError(f"{cv.root} holds a cross-validation with other settings ({', '.join(differing)} "
-                                  "differ): choose another --out, or replace it with --force")
+            raise EdgelesionError(
+                f"{cv.root} holds a cross-validation with other settings ({', '.join(differing)} "
+                "differ): choose another --out, or replace it with --force"
+            )
         shutil.rmtree(cv.root)
     elif cv.root.exists() and any(cv.root.iterdir()):
-        raise EdgelesionError(f"{cv.root} exists and is not a cross-validation folder (no cv.json): choose another --out")
+        raise EdgelesionError(
+            f"{cv.root} exists and is not a cross-validation folder (no cv.json): choose another --out"
+        )
     cv.root.mkdir(parents=True, exist_ok=True)
     write_json(cv.spec, spec)
     write_json(cv.root / "provenance.json", provenance())
 
 
-def cross_validate(data_dir: str | Path, out: str | Path, config: TrainConfig, *, folds: list[int] | None = None,
-                   metadata: MetadataSpec | None = None, force: bool = False,
-                   target_sensitivity: float = TARGET_SENSITIVITY, progress: bool = True) -> dict[str, Any]:
+def cross_validate(
+    data_dir: str | Path,
+    out: str | Path,
+    config: TrainConfig,
+    *,
+    folds: list[int] | None = None,
+    metadata: MetadataSpec | None = None,
+    force: bool = False,
+    target_sensitivity: float = TARGET_SENSITIVITY,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train (or resume, or keep) each fold of `config` on `data_dir` into `out/fold-K`, then merge.
 
     `folds` picks some folds (default: all `config.folds`); the others can run later or elsewhere.
@@ -142,8 +173,14 @@ def cross_validate(data_dir: str | Path, out: str | Path, config: TrainConfig, *
             resume(run.root, data_dir=data_dir, progress=progress)
         else:
             print(f"fold {k} of {config.folds}")
-            train(data_dir, run.root, config.with_changes(fold=k), metadata=metadata, force=RunDir(run.root).is_run(),
-                  progress=progress)
+            train(
+                data_dir,
+                run.root,
+                config.with_changes(fold=k),
+                metadata=metadata,
+                force=RunDir(run.root).is_run(),
+                progress=progress,
+            )
     return merge_cv(cv.root, target_sensitivity=target_sensitivity)
 
 
@@ -153,8 +190,11 @@ def _epochs(run: RunDir) -> dict[str, Any]:
     if not run.state.is_file():
         return {"best_epoch": None, "epochs": None, "last_epoch_balanced_accuracy": None}
     state = read_json(run.state)
-    return {"best_epoch": state["best_epoch"], "epochs": state["epochs_done"],
-            "last_epoch_balanced_accuracy": state["history"][-1]["val_balanced_accuracy"]}
+    return {
+        "best_epoch": state["best_epoch"],
+        "epochs": state["epochs_done"],
+        "last_epoch_balanced_accuracy": state["history"][-1]["val_balanced_accuracy"],
+    }
 
 
 def _value(metrics: dict[str, Any], key: str) -> float | None:
@@ -167,16 +207,20 @@ def _fmt(value: float | None) -> str:
 
 def _over_folds(values: list[float | None]) -> dict[str, Any]:
     present = [v for v in values if v is not None]
-    return {"mean": float(np.mean(present)) if present else None,
-            "sd": float(np.std(present, ddof=1)) if len(present) > 1 else None, "n_folds": len(present)}
+    return {
+        "mean": float(np.mean(present)) if present else None,
+        "sd": float(np.std(present, ddof=1)) if len(present) > 1 else None,
+        "n_folds": len(present),
+    }
 
 
 def merge_cv(out: str | Path, *, target_sensitivity: float = TARGET_SENSITIVITY) -> dict[str, Any]:
     """The per-fold table, mean and sd, out-of-fold melanoma operating points and ROC, from the finished folds."""
     cv = CvDir(Path(out))
     if cv_kind(cv.root) != K_FOLD:
-        raise EdgelesionError(f"{cv.root} holds leave-source-out folds: merge it with 'edgelesion cv --merge-only "
-                              "--leave-source-out'")
+        raise EdgelesionError(
+            f"{cv.root} holds leave-source-out folds: merge it with 'edgelesion cv --merge-only --leave-source-out'"
+        )
     config = TrainConfig.from_dict(read_json(cv.spec)["config"])
     finished = [k for k in range(config.folds) if fold_finished(cv.fold(k))]
     if not finished:
@@ -193,19 +237,26 @@ def merge_cv(out: str | Path, *, target_sensitivity: float = TARGET_SENSITIVITY)
         others = [j for j in finished if j != k]
         threshold = None
         if others:
-            chosen = alert_threshold(np.concatenate([folds[j][1] for j in others]),
-                                     np.concatenate([folds[j][2] for j in others]), positive, target_sensitivity,
-                                     sources=None if sources[k] is None else sum((sources[j] for j in others), []),
-                                     lookalikes=lookalikes)
+            chosen = alert_threshold(
+                np.concatenate([folds[j][1] for j in others]),
+                np.concatenate([folds[j][2] for j in others]),
+                positive,
+                target_sensitivity,
+                sources=None if sources[k] is None else sum((sources[j] for j in others), []),
+                lookalikes=lookalikes,
+            )
             threshold = chosen["threshold"]
             rules.add(chosen["rule_text"])
         alert = alert_figures(probabilities, labels, positive, threshold)
         value = partial(_value, metrics)
         per_fold[k] = {
-            "n_images": metrics["n_images"], "balanced_accuracy": value("balanced_accuracy"), **_epochs(cv.fold(k)),
+            "n_images": metrics["n_images"],
+            "balanced_accuracy": value("balanced_accuracy"),
+            **_epochs(cv.fold(k)),
             "balanced_accuracy_classes": metrics["balanced_accuracy"]["classes"],
             "melanoma_sensitivity": value(f"{config.positive_class}_sensitivity"),
-            "melanoma_specificity": value(f"{config.positive_class}_specificity"), "accuracy": value("accuracy"),
+            "melanoma_specificity": value(f"{config.positive_class}_specificity"),
+            "accuracy": value("accuracy"),
             "alert_threshold": threshold,
             "alert_sensitivity": alert["sensitivity"]["value"] if alert else None,
             "alert_specificity": alert["specificity"]["value"] if alert else None,
@@ -216,33 +267,69 @@ def merge_cv(out: str | Path, *, target_sensitivity: float = TARGET_SENSITIVITY)
     within = None
     if all(sources[k] is not None for k in finished):
         # each image's alert at the threshold its own fold was scored with
-        thresholds = np.concatenate([np.full(len(folds[k][2]), np.nan if per_fold[k]["alert_threshold"] is None
-                                             else per_fold[k]["alert_threshold"]) for k in finished])
-        within = within_source_figures(probabilities, labels, classes, sum((sources[k] for k in finished), []),
-                                       config.positive_class, config.lookalikes,
-                                       None if np.isnan(thresholds).any() else thresholds)
+        thresholds = np.concatenate(
+            [
+                np.full(
+                    len(folds[k][2]),
+                    np.nan if per_fold[k]["alert_threshold"] is None else per_fold[k]["alert_threshold"],
+                )
+                for k in finished
+            ]
+        )
+        within = within_source_figures(
+            probabilities,
+            labels,
+            classes,
+            sum((sources[k] for k in finished), []),
+            config.positive_class,
+            config.lookalikes,
+            None if np.isnan(thresholds).any() else thresholds,
+        )
     auc = None
     if positive is not None and 0 < (labels == positive).sum() < len(labels):
         auc = float(roc_auc_score(labels == positive, probabilities[:, positive]))
-        melanoma_roc_chart(labels == positive, probabilities[:, positive],
-                           [(per_fold[k]["alert_specificity"], per_fold[k]["alert_sensitivity"], f"fold {k}")
-                            for k in finished if per_fold[k]["alert_threshold"] is not None],
-                           cv.roc, f"{config.positive_class} against the rest, out-of-fold ({len(finished)} folds), "
-                                   f"AUC {auc:.3f}")
+        melanoma_roc_chart(
+            labels == positive,
+            probabilities[:, positive],
+            [
+                (per_fold[k]["alert_specificity"], per_fold[k]["alert_sensitivity"], f"fold {k}")
+                for k in finished
+                if per_fold[k]["alert_threshold"] is not None
+            ],
+            cv.roc,
+            f"{config.positive_class} against the rest, out-of-fold ({len(finished)} folds), AUC {auc:.3f}",
+        )
     with_sources = within is not None
-    write_csv(cv.oof_predictions, ["fold", "path", "label", *classes, *(["source"] if with_sources else [])],
-              [[k, row["path"], row["label"], *(row[c] for c in classes), *([row["source"]] if with_sources else [])]
-               for k in finished for row in folds[k][0]])
-    result = {"model": config.model, "folds": config.folds, "finished_folds": finished,
-              "complete": len(finished) == config.folds, "target_sensitivity": target_sensitivity,
-              "alert_threshold_rules": sorted(rules), "within_source_out_of_fold": within,
-              "melanoma_auc_out_of_fold": auc, "summary": summary, "per_fold": per_fold,
-              # what each fold's figures were merged from: a fold scored again since shows in a model card
-              "predictions_sha256": {str(k): sha256_file(_predictions(cv.fold(k))) for k in finished},
-              "provenance": provenance()}
+    write_csv(
+        cv.oof_predictions,
+        ["fold", "path", "label", *classes, *(["source"] if with_sources else [])],
+        [
+            [k, row["path"], row["label"], *(row[c] for c in classes), *([row["source"]] if with_sources else [])]
+            for k in finished
+            for row in folds[k][0]
+        ],
+    )
+    result = {
+        "model": config.model,
+        "folds": config.folds,
+        "finished_folds": finished,
+        "complete": len(finished) == config.folds,
+        "target_sensitivity": target_sensitivity,
+        "alert_threshold_rules": sorted(rules),
+        "within_source_out_of_fold": within,
+        "melanoma_auc_out_of_fold": auc,
+        "summary": summary,
+        "per_fold": per_fold,
+        # what each fold's figures were merged from: a fold scored again since shows in a model card
+        "predictions_sha256": {str(k): sha256_file(_predictions(cv.fold(k))) for k in finished},
+        "provenance": provenance(),
+    }
     write_json(cv.summary, result)
-    cv_folds_chart({f: [per_fold[k][f] for k in finished] for f in FIGURES}, cv.chart,
-                   f"{config.model}: {len(finished)} of {config.folds} folds")
+    cv_folds_chart(
+        {f: [per_fold[k][f] for k in finished] for f in FIGURES},
+        cv.chart,
+        f"{config.model}: {len(finished)} of {config.folds} folds",
+    )
     table = format_cv_table(result)
     write_text(cv.table, table + "\n")
     print(table)
@@ -251,30 +338,60 @@ def merge_cv(out: str | Path, *, target_sensitivity: float = TARGET_SENSITIVITY)
 
 def format_cv_table(result: dict[str, Any]) -> str:
     """A markdown table: one row per fold, then mean ± sd; balanced accuracy and the melanoma alert first."""
-    header = ["fold", "images", "best epoch", "balanced accuracy (best epoch)", "balanced accuracy (last epoch)",
-              "alert sensitivity", "alert specificity", "melanoma sensitivity (arg-max)",
-              "melanoma specificity (arg-max)", "accuracy", "alert threshold"]
+    header = [
+        "fold",
+        "images",
+        "best epoch",
+        "balanced accuracy (best epoch)",
+        "balanced accuracy (last epoch)",
+        "alert sensitivity",
+        "alert specificity",
+        "melanoma sensitivity (arg-max)",
+        "melanoma specificity (arg-max)",
+        "accuracy",
+        "alert threshold",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     for k, row in result["per_fold"].items():
         epoch = "n/a" if row["best_epoch"] is None else f"{row['best_epoch']} of {row['epochs']}"
-        lines.append("| " + " | ".join([str(k), str(row["n_images"]), epoch,
-                                        *(_fmt(row[f]) for f in FIGURES), _fmt(row["alert_threshold"])]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [str(k), str(row["n_images"]), epoch, *(_fmt(row[f]) for f in FIGURES), _fmt(row["alert_threshold"])]
+            )
+            + " |"
+        )
     summary = result["summary"]
     lines.append("| mean ± sd | | | " + " | ".join(format_mean_sd(summary[f]) for f in FIGURES) + " | |")
-    status = ("all folds" if result["complete"] else
-              f"{len(result['finished_folds'])} of {result['folds']} folds finished: a partial result")
+    status = (
+        "all folds"
+        if result["complete"]
+        else f"{len(result['finished_folds'])} of {result['folds']} folds finished: a partial result"
+    )
     lines.append("")
-    lines.append(f"{result['model']}, {status}. Alert: melanoma probability >= a threshold chosen on the other folds' "
-                 f"out-of-fold predictions for {result['target_sensitivity']:.0%} sensitivity"
-                 + ("" if result["melanoma_auc_out_of_fold"] is None else
-                    f"; out-of-fold melanoma AUC {result['melanoma_auc_out_of_fold']:.3f}") + ". "
-                 "Each fold's model is its best epoch by balanced accuracy on the fold it is scored on, so every "
-                 "figure but the last epoch's balanced accuracy leans optimistic; no epoch choice touched the last "
-                 "epoch's.")
+    lines.append(
+        f"{result['model']}, {status}. Alert: melanoma probability >= a threshold chosen on the other folds' "
+        f"out-of-fold predictions for {result['target_sensitivity']:.0%} sensitivity"
+        + (
+            ""
+            if result["melanoma_auc_out_of_fold"] is None
+            else f"; out-of-fold melanoma AUC {result['melanoma_auc_out_of_fold']:.3f}"
+        )
+        + ". "
+        "Each fold's model is its best epoch by balanced accuracy on the fold it is scored on, so every "
+        "figure but the last epoch's balanced accuracy leans optimistic; no epoch choice touched the last "
+        "epoch's."
+    )
     lines += [f"Alert thresholds {rule}." for rule in result.get("alert_threshold_rules", [])]
     if result.get("within_source_out_of_fold"):
-        lines += ["", "Out-of-fold, within each source:", "", "```",
-                  format_within_source(result["within_source_out_of_fold"]), "```"]
+        lines += [
+            "",
+            "Out-of-fold, within each source:",
+            "",
+            "```",
+            format_within_source(result["within_source_out_of_fold"]),
+            "```",
+        ]
     return "\n".join(lines)
 
 
@@ -290,11 +407,14 @@ def recipe_cv_figures(out: str | Path, run_dir: str | Path) -> dict[str, Any]:
     of another recipe or other data is refused."""
     cv, info = CvDir(Path(out)), read_run(run_dir, need_model=False)
     if not (cv.spec.is_file() and cv.summary.is_file()):
-        raise EdgelesionError(f"{cv.root} holds no merged cross-validation (cv.json and cv_summary.json): "
-                              "run 'edgelesion cv' there first")
+        raise EdgelesionError(
+            f"{cv.root} holds no merged cross-validation (cv.json and cv_summary.json): run 'edgelesion cv' there first"
+        )
     if not _is_recipe_of(cv, info.config):
-        raise EdgelesionError(f"{cv.root} cross-validated other settings than the run {run_dir}: "
-                              "give the cross-validation of this run's own recipe")
+        raise EdgelesionError(
+            f"{cv.root} cross-validated other settings than the run {run_dir}: "
+            "give the cross-validation of this run's own recipe"
+        )
     result = read_json(cv.summary)
     for k in result["finished_folds"]:
         fold = read_run(cv.fold(k).root, need_model=False)
@@ -313,10 +433,14 @@ def recipe_cv_figures(out: str | Path, run_dir: str | Path) -> dict[str, Any]:
         return sha256_file(predictions) != merged_from.get(str(k))
 
     changed = [k for k in range(result["folds"]) if fold_finished(cv.fold(k)) and changed_since_merge(k)]
-    return {"cv_name": cv.root.name, "folds": result["folds"], "finished_folds": result["finished_folds"],
-            "folds_changed_since_merge": changed,
-            "this_run_is_a_fold": Path(run_dir).resolve() == cv.fold(info.config.fold).root.resolve(),
-            "target_sensitivity": result["target_sensitivity"],
-            "melanoma_auc_out_of_fold": result["melanoma_auc_out_of_fold"],
-            "within_source_out_of_fold": result.get("within_source_out_of_fold"),
-            "summary": {figure: result["summary"][figure] for figure in FIGURES if figure in result["summary"]}}
+    return {
+        "cv_name": cv.root.name,
+        "folds": result["folds"],
+        "finished_folds": result["finished_folds"],
+        "folds_changed_since_merge": changed,
+        "this_run_is_a_fold": Path(run_dir).resolve() == cv.fold(info.config.fold).root.resolve(),
+        "target_sensitivity": result["target_sensitivity"],
+        "melanoma_auc_out_of_fold": result["melanoma_auc_out_of_fold"],
+        "within_source_out_of_fold": result.get("within_source_out_of_fold"),
+        "summary": {figure: result["summary"][figure] for figure in FIGURES if figure in result["summary"]},
+    }

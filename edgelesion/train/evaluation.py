@@ -29,10 +29,20 @@ def predict(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.
     return model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
 
 
-def evaluate_and_write(probabilities: np.ndarray, labels: np.ndarray, classes: list[str], out_dir: Path, *,
-                       title: str, config: TrainConfig, paths: list[str], scored_classes: list[str] | None = None,
-                       threshold_choice: dict[str, Any] | None = None, sources: list[str] | None = None,
-                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate_and_write(
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    out_dir: Path,
+    *,
+    title: str,
+    config: TrainConfig,
+    paths: list[str],
+    scored_classes: list[str] | None = None,
+    threshold_choice: dict[str, Any] | None = None,
+    sources: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Compute the metrics, print them, and write metrics.json, predictions.csv, confusion_matrix.png and
     reliability.png (calibration) into `out_dir`.
 
@@ -41,28 +51,47 @@ def evaluate_and_write(probabilities: np.ndarray, labels: np.ndarray, classes: l
     (one per image), the positive class is also scored against each look-alike within every source
     (`within_source`), beside the pooled figures.
     """
-    metrics = classification_metrics(labels, probabilities, classes, min_support=config.min_support,
-                                     scored_classes=scored_classes, positive_class=config.positive_class,
-                                     seed=config.seed)
+    metrics = classification_metrics(
+        labels,
+        probabilities,
+        classes,
+        min_support=config.min_support,
+        scored_classes=scored_classes,
+        positive_class=config.positive_class,
+        seed=config.seed,
+    )
     positive = classes.index(config.positive_class) if config.positive_class in classes else None
     threshold = (threshold_choice or {}).get("threshold")
     alert = alert_figures(probabilities, labels, positive, threshold)
     if alert is not None:
-        metrics["melanoma_alert"] = {**alert, "rule": threshold_choice.get("rule"),
-                                     "rule_text": threshold_choice.get("rule_text")}
+        metrics["melanoma_alert"] = {
+            **alert,
+            "rule": threshold_choice.get("rule"),
+            "rule_text": threshold_choice.get("rule_text"),
+        }
     if sources is not None:
-        metrics["within_source"] = within_source_figures(probabilities, labels, classes, sources,
-                                                         config.positive_class, config.lookalikes, threshold)
+        metrics["within_source"] = within_source_figures(
+            probabilities, labels, classes, sources, config.positive_class, config.lookalikes, threshold
+        )
     print(format_metrics(metrics, title))
     if metrics.get("within_source"):
         print(format_within_source(metrics["within_source"]))
     write_json(out_dir / "metrics.json", {"title": title, **metrics, **(extra or {}), "provenance": provenance()})
-    write_csv(out_dir / "predictions.csv", ["path", "label", *classes, *(["source"] if sources else [])],
-              [[path, classes[label], *(f"{p:.6g}" for p in row), *([source] if sources else [])]
-               for path, label, row, source in zip(paths, labels, probabilities, sources or [None] * len(paths))])
+    write_csv(
+        out_dir / "predictions.csv",
+        ["path", "label", *classes, *(["source"] if sources else [])],
+        [
+            [path, classes[label], *(f"{p:.6g}" for p in row), *([source] if sources else [])]
+            for path, label, row, source in zip(paths, labels, probabilities, sources or [None] * len(paths))
+        ],
+    )
     confusion_matrix_chart(metrics["confusion_matrix"], classes, out_dir / "confusion_matrix.png", title)
-    reliability_chart(metrics["calibration"]["bins"], metrics["calibration"]["expected_calibration_error"],
-                      out_dir / "reliability.png", title)
+    reliability_chart(
+        metrics["calibration"]["bins"],
+        metrics["calibration"]["expected_calibration_error"],
+        out_dir / "reliability.png",
+        title,
+    )
     return metrics
 
 
@@ -79,38 +108,68 @@ def read_validation_predictions(run: RunDir) -> tuple[list[dict[str, str]], np.n
 def validation_threshold(probabilities: np.ndarray, val: LoadedDataset, config: TrainConfig) -> dict[str, Any]:
     """The alert threshold chosen on the validation split, within the sources holding both classes where known."""
     positive = val.classes.index(config.positive_class) if config.positive_class in val.classes else None
-    return alert_threshold(probabilities, val.labels, positive, sources=val.sources,
-                           lookalikes=list(lookalike_indices(val.classes, config.lookalikes).values()))
+    return alert_threshold(
+        probabilities,
+        val.labels,
+        positive,
+        sources=val.sources,
+        lookalikes=list(lookalike_indices(val.classes, config.lookalikes).values()),
+    )
 
 
-def evaluate_validation(model: keras.Model, val: LoadedDataset, out_dir: Path, *, title: str,
-                        config: TrainConfig) -> dict[str, Any]:
+def evaluate_validation(
+    model: keras.Model, val: LoadedDataset, out_dir: Path, *, title: str, config: TrainConfig
+) -> dict[str, Any]:
     """Score the validation split and choose the melanoma alert threshold on it (recorded in its metrics.json)."""
     probabilities = predict(model, val.images)
-    return evaluate_and_write(probabilities, val.labels, val.classes, out_dir, title=title, config=config,
-                              paths=[r.relpath for r in val.records], sources=val.sources,
-                              threshold_choice=validation_threshold(probabilities, val, config))
+    return evaluate_and_write(
+        probabilities,
+        val.labels,
+        val.classes,
+        out_dir,
+        title=title,
+        config=config,
+        paths=[r.relpath for r in val.records],
+        sources=val.sources,
+        threshold_choice=validation_threshold(probabilities, val, config),
+    )
 
 
-def evaluate_held_out(model: keras.Model, held_out: LoadedDataset, run: RunDir, config: TrainConfig,
-                      validation: dict[str, Any]) -> dict[str, Any]:
+def evaluate_held_out(
+    model: keras.Model, held_out: LoadedDataset, run: RunDir, config: TrainConfig, validation: dict[str, Any]
+) -> dict[str, Any]:
     """Score a left-out source with the threshold its training sources' validation split chose."""
     alert = validation.get("melanoma_alert")
     return evaluate_and_write(
-        predict(model, held_out.images), held_out.labels, held_out.classes, run.evaluation / "held_out_source",
+        predict(model, held_out.images),
+        held_out.labels,
+        held_out.classes,
+        run.evaluation / "held_out_source",
         title=f"Held-out source {config.held_out_source!r} ({len(held_out.records)} images, never trained on)",
-        config=config, paths=[r.relpath for r in held_out.records], sources=held_out.sources,
-        threshold_choice=alert and {"threshold": alert["threshold"], "rule": alert.get("rule"),
-                                   "rule_text": f"the training sources' validation split: {alert.get('rule_text')}"})
+        config=config,
+        paths=[r.relpath for r in held_out.records],
+        sources=held_out.sources,
+        threshold_choice=alert
+        and {
+            "threshold": alert["threshold"],
+            "rule": alert.get("rule"),
+            "rule_text": f"the training sources' validation split: {alert.get('rule_text')}",
+        },
+    )
 
 
 def shift_gap(external: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
     """The external set's balanced accuracy beside the validation split's, and the gap between them."""
     ext, val = external["balanced_accuracy"], validation["balanced_accuracy"]
     gap = None if ext["value"] is None or val["value"] is None else ext["value"] - val["value"]
-    return {"validation_balanced_accuracy": val["value"], "external_balanced_accuracy": ext["value"], "gap": gap,
-            "same_class_set": ext["classes"] == val["classes"], "validation_classes": val["classes"],
-            "external_classes": ext["classes"]}
+    return {
+        "validation_balanced_accuracy": val["value"],
+        "external_balanced_accuracy": ext["value"],
+        "gap": gap,
+        "same_class_set": ext["classes"] == val["classes"],
+        "validation_classes": val["classes"],
+        "external_classes": ext["classes"],
+    }
 
 
 def recorded_splits(run: RunDir, info: RunInfo, *splits: str) -> list[LoadedDataset]:
@@ -121,15 +180,20 @@ def recorded_splits(run: RunDir, info: RunInfo, *splits: str) -> list[LoadedData
         )
     dataset = load_dataset(info.data_dir, info.config.preprocessing, classes=info.classes, metadata=info.metadata)
     if dataset.metadata is not None and dataset.metadata.fingerprint != info.metadata_fingerprint:
-        raise EdgelesionError(f"the metadata CSV {info.metadata.csv} changed since {run.root} was trained: its "
-                              "sources, groups or labels are no longer the run's; restore it, or train a new run")
+        raise EdgelesionError(
+            f"the metadata CSV {info.metadata.csv} changed since {run.root} was trained: its "
+            "sources, groups or labels are no longer the run's; restore it, or train a new run"
+        )
     position = {r.relpath: i for i, r in enumerate(dataset.records)}
     subsets = []
     for split in splits:
         rows = read_csv(run.splits / f"{split}.csv")
         missing = [row["path"] for row in rows if row["path"] not in position]
-        changed = [row["path"] for row in rows
-                   if row["path"] in position and dataset.sha256[position[row["path"]]] != row["sha256"]]
+        changed = [
+            row["path"]
+            for row in rows
+            if row["path"] in position and dataset.sha256[position[row["path"]]] != row["sha256"]
+        ]
         if missing or changed:
             raise EdgelesionError(
                 f"the {split} images of {run.root} are not as recorded in {info.data_dir}: "
@@ -139,8 +203,9 @@ def recorded_splits(run: RunDir, info: RunInfo, *splits: str) -> list[LoadedData
     return subsets
 
 
-def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, *,
-                 metadata: MetadataSpec | None = None) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path, data_dir: str | Path | None = None, *, metadata: MetadataSpec | None = None
+) -> dict[str, Any]:
     """Score a run's best model: on its validation split, or on a test folder with overlap removed.
 
     For a test folder, images also in the training folder (byte-identical or near-identical) are
@@ -152,39 +217,60 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, *,
     model = keras.models.load_model(run.best_model)
     if data_dir is None:
         (val,) = recorded_splits(run, info, "val")
-        return evaluate_validation(model, val, run.evaluation / "validation", config=info.config,
-                                   title=f"Validation split of {run.root.name} ({len(val.records)} images)")
+        return evaluate_validation(
+            model,
+            val,
+            run.evaluation / "validation",
+            config=info.config,
+            title=f"Validation split of {run.root.name} ({len(val.records)} images)",
+        )
     validation_file = run.evaluation / "validation" / "metrics.json"
     validation = read_json(validation_file) if validation_file.is_file() else None
-    test = prepare_test_set(load_dataset(data_dir, info.config.preprocessing, classes=info.classes, min_classes=1,
-                                         metadata=metadata),
-                            read_csv(run.data_index), info.config.conflict_policy,
-                            info.config.near_duplicate_max_distance)
+    test = prepare_test_set(
+        load_dataset(data_dir, info.config.preprocessing, classes=info.classes, min_classes=1, metadata=metadata),
+        read_csv(run.data_index),
+        info.config.conflict_policy,
+        info.config.near_duplicate_max_distance,
+    )
     out = run.evaluation / f"test-{Path(data_dir).resolve().name}-{test.with_overlap.fingerprint()[:8]}"
     print(test.summary())
     metrics = evaluate_and_write(
-        predict(model, test.clean.images), test.clean.labels, info.classes, out,
+        predict(model, test.clean.images),
+        test.clean.labels,
+        info.classes,
+        out,
         title=f"Test folder {data_dir} ({len(test.clean.records)} images, training overlap removed)",
-        config=info.config, paths=[r.relpath for r in test.clean.records], sources=test.clean.sources,
+        config=info.config,
+        paths=[r.relpath for r in test.clean.records],
+        sources=test.clean.sources,
         threshold_choice=(validation or {}).get("melanoma_alert"),
-        extra={"overlap_removed": len(test.overlaps), "overlaps": test.overlaps,
-               "excluded_in_test_folder": [vars(s) for s in test.excluded]},
+        extra={
+            "overlap_removed": len(test.overlaps),
+            "overlaps": test.overlaps,
+            "excluded_in_test_folder": [vars(s) for s in test.excluded],
+        },
     )
     if validation is not None:
         gap = shift_gap(metrics, validation)
         metrics["shift"] = gap
         write_json(out / "shift.json", gap)
         if gap["gap"] is not None:
-            print(f"validation split {gap['validation_balanced_accuracy']:.3f} -> this folder "
-                  f"{gap['external_balanced_accuracy']:.3f} balanced accuracy: a gap of {gap['gap']:+.3f}"
-                  + ("" if gap["same_class_set"] else " (over different class sets)")
-                  + ". A folder from another source or period shows shift that no same-distribution split can.")
+            print(
+                f"validation split {gap['validation_balanced_accuracy']:.3f} -> this folder "
+                f"{gap['external_balanced_accuracy']:.3f} balanced accuracy: a gap of {gap['gap']:+.3f}"
+                + ("" if gap["same_class_set"] else " (over different class sets)")
+                + ". A folder from another source or period shows shift that no same-distribution split can."
+            )
     if test.overlaps:
         evaluate_and_write(
-            predict(model, test.with_overlap.images), test.with_overlap.labels, info.classes, out / "with_overlap_kept",
+            predict(model, test.with_overlap.images),
+            test.with_overlap.labels,
+            info.classes,
+            out / "with_overlap_kept",
             title=f"INFLATED: test folder with its {len(test.overlaps)} training-overlap images kept "
-                  f"({len(test.with_overlap.records)} images)",
-            config=info.config, paths=[r.relpath for r in test.with_overlap.records],
+            f"({len(test.with_overlap.records)} images)",
+            config=info.config,
+            paths=[r.relpath for r in test.with_overlap.records],
             scored_classes=metrics["balanced_accuracy"]["classes"],
         )
     return metrics

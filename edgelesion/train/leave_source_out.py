@@ -43,8 +43,9 @@ def _held_out_metrics(run: RunDir) -> Path:
     return run.evaluation / "held_out_source" / "metrics.json"
 
 
-def source_folds(data_dir: Path, metadata: MetadataSpec, config: TrainConfig,
-                 progress: bool = True) -> tuple[list[str], dict[str, str]]:
+def source_folds(
+    data_dir: Path, metadata: MetadataSpec, config: TrainConfig, progress: bool = True
+) -> tuple[list[str], dict[str, str]]:
     """The sources to hold out (each holds >= MIN_PER_SOURCE of the positive class and of a look-alike among the
     images the audit keeps), and the other sources with why each is skipped."""
     if metadata.source_column is None:
@@ -53,29 +54,44 @@ def source_folds(data_dir: Path, metadata: MetadataSpec, config: TrainConfig,
     report = audit_dataset(dataset, policy=config.conflict_policy, near_max_distance=config.near_duplicate_max_distance)
     records, classes = [dataset.records[i] for i in report.kept], dataset.classes
     if config.positive_class not in classes:
-        raise EdgelesionError(f"--leave-source-out scores {config.positive_class!r} against its look-alikes, but the "
-                              f"data has no such class (classes: {', '.join(classes)})")
+        raise EdgelesionError(
+            f"--leave-source-out scores {config.positive_class!r} against its look-alikes, but the "
+            f"data has no such class (classes: {', '.join(classes)})"
+        )
     labels = np.array([classes.index(r.label) for r in records])
     sources = np.array([str(r.source) for r in records], dtype=object)
     indices = {name: classes.index(name) for name in [config.positive_class, *config.lookalikes] if name in classes}
     chosen = mixed_sources(labels, sources, indices[config.positive_class], list(indices.values())[1:])
-    skipped = {source: too_few_reason(labels[sources == source], indices)
-               for source in sorted(set(sources.tolist()) - set(chosen))}
+    skipped = {
+        source: too_few_reason(labels[sources == source], indices)
+        for source in sorted(set(sources.tolist()) - set(chosen))
+    }
     folders: dict[str, str] = {}
     for source in chosen:
         if (folder := fold_name(source)) in folders:
-            raise EdgelesionError(f"the sources {folders[folder]!r} and {source!r} would share the fold folder "
-                                  f"{folder}: rename one of them in the metadata CSV")
+            raise EdgelesionError(
+                f"the sources {folders[folder]!r} and {source!r} would share the fold folder "
+                f"{folder}: rename one of them in the metadata CSV"
+            )
         folders[folder] = source
     if not chosen:
-        raise EdgelesionError(f"no source holds at least {MIN_PER_SOURCE} images of {config.positive_class} and of a "
-                              f"look-alike ({', '.join(config.lookalikes)}): there is no source to hold out and score")
+        raise EdgelesionError(
+            f"no source holds at least {MIN_PER_SOURCE} images of {config.positive_class} and of a "
+            f"look-alike ({', '.join(config.lookalikes)}): there is no source to hold out and score"
+        )
     return chosen, skipped
 
 
-def cross_validate_sources(data_dir: str | Path, out: str | Path, config: TrainConfig, metadata: MetadataSpec, *,
-                           sources: list[str] | None = None, force: bool = False,
-                           progress: bool = True) -> dict[str, Any]:
+def cross_validate_sources(
+    data_dir: str | Path,
+    out: str | Path,
+    config: TrainConfig,
+    metadata: MetadataSpec,
+    *,
+    sources: list[str] | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train (or resume, or keep) one fold per source to hold out into `out/source-NAME`, then merge.
 
     `sources` picks some of them (default: every source that holds both the positive class and a look-alike).
@@ -86,8 +102,9 @@ def cross_validate_sources(data_dir: str | Path, out: str | Path, config: TrainC
     for source, reason in skipped.items():
         print(f"source {source!r} is not held out: {reason}")
     if bad := sorted(set(sources or []) - set(eligible)):
-        raise EdgelesionError(f"cannot hold out {', '.join(map(repr, bad))}: the sources that can be are "
-                              f"{', '.join(map(repr, eligible))}")
+        raise EdgelesionError(
+            f"cannot hold out {', '.join(map(repr, bad))}: the sources that can be are {', '.join(map(repr, eligible))}"
+        )
     open_cv_dir(cv, data_dir, config, force, metadata, kind=LEAVE_SOURCE_OUT)
     write_json(cv.root / "sources.json", {"held_out": eligible, "skipped": skipped})
     for source in sources or eligible:
@@ -114,19 +131,26 @@ def _fold_row(run: RunDir, config: TrainConfig) -> dict[str, Any]:
     held = read_json(_held_out_metrics(run))
     validation = read_json(run.evaluation / "validation" / "metrics.json")
     removed = sum(row["status"].startswith("removed") for row in read_csv(run.data_index))
-    row: dict[str, Any] = {"held_out_images": held["n_images"], "training_images_removed_for_groups": removed,
-                           "alert_threshold": (held.get("melanoma_alert") or {}).get("threshold"),
-                           "alert_threshold_rule": (held.get("melanoma_alert") or {}).get("rule_text"),
-                           "held_out": {}, "validation": {}}
+    row: dict[str, Any] = {
+        "held_out_images": held["n_images"],
+        "training_images_removed_for_groups": removed,
+        "alert_threshold": (held.get("melanoma_alert") or {}).get("threshold"),
+        "alert_threshold_rule": (held.get("melanoma_alert") or {}).get("rule_text"),
+        "held_out": {},
+        "validation": {},
+    }
     for name, metrics in (("held_out", held), ("validation", validation)):
         within, alert = metrics.get("within_source"), metrics.get("melanoma_alert") or {}
         pairs = {lookalike: _pair(within, lookalike) for lookalike in config.lookalikes}
-        row[name] = {"balanced_accuracy": metrics["balanced_accuracy"],
-                     "argmax_sensitivity": metrics.get(f"{config.positive_class}_sensitivity"),
-                     "alert_sensitivity": alert.get("sensitivity"),
-                     "lookalikes": {lookalike: {"auc": pair.get("auc"),
-                                                "alert_specificity": pair.get("alert_specificity")}
-                                    for lookalike, pair in pairs.items()}}
+        row[name] = {
+            "balanced_accuracy": metrics["balanced_accuracy"],
+            "argmax_sensitivity": metrics.get(f"{config.positive_class}_sensitivity"),
+            "alert_sensitivity": alert.get("sensitivity"),
+            "lookalikes": {
+                lookalike: {"auc": pair.get("auc"), "alert_specificity": pair.get("alert_specificity")}
+                for lookalike, pair in pairs.items()
+            },
+        }
     return row
 
 
@@ -135,8 +159,9 @@ def merge_sources(out: str | Path) -> dict[str, Any]:
     pooled validation figures (cv_summary.json and cv_summary.md)."""
     cv = CvDir(Path(out))
     if cv_kind(cv.root) != LEAVE_SOURCE_OUT:
-        raise EdgelesionError(f"{cv.root} holds k-fold folds, not leave-source-out ones: merge it without "
-                              "--leave-source-out")
+        raise EdgelesionError(
+            f"{cv.root} holds k-fold folds, not leave-source-out ones: merge it without --leave-source-out"
+        )
     config = TrainConfig.from_dict(read_json(cv.spec)["config"])
     plan = read_json(cv.root / "sources.json")
     finished = [s for s in plan["held_out"] if _held_out_metrics(fold_dir(cv, s)).is_file()]
@@ -145,9 +170,16 @@ def merge_sources(out: str | Path) -> dict[str, Any]:
             raise EdgelesionError(f"{fold_dir(cv, source).root} does not hold out {source!r}: remove it")
     if not finished:
         raise EdgelesionError(f"no fold of {cv.root} has finished yet: run 'edgelesion cv --leave-source-out' again")
-    result = {"model": config.model, "positive_class": config.positive_class, "lookalikes": list(config.lookalikes),
-              "sources": plan["held_out"], "finished": finished, "skipped_sources": plan["skipped"],
-              "per_source": {s: _fold_row(fold_dir(cv, s), config) for s in finished}, "provenance": provenance()}
+    result = {
+        "model": config.model,
+        "positive_class": config.positive_class,
+        "lookalikes": list(config.lookalikes),
+        "sources": plan["held_out"],
+        "finished": finished,
+        "skipped_sources": plan["skipped"],
+        "per_source": {s: _fold_row(fold_dir(cv, s), config) for s in finished},
+        "provenance": provenance(),
+    }
     write_json(cv.summary, result)
     table = format_sources_table(result)
     write_text(cv.table, table + "\n")
@@ -158,31 +190,52 @@ def merge_sources(out: str | Path) -> dict[str, Any]:
 def format_sources_table(result: dict[str, Any]) -> str:
     """Markdown: one row per held-out source and look-alike, held-out figures beside the pooled validation ones."""
     positive = result["positive_class"]
-    header = ["held-out source", "images", "look-alike", "AUC held out", "AUC validation (pooled)",
-              "alert sensitivity held out", "alert sensitivity validation", "alert specificity held out",
-              "alert specificity validation", f"{positive} sensitivity (arg-max) held out",
-              f"{positive} sensitivity (arg-max) validation", "alert threshold"]
+    header = [
+        "held-out source",
+        "images",
+        "look-alike",
+        "AUC held out",
+        "AUC validation (pooled)",
+        "alert sensitivity held out",
+        "alert sensitivity validation",
+        "alert specificity held out",
+        "alert specificity validation",
+        f"{positive} sensitivity (arg-max) held out",
+        f"{positive} sensitivity (arg-max) validation",
+        "alert threshold",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for source, row in result["per_source"].items():
         for lookalike in result["lookalikes"]:
             held, val = row["held_out"]["lookalikes"][lookalike], row["validation"]["lookalikes"][lookalike]
             if not held["auc"]:
                 continue
-            cells = [source, str(row["held_out_images"]), lookalike, format_estimate(held["auc"]),
-                     format_estimate(val["auc"] or {}), format_estimate(row["held_out"]["alert_sensitivity"] or {}),
-                     format_estimate(row["validation"]["alert_sensitivity"] or {}),
-                     format_estimate(held["alert_specificity"] or {}), format_estimate(val["alert_specificity"] or {}),
-                     format_estimate(row["held_out"]["argmax_sensitivity"] or {}),
-                     format_estimate(row["validation"]["argmax_sensitivity"] or {}),
-                     "n/a" if row["alert_threshold"] is None else f"{row['alert_threshold']:.3f}"]
+            cells = [
+                source,
+                str(row["held_out_images"]),
+                lookalike,
+                format_estimate(held["auc"]),
+                format_estimate(val["auc"] or {}),
+                format_estimate(row["held_out"]["alert_sensitivity"] or {}),
+                format_estimate(row["validation"]["alert_sensitivity"] or {}),
+                format_estimate(held["alert_specificity"] or {}),
+                format_estimate(val["alert_specificity"] or {}),
+                format_estimate(row["held_out"]["argmax_sensitivity"] or {}),
+                format_estimate(row["validation"]["argmax_sensitivity"] or {}),
+                "n/a" if row["alert_threshold"] is None else f"{row['alert_threshold']:.3f}",
+            ]
             lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"{result['model']}, {len(result['finished'])} of {len(result['sources'])} sources held out. Each "
-                 "fold trains on the other sources, picks its best epoch and its alert threshold on a validation "
-                 "split of them, and has never seen the held-out source: its figures are what a new clinic can "
-                 "expect; the validation figures are what a pooled split would have reported.")
+    lines.append(
+        f"{result['model']}, {len(result['finished'])} of {len(result['sources'])} sources held out. Each "
+        "fold trains on the other sources, picks its best epoch and its alert threshold on a validation "
+        "split of them, and has never seen the held-out source: its figures are what a new clinic can "
+        "expect; the validation figures are what a pooled split would have reported."
+    )
     for source, row in result["per_source"].items():
-        lines.append(f"- {source}: {row['training_images_removed_for_groups']} training images removed for sharing "
-                     f"a duplicate, lesion or patient group with it; alert threshold {row['alert_threshold_rule']}")
+        lines.append(
+            f"- {source}: {row['training_images_removed_for_groups']} training images removed for sharing "
+            f"a duplicate, lesion or patient group with it; alert threshold {row['alert_threshold_rule']}"
+        )
     lines += [f"- not held out: {source} ({reason})" for source, reason in result["skipped_sources"].items()]
     return "\n".join(lines)

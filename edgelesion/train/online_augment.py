@@ -85,19 +85,23 @@ def augment_batch(images: tf.Tensor, indices: tf.Tensor, seed: int, config: Onli
     images = tf.cast(images, tf.float32)
     if not config.enabled:
         return images
-    seeds = tf.stack([tf.fill(tf.shape(indices), tf.constant(seed % 2**31, tf.int64)), tf.cast(indices, tf.int64)],
-                     axis=1)
-    return tf.map_fn(lambda pair: _augment_one(pair[0], pair[1], config), (images, seeds),
-                     fn_output_signature=tf.float32)
+    seeds = tf.stack(
+        [tf.fill(tf.shape(indices), tf.constant(seed % 2**31, tf.int64)), tf.cast(indices, tf.int64)], axis=1
+    )
+    return tf.map_fn(
+        lambda pair: _augment_one(pair[0], pair[1], config), (images, seeds), fn_output_signature=tf.float32
+    )
 
 
-def mix_batch(images: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor, indices: tf.Tensor, seed: int,
-              alpha: float) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def mix_batch(
+    images: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor, indices: tf.Tensor, seed: int, alpha: float
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Mixup (Zhang et al., 2018): each image, its one-hot target and its weight blended with the batch's next image
     (the last with the first) by a share drawn from Beta(alpha, alpha), folded to at least 1/2 so every blend is
     mostly its own image. The draws come from (seed, the batch's first image index), so a resumed run mixes alike."""
     batch_seed = tf.random.experimental.stateless_fold_in(
-        tf.constant([seed % 2**31, 9], tf.int64), tf.cast(indices[0], tf.int64))
+        tf.constant([seed % 2**31, 9], tf.int64), tf.cast(indices[0], tf.int64)
+    )
     gammas = tf.random.stateless_gamma(tf.stack([2, tf.shape(images)[0]]), batch_seed, alpha=alpha)
     share = gammas[0] / (gammas[0] + gammas[1])
     share = tf.maximum(share, 1.0 - share)

@@ -56,7 +56,9 @@ def read_run(run_dir: str | Path, *, need_model: bool = True) -> RunInfo:
     """Read a run's config; raise a clear error for a missing, incomplete or incompatible run."""
     run = RunDir(Path(run_dir))
     if not run.root.is_dir():
-        raise EdgelesionError(f"run folder {run.root} does not exist: train one with 'edgelesion train --data DIR --out {run.root}'")
+        raise EdgelesionError(
+            f"run folder {run.root} does not exist: train one with 'edgelesion train --data DIR --out {run.root}'"
+        )
     if not run.is_run():
         raise EdgelesionError(f"{run.root} is not an edgelesion run folder (no config.json)")
     data: dict[str, Any] = read_json(run.config)
@@ -71,9 +73,14 @@ def read_run(run_dir: str | Path, *, need_model: bool = True) -> RunInfo:
             f"'edgelesion train --resume --out {run.root}'"
         )
     metadata = data.get("metadata")
-    return RunInfo(TrainConfig.from_dict(data["config"]), Path(data["data_dir"]), data["classes"],
-                   data["data_fingerprint"], metadata and MetadataSpec.from_dict(metadata["spec"]),
-                   metadata and metadata["fingerprint"])
+    return RunInfo(
+        TrainConfig.from_dict(data["config"]),
+        Path(data["data_dir"]),
+        data["classes"],
+        data["data_fingerprint"],
+        metadata and MetadataSpec.from_dict(metadata["spec"]),
+        metadata and metadata["fingerprint"],
+    )
 
 
 def check_run_dir(root: Path, *, force: bool) -> None:
@@ -84,7 +91,9 @@ def check_run_dir(root: Path, *, force: bool) -> None:
                 f"{root} already exists: choose a new --out, continue it with --resume, or replace it with --force"
             )
         if not RunDir(root).is_run():
-            raise EdgelesionError(f"{root} is not an edgelesion run folder, so --force will not delete it: choose another --out")
+            raise EdgelesionError(
+                f"{root} is not an edgelesion run folder, so --force will not delete it: choose another --out"
+            )
 
 
 def prepare_run_dir(root: Path, *, force: bool) -> None:

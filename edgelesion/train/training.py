@@ -51,15 +51,17 @@ def held_out_source_split(report: AuditReport, held_out: str) -> tuple[np.ndarra
         raise EdgelesionError("leaving a source out needs each image's source: pass --metadata CSV --source-column")
     inside = np.array([sources[i] == held_out for i in report.kept], dtype=bool)
     if not inside.any():
-        raise EdgelesionError(f"no kept image comes from the source {held_out!r}: the sources are "
-                              f"{', '.join(sorted(set(sources)))}")
+        raise EdgelesionError(
+            f"no kept image comes from the source {held_out!r}: the sources are {', '.join(sorted(set(sources)))}"
+        )
     held = report.kept[inside]
     spanning = np.isin(report.group_ids[report.kept], report.group_ids[held]) & ~inside
     return held, report.kept[~inside & ~spanning], report.kept[spanning]
 
 
-def prepare_data(data_dir: str | Path, config: TrainConfig, *, metadata: MetadataSpec | None = None,
-                 progress: bool = True) -> PreparedData:
+def prepare_data(
+    data_dir: str | Path, config: TrainConfig, *, metadata: MetadataSpec | None = None, progress: bool = True
+) -> PreparedData:
     """Read and audit `data_dir`, apply the conflict policy, and draw the group-aware validation fold (from the
     training sources only when a source is held out)."""
     dataset = load_dataset(data_dir, config.preprocessing, progress=progress, metadata=metadata)
@@ -67,11 +69,20 @@ def prepare_data(data_dir: str | Path, config: TrainConfig, *, metadata: Metadat
     pool, held, spanning = report.kept, None, None
     if config.held_out_source is not None:
         held, pool, spanning = held_out_source_split(report, config.held_out_source)
-    train_pos, val_pos = train_val_indices(dataset.labels[pool], report.group_ids[pool], n_folds=config.folds,
-                                           fold=config.fold, seed=config.fold_split_seed)
-    return PreparedData(report, dataset.subset(pool[train_pos]), dataset.subset(pool[val_pos]),
-                        None if held is None else dataset.subset(held),
-                        None if spanning is None else [dataset.records[i].relpath for i in spanning])
+    train_pos, val_pos = train_val_indices(
+        dataset.labels[pool],
+        report.group_ids[pool],
+        n_folds=config.folds,
+        fold=config.fold,
+        seed=config.fold_split_seed,
+    )
+    return PreparedData(
+        report,
+        dataset.subset(pool[train_pos]),
+        dataset.subset(pool[val_pos]),
+        None if held is None else dataset.subset(held),
+        None if spanning is None else [dataset.records[i].relpath for i in spanning],
+    )
 
 
 def _split_rows(subset: LoadedDataset) -> list[list[str | None]]:
@@ -86,17 +97,25 @@ def write_data_records(run: RunDir, data: PreparedData) -> None:
     status = {r.relpath: "excluded" for r in report.excluded}
     for relpath in data.spanning_removed or []:
         status[relpath] = "removed: shares a group with the held-out source"
-    write_csv(run.data_index, ["path", "label", "sha256", "phash", "status", "source", "groups"],
-              [[r.relpath, r.label, sha, f"{ph:016x}", status.get(r.relpath, "kept"), r.source, ";".join(r.groups)]
-               for r, sha, ph in zip(dataset.records, dataset.sha256, dataset.phash)])
+    write_csv(
+        run.data_index,
+        ["path", "label", "sha256", "phash", "status", "source", "groups"],
+        [
+            [r.relpath, r.label, sha, f"{ph:016x}", status.get(r.relpath, "kept"), r.source, ";".join(r.groups)]
+            for r, sha, ph in zip(dataset.records, dataset.sha256, dataset.phash)
+        ],
+    )
     header = ["path", "label", "sha256", "source"]
     write_csv(run.splits / "train.csv", header, _split_rows(data.train))
     write_csv(run.splits / "val.csv", header, _split_rows(data.val))
     if data.held_out is not None:
         write_csv(run.splits / "held_out.csv", header, _split_rows(data.held_out))
-    write_csv(run.splits / "excluded.csv", ["path", "reason"],
-              [[s.relpath, s.reason] for s in [*dataset.skipped, *report.excluded]]
-              + [[relpath, status[relpath]] for relpath in data.spanning_removed or []])
+    write_csv(
+        run.splits / "excluded.csv",
+        ["path", "reason"],
+        [[s.relpath, s.reason] for s in [*dataset.skipped, *report.excluded]]
+        + [[relpath, status[relpath]] for relpath in data.spanning_removed or []],
+    )
 
 
 def training_arrays(
@@ -110,13 +129,17 @@ def training_arrays(
     if config.rebalance is RebalanceMethod.NONE:
         return x, y, None
     ensure_outside(cache_dir, train.root, flag="the augmentation cache (EDGELESION_CACHE)")
-    extra = augment(x, y, n_classes, config.augment, seed=config.seed, cache_dir=cache_dir,
-                    progress=progress)
-    write_csv(run.augmentation, ["generated", "source_path", "label"],
-              [[i, train.records[s].relpath, train.records[s].label] for i, s in enumerate(extra.sources)])
+    extra = augment(x, y, n_classes, config.augment, seed=config.seed, cache_dir=cache_dir, progress=progress)
+    write_csv(
+        run.augmentation,
+        ["generated", "source_path", "label"],
+        [[i, train.records[s].relpath, train.records[s].label] for i, s in enumerate(extra.sources)],
+    )
     for cls, missing in extra.shortfall.items():
-        print(f"note: class '{train.classes[cls]}' gets {missing} fewer augmented images than its target: "
-              f"at most {config.augment.max_copies_per_image} copies per source image")
+        print(
+            f"note: class '{train.classes[cls]}' gets {missing} fewer augmented images than its target: "
+            f"at most {config.augment.max_copies_per_image} copies per source image"
+        )
     return np.concatenate([x, extra.images]), np.concatenate([y, extra.labels]), None
 
 
@@ -125,7 +148,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def validation_scores(model: keras.Model, val: LoadedDataset, scored: list[int], positive: int | None) -> dict[str, Any]:
+def validation_scores(
+    model: keras.Model, val: LoadedDataset, scored: list[int], positive: int | None
+) -> dict[str, Any]:
     """Validation loss, accuracy, balanced accuracy over `scored` classes, and melanoma sensitivity."""
     probs = predict(model, val.images)
     y, pred = val.labels, probs.argmax(axis=1)
@@ -151,8 +176,11 @@ def one_hot_targets(config: TrainConfig) -> bool:
 
 def compile_model(model: keras.Model, config: TrainConfig, optimizer: keras.optimizers.Optimizer) -> None:
     """Compile with the config's loss: one-hot targets with label smoothing or mixup, else sparse labels."""
-    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing) if one_hot_targets(config)
-            else keras.losses.SparseCategoricalCrossentropy())
+    loss = (
+        keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+        if one_hot_targets(config)
+        else keras.losses.SparseCategoricalCrossentropy()
+    )
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
 
 
@@ -163,8 +191,11 @@ def set_trainable(model: keras.Model, config: TrainConfig, *, head_only: bool) -
     variable it will ever train.
     """
     for layer in model.layers:
-        layer.trainable = (layer.name == HEAD if head_only else
-                           not (config.freeze_batchnorm and isinstance(layer, keras.layers.BatchNormalization)))
+        layer.trainable = (
+            layer.name == HEAD
+            if head_only
+            else not (config.freeze_batchnorm and isinstance(layer, keras.layers.BatchNormalization))
+        )
 
 
 def configure_epoch(model: keras.Model, config: TrainConfig, epoch: int) -> None:
@@ -178,8 +209,15 @@ def configure_epoch(model: keras.Model, config: TrainConfig, epoch: int) -> None
     keras.backend.set_value(model.optimizer.learning_rate, config.learning_rate_at(epoch))
 
 
-def fit_one_epoch(model: keras.Model, x: tf.Tensor, y: tf.Tensor, epoch: int, config: TrainConfig,
-                  weights: dict[int, float] | None, progress: bool) -> dict[str, float]:
+def fit_one_epoch(
+    model: keras.Model,
+    x: tf.Tensor,
+    y: tf.Tensor,
+    epoch: int,
+    config: TrainConfig,
+    weights: dict[int, float] | None,
+    progress: bool,
+) -> dict[str, float]:
     """One epoch in a seeded order with a freshly traced step, so dropout and shuffling depend only on (seed, epoch).
 
     `x` and `y` are tensors made once per run: each epoch only a new order of indices enters the
@@ -209,18 +247,37 @@ def fit_one_epoch(model: keras.Model, x: tf.Tensor, y: tf.Tensor, epoch: int, co
     # slower, uneven epochs); a fixed two-batch prefetch keeps the next batches ready without it.
     options = tf.data.Options()
     options.autotune.enabled = False
-    batches = (tf.data.Dataset.from_tensor_slices(order).batch(config.batch_size)
-               .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-               .prefetch(2).with_options(options))
+    batches = (
+        tf.data.Dataset.from_tensor_slices(order)
+        .batch(config.batch_size)
+        .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(2)
+        .with_options(options)
+    )
     # epochs=config.epochs so Keras' bar reads "Epoch 3/20"; the callback ends fit() after this one epoch.
     stop_after_one = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: setattr(model, "stop_training", True))
-    history = model.fit(batches, epochs=config.epochs, initial_epoch=epoch, class_weight=None if mixup else weights,
-                        callbacks=[stop_after_one], verbose=1 if progress else 0)
+    history = model.fit(
+        batches,
+        epochs=config.epochs,
+        initial_epoch=epoch,
+        class_weight=None if mixup else weights,
+        callbacks=[stop_after_one],
+        verbose=1 if progress else 0,
+    )
     return {key: float(values[-1]) for key, values in history.history.items()}
 
 
-def run_epochs(run: RunDir, model: keras.Model, x: np.ndarray, y: np.ndarray, weights: dict[int, float] | None,
-               data: PreparedData, config: TrainConfig, state: dict[str, Any], progress: bool) -> dict[str, Any]:
+def run_epochs(
+    run: RunDir,
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    weights: dict[int, float] | None,
+    data: PreparedData,
+    config: TrainConfig,
+    state: dict[str, Any],
+    progress: bool,
+) -> dict[str, Any]:
     """Train from the epoch after `state`'s last one to config.epochs, checkpointing after each."""
     classes = data.dataset.classes
     scored = scored_class_indices(data.val.labels, len(classes), config.min_support)
@@ -228,7 +285,9 @@ def run_epochs(run: RunDir, model: keras.Model, x: np.ndarray, y: np.ndarray, we
     x_tensor, y_tensor = tf.constant(x), tf.constant(y)  # once per run: epochs only reorder indices
     for epoch in range(state["epochs_done"], config.epochs):
         if config.patience and state["best_epoch"] is not None and epoch - state["best_epoch"] >= config.patience:
-            print(f"early stop after epoch {epoch}: no better validation balanced accuracy for {config.patience} epochs")
+            print(
+                f"early stop after epoch {epoch}: no better validation balanced accuracy for {config.patience} epochs"
+            )
             break
         started = time.perf_counter()
         configure_epoch(model, config, epoch)
@@ -256,8 +315,10 @@ def run_epochs(run: RunDir, model: keras.Model, x: np.ndarray, y: np.ndarray, we
         training_curves_chart(state["history"], run.curves)
         bal = "n/a" if row["val_balanced_accuracy"] is None else f"{row['val_balanced_accuracy']:.3f}"
         mel = "n/a" if row["val_melanoma_sensitivity"] is None else f"{row['val_melanoma_sensitivity']:.3f}"
-        print(f"epoch {epoch + 1}/{config.epochs}: val balanced accuracy {bal}, val melanoma sensitivity {mel}, "
-              f"val accuracy {row['val_accuracy']:.3f} ({row['seconds']:.1f}s, {row['train_images_per_second']:.0f} img/s)")
+        print(
+            f"epoch {epoch + 1}/{config.epochs}: val balanced accuracy {bal}, val melanoma sensitivity {mel}, "
+            f"val accuracy {row['val_accuracy']:.3f} ({row['seconds']:.1f}s, {row['train_images_per_second']:.0f} img/s)"
+        )
     return state
 
 
@@ -269,30 +330,47 @@ def _build_or_restore(run: RunDir, data: PreparedData, config: TrainConfig, stat
     model = create_model(config.model, len(data.dataset.classes), config.preprocessing, pretrained=config.pretrained)
     set_trainable(model, config, head_only=False)
     compile_model(model, config, keras.optimizers.Adam(config.learning_rate))
-    model.optimizer.build(model.trainable_variables)  # every variable any epoch trains, before the head epochs freeze some
+    model.optimizer.build(
+        model.trainable_variables
+    )  # every variable any epoch trains, before the head epochs freeze some
     return model
 
 
-def train_prepared(run: RunDir, data: PreparedData, config: TrainConfig, state: dict[str, Any] | None = None, *,
-                   cache_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
+def train_prepared(
+    run: RunDir,
+    data: PreparedData,
+    config: TrainConfig,
+    state: dict[str, Any] | None = None,
+    *,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train on an already prepared split into `run` (from `state`, a checkpoint's, or from scratch),
     then score the best epoch on the validation split. `train` and `resume` call this; so do
     experiments that split the data their own way (benchmarks/leaky_protocol.py).
     """
     state = state or {"epochs_done": 0, "checkpoint": None, "best_epoch": None, "best_score": None, "history": []}
     x, y, weights = training_arrays(run, data.train, config, cache_dir or default_cache_dir(), progress)
-    print(f"training {config.model} on {len(x)} images ({len(data.train.records)} from the training split, "
-          f"{len(x) - len(data.train.records)} augmented), validating on {len(data.val.records)}")
+    print(
+        f"training {config.model} on {len(x)} images ({len(data.train.records)} from the training split, "
+        f"{len(x) - len(data.train.records)} augmented), validating on {len(data.val.records)}"
+    )
     model = _build_or_restore(run, data, config, state)
     state = run_epochs(run, model, x, y, weights, data, config, state, progress)
     best = keras.models.load_model(run.best_model)
     last = state["history"][-1]["val_balanced_accuracy"]
-    print(f"best epoch: {state['best_epoch']} of {state['epochs_done']} by validation balanced accuracy. It was chosen "
-          f"on the split it is scored on below, so those figures lean optimistic; the last epoch's balanced accuracy, "
-          f"which no epoch choice touched, was {'n/a' if last is None else f'{last:.3f}'}")
-    metrics = evaluate_validation(best, data.val, run.evaluation / "validation", config=config,
-                                  title=f"Validation split ({len(data.val.records)} images, best epoch "
-                                        f"{state['best_epoch']})")
+    print(
+        f"best epoch: {state['best_epoch']} of {state['epochs_done']} by validation balanced accuracy. It was chosen "
+        f"on the split it is scored on below, so those figures lean optimistic; the last epoch's balanced accuracy, "
+        f"which no epoch choice touched, was {'n/a' if last is None else f'{last:.3f}'}"
+    )
+    metrics = evaluate_validation(
+        best,
+        data.val,
+        run.evaluation / "validation",
+        config=config,
+        title=f"Validation split ({len(data.val.records)} images, best epoch {state['best_epoch']})",
+    )
     if data.held_out is not None:
         evaluate_held_out(best, data.held_out, run, config, metrics)
     return metrics
@@ -304,18 +382,29 @@ def start_run(run: RunDir, data: PreparedData, config: TrainConfig, *, force: bo
     write_json(run.provenance, provenance())
     write_data_records(run, data)
     table = data.dataset.metadata
-    write_json(run.config, {
-        "format_version": RUN_FORMAT_VERSION,
-        "config": config.to_dict(),
-        "data_dir": str(data.dataset.root.resolve()),
-        "classes": data.dataset.classes,
-        "data_fingerprint": data.dataset.fingerprint(),
-        "metadata": None if table is None else {"spec": table.spec.to_dict(), "fingerprint": table.fingerprint},
-    })
+    write_json(
+        run.config,
+        {
+            "format_version": RUN_FORMAT_VERSION,
+            "config": config.to_dict(),
+            "data_dir": str(data.dataset.root.resolve()),
+            "classes": data.dataset.classes,
+            "data_fingerprint": data.dataset.fingerprint(),
+            "metadata": None if table is None else {"spec": table.spec.to_dict(), "fingerprint": table.fingerprint},
+        },
+    )
 
 
-def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, metadata: MetadataSpec | None = None,
-          force: bool = False, cache_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
+def train(
+    data_dir: str | Path,
+    out: str | Path,
+    config: TrainConfig,
+    *,
+    metadata: MetadataSpec | None = None,
+    force: bool = False,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train `config.model` on `data_dir` into the new run folder `out`; return the validation metrics.
 
     `metadata` names a CSV of each image's source, lesion/patient groups and, optionally, label.
@@ -327,14 +416,17 @@ def train(data_dir: str | Path, out: str | Path, config: TrainConfig, *, metadat
     print(format_audit(data.report))
     start_run(run, data, config, force=force)
     if data.held_out is not None:
-        print(f"leaving source {config.held_out_source!r} out: its {len(data.held_out.records)} images are scored "
-              f"after training; {len(data.spanning_removed or [])} training-source images sharing a duplicate, lesion "
-              "or patient group with them are removed from training (splits/excluded.csv)")
+        print(
+            f"leaving source {config.held_out_source!r} out: its {len(data.held_out.records)} images are scored "
+            f"after training; {len(data.spanning_removed or [])} training-source images sharing a duplicate, lesion "
+            "or patient group with them are removed from training (splits/excluded.csv)"
+        )
     return train_prepared(run, data, config, cache_dir=cache_dir, progress=progress)
 
 
-def resume(out: str | Path, *, data_dir: str | Path | None = None, cache_dir: Path | None = None,
-           progress: bool = True) -> dict[str, Any]:
+def resume(
+    out: str | Path, *, data_dir: str | Path | None = None, cache_dir: Path | None = None, progress: bool = True
+) -> dict[str, Any]:
     """Continue an interrupted run from its last checkpoint; it ends where an uninterrupted run would."""
     run = RunDir(Path(out))
     info = read_run(run.root, need_model=False)
@@ -342,8 +434,10 @@ def resume(out: str | Path, *, data_dir: str | Path | None = None, cache_dir: Pa
         raise EdgelesionError(f"{run.root} has no finished epoch to resume from: start it again with --force")
     data = prepare_data(data_dir or info.data_dir, info.config, metadata=info.metadata, progress=progress)
     if data.dataset.metadata is not None and data.dataset.metadata.fingerprint != info.metadata_fingerprint:
-        raise EdgelesionError(f"the metadata CSV {info.metadata.csv} changed since {run.root} started: a resumed run "
-                              "must see the same sources and groups; start a new run instead")
+        raise EdgelesionError(
+            f"the metadata CSV {info.metadata.csv} changed since {run.root} started: a resumed run "
+            "must see the same sources and groups; start a new run instead"
+        )
     if data.dataset.fingerprint() != info.data_fingerprint:
         raise EdgelesionError(
             f"the images in {data.dataset.root} changed since {run.root} started (data fingerprint differs): "

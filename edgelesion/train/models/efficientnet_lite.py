@@ -21,8 +21,13 @@ from edgelesion.train.models.torch_checkpoint import read_lite0_state_dict
 
 # EfficientNet-B0 stages: (expand ratio, kernel, stride, output filters, repeats); Lite0 scales none.
 BLOCKS: tuple[tuple[int, int, int, int, int], ...] = (
-    (1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
-    (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1),
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
 )
 STEM_FILTERS = 32
 HEAD_FILTERS = 1280
@@ -38,16 +43,16 @@ def _block_specs() -> list[tuple[str, int, int, int, int, int]]:
     specs, filters = [], STEM_FILTERS
     for stage, (expand, kernel, stride, out, repeats) in enumerate(BLOCKS, start=1):
         for i in range(repeats):
-            specs.append((f"block{stage}{string.ascii_lowercase[i]}", filters, expand, kernel,
-                          stride if i == 0 else 1, out))
+            specs.append(
+                (f"block{stage}{string.ascii_lowercase[i]}", filters, expand, kernel, stride if i == 0 else 1, out)
+            )
             filters = out
     return specs
 
 
 def _conv_bn_relu(x, filters: int, kernel: int, name: str, strides: int = 1, relu: bool = True):
     """Conv2D (no bias), BatchNormalization and optionally ReLU6, named `{name}_conv/_bn/_relu`."""
-    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
-                            name=f"{name}_conv")(x)
+    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return keras.layers.ReLU(6.0, name=f"{name}_relu")(x) if relu else x
 
@@ -57,8 +62,7 @@ def _mbconv(x, name: str, in_filters: int, expand: int, kernel: int, stride: int
     inputs = x
     if expand != 1:
         x = _conv_bn_relu(x, in_filters * expand, 1, f"{name}_expand")
-    x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False,
-                                     name=f"{name}_dwconv")(x)
+    x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_dwconv")(x)
     x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_dwconv_bn")(x)
     x = keras.layers.ReLU(6.0, name=f"{name}_dwconv_relu")(x)
     x = _conv_bn_relu(x, out, 1, f"{name}_project", relu=False)
@@ -87,10 +91,21 @@ def efficientnet_lite0(x, *, drop_connect_rate: float = 0.2):
 
 def _torch_layer_names() -> dict[str, str]:
     """Checkpoint module prefix (EfficientNet-PyTorch names) -> Keras layer name."""
-    names = {"_conv_stem": "stem_conv", "_bn0": "stem_bn", "_conv_head": "head_conv", "_bn1": "head_bn",
-             "_fc": IMAGENET_LAYER}
-    parts = {"_expand_conv": "expand_conv", "_bn0": "expand_bn", "_depthwise_conv": "dwconv",
-             "_bn1": "dwconv_bn", "_project_conv": "project_conv", "_bn2": "project_bn"}
+    names = {
+        "_conv_stem": "stem_conv",
+        "_bn0": "stem_bn",
+        "_conv_head": "head_conv",
+        "_bn1": "head_bn",
+        "_fc": IMAGENET_LAYER,
+    }
+    parts = {
+        "_expand_conv": "expand_conv",
+        "_bn0": "expand_bn",
+        "_depthwise_conv": "dwconv",
+        "_bn1": "dwconv_bn",
+        "_project_conv": "project_conv",
+        "_bn2": "project_bn",
+    }
     for index, (block, *_) in enumerate(_block_specs()):
         names.update({f"_blocks.{index}.{torch}": f"{block}_{ours}" for torch, ours in parts.items()})
     return names
@@ -130,8 +145,10 @@ def load_imagenet_weights(model: keras.Model, state_dict: dict[str, np.ndarray] 
     has_top = IMAGENET_LAYER in layers
     wanted = {name for prefix, name in names.items() if prefix in modules and (has_top or name != IMAGENET_LAYER)}
     if missing := sorted(wanted - set(layers)):
-        raise EdgelesionError(f"the model lacks the EfficientNet-Lite0 layers {missing[:5]} "
-                              f"({len(missing)} of {len(wanted)}): build it with efficientnet_lite0")
+        raise EdgelesionError(
+            f"the model lacks the EfficientNet-Lite0 layers {missing[:5]} "
+            f"({len(missing)} of {len(wanted)}): build it with efficientnet_lite0"
+        )
     if unloaded := sorted(n for n in set(names.values()) & set(layers) if n not in wanted):
         raise EdgelesionError(f"the checkpoint has no weights for the layers {unloaded[:5]}")
     for prefix, tensors in modules.items():
@@ -142,8 +159,10 @@ def load_imagenet_weights(model: keras.Model, state_dict: dict[str, np.ndarray] 
         weights = _keras_weights(layer, tensors)
         current = [w.shape for w in layer.get_weights()]
         if [w.shape for w in weights] != current:
-            raise EdgelesionError(f"checkpoint {prefix} ({sorted(tensors)}, shapes "
-                                  f"{[t.shape for t in tensors.values()]}) does not fit layer {name} {current}")
+            raise EdgelesionError(
+                f"checkpoint {prefix} ({sorted(tensors)}, shapes "
+                f"{[t.shape for t in tensors.values()]}) does not fit layer {name} {current}"
+            )
         layer.set_weights(weights)
 
 

@@ -88,12 +88,19 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return collections.OrderedDict
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(name)
-        raise EdgelesionError(f"{self._source}: the checkpoint's pickle refers to {module}.{name}, which a "
-                              f"state dict never needs: refusing to load it")
+        raise EdgelesionError(
+            f"{self._source}: the checkpoint's pickle refers to {module}.{name}, which a "
+            f"state dict never needs: refusing to load it"
+        )
 
     def persistent_load(self, pid: Any) -> _Storage:
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType) and (len(pid) < 6 or pid[5] is None)):
+        if not (
+            isinstance(pid, tuple)
+            and len(pid) >= 5
+            and pid[0] == "storage"
+            and isinstance(pid[1], _StorageType)
+            and (len(pid) < 6 or pid[5] is None)
+        ):
             raise EdgelesionError(f"{self._source}: unexpected storage reference {pid!r} in the checkpoint")
         _, storage_type, key, _location, numel = pid[:5]
         if key not in self._storages:
@@ -110,8 +117,9 @@ def read_legacy_state_dict(path: Path | str, expected_sha256: str) -> dict[str, 
         raise EdgelesionError(f"cannot read the checkpoint {path}: {exc}") from exc
     digest = hashlib.sha256(data).hexdigest()
     if digest != expected_sha256.lower():
-        raise EdgelesionError(f"{path}: sha256 {digest} is not the pinned {expected_sha256}: "
-                              "refusing to unpickle an unknown file")
+        raise EdgelesionError(
+            f"{path}: sha256 {digest} is not the pinned {expected_sha256}: refusing to unpickle an unknown file"
+        )
     return _parse_legacy(data, str(path))
 
 
@@ -173,8 +181,9 @@ def _materialise(ref: _TensorRef, where: str) -> np.ndarray:
         return np.zeros(ref.size, dtype=flat.dtype.newbyteorder("="))
     if ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride)) >= flat.size:
         raise EdgelesionError(f"{where}: tensor reaches past its storage")
-    view = np.lib.stride_tricks.as_strided(flat[ref.offset:], shape=ref.size,
-                                           strides=[s * flat.itemsize for s in ref.stride], writeable=False)
+    view = np.lib.stride_tricks.as_strided(
+        flat[ref.offset :], shape=ref.size, strides=[s * flat.itemsize for s in ref.stride], writeable=False
+    )
     return np.array(view, dtype=flat.dtype.newbyteorder("="), order="C", copy=True)
 
 
