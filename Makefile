@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine with nothing but Python 3.11:
 #   make demo   create .venv, install, and run the main job on the bundled sample
 #   make test   create .venv if needed, and run the whole test suite (.ci/run calls this)
+#   make lint   ruff (lint and format) and mypy (the base install's modules), as .ci/run does
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_RUN := runs/demo
 
-.PHONY: demo test install clean-demo
+.PHONY: demo test lint install clean-demo
 
 install: $(STAMP)
 
@@ -22,6 +23,11 @@ $(STAMP): pyproject.toml constraints.txt requirements-mediapipe.txt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The demo writes only under runs/demo*, and export/demo, which it replaces on every run (--force).
 demo: $(STAMP)

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from edgelesion.train.config import TrainConfig
 from edgelesion.fileio import read_csv, read_json, write_json, write_text
 from edgelesion.infer.runtimes import Runner, predict_in_batches
 from edgelesion.metrics import scored_class_indices
 from edgelesion.provenance import cpu_flags, int8_cpu_kind, provenance
-from edgelesion.train.runs import RunDir, RunInfo, read_run
+from edgelesion.train.config import TrainConfig
+from edgelesion.train.runs import RunDir, RunInfo
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("EDGELESION_BENCH_DATA", REPO.parent / "shared" / "data" / "isic9" / "train"))

@@ -65,7 +65,7 @@ def noise_agreement(run_dir: Path, scored: list[int], positive: int) -> dict[str
 
 def compared(run_dir: Path, config: TrainConfig, baseline_dir: Path) -> dict[str, Any]:
     """A finished run's figures against a baseline run of the same fold, paired on the same validation images."""
-    rows, probabilities, labels, classes = read_validation_predictions(RunDir(run_dir))
+    rows, probabilities, labels, _classes = read_validation_predictions(RunDir(run_dir))
     base_rows, baseline, base_labels, _ = read_validation_predictions(RunDir(baseline_dir))
     if [r["path"] for r in rows] != [r["path"] for r in base_rows] or not np.array_equal(labels, base_labels):
         raise SystemExit(f"{run_dir} was validated on other images than {baseline_dir}: same fold and seed expected")

@@ -18,7 +18,7 @@ from typing import Any
 
 from benchmarks.common import bundle_folders, markdown_table, record, signed_interval, write_table
 from edgelesion.export.exporting import CANDIDATE_FIGURES, INT8_ARTIFACTS
-from edgelesion.fileio import read_json, write_text
+from edgelesion.fileio import read_json
 
 
 def int8_rows(bundle: Path) -> dict[str, dict[str, Any]]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, markdown_table, record, require_data, cpu_kind_record_name
+from benchmarks.common import RESULTS, cpu_kind_record_name, markdown_table, record, require_data
 from edgelesion._tf import keras
 from edgelesion.bench.benchmarking import keras_model_flops
 from edgelesion.bench.latency import measure_latency
@@ -49,7 +49,7 @@ def cut_points(model: keras.Model) -> list[tuple[str, str]]:
         ends += [(stage, [name for name in names if name.startswith(stage)][-1]) for stage in stages]
         return ends + [("head conv", "head_relu")]
     pools = [layer.name for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)]
-    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][0]
+    dense = next(layer for layer in model.layers if isinstance(layer, keras.layers.Dense))
     return [
         (f"conv block {i} ({model.get_layer(pool).input_shape[-1]} filters)", pool)
         for i, pool in enumerate(pools, start=1)

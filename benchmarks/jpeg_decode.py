@@ -41,11 +41,11 @@ from benchmarks.common import (
     DATA,
     RESULTS,
     RUNS,
+    cpu_kind_record_name,
     decode_inference_limit,
     record,
     require_data,
     runtime_images_per_second,
-    cpu_kind_record_name,
 )
 from edgelesion import Classifier
 from edgelesion.export.parity import predict_oriented
@@ -123,7 +123,7 @@ def compare(bundle: Path, files: list[Path], margin: int | None) -> dict:
     }
     for name in artifacts:
         classifier = Classifier.load(bundle, name)
-        predict = partial(predict_oriented, lambda view: predict_in_batches(classifier.runner, view))
+        predict = partial(predict_oriented, partial(predict_in_batches, classifier.runner))
         full_probabilities, reduced_probabilities = predict(full_pixels), predict(reduced_pixels)
         agree = partial(agreement, full_probabilities, images=len(files), alert=classifier.alert_rule)
         result["artifacts"][name] = agree(reduced_probabilities)

@@ -33,14 +33,14 @@ from benchmarks.common import (
     train_or_resume,
 )
 from edgelesion.data.audit import ConflictPolicy, audit_dataset
-from edgelesion.train.config import TrainConfig
 from edgelesion.data.dataset import load_dataset
-from edgelesion.train.evaluation import evaluate_run
+from edgelesion.data.rebalance import SEED_PRESET_EXTRA
+from edgelesion.data.splits import train_val_indices
 from edgelesion.fileio import read_json, write_text
 from edgelesion.preprocessing import Preprocessing
-from edgelesion.data.rebalance import SEED_PRESET_EXTRA
+from edgelesion.train.config import TrainConfig
+from edgelesion.train.evaluation import evaluate_run
 from edgelesion.train.runs import RunDir
-from edgelesion.data.splits import train_val_indices
 from edgelesion.train.training import PreparedData, start_run, train_prepared
 
 SEED = 2026

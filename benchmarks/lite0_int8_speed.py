@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, markdown_table, record, require_data, cpu_kind_record_name
+from benchmarks.common import RESULTS, cpu_kind_record_name, markdown_table, record, require_data
 from edgelesion.bench.latency import measure_latency
 from edgelesion.data.dataset import load_dataset
 from edgelesion.export import onnx_export, tflite_export

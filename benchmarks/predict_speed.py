@@ -28,11 +28,11 @@ from benchmarks.common import (
     DATA,
     REPO,
     RESULTS,
+    cpu_kind_record_name,
     decode_inference_limit,
     record,
     require_data,
     runtime_images_per_second,
-    cpu_kind_record_name,
 )
 from edgelesion import Classifier
 from edgelesion.fileio import write_text

@@ -5,6 +5,6 @@ Importing the package is light: TensorFlow is imported only by the modules that 
 
 __version__ = "0.1.0"
 
-from edgelesion.infer.inference import Classifier, FailedImage, Prediction  # noqa: E402
+from edgelesion.infer.inference import Classifier, FailedImage, Prediction
 
 __all__ = ["Classifier", "FailedImage", "Prediction", "__version__"]

@@ -27,4 +27,4 @@ if not tf.keras.__name__.startswith("tf_keras"):
         "import edgelesion's training modules first, or set TF_USE_LEGACY_KERAS=1"
     )
 
-__all__ = ["tf", "keras"]
+__all__ = ["keras", "tf"]

@@ -57,7 +57,7 @@ def remove_litter(target: Path) -> list[Path]:
 
     Returns what was removed or put back. Litter of a live process, or of another host, is left alone.
     """
-    handled = []
+    handled: list[Path] = []
     if not target.parent.is_dir():
         return handled
     for entry in target.parent.iterdir():

@@ -52,7 +52,7 @@ def calibration_bins(y_true: np.ndarray, probabilities: np.ndarray, bins: int = 
     confidence = np.asarray(probabilities).max(axis=1)
     correct = np.asarray(probabilities).argmax(axis=1) == np.asarray(y_true)
     which = np.minimum((confidence * bins).astype(int), bins - 1)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "low": b / bins,
             "high": (b + 1) / bins,
@@ -176,7 +176,7 @@ def classification_metrics(
         for c in range(n_classes)
         if c not in scored
     ]
-    precision, recall, f1, _ = precision_recall_fscore_support(
+    precision, _recall, f1, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=list(range(n_classes)), zero_division=0
     )
     per_class = {
@@ -205,7 +205,7 @@ def classification_metrics(
             int((~is_pos & ~said_pos).sum()), int((~is_pos).sum())
         )
     metrics["accuracy"] = wilson_interval(int((y_pred == y_true).sum()), len(y_true))
-    metrics["n_images"] = int(len(y_true))
+    metrics["n_images"] = len(y_true)
     metrics["per_class"] = per_class
     metrics["unscored_classes"] = unscored
     metrics["class_names"] = list(class_names)
@@ -236,9 +236,9 @@ def format_metrics(metrics: dict[str, Any], title: str = "") -> str:
     lines = [title] if title else []
     bal = metrics["balanced_accuracy"]
     lines.append(f"  balanced accuracy     {format_estimate(bal)}  over {len(bal['classes'])} classes")
-    for key in metrics:
-        if key.endswith("_sensitivity") or key.endswith("_specificity"):
-            lines.append(f"  {key.replace('_', ' '):<21} {format_estimate(metrics[key])}  (arg-max)")
+    for key, value in metrics.items():
+        if key.endswith(("_sensitivity", "_specificity")):
+            lines.append(f"  {key.replace('_', ' '):<21} {format_estimate(value)}  (arg-max)")
     if alert := metrics.get("melanoma_alert"):
         lines.append(
             f"  melanoma alert at p >= {alert['threshold']:.3f}: sensitivity {format_estimate(alert['sensitivity'])}, "

@@ -71,7 +71,7 @@ class Preprocessing:
         zero_point = -self.offset / self.scale
         if abs(zero_point - round(zero_point)) > 1e-6 or not 0 <= round(zero_point) <= 255:
             raise ValueError(f"the scaling p * {self.scale} + {self.offset} has no uint8 zero point")
-        return self.scale, int(round(zero_point))
+        return self.scale, round(zero_point)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for config files."""

@@ -7,7 +7,7 @@ import platform
 import shlex
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -153,7 +153,7 @@ def provenance(portable: bool = False) -> dict[str, Any]:
     arguments = [_without_machine_path(arg) if portable else arg for arg in sys.orig_argv[1:]]
     return {
         "command": shlex.join([Path(sys.orig_argv[0]).name, *arguments]),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "machine": machine_info(),
         "versions": library_versions(),

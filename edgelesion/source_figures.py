@@ -45,18 +45,18 @@ def lookalike_indices(classes: Sequence[str], lookalikes: Sequence[str]) -> dict
 
 def mixed_sources(
     labels: np.ndarray,
-    sources: Sequence[str],
+    sources: Sequence[str] | np.ndarray,
     positive: int,
     lookalikes: Sequence[int],
     min_images: int = MIN_PER_SOURCE,
 ) -> list[str]:
     """The sources holding at least `min_images` of the positive class and of some look-alike, sorted."""
-    labels, sources = np.asarray(labels), np.asarray(sources)
+    label_array, source_array = np.asarray(labels), np.asarray(sources)
     return sorted(
         str(s)
-        for s in np.unique(sources)
-        if (labels[sources == s] == positive).sum() >= min_images
-        and any((labels[sources == s] == k).sum() >= min_images for k in lookalikes)
+        for s in np.unique(source_array)
+        if (label_array[source_array == s] == positive).sum() >= min_images
+        and any((label_array[source_array == s] == k).sum() >= min_images for k in lookalikes)
     )
 
 
@@ -117,14 +117,14 @@ def within_source_figures(
         return None
     positive = list(classes).index(positive_class)
     known = lookalike_indices(classes, lookalikes)
-    labels, sources = np.asarray(labels), np.asarray(sources, dtype=object)
+    labels, source_array = np.asarray(labels), np.asarray(sources, dtype=object)
     scores = np.asarray(probabilities)[:, positive]
     alert = None if thresholds is None else scores >= np.asarray(thresholds)
     pooled = _figures(scores, labels, alert, positive, known, 1)
     scored, not_scored = {}, {}
-    mixed = mixed_sources(labels, sources, positive, list(known.values()), min_images)
-    for source in sorted(set(sources.tolist())):
-        inside = sources == source
+    mixed = mixed_sources(labels, source_array, positive, list(known.values()), min_images)
+    for source in sorted(set(source_array.tolist())):
+        inside = source_array == source
         if source in mixed:
             scored[source] = _figures(
                 scores[inside], labels[inside], None if alert is None else alert[inside], positive, known, min_images

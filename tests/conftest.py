@@ -76,8 +76,8 @@ def trained_run(tmp_path_factory) -> Path:
     """A small run on synthetic data with a metadata CSV of sources (so export and benchmark carry them), trained
     long enough to be confident (near-uniform probabilities would make any top-1 parity check noise)."""
     from edgelesion.data.metadata import MetadataSpec
-    from edgelesion.train.config import TrainConfig
     from edgelesion.preprocessing import Preprocessing
+    from edgelesion.train.config import TrainConfig
     from edgelesion.train.training import train
 
     root = tmp_path_factory.mktemp("trained")

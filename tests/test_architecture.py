@@ -92,7 +92,8 @@ def test_each_command_s_entry_point_is_on_its_side_s_face_and_the_inference_face
     import sys
 
     from edgelesion.bench import compare_bundles, run_benchmark
-    from edgelesion.bench.benchmarking import compare_bundles as deep_compare, run_benchmark as deep_benchmark
+    from edgelesion.bench.benchmarking import compare_bundles as deep_compare
+    from edgelesion.bench.benchmarking import run_benchmark as deep_benchmark
     from edgelesion.data import MetadataSpec, run_audit
     from edgelesion.data.audit_report import run_audit as deep_audit
     from edgelesion.data.metadata import MetadataSpec as deep_spec

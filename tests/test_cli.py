@@ -15,7 +15,9 @@ from tests.conftest import write_dataset
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgelesion.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "edgelesion.cli", *args], capture_output=True, check=False, text=True, timeout=300
+    )
 
 
 def test_version(capsys):
@@ -213,7 +215,7 @@ def test_cv_merge_of_a_folder_that_is_not_one_is_a_clear_error(tmp_path, capsys)
 
 
 def test_an_interrupted_command_exits_130_and_says_how_to_continue(dataset_dir, tmp_path, monkeypatch, capsys):
-    import edgelesion.train.training as training
+    from edgelesion.train import training
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

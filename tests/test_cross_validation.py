@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import write_sources_csv
 
 from edgelesion.data.metadata import MetadataSpec

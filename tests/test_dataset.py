@@ -18,7 +18,7 @@ def test_reads_every_image_with_labels_from_folder_names(dataset_dir):
     data = load_dataset(dataset_dir, PRE, progress=False)
     assert data.classes == ["basal cell carcinoma", "melanoma", "nevus"]
     assert data.images.shape == (36, 16, 16, 3)
-    assert sorted(set(r.label for r in data.records)) == data.classes
+    assert sorted({r.label for r in data.records}) == data.classes
     assert all((dataset_dir / r.relpath).is_file() for r in data.records)
 
 

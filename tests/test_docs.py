@@ -24,7 +24,7 @@ DOCS = sorted(
 # pages another change adds to docs/; a link to one is not yet a broken link
 PAGES_ADDED_ELSEWHERE = {"docs/sources.md"}
 
-CODE_BLOCK = re.compile(r"```(?:bash|sh|shell)?\n(.*?)```", re.S)
+CODE_BLOCK = re.compile(r"```(?:bash|sh|shell)?\n(.*?)```", re.DOTALL)
 INLINE_CODE = re.compile(r"`([^`\n]+)`")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 TEST_REFERENCE = re.compile(r"tests/(test_\w+\.py)(?:::(\w+))?")
@@ -163,7 +163,7 @@ def test_every_test_a_doc_names_exists(doc):
         path = REPO / "tests" / file
         if not path.is_file():
             missing.append(f"tests/{file}")
-        elif name and not re.search(rf"^def {name}\(", path.read_text(), re.M):
+        elif name and not re.search(rf"^def {name}\(", path.read_text(), re.MULTILINE):
             missing.append(f"tests/{file}::{name}")
     assert not missing, f"{doc.name} names tests that do not exist: {missing}"
 

@@ -7,11 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from edgelesion.fileio import sha256_file
 from edgelesion.errors import CheckFailed, EdgelesionError
 from edgelesion.export.exporting import ARTIFACTS, ExportOptions, export_run
 from edgelesion.export.parity import DEFAULT_TOLERANCES, ORIENTATIONS, Tolerance
-
+from edgelesion.fileio import sha256_file
 from tests.conftest import fast_export_options, interrupted_at
 
 FAST = fast_export_options()
@@ -100,7 +99,7 @@ def test_an_interrupted_forced_export_leaves_the_old_bundle_whole_and_force_neve
     """Interrupted after its staging folder holds a converted artifact: the bundle being replaced is untouched."""
     import shutil
 
-    import edgelesion.export.exporting as exporting
+    from edgelesion.export import exporting
 
     target = tmp_path / "bundle"
     shutil.copytree(bundle_dir, target)
@@ -268,7 +267,7 @@ def test_cli_export_exit_codes_and_messages(trained_run, tmp_path, capsys):
 def test_interrupted_qat_resumes_to_the_uninterrupted_result(trained_run, tmp_path):
     import shutil
 
-    import edgelesion.export.qat as qat
+    from edgelesion.export import qat
 
     # kept even if it misses a tolerance (2 QAT epochs on the tiny fixture need not pass): resuming is tested
     options = ExportOptions(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import asdict
+from functools import partial
 
 import numpy as np
 import pytest
@@ -133,12 +134,11 @@ def test_int8_onnx_from_the_qat_file_runs_fused_uint8_activations_and_seven_bit_
     Dense fused into onnxruntime's integer kernels, no weight that could saturate them, the tflite file's answers."""
     import onnx
     import onnxruntime as ort
+    from ai_edge_litert.interpreter import Interpreter
     from onnx import numpy_helper
 
     from edgelesion._tf import keras
     from edgelesion.export.calibration import calibration_sample
-    from ai_edge_litert.interpreter import Interpreter
-
     from edgelesion.export.qat import _dense_kernels_on_grid, load_quantized_core
     from edgelesion.export.tflite_export import convert_int8_qat
     from edgelesion.export.tflite_to_onnx import convert_int8_tflite
@@ -201,7 +201,7 @@ def test_int8_onnx_from_the_qat_file_runs_fused_uint8_activations_and_seven_bit_
     assert optimized.count("DequantizeLinear") == 1  # one, before the float head: nothing else in float
 
     tflite, onnx_file = (
-        predict_oriented(lambda view, r=open_runner(path): predict_in_batches(r, view), val.images)
+        predict_oriented(partial(predict_in_batches, open_runner(path)), val.images)
         for path in (qat_file, tmp_path / "int8.onnx")
     )
     assert (tflite.argmax(axis=1) == onnx_file.argmax(axis=1)).all()  # one integer model, two runtimes
@@ -424,7 +424,6 @@ def test_qat_distillation_fits_the_float_models_answers_not_the_training_labels(
     from edgelesion.export.qat import QATConfig, qat_finetune
     from edgelesion.export.scaling import with_scaling
     from edgelesion.train.evaluation import predict, recorded_splits
-    from edgelesion.train.models import HEAD
     from edgelesion.train.runs import RunDir, read_run
 
     run, info = RunDir(trained_run), read_run(trained_run)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import edgelesion.data.rebalance as rebalance
+from edgelesion.data import rebalance
 from edgelesion.data.rebalance import MAX_CLASS_WEIGHT, AugmentConfig, augment, class_weights, extra_per_class
 
 

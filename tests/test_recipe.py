@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -87,7 +88,7 @@ def test_learning_rate_head_then_warmup_then_cosine_to_zero():
     assert rates[:2] == [1e-3, 1e-3]
     assert rates[2] == pytest.approx(1e-4)  # warm-up: half way
     assert rates[3] == pytest.approx(2e-4)  # cosine starts at the peak
-    assert all(a > b for a, b in zip(rates[3:], rates[4:]))
+    assert all(a > b for a, b in itertools.pairwise(rates[3:]))
     assert rates[-1] == pytest.approx(2e-4 * 0.5 * (1 + np.cos(np.pi * 6 / 7)))
     assert TrainConfig().learning_rate_at(5) == TrainConfig().learning_rate  # the seed models' constant rate
 
@@ -113,9 +114,9 @@ def test_a_model_takes_its_own_input_normalisation_and_recipe():
 
 def test_the_lite0_recipe_resumes_across_the_head_to_whole_network_switch_to_the_same_result(lite0_run, tmp_path):
     """Head epoch, then the whole network with frozen BatchNorm, augmentation, smoothing and class weights."""
-    import edgelesion.train.training as training
     from edgelesion._tf import keras
     from edgelesion.fileio import read_csv, read_json
+    from edgelesion.train import training
     from edgelesion.train.runs import RunDir, read_run
     from tests.conftest import interrupted_at
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from edgelesion.errors import EdgelesionError
 from edgelesion.data.splits import group_folds, train_val_indices
+from edgelesion.errors import EdgelesionError
 
 
 @st.composite

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-import edgelesion.train.training as training
-from edgelesion.train.config import TrainConfig
+from edgelesion.data.rebalance import AugmentConfig
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import read_csv
 from edgelesion.preprocessing import Preprocessing
-from edgelesion.data.rebalance import AugmentConfig
+from edgelesion.train import training
+from edgelesion.train.config import TrainConfig
 from edgelesion.train.runs import RunDir
 from tests.conftest import interrupted_at, snapshot
 

@@ -9,14 +9,14 @@ import matplotlib
 import matplotlib.ticker
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from edgelesion.bench.op_profile import PROFILED_CALLS  # noqa: E402
-from edgelesion.fileio import atomic_path, write_text  # noqa: E402
-from edgelesion.metrics import format_estimate  # noqa: E402
-from edgelesion.plots import reliability_curves_chart  # noqa: E402
-from edgelesion.provenance import int8_instructions  # noqa: E402
-from edgelesion.source_figures import format_within_source  # noqa: E402
+from edgelesion.bench.op_profile import PROFILED_CALLS
+from edgelesion.fileio import atomic_path, write_text
+from edgelesion.metrics import format_estimate
+from edgelesion.plots import reliability_curves_chart
+from edgelesion.provenance import int8_instructions
+from edgelesion.source_figures import format_within_source
 
 
 def _save(figure: plt.Figure, target: Path) -> None:

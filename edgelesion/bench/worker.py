@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgelesion.bench.latency import measure_latency
 from edgelesion.bench.keras_runner import open_benchmark_runner
+from edgelesion.bench.latency import measure_latency
 from edgelesion.infer.runtimes import predict_in_batches
 
 

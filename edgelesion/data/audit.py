@@ -102,7 +102,7 @@ class AuditReport:
             "near_duplicate_max_distance": self.near_max_distance,
             "conflict_policy": self.policy.value,
             "images_readable": len(ds.records),
-            "images_kept": int(len(self.kept)),
+            "images_kept": len(self.kept),
             "classes": self.class_counts(),
             "small_classes": self.small_classes(),
             "skipped_files": [vars(s) for s in ds.skipped],

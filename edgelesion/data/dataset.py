@@ -17,7 +17,6 @@ from edgelesion.errors import EdgelesionError
 from edgelesion.images import IMAGE_SUFFIXES, UnreadableImage, read_image, to_model_input
 from edgelesion.preprocessing import Preprocessing
 
-
 NO_ROW = "no row in the metadata CSV"  # why an image a metadata CSV does not describe is skipped
 
 

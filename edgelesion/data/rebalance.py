@@ -160,9 +160,8 @@ def augment(
     result = Augmented(
         np.stack(made) if made else np.zeros(shape, np.uint8), labels[sources_arr], sources_arr, shortfall, cache_file
     )
-    with atomic_path(cache_file) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, images=result.images, labels=result.labels, sources=result.sources)
+    with atomic_path(cache_file) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, images=result.images, labels=result.labels, sources=result.sources)
     return result
 
 

@@ -12,18 +12,18 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from edgelesion.errors import EdgelesionError
-from edgelesion.infer.bundle_reader import bundle_preprocessing, labels_disagreement, read_bundle, verified_artifact
 from edgelesion.images import UnreadableImage, read_image, small_image_warning, to_model_input, to_rgb
+from edgelesion.infer.bundle_reader import bundle_preprocessing, labels_disagreement, read_bundle, verified_artifact
 from edgelesion.infer.runtimes import Runner, log_odds, open_runner, top_two_margin
 
-ImageInput = Union[str, Path, Image.Image, np.ndarray]
+ImageInput = str | Path | Image.Image | np.ndarray
 # A reduced JPEG decode moves the model input by about 0.1 grey level, which flips the top-1 answer of about 1% of
 # 4000x3000 photos on Lite0, all of them answers whose top two probabilities were within 0.04 (float) or 0.08
 # (int8). Re-deciding from the full decode every answer within 0.05 re-decodes about 5% of such photos and keeps
@@ -84,7 +84,7 @@ class Classifier:
         self.recheck_margin, self.alert_recheck_margin = recheck_margin, alert_recheck_margin
         self.classes: list[str] = bundle["classes"]
         # jpeg_draft False: the exact path, every JPEG decoded in full; None keeps what the input spec says
-        overrides = {"jpeg_draft": jpeg_draft, "jpeg_draft_margin": jpeg_draft_margin}
+        overrides: dict[str, Any] = {"jpeg_draft": jpeg_draft, "jpeg_draft_margin": jpeg_draft_margin}
         self.preprocessing = replace(
             bundle_preprocessing(bundle, artifact),
             **{name: value for name, value in overrides.items() if value is not None},
@@ -174,7 +174,7 @@ class Classifier:
         return _Prepared(
             to_model_input(decoded, self.preprocessing),
             small_image_warning(decoded.size, self.preprocessing.image_size),
-            Path(image) if reduced else None,
+            Path(image) if reduced else None,  # type: ignore[arg-type]  # reduced: only a file is decoded reduced
         )
 
     @property
@@ -201,8 +201,8 @@ class Classifier:
         the prediction from that file's full decode (decoded in `pool`'s threads if given; kept where the file can no
         longer be read)."""
         again = self.needs_full_decode(probabilities)
-        close = [i for i, path in enumerate(reduced_files) if path is not None and again[i]]
-        decoded = (pool.map if pool else map)(self._full_pixels, [reduced_files[i] for i in close])
+        close = {i: path for i, path in enumerate(reduced_files) if path is not None and again[i]}
+        decoded = (pool.map if pool else map)(self._full_pixels, close.values())
         full = {i: pixels for i, pixels in zip(close, decoded) if pixels is not None}
         if not full:
             return probabilities
@@ -246,9 +246,9 @@ class Classifier:
         """
         items = list(images) if progress else images
         bar = tqdm(
-            total=len(items) if progress else None,
+            total=len(items) if progress else None,  # type: ignore[arg-type]  # progress: items is a list
             unit="img",
-            desc="predicting",  # type: ignore[arg-type]
+            desc="predicting",
             disable=not progress,
         )
 

@@ -61,7 +61,7 @@ def collect_inputs(paths: list[str | Path]) -> tuple[list[Path], list[FailedImag
 
 def result_rows(results: list[Prediction | FailedImage], classes: list[str]) -> list[dict[str, Any]]:
     """One flat row per input: path, label, melanoma alert, every class probability, or the error."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for result in results:
         if isinstance(result, FailedImage):
             rows.append(

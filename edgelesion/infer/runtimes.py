@@ -45,7 +45,7 @@ class LiteRTRunner:
         self.interpreter = Interpreter(model_path=str(self.path), num_threads=self.threads)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
-        self.batch = None
+        self.batch: int | None = None
         self.labels = _packed_labels(self.path)
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:

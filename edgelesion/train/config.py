@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from edgelesion.data.audit import NEAR_DUPLICATE_MAX_DISTANCE, ConflictPolicy
+from edgelesion.data.rebalance import AugmentConfig, RebalanceMethod
 from edgelesion.metrics import LOOKALIKES, MIN_SUPPORT, POSITIVE_CLASS
 from edgelesion.preprocessing import LEGACY_DRAFT_MARGIN, Preprocessing
-from edgelesion.data.rebalance import AugmentConfig, RebalanceMethod
 from edgelesion.train.online_augment import OnlineAugment
 
 LR_SCHEDULES = ("constant", "cosine")

@@ -242,7 +242,7 @@ def merge_cv(out: str | Path, *, target_sensitivity: float = TARGET_SENSITIVITY)
                 np.concatenate([folds[j][2] for j in others]),
                 positive,
                 target_sensitivity,
-                sources=None if sources[k] is None else sum((sources[j] for j in others), []),
+                sources=None if sources[k] is None else [s for j in others for s in sources[j]],
                 lookalikes=lookalikes,
             )
             threshold = chosen["threshold"]
@@ -280,7 +280,7 @@ def merge_cv(out: str | Path, *, target_sensitivity: float = TARGET_SENSITIVITY)
             probabilities,
             labels,
             classes,
-            sum((sources[k] for k in finished), []),
+            [s for k in finished for s in sources[k]],
             config.positive_class,
             config.lookalikes,
             None if np.isnan(thresholds).any() else thresholds,

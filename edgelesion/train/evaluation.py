@@ -9,7 +9,6 @@ import numpy as np
 
 from edgelesion._tf import keras
 from edgelesion.data.audit import prepare_test_set
-from edgelesion.train.config import TrainConfig
 from edgelesion.data.dataset import LoadedDataset, load_dataset
 from edgelesion.data.metadata import MetadataSpec
 from edgelesion.errors import EdgelesionError
@@ -19,6 +18,7 @@ from edgelesion.plots import confusion_matrix_chart, reliability_chart
 from edgelesion.provenance import provenance
 from edgelesion.source_figures import format_within_source, lookalike_indices, within_source_figures
 from edgelesion.thresholds import alert_figures, alert_threshold
+from edgelesion.train.config import TrainConfig
 from edgelesion.train.runs import RunDir, RunInfo, read_run
 
 

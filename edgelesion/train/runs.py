@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from edgelesion.data.metadata import MetadataSpec
-from edgelesion.train.config import TrainConfig
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import read_json
+from edgelesion.train.config import TrainConfig
 
 RUN_FORMAT_VERSION = 1
 

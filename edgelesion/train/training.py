@@ -12,20 +12,20 @@ from sklearn.metrics import log_loss
 
 from edgelesion._tf import keras, tf
 from edgelesion.data.audit import AuditReport, audit_dataset, format_audit
-from edgelesion.train.config import TrainConfig
 from edgelesion.data.dataset import LoadedDataset, load_dataset
 from edgelesion.data.metadata import MetadataSpec
+from edgelesion.data.rebalance import RebalanceMethod, augment, class_weights, default_cache_dir
+from edgelesion.data.splits import train_val_indices
 from edgelesion.errors import EdgelesionError
-from edgelesion.train.evaluation import evaluate_held_out, evaluate_validation, predict
 from edgelesion.fileio import atomic_path, ensure_outside, read_csv, read_json, write_csv, write_json
 from edgelesion.metrics import balanced_accuracy, scored_class_indices, sensitivity
-from edgelesion.train.models import HEAD, create_model
-from edgelesion.train.online_augment import augment_batch, mix_batch
 from edgelesion.plots import class_counts_chart, training_curves_chart
 from edgelesion.provenance import provenance
-from edgelesion.data.rebalance import RebalanceMethod, augment, class_weights, default_cache_dir
+from edgelesion.train.config import TrainConfig
+from edgelesion.train.evaluation import evaluate_held_out, evaluate_validation, predict
+from edgelesion.train.models import HEAD, create_model
+from edgelesion.train.online_augment import augment_batch, mix_batch
 from edgelesion.train.runs import RUN_FORMAT_VERSION, RunDir, check_run_dir, prepare_run_dir, read_run
-from edgelesion.data.splits import train_val_indices
 
 
 @dataclass

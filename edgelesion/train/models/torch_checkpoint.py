@@ -192,7 +192,7 @@ def lite0_checkpoint_path() -> Path:
     spec = importlib.util.find_spec(LITE0_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise EdgelesionError(f"the ImageNet EfficientNet-Lite0 weights are not installed: {LITE0_PIP}")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / LITE0_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / LITE0_FILE
     if not path.is_file():
         raise EdgelesionError(f"{path} is missing from the {LITE0_PACKAGE} install: {LITE0_PIP}")
     return path
