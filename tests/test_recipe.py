@@ -60,6 +60,30 @@ def test_pixel_noise_adds_gaussian_grey_levels_on_top_of_the_same_draws():
         OnlineAugment(pixel_noise=-1)
 
 
+def test_illumination_draws_come_on_top_of_the_same_geometry():
+    images = _images(8, 32) // 2 + 40  # 40-167: no gain below pushes a pixel past white
+    index = tf.constant(np.arange(8))
+    geometry = replace(ON, brightness=0, contrast=0, saturation=0, hue=0)
+    plain = augment_batch(tf.constant(images), index, 7, geometry).numpy()
+    gray = augment_batch(tf.constant(images), index, 7, replace(geometry, grayscale=1.0)).numpy()
+    np.testing.assert_allclose(gray[..., 0], gray[..., 2], atol=1e-3)
+    luma = np.array([0.2989, 0.587, 0.114])  # tf.image.rgb_to_grayscale's weights
+    np.testing.assert_allclose(gray[..., 0], plain @ luma, atol=0.05)  # the same image, its colour taken away
+    cast = augment_batch(tf.constant(images), index, 7, replace(geometry, white_balance=0.3)).numpy()
+    gains = cast.mean(axis=(1, 2)) / plain.mean(axis=(1, 2))  # one gain per image and channel
+    np.testing.assert_allclose(cast, plain * gains[:, None, None, :], rtol=1e-4)
+    assert gains.min() >= 0.7 - 1e-4 and gains.max() <= 1.3 + 1e-4
+    assert np.ptp(gains, axis=1).min() > 0.005  # the channels drawn apart: a colour cast, not brightness
+    dark = augment_batch(tf.constant(images), index, 7, replace(geometry, gamma=0.5)).numpy()
+    exponent = np.log(dark / 255.0) / np.log(plain / 255.0)  # gamma exp(u), one per image
+    np.testing.assert_allclose(exponent, exponent[:, :1, :1, :1] * np.ones_like(exponent), rtol=1e-3)
+    assert exponent.min() >= np.exp(-0.5) - 1e-3 and exponent.max() <= np.exp(0.5) + 1e-3
+    assert np.ptp(exponent[:, 0, 0, 0]) > 0.05
+    for name in ("gamma", "white_balance", "grayscale"):
+        with pytest.raises(ValueError, match=name):
+            OnlineAugment(**{name: 1.5})
+
+
 def test_mixup_blends_each_image_target_and_weight_with_the_next_by_one_share_reproducibly():
     images = tf.constant(_images(5).astype(np.float32))
     targets = tf.one_hot([0, 1, 2, 1, 2], 3)

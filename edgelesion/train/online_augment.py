@@ -25,6 +25,10 @@ class OnlineAugment:
     saturation: float = 0.2  # factor in [1 - s, 1 + s]
     hue: float = 0.02  # +- this share of the colour wheel
     pixel_noise: float = 0.0  # standard deviation, in grey levels, of Gaussian noise added to every pixel value
+    # Illumination and camera colour differ between clinics; these three vary them so a model cannot lean on them.
+    gamma: float = 0.0  # gamma exp(u), u uniform in [-gamma, gamma]
+    white_balance: float = 0.0  # each channel's gain in [1 - w, 1 + w], drawn apart: a colour cast
+    grayscale: float = 0.0  # probability that an image loses its colour
     mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha): each image blended with the next in its batch (0: none)
 
     def __post_init__(self) -> None:
@@ -37,6 +41,12 @@ class OnlineAugment:
             raise ValueError(f"hue {self.hue} must be in [0, 0.5]")
         if not 0.0 <= self.pixel_noise <= 32.0:
             raise ValueError(f"pixel_noise {self.pixel_noise} must be between 0 and 32 grey levels")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma {self.gamma} must be between 0 and 1 (gamma exp(u), |u| <= 1)")
+        if not 0.0 <= self.white_balance < 1.0:
+            raise ValueError(f"white_balance {self.white_balance} must be in [0, 1)")
+        if not 0.0 <= self.grayscale <= 1.0:
+            raise ValueError(f"grayscale {self.grayscale} must be a probability")
         if not 0.0 <= self.mixup <= 1.0:
             raise ValueError(f"mixup {self.mixup} must be between 0 (off) and 1 (Beta(1, 1): uniform mixing)")
 
@@ -72,12 +82,35 @@ def _augment_one(image: tf.Tensor, seed: tf.Tensor, config: OnlineAugment) -> tf
             unit = tf.image.stateless_random_saturation(unit, 1 - config.saturation, 1 + config.saturation, colour[0])
         if config.hue:
             unit = tf.image.stateless_random_hue(tf.clip_by_value(unit, 0.0, 1.0), config.hue, colour[1])
+    unit = _vary_illumination(tf.clip_by_value(unit, 0.0, 1.0), seed, config)
     image = tf.clip_by_value(unit, 0.0, 1.0) * 255.0
     if config.pixel_noise:  # its own stream (folded in), so the draws above stay what they were without it
         noise_seed = tf.random.experimental.stateless_fold_in(seed, 8)
         noise = tf.random.stateless_normal(tf.shape(image), noise_seed, stddev=config.pixel_noise)
         image = tf.clip_by_value(image + noise, 0.0, 255.0)
     return image
+
+
+def _vary_illumination(unit: tf.Tensor, seed: tf.Tensor, config: OnlineAugment) -> tf.Tensor:
+    """Gamma, a colour cast and loss of colour on a 0-1 image, each from a stream of its own (folded in), so the
+    draws before them stay what they were without them."""
+    if config.gamma:
+        u = tf.random.stateless_uniform(
+            [], tf.random.experimental.stateless_fold_in(seed, 10), -config.gamma, config.gamma
+        )
+        unit = tf.pow(tf.maximum(unit, 1e-6), tf.exp(u))
+    if config.white_balance:
+        bound = config.white_balance
+        gains = tf.random.stateless_uniform(
+            [3], tf.random.experimental.stateless_fold_in(seed, 11), 1 - bound, 1 + bound
+        )
+        unit = unit * gains
+    if config.grayscale:
+        draw = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 12))
+        unit = tf.cond(
+            draw < config.grayscale, lambda: tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(unit)), lambda: unit
+        )
+    return unit
 
 
 def augment_batch(images: tf.Tensor, indices: tf.Tensor, seed: int, config: OnlineAugment) -> tf.Tensor:

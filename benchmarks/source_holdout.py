@@ -1,0 +1,231 @@
+"""Candidate recipes against the recommended one where the images come from a source the model never saw.
+
+    .venv/bin/python -m benchmarks.source_holdout colour             # trains what is missing (resumable), records
+    .venv/bin/python -m benchmarks.source_holdout colour --fold0     # also fold 0 of the 5-fold CV with sources
+    .venv/bin/python -m benchmarks.source_holdout colour --seed 1    # another training seed, the same splits
+    .venv/bin/python -m benchmarks.source_holdout --record-only      # records what is finished, trains nothing
+
+Each candidate is the recipe (`TrainConfig.for_model`) with some changes. It is trained without ISIC block
+0000100-0000999 (`edgelesion cv --leave-source-out`) and scored inside that block, the one source that holds
+melanomas and nevi; with --fold0 it also trains fold 0 of the 5-fold CV with sources. Both are paired with the
+recipe's own runs on the same images: held-out melanoma-vs-nevus AUC difference (stratified paired bootstrap) and
+fold 0's balanced accuracy difference. Runs go to runs/benchmarks/holdout-NAME[-seedS][-kfold] (git-ignored); the
+record is benchmarks/results/source_holdout_KIND.{json,md} (KIND: the CPU kind), one row per finished run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from benchmarks.common import (
+    RUNS,
+    cpu_kind_record_name,
+    markdown_table,
+    record,
+    require_data,
+    scoring,
+    signed_interval,
+    training_time,
+    write_table,
+)
+from edgelesion.data.metadata import MetadataSpec
+from edgelesion.fileio import read_csv, read_json
+from edgelesion.metrics import BOOTSTRAP_RESAMPLES, format_estimate, paired_difference
+from edgelesion.train.config import TrainConfig
+from edgelesion.train.cross_validation import CvDir, cross_validate
+from edgelesion.train.evaluation import read_validation_predictions
+from edgelesion.train.leave_source_out import cross_validate_sources, fold_dir
+from edgelesion.train.online_augment import OnlineAugment
+from edgelesion.train.runs import read_run
+
+HELD_OUT = "isic-0000100-0000999"
+LOOKALIKE = "nevus"
+RECIPE = TrainConfig.for_model("efficientnet-lite0")
+CANDIDATES: dict[str, TrainConfig] = {
+    "recipe": RECIPE,
+    # less drift from ImageNet: the whole network moves a quarter as far after the head epochs
+    "backbone-lr-5e-5": RECIPE.with_changes(learning_rate=5e-5),
+    # illumination and camera colour varied so the look of a source cannot stand in for the lesion
+    "colour": RECIPE.with_changes(
+        online_augment=OnlineAugment(
+            enabled=True,
+            brightness=0.2,
+            contrast=0.3,
+            saturation=0.4,
+            hue=0.06,
+            gamma=0.3,
+            white_balance=0.15,
+            grayscale=0.2,
+        )
+    ),
+}
+
+
+RUN_NAME = re.compile(r"holdout-(?P<candidate>.+?)(?:-seed(?P<seed>\d+))?")
+
+
+def run_name(candidate: str, seed: int) -> str:
+    """The folder name of a candidate's runs with a training seed (the splits stay seed 0's)."""
+    return f"holdout-{candidate}" + (f"-seed{seed}" if seed else "")
+
+
+def seeded(config: TrainConfig, seed: int) -> TrainConfig:
+    """`config` trained with `seed` on seed 0's splits."""
+    return config if not seed else config.with_changes(seed=seed, split_seed=0)
+
+
+def held_out_scores(cv_root: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Paths, melanoma scores and is-melanoma of the held-out block's melanomas and nevi."""
+    rows = read_csv(fold_dir(CvDir(cv_root), HELD_OUT).evaluation / "held_out_source" / "predictions.csv")
+    rows = [r for r in rows if r["label"] in ("melanoma", LOOKALIKE)]
+    rows.sort(key=lambda r: r["path"])
+    return (
+        [r["path"] for r in rows],
+        np.array([float(r["melanoma"]) for r in rows]),
+        np.array([r["label"] == "melanoma" for r in rows]),
+    )
+
+
+def paired_auc_difference(
+    truth: np.ndarray, baseline: np.ndarray, candidate: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES
+) -> dict[str, Any]:
+    """Candidate minus baseline AUC on the same images, with a class-stratified paired bootstrap 95% interval."""
+    rng = np.random.default_rng(0)
+    positives, negatives = np.flatnonzero(truth), np.flatnonzero(~truth)
+    differences = []
+    for _ in range(resamples):
+        pick = np.r_[rng.choice(positives, len(positives)), rng.choice(negatives, len(negatives))]
+        differences.append(roc_auc_score(truth[pick], candidate[pick]) - roc_auc_score(truth[pick], baseline[pick]))
+    value = roc_auc_score(truth, candidate) - roc_auc_score(truth, baseline)
+    return {"value": float(value), "ci95": [float(q) for q in np.percentile(differences, [2.5, 97.5])]}
+
+
+def held_out_figures(name: str, config: TrainConfig) -> dict[str, Any] | None:
+    """A finished leave-source-out run's figures on the held-out block, paired with the recipe's run."""
+    cv_root, base_root = RUNS / name, RUNS / "holdout-recipe"
+    summary = cv_root / "cv_summary.json"
+    if not summary.is_file() or HELD_OUT not in read_json(summary)["finished"]:
+        return None
+    row = read_json(summary)["per_source"][HELD_OUT]
+    paths, scores, truth = held_out_scores(cv_root)
+    base_paths, base_scores, _ = held_out_scores(base_root)
+    if paths != base_paths:
+        raise SystemExit(f"{cv_root} held out other images than {base_root}")
+    return {
+        "held_out": row["held_out"],
+        "validation": row["validation"],
+        "alert_threshold": row["alert_threshold"],
+        "auc_vs_recipe": paired_auc_difference(truth, base_scores, scores),
+        "timing": training_time(fold_dir(CvDir(cv_root), HELD_OUT).root, config.head_epochs),
+    }
+
+
+def fold0_figures(name: str) -> dict[str, Any] | None:
+    """Fold 0 of a candidate's 5-fold CV with sources: pooled balanced accuracy paired with the recipe's, and
+    melanoma against nevus inside the held-out block."""
+    run, base = CvDir(RUNS / f"{name}-kfold").fold(0), CvDir(RUNS / "holdout-recipe-kfold").fold(0)
+    metrics_file = run.evaluation / "validation" / "metrics.json"
+    if not metrics_file.is_file():
+        return None
+    rows, probabilities, labels, _ = read_validation_predictions(run)
+    base_rows, baseline, _, _ = read_validation_predictions(base)
+    if [r["path"] for r in rows] != [r["path"] for r in base_rows]:
+        raise SystemExit(f"{run.root} was validated on other images than {base.root}")
+    scored, positive = scoring(read_run(run.root, need_model=False), labels)
+    metrics = read_json(metrics_file)
+    inside = (metrics.get("within_source") or {}).get("sources", {}).get(HELD_OUT, {})
+    return {
+        "balanced_accuracy": metrics["balanced_accuracy"],
+        "vs_recipe": paired_difference(labels, baseline, probabilities, scored, positive),
+        "auc_in_block": inside.get("lookalikes", {}).get(LOOKALIKE, {}).get("auc"),
+    }
+
+
+def table(results: dict[str, Any]) -> list[str]:
+    """The record's markdown: one row per finished run."""
+    header = [
+        "run",
+        "held-out AUC melanoma vs nevus",
+        "Δ AUC vs recipe [paired 95% CI]",
+        "alert sensitivity / nevus specificity, held out",
+        "its threshold",
+        "validation AUC (training sources)",
+        "fold 0 balanced accuracy",
+        "Δ vs recipe [paired 95% CI]",
+        "fold 0 AUC inside the block",
+    ]
+    rows = []
+    for name, result in results.items():
+        held, fold0 = result.get("held_out") or {}, result.get("fold0") or {}
+        pair = (held.get("held_out") or {}).get("lookalikes", {}).get(LOOKALIKE, {})
+        validation = (held.get("validation") or {}).get("lookalikes", {}).get(LOOKALIKE, {})
+        delta = held.get("auc_vs_recipe")
+        bal = (fold0.get("vs_recipe") or {}).get("delta_balanced_accuracy")
+        rows.append(
+            [
+                name,
+                format_estimate(pair["auc"]) if pair.get("auc") else "-",
+                signed_interval(delta["value"], delta["ci95"]) if delta else "-",
+                f"{format_estimate(held['held_out']['alert_sensitivity'])} / "
+                f"{format_estimate(pair['alert_specificity'])}"
+                if held
+                else "-",
+                f"{held['alert_threshold']:.3f}" if held else "-",
+                format_estimate(validation["auc"]) if validation.get("auc") else "-",
+                format_estimate(fold0["balanced_accuracy"]) if fold0 else "-",
+                signed_interval(bal["value"], bal["ci95"]) if bal else "-",
+                format_estimate(fold0["auc_in_block"]) if fold0.get("auc_in_block") else "-",
+            ]
+        )
+    return markdown_table(header, rows, "l" + "r" * (len(header) - 1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("candidate", nargs="?", choices=CANDIDATES, help="train this candidate (resumable)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (the splits stay seed 0's)")
+    parser.add_argument("--fold0", action="store_true", help="also train fold 0 of the 5-fold CV with sources")
+    parser.add_argument("--record-only", action="store_true", help="train nothing: record the finished runs")
+    args = parser.parse_args()
+    if not args.candidate and not args.record_only:
+        parser.error("name a candidate, or --record-only")
+    data = require_data()
+    metadata = MetadataSpec(data.parent / "sources.csv", source_column="source")
+    if args.candidate and not args.record_only:
+        name, config = run_name(args.candidate, args.seed), seeded(CANDIDATES[args.candidate], args.seed)
+        cross_validate_sources(data, RUNS / name, config, metadata, sources=[HELD_OUT])
+        if args.fold0:
+            cross_validate(data, RUNS / f"{name}-kfold", config, folds=[0], metadata=metadata)
+    results = {}
+    for name in sorted({folder.name.removesuffix("-kfold") for folder in RUNS.glob("holdout-*")}):
+        match = RUN_NAME.fullmatch(name)
+        if not match or match["candidate"] not in CANDIDATES:
+            continue
+        config = seeded(CANDIDATES[match["candidate"]], int(match["seed"] or 0))
+        figures = {"config": config.to_dict(), "held_out": held_out_figures(name, config), "fold0": fold0_figures(name)}
+        if figures["held_out"] or figures["fold0"]:
+            results[name.removeprefix("holdout-")] = figures
+    record_name = cpu_kind_record_name("source_holdout")
+    record(record_name, {"held_out_source": HELD_OUT, "lookalike": LOOKALIKE, "runs": results})
+    lines = [
+        "# Candidate recipes on a source the model never saw",
+        "",
+        f"Command: `python -m benchmarks.source_holdout {' '.join(sys.argv[1:])}`. Each run is trained without "
+        f"{HELD_OUT} and scored inside it (melanoma against nevus, alert threshold from the training sources' "
+        "validation split); fold 0 is the 5-fold CV with sources. Deltas are paired with the recipe's runs on the "
+        "same images.",
+        "",
+        *table(results),
+    ]
+    write_table(record_name, lines)
+
+
+if __name__ == "__main__":
+    main()
