@@ -1,7 +1,7 @@
 """A recipe cross-validated on the real data, fold by fold, resumable.
 
-    .venv/bin/python -m benchmarks.cv lite0 --folds 0,1   # the folds to run now; finished ones are kept
-    .venv/bin/python -m benchmarks.cv model3 --folds none  # train nothing: record the folds finished so far
+    .venv/bin/python -m benchmarks.cv lite0 --only-folds 0,1   # the folds to run now; finished ones are kept
+    .venv/bin/python -m benchmarks.cv model3 --only-folds none  # train nothing: record the folds finished so far
 
 Runs `edgelesion cv` into runs/benchmarks/cv-RECIPE (git-ignored) and records the merged summary of
 whichever folds are finished, with each finished fold's training time, in
@@ -17,11 +17,12 @@ import sys
 from dataclasses import replace
 
 from benchmarks.common import RESULTS, RUNS, cpu_kind_record_name, record, require_data, training_time
+from edgelesion.cli import RenamedOption
 from edgelesion.fileio import read_json, write_text
 from edgelesion.preprocessing import LEGACY_DRAFT_MARGIN
-from edgelesion.train.config import TrainConfig
+from edgelesion.train.config import OnlineAugment, TrainConfig
 from edgelesion.train.cross_validation import CvDir, cross_validate
-from edgelesion.train.online_augment import OnlineAugment
+from edgelesion.train.recipes import recipe_config
 
 
 def as_recorded(config: TrainConfig) -> TrainConfig:
@@ -34,7 +35,7 @@ def as_recorded(config: TrainConfig) -> TrainConfig:
 RECIPES = {
     name: as_recorded(config)
     for name, config in {
-        "lite0-20ep": TrainConfig.for_model("efficientnet-lite0", epochs=20),  # the recipe
+        "lite0-20ep": recipe_config("lite0-20ep"),  # the recipe
         "lite0": TrainConfig.for_model("efficientnet-lite0", epochs=12),  # fewer epochs
         # stronger zoom (more distinct views of 1,800 training images) and colour jitter (against the look of an
         # archive period)
@@ -44,7 +45,7 @@ RECIPES = {
             online_augment=OnlineAugment(enabled=True, min_crop=0.6, brightness=0.15, contrast=0.3, saturation=0.3),
         ),
         # seed model 3: seed-dropout with Augmentor rebalancing, the seed project's 20 epochs
-        "model3": TrainConfig(epochs=20, model="seed-dropout", rebalance="augmentor"),
+        "model3": recipe_config("seed-dropout-augmentor"),
     }.items()
 }
 # mixup (alpha 0.2): smoother class boundaries, meant to lift balanced accuracy and to make the answers less
@@ -63,13 +64,16 @@ RECIPES["lite0-20ep-260px"] = TrainConfig.for_model(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("recipe", choices=RECIPES)
-    parser.add_argument("--folds", default="0", help="comma-separated folds to run now (default 0), or 'none'")
+    parser.add_argument("--only-folds", default="0", help="comma-separated folds to run now (default 0), or 'none'")
+    parser.add_argument(
+        "--folds", action=RenamedOption, new="--only-folds", why="the folds to run now, as in edgelesion cv"
+    )
     parser.add_argument(
         "--force", action="store_true", help="record even when this machine has fewer finished folds than the record"
     )
     args = parser.parse_args()
     config, cv = RECIPES[args.recipe], CvDir(RUNS / f"cv-{args.recipe}")
-    folds = [] if args.folds == "none" else [int(k) for k in args.folds.split(",")]
+    folds = [] if args.only_folds == "none" else [int(k) for k in args.only_folds.split(",")]
     result = cross_validate(require_data(), cv.root, config, folds=folds)
     timing = {k: training_time(cv.fold(k).root, config.head_epochs) for k in result["finished_folds"]}
     name = cpu_kind_record_name("cv_" + args.recipe.replace("-", "_"))

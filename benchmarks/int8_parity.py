@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import bundle_folders, markdown_table, record, signed_interval, write_table
-from edgelesion.export.exporting import CANDIDATE_FIGURES, INT8_ARTIFACTS
+from edgelesion.export.exporting import CANDIDATE_FIGURES
+from edgelesion.export.options import INT8_ARTIFACTS
 from edgelesion.fileio import read_json
 
 

@@ -38,11 +38,10 @@ from benchmarks.common import (
 from edgelesion.data.metadata import MetadataSpec
 from edgelesion.fileio import read_csv, read_json
 from edgelesion.metrics import BOOTSTRAP_RESAMPLES, format_estimate, paired_difference
-from edgelesion.train.config import TrainConfig
+from edgelesion.train.config import OnlineAugment, TrainConfig
 from edgelesion.train.cross_validation import CvDir, cross_validate
 from edgelesion.train.evaluation import read_validation_predictions
 from edgelesion.train.leave_source_out import cross_validate_sources, fold_dir
-from edgelesion.train.online_augment import OnlineAugment
 from edgelesion.train.runs import read_run
 
 HELD_OUT = "isic-0000100-0000999"

@@ -9,6 +9,7 @@ failed, 2 bad input or usage, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -146,16 +147,25 @@ def _run_audit(args: argparse.Namespace) -> int:
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
     """The options of one training run, shared by `train` and `cv`. Unset options take the model's recipe."""
-    from edgelesion.data.audit import ConflictPolicy
+    from edgelesion.data.audit import NEAR_DUPLICATE_MAX_DISTANCE, ConflictPolicy
     from edgelesion.data.rebalance import AugmentConfig, RebalanceMethod
     from edgelesion.train.config import LR_SCHEDULES, TrainConfig
-    from edgelesion.train.models import list_models
+    from edgelesion.train.recipes import RECIPES, RECOMMENDED_RECIPE
 
     defaults, aug = TrainConfig(), AugmentConfig()
-    recipe = "default: the model's recipe, see README"
+    recipe = "default: the recipe's"
     p.add_argument("--data", type=Path, help="folder of class subfolders (required unless --resume)")
-    p.add_argument(
-        "--model", choices=list_models(), default=defaults.model, help=f"architecture (default {defaults.model})"
+    start = p.add_mutually_exclusive_group()
+    start.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        help=f"the named settings to start from (default {RECOMMENDED_RECIPE}; `edgelesion recipes` lists them); "
+        "the options below change them",
+    )
+    start.add_argument(
+        "--model",
+        help="instead of a recipe, this architecture with its own defaults (efficientnet-lite0, seed-simple, "
+        "seed-dropout)",
     )
     p.add_argument(
         "--weights",
@@ -172,6 +182,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         "--epochs", type=int, help=f"epochs in all, head epochs included ({recipe}; seed models {defaults.epochs})"
     )
     p.add_argument("--head-epochs", type=int, help=f"first epochs train only the classifier head ({recipe})")
+    p.add_argument("--head-learning-rate", type=float, help=f"Adam, constant, during the head epochs ({recipe})")
     p.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
     p.add_argument(
         "--learning-rate",
@@ -190,6 +201,12 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         "--online-augment",
         action=argparse.BooleanOptionalAction,
         help=f"flips, 90-degree turns, crop/zoom and colour jitter drawn fresh every epoch ({recipe})",
+    )
+    p.add_argument(
+        "--online-augment-options",
+        metavar="KEY=VALUE,...",
+        help="the online augmentation's strengths, e.g. min_crop=0.6,hue=0.05,mixup=0.2 (keys: "
+        "docs/experiments.md; OnlineAugment in edgelesion/train/config.py); implies --online-augment",
     )
     p.add_argument(
         "--patience",
@@ -220,8 +237,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         default=aug.max_copies_per_image,
         help=f"at most this many augmented copies of one image (default {aug.max_copies_per_image})",
     )
-    p.add_argument("--flips", action="store_true", help="add random flips to the augmentation")
-    p.add_argument("--zoom", action="store_true", help="add random zoom to the augmentation")
+    p.add_argument("--augmentor-flips", action="store_true", help="add random flips to the Augmentor copies")
+    p.add_argument("--augmentor-zoom", action="store_true", help="add random zoom to the Augmentor copies")
+    _refuse_renamed(p, "--flips", "--augmentor-flips", "it acts on Augmentor's copies, not the online augmentation")
+    _refuse_renamed(p, "--zoom", "--augmentor-zoom", "it acts on Augmentor's copies, not the online augmentation")
     p.add_argument(
         "--conflicts",
         choices=[c.value for c in ConflictPolicy],
@@ -229,6 +248,18 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         help="copies of one image with different labels: exclude them all (default) or keep one per label",
     )
     p.add_argument("--folds", type=int, default=defaults.folds, help="the data is cut into this many folds (default 5)")
+    p.add_argument(
+        "--near-distance",
+        type=int,
+        default=NEAR_DUPLICATE_MAX_DISTANCE,
+        help="max phash bit distance for near-duplicates, kept on one side of every split "
+        f"(default {NEAR_DUPLICATE_MAX_DISTANCE})",
+    )
+    p.add_argument(
+        "--positive-class",
+        default=defaults.positive_class,
+        help=f"the class the alert and sensitivity figures are about (default {defaults.positive_class})",
+    )
     p.add_argument(
         "--min-support",
         type=int,
@@ -243,6 +274,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 def _train_config(args: argparse.Namespace, **fixed: int) -> TrainConfig:
     """The TrainConfig the options describe: the model's recipe with every option given on top."""
     from dataclasses import replace
+    from functools import partial
 
     from edgelesion.data.rebalance import AugmentConfig
     from edgelesion.train.config import TrainConfig
@@ -250,6 +282,7 @@ def _train_config(args: argparse.Namespace, **fixed: int) -> TrainConfig:
     given = {
         "epochs": args.epochs,
         "head_epochs": args.head_epochs,
+        "head_learning_rate": args.head_learning_rate,
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
         "lr_schedule": args.lr_schedule,
@@ -259,9 +292,17 @@ def _train_config(args: argparse.Namespace, **fixed: int) -> TrainConfig:
         "patience": args.patience,
         "rebalance": args.rebalance,
     }
+    from edgelesion.train.recipes import RECOMMENDED_RECIPE, recipe_config
+
+    if args.model is not None:
+        _check_model(args.model)
+    start = (
+        partial(TrainConfig.for_model, args.model)
+        if args.model
+        else partial(recipe_config, args.recipe or RECOMMENDED_RECIPE)
+    )
     try:
-        config = TrainConfig.for_model(
-            args.model,
+        config = start(
             pretrained=args.weights == "imagenet",
             seed=args.seed,
             split_seed=args.split_seed,
@@ -269,19 +310,65 @@ def _train_config(args: argparse.Namespace, **fixed: int) -> TrainConfig:
             lookalikes=args.lookalikes,
             folds=args.folds,
             min_support=args.min_support,
+            near_duplicate_max_distance=args.near_distance,
+            positive_class=args.positive_class,
             augment=AugmentConfig(
-                target=args.augment_target, max_copies_per_image=args.max_copies, flips=args.flips, zoom=args.zoom
+                target=args.augment_target,
+                max_copies_per_image=args.max_copies,
+                flips=args.augmentor_flips,
+                zoom=args.augmentor_zoom,
             ),
             **{k: v for k, v in given.items() if v is not None},
             **fixed,
         )
         if args.online_augment is not None:
             config = config.with_changes(online_augment=replace(config.online_augment, enabled=args.online_augment))
+        if args.online_augment_options:
+            strengths = _key_values(args.online_augment_options, "--online-augment-options")
+            config = config.with_changes(online_augment=replace(config.online_augment, enabled=True, **strengths))
         if args.image_size is not None:
             config = config.with_changes(preprocessing=replace(config.preprocessing, image_size=args.image_size))
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise EdgelesionError(f"bad training option: {exc}") from exc
     return config
+
+
+def _check_model(name: str) -> None:
+    """Refuse an unknown architecture before any data is read (the registry imports TensorFlow)."""
+    from edgelesion.train.models import list_models
+
+    if name not in list_models():
+        raise EdgelesionError(f"--model {name!r}: choose one of {', '.join(list_models())}")
+
+
+def _key_values(text: str, option: str) -> dict[str, float]:
+    """'a=0.6, b=2' -> {'a': 0.6, 'b': 2.0}, or an error naming `option`."""
+    pairs = {}
+    for item in _comma_list(text):
+        key, equals, value = item.partition("=")
+        try:
+            pairs[key.strip()] = float(value)
+        except ValueError:
+            raise EdgelesionError(f"{option}: {item!r} is not KEY=NUMBER") from None
+        if not equals:
+            raise EdgelesionError(f"{option}: {item!r} is not KEY=NUMBER")
+    return pairs
+
+
+class RenamedOption(argparse.Action):
+    """An option that was renamed: using it stops with a message naming the new one."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str = "", why: str = "", **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=argparse.SUPPRESS)
+        self.new, self.why = new, why
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        parser.error(f"{self.option_strings[0]} is now {self.new} ({self.why})")
+
+
+def _refuse_renamed(p: argparse.ArgumentParser, old: str, new: str, why: str) -> None:
+    """Define `old` as a renamed option."""
+    p.add_argument(old, action=RenamedOption, new=new, why=why, dest=f"renamed_{old.strip('-')}")
 
 
 def _add_train(sub: argparse._SubParsersAction, summary: str) -> None:
@@ -433,8 +520,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction, summary: str) -> None:
-    from edgelesion.export.exporting import ARTIFACTS, INT8_METHODS
-    from edgelesion.export.qat import QAT_TARGETS, QATConfig
+    from edgelesion.export.options import ARTIFACTS, INT8_METHODS, QAT_TARGETS, QATConfig
     from edgelesion.thresholds import TARGET_SENSITIVITY
 
     qat = QATConfig()
@@ -526,8 +612,8 @@ def _parse_tolerances(items: list[str]) -> dict:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from edgelesion.export.exporting import ExportOptions, export_run
-    from edgelesion.export.qat import QATConfig
+    from edgelesion.export.exporting import export_run
+    from edgelesion.export.options import ExportOptions, QATConfig
 
     try:
         options = ExportOptions(
@@ -678,6 +764,18 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_recipes(sub: argparse._SubParsersAction, summary: str) -> None:
+    p = sub.add_parser("recipes", help=summary, description="The named training recipes (TrainConfig presets).")
+    p.set_defaults(handler=_run_recipes)
+
+
+def _run_recipes(args: argparse.Namespace) -> int:
+    from edgelesion.train.recipes import format_recipes
+
+    print(format_recipes())
+    return 0
+
+
 # name -> (function that defines the subcommand, one-line summary). Only the subcommand being run is
 # defined in full, so that `edgelesion predict` never imports the training stack.
 COMMANDS = {
@@ -688,6 +786,7 @@ COMMANDS = {
     "predict": (_add_predict, "classify images with an exported bundle (onnxruntime or LiteRT, no TensorFlow)"),
     "benchmark": (_add_benchmark, "measure a bundle's artifacts: accuracy, latency, throughput, size, memory"),
     "export": (_add_export, "export a run to a validated bundle of TFLite and ONNX artifacts"),
+    "recipes": (_add_recipes, "list the named training recipes that train and cv start from"),
 }
 
 
@@ -699,6 +798,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, (define, summary) in COMMANDS.items():
         if name == command:
             define(sub, summary)
+            sub.choices[name].add_argument(
+                "--verbose",
+                action="store_true",
+                help="show TensorFlow's and the converters' own log lines and warnings",
+            )
         else:
             sub.add_parser(name, help=summary, add_help=False)
     return parser
@@ -709,6 +813,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
+    if args.verbose:  # read where TensorFlow is imported (edgelesion._tf)
+        os.environ["EDGELESION_VERBOSE"] = "1"
     try:
         return args.handler(args)
     except EdgelesionError as exc:

@@ -116,8 +116,7 @@ def rewrite_bundle(folder: Path, manifest: dict) -> None:
 
 def fast_export_options():
     """All five artifacts, one QAT epoch, a small calibration sample."""
-    from edgelesion.export.exporting import ExportOptions
-    from edgelesion.export.qat import QATConfig
+    from edgelesion.export.options import ExportOptions, QATConfig
 
     return ExportOptions(qat=QATConfig(epochs=1), calibration_images=16)
 

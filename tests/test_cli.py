@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from contextlib import nullcontext
 
 import pytest
 
@@ -91,6 +92,8 @@ def test_train_then_evaluate_a_test_folder_removes_and_reports_overlap(dataset_d
         str(dataset_dir),
         "--out",
         str(out),
+        "--recipe",
+        "seed-dropout-augmentor",
         "--epochs",
         "1",
         "--folds",
@@ -126,6 +129,8 @@ def test_killed_training_resumes_from_the_cli_to_the_uninterrupted_result(datase
     common = [
         "--data",
         str(dataset_dir),
+        "--recipe",
+        "seed-dropout-augmentor",
         "--epochs",
         "4",
         "--folds",
@@ -224,3 +229,81 @@ def test_an_interrupted_command_exits_130_and_says_how_to_continue(dataset_dir, 
     out = tmp_path / "run"
     assert main(["train", "--data", str(dataset_dir), "--out", str(out)]) == 130
     assert f"interrupted; continue with: edgelesion train --resume --out {out}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["audit", "train", "cv", "evaluate", "export", "predict", "benchmark", "recipes"])
+def test_help_imports_no_tensorflow_and_prints_only_usage(command):
+    code = (
+        "import sys\n"
+        "from edgelesion.cli import main\n"
+        "try:\n"
+        f"    main([{command!r}, '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('tensorflow', 'tf_keras', 'tf2onnx', 'tensorflow_model_optimization') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: edgelesion {command}") and result.stderr == ""
+
+
+def test_the_default_is_the_recommended_recipe_and_options_change_it(dataset_dir, tmp_path):
+    from edgelesion.cli import _train_config, build_parser
+    from edgelesion.train.recipes import RECIPES, RECOMMENDED_RECIPE
+
+    def config(*options: str):
+        args = build_parser("train").parse_args(["train", "--data", str(dataset_dir), "--out", "r", *options])
+        return _train_config(args, fold=args.fold)
+
+    assert config() == RECIPES[RECOMMENDED_RECIPE].config
+    assert config("--recipe", "seed-simple") == RECIPES["seed-simple"].config
+    changed = config(
+        "--online-augment-options",
+        "mixup=0.2,min_crop=0.6,gamma=0.3",
+        "--head-learning-rate",
+        "5e-4",
+        "--near-distance",
+        "2",
+        "--positive-class",
+        "nevus",
+        "--augmentor-flips",
+    )
+    assert changed.online_augment.mixup == 0.2 and changed.online_augment.min_crop == 0.6
+    assert changed.online_augment.gamma == 0.3 and changed.online_augment.enabled
+    assert changed.head_learning_rate == 5e-4 and changed.near_duplicate_max_distance == 2
+    assert changed.positive_class == "nevus" and changed.augment.flips
+    base, moved = config().to_dict(), changed.to_dict()
+    assert {key for key in base if base[key] != moved[key]} == {
+        "online_augment",
+        "head_learning_rate",
+        "near_duplicate_max_distance",
+        "positive_class",
+        "augment",
+    }
+
+
+def test_recipes_lists_every_recipe_and_marks_the_default(capsys):
+    from edgelesion.train.recipes import RECIPES, RECOMMENDED_RECIPE
+
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in RECIPES) and f"{RECOMMENDED_RECIPE}  (default)" in out
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--flips"], "--flips is now --augmentor-flips"),
+        (["--zoom"], "--zoom is now --augmentor-zoom"),
+        (["--recipe", "seed-simple", "--model", "seed-dropout"], "not allowed with argument"),
+        (["--online-augment-options", "hue"], "'hue' is not KEY=NUMBER"),
+        (["--online-augment-options", "sparkle=2"], "sparkle"),
+        (["--model", "resnet-9000"], "--model 'resnet-9000': choose one of"),
+    ],
+)
+def test_renamed_conflicting_and_unknown_training_options_are_refused(dataset_dir, tmp_path, capsys, options, message):
+    with pytest.raises(SystemExit) if options[0] in ("--flips", "--zoom", "--recipe") else nullcontext():
+        assert main(["train", "--data", str(dataset_dir), "--out", str(tmp_path / "r"), *options]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -11,7 +11,8 @@ from conftest import write_sources_csv
 
 from edgelesion.data.metadata import MetadataSpec
 from edgelesion.errors import EdgelesionError
-from edgelesion.export.exporting import ExportOptions, export_run
+from edgelesion.export.exporting import export_run
+from edgelesion.export.options import ExportOptions
 from edgelesion.fileio import read_csv, read_json, write_json
 from edgelesion.preprocessing import Preprocessing
 from edgelesion.thresholds import melanoma_threshold

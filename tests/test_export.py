@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from edgelesion.errors import CheckFailed, EdgelesionError
-from edgelesion.export.exporting import ARTIFACTS, ExportOptions, export_run
+from edgelesion.export.exporting import export_run
+from edgelesion.export.options import ARTIFACTS, ExportOptions
 from edgelesion.export.parity import DEFAULT_TOLERANCES, ORIENTATIONS, Tolerance
 from edgelesion.fileio import sha256_file
 from tests.conftest import fast_export_options, interrupted_at
@@ -136,7 +137,8 @@ def test_qat_starts_again_for_a_changed_float_model_and_refuses_other_settings(t
     import shutil
 
     from edgelesion._tf import keras
-    from edgelesion.export.qat import QATConfig, qat_finetune, weights_fingerprint
+    from edgelesion.export.options import QATConfig
+    from edgelesion.export.qat import qat_finetune, weights_fingerprint
     from edgelesion.fileio import read_json, write_json
     from edgelesion.train.evaluation import recorded_splits
     from edgelesion.train.runs import RunDir, read_run

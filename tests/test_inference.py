@@ -17,7 +17,7 @@ from PIL import Image
 from edgelesion import Classifier, FailedImage
 from edgelesion.cli import main
 from edgelesion.errors import EdgelesionError
-from edgelesion.export.exporting import ARTIFACTS
+from edgelesion.export.options import ARTIFACTS
 from edgelesion.fileio import read_csv
 from edgelesion.infer.runtimes import log_odds
 from tests.conftest import rewrite_bundle

@@ -11,8 +11,8 @@ from functools import partial
 import numpy as np
 import pytest
 
-from edgelesion.export.exporting import INT8_ARTIFACTS, ExportOptions, _closeness, export_run
-from edgelesion.export.onnx_export import OnnxInt8Scheme
+from edgelesion.export.exporting import _closeness, export_run
+from edgelesion.export.options import INT8_ARTIFACTS, ExportOptions, OnnxInt8Scheme
 from edgelesion.export.parity import (
     INT8_TOLERANCE,
     ORIENTATIONS,
@@ -421,7 +421,8 @@ def test_qat_distillation_fits_the_float_models_answers_not_the_training_labels(
     """--qat-target float-model: the int8 model is taught the float model's probabilities, the answers it is judged
     against; with the training labels as target, wrong labels pull it away from the float model."""
     from edgelesion._tf import keras
-    from edgelesion.export.qat import QATConfig, qat_finetune
+    from edgelesion.export.options import QATConfig
+    from edgelesion.export.qat import qat_finetune
     from edgelesion.export.scaling import with_scaling
     from edgelesion.train.evaluation import predict, recorded_splits
     from edgelesion.train.runs import RunDir, read_run

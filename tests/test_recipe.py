@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edgelesion._tf import tf
-from edgelesion.train.config import MODEL_INPUTS, TrainConfig
-from edgelesion.train.online_augment import OnlineAugment, augment_batch, mix_batch
+from edgelesion.train.config import MODEL_INPUTS, OnlineAugment, TrainConfig
+from edgelesion.train.online_augment import augment_batch, mix_batch
 
 ON = OnlineAugment(enabled=True)
 

@@ -173,7 +173,7 @@ def test_a_split_seed_keeps_the_split_while_the_seed_changes_the_training(datase
 
 def test_mixup_with_class_weights_trains_and_resumes_to_the_same_result(dataset_dir, tmp_path):
     from edgelesion.data.rebalance import RebalanceMethod
-    from edgelesion.train.online_augment import OnlineAugment
+    from edgelesion.train.config import OnlineAugment
 
     mixed = TINY.with_changes(
         epochs=2, rebalance=RebalanceMethod.CLASS_WEIGHTS, online_augment=OnlineAugment(enabled=True, mixup=0.4)

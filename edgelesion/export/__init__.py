@@ -3,6 +3,8 @@
 Imports the training, data and inference sides and the shared leaves.
 """
 
-from edgelesion.export.exporting import ExportOptions, export_run
+from edgelesion._lazy import lazy_entry_points
 
-__all__ = ["ExportOptions", "export_run"]
+__getattr__, __all__ = lazy_entry_points(
+    __name__, {"export_run": "edgelesion.export.exporting", "ExportOptions": "edgelesion.export.options"}
+)

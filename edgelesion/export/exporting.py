@@ -15,64 +15,35 @@ import numpy as np
 from edgelesion._tf import keras
 from edgelesion.export.bundle import (BUNDLE_SCHEMA_VERSION, ModelDescription, input_spec, output_spec,
                                       write_bundle_files)
-from edgelesion.export.calibration import CALIBRATION_IMAGES, calibration_sample
+from edgelesion.export.calibration import calibration_sample
 from edgelesion.errors import CheckFailed, EdgelesionError
 from edgelesion.data.dataset import LoadedDataset
 from edgelesion.train.cross_validation import fold_of, recipe_cv_figures
 from edgelesion.train.evaluation import predict, recorded_splits
 from edgelesion.fileio import replace_dir, sha256_file, staging_dir
 from edgelesion.export.mediapipe_check import INSTALL_HINT, mediapipe_agreement
-from edgelesion.export.onnx_export import OnnxInt8Scheme
+from edgelesion.export.options import INT8_ARTIFACTS, ExportOptions, OnnxInt8Scheme
 from edgelesion.preprocessing import Preprocessing
 from edgelesion.metrics import classification_metrics, scored_class_indices
-from edgelesion.export.parity import (CONVERSION_TOLERANCE, DEFAULT_TOLERANCES, ORIENTATIONS, Tolerance, compare, failures,
+from edgelesion.export.parity import (CONVERSION_TOLERANCE, ORIENTATIONS, Tolerance, compare, failures,
                                      predict_oriented)
 from edgelesion.provenance import provenance
-from edgelesion.export.qat import QATConfig, qat_finetune
+from edgelesion.export.qat import qat_finetune
 from edgelesion.export.scaling import with_scaling
 from edgelesion.data.rebalance import default_cache_dir
 from edgelesion.train.runs import RunDir, read_run
 from edgelesion.infer.bundle_reader import labels_disagreement, sealed
 from edgelesion.infer.runtimes import open_runner, predict_in_batches
 from edgelesion.source_figures import lookalike_indices, within_source_figures
-from edgelesion.thresholds import TARGET_SENSITIVITY, alert_threshold
+from edgelesion.thresholds import alert_threshold
 from edgelesion.train.training import training_arrays
 
-ARTIFACTS = tuple(DEFAULT_TOLERANCES)  # float32.tflite, float16.tflite, int8.tflite, float32.onnx, int8.onnx
-# how the int8 artifacts are made: quantization-aware fine-tune, post-training quantization, or both and the closer one
-INT8_METHODS = ("auto", "qat", "ptq")
-INT8_ARTIFACTS = ("int8.tflite", "int8.onnx")
 METHOD_NAMES = {"int8.tflite": {"qat": "quantization-aware training", "ptq": "post-training quantization"},
                 "int8.onnx": {"qat": "conversion of the QAT int8.tflite",
                               "ptq": "onnxruntime's post-training quantization"}}
 # the figures against the float model that bundle.json keeps for each int8 candidate
 CANDIDATE_FIGURES = ("images", "views", "top1_agreement", "sure_top1_agreement", "sure_images",
                      "delta_balanced_accuracy", "delta_balanced_accuracy_ci95", "top1_ties", "max_abs_prob_diff", "as_is")
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """Which artifacts to make, the QAT fine-tune, and what each must meet."""
-
-    artifacts: tuple[str, ...] = ARTIFACTS
-    qat: QATConfig = field(default_factory=QATConfig)
-    tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
-    keep_failed: bool = False  # keep an artifact that misses its tolerance (marked as such in bundle.json)
-    calibration_images: int = CALIBRATION_IMAGES
-    melanoma_sensitivity: float = TARGET_SENSITIVITY  # the melanoma alert's target on the validation split
-    int8: str = "auto"  # one of INT8_METHODS
-    onnx_int8: OnnxInt8Scheme = OnnxInt8Scheme()  # how int8.onnx is quantized (recorded in its bundle.json entry)
-    # the cross-validation of the run's recipe, for the model card (default: the folder around a run that is its fold)
-    cv_dir: Path | None = None
-
-    def __post_init__(self) -> None:
-        if self.int8 not in INT8_METHODS:
-            raise EdgelesionError(f"--int8 {self.int8!r}: choose one of {', '.join(INT8_METHODS)}")
-        unknown = sorted(set(self.artifacts) - set(ARTIFACTS))
-        if unknown or not self.artifacts:
-            raise EdgelesionError(f"unknown artifact(s) {unknown or '(none given)'}: choose from {', '.join(ARTIFACTS)}")
-        if not 0.0 < self.melanoma_sensitivity <= 1.0:
-            raise EdgelesionError(f"--melanoma-sensitivity {self.melanoma_sensitivity} must be in (0, 1]")
 
 
 def file_list_fingerprint(rows: list[tuple[str, str, str]]) -> str:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import onnx
@@ -13,6 +11,7 @@ import onnx
 from edgelesion._tf import keras, tf
 from edgelesion.errors import EdgelesionError
 from edgelesion.export.calibration import OnnxCalibrationReader
+from edgelesion.export.options import OnnxInt8Scheme
 
 OPSET = 17
 INPUT_NAME = "pixels"
@@ -77,21 +76,6 @@ def pixel_conv_weight(graph: onnx.GraphProto) -> str | None:
     lists nodes in topological order. None when the graph has no convolution with a constant weight."""
     constants = {tensor.name for tensor in graph.initializer}
     return next((node.input[1] for node in graph.node if node.op_type == "Conv" and node.input[1] in constants), None)
-
-
-@dataclass(frozen=True)
-class OnnxInt8Scheme:
-    """How int8.onnx is quantized. The default is what the export ships (see `quantize_static_int8`); the others
-    exist to be measured against it (docs/experiments.md)."""
-
-    activations: Literal["uint8", "int8"] = "uint8"
-    eight_bit_weights: Literal["depthwise", "none", "all"] = "depthwise"  # which int8 weights keep 8 bits, the rest 7
-    pixel_conv_weights: Literal["uint8", "int8"] = "uint8"  # the first convolution's: 8-bit uint8, or as the others
-
-    def __post_init__(self) -> None:
-        if (self.activations not in ("uint8", "int8") or self.eight_bit_weights not in ("depthwise", "none", "all")
-                or self.pixel_conv_weights not in ("uint8", "int8")):
-            raise ValueError(f"unknown int8 ONNX scheme {self}")
 
 
 def quantize_static_int8(float_onnx: Path, target: Path, calibration: np.ndarray,

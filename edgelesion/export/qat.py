@@ -8,9 +8,8 @@ input, a camera pixel p means exactly the scaled pixel.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
@@ -22,43 +21,13 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
 from edgelesion._tf import keras, tf
 from edgelesion.train.config import TrainConfig
 from edgelesion.errors import EdgelesionError
+from edgelesion.export.options import QATConfig
 from edgelesion.export.scaling import core_model, input_range, scale_pixels
 from edgelesion.fileio import read_json, replace_dir, staging_dir, write_json
 from edgelesion.train.evaluation import predict
 from edgelesion.train.models import HEAD
-from edgelesion.train.online_augment import OnlineAugment
+from edgelesion.train.config import OnlineAugment
 from edgelesion.train.training import fit_one_epoch
-
-
-QatTarget = Literal["labels", "float-model"]
-QAT_TARGETS = get_args(QatTarget)
-
-
-@dataclass(frozen=True)
-class QATConfig:
-    """The QAT fine-tune: by default it distils the float model, the answers the int8 file is judged against.
-
-    Fitting the training labels is more training, and on a model whose probabilities are flat it
-    moves many top-1 predictions (seed model 3: agreement with the float model 74.6% after 3 epochs
-    at 1e-4, 81.7% after 1 epoch at 1e-5, 92.6% after 1 epoch at 1e-6). Fitting the float model's
-    probabilities instead (2 epochs at 1e-5) agreed better overall on Lite0 fold 0 (12 epochs: 0.969
-    against 0.952, but 0.990 against 0.997 on sure images; 20 epochs: 0.972 / 0.997 against 0.954 /
-    0.994, the only model where a QAT file ships) and seed models 3 and 1, worse on seed model 2
-    (docs/experiments.md, "int8").
-    """
-
-    epochs: int = 2
-    learning_rate: float = 1e-5  # Adam
-    batch_size: int = 32
-    # what the fine-tune fits: the float model's own probabilities on the training images
-    # (distillation), or the training labels with the run's class weights
-    target: QatTarget = "float-model"
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"QAT epochs must be at least 1, not {self.epochs}")
-        if self.target not in QAT_TARGETS:
-            raise ValueError(f"QAT target {self.target!r} is not one of {', '.join(QAT_TARGETS)}")
 
 
 def _short(weight: tf.Variable) -> str:

@@ -7,53 +7,8 @@ Dermoscopy has no "up": flips in both axes and 90-degree rotations are all label
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from edgelesion._tf import tf
-
-
-@dataclass(frozen=True)
-class OnlineAugment:
-    """What each training image may undergo, on raw 0-255 pixels (the model scales them itself)."""
-
-    enabled: bool = False
-    flips: bool = True  # left-right and up-down, each with probability 1/2
-    rotate90: bool = True  # 0, 90, 180 or 270 degrees
-    min_crop: float = 0.8  # random square crop of this share of the side or more, resized back (zoom)
-    brightness: float = 0.1  # +- this share of the 0-255 range
-    contrast: float = 0.2  # factor in [1 - c, 1 + c]
-    saturation: float = 0.2  # factor in [1 - s, 1 + s]
-    hue: float = 0.02  # +- this share of the colour wheel
-    pixel_noise: float = 0.0  # standard deviation, in grey levels, of Gaussian noise added to every pixel value
-    # Illumination and camera colour differ between clinics; these three vary them so a model cannot lean on them.
-    gamma: float = 0.0  # gamma exp(u), u uniform in [-gamma, gamma]
-    white_balance: float = 0.0  # each channel's gain in [1 - w, 1 + w], drawn apart: a colour cast
-    grayscale: float = 0.0  # probability that an image loses its colour
-    mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha): each image blended with the next in its batch (0: none)
-
-    def __post_init__(self) -> None:
-        if not 0.1 <= self.min_crop <= 1.0:
-            raise ValueError(f"min_crop {self.min_crop} must be between 0.1 and 1 (1: no crop)")
-        for name in ("brightness", "contrast", "saturation"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} {getattr(self, name)} must be in [0, 1)")
-        if not 0.0 <= self.hue <= 0.5:
-            raise ValueError(f"hue {self.hue} must be in [0, 0.5]")
-        if not 0.0 <= self.pixel_noise <= 32.0:
-            raise ValueError(f"pixel_noise {self.pixel_noise} must be between 0 and 32 grey levels")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma {self.gamma} must be between 0 and 1 (gamma exp(u), |u| <= 1)")
-        if not 0.0 <= self.white_balance < 1.0:
-            raise ValueError(f"white_balance {self.white_balance} must be in [0, 1)")
-        if not 0.0 <= self.grayscale <= 1.0:
-            raise ValueError(f"grayscale {self.grayscale} must be a probability")
-        if not 0.0 <= self.mixup <= 1.0:
-            raise ValueError(f"mixup {self.mixup} must be between 0 (off) and 1 (Beta(1, 1): uniform mixing)")
-
-    @property
-    def mixes(self) -> bool:
-        """Whether batches are mixed (targets then are class distributions, not class indices)."""
-        return self.enabled and self.mixup > 0
+from edgelesion.train.config import OnlineAugment
 
 
 def _augment_one(image: tf.Tensor, seed: tf.Tensor, config: OnlineAugment) -> tf.Tensor:
