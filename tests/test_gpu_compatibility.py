@@ -26,7 +26,7 @@ Subgraph#0 main(T#0) -> [T#4]
 GPU COMPATIBILITY WARNING: Not supported custom op FlexCumprod
   Op#2 SOFTMAX(T#4) -> [T#5]
 
-GPU COMPATIBILITY WARNING: Subgraph#0 has GPU delegate compatibility issues at nodes 1 with TFLite runtime version 2.20.0
+GPU COMPATIBILITY WARNING: Subgraph#0 has GPU delegate compatibility issues at nodes 1 with TFLite runtime version N
 
 Tensors of Subgraph#0
   T#0(x) shape_signature:[-1, 8], type:FLOAT32

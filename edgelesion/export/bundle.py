@@ -109,9 +109,8 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
             made_by = (f"{method.upper()}{' (shipped)' if method == entry['int8_method'] else ' (not shipped)'}"
                        if method else "conversion")
             lines.append(f"| {name} | {made_by} | {_parity_row(figures['vs_float'])} | {'yes' if figures['passed'] else 'NO'} |")
-    lines += ["", "Every artifact's full figures, against each Keras model, are in `bundle.json` (`artifacts.*.parity`)."]
-    lines += _gpu_delegate_lines(bundle["artifacts"])
-    lines += ["", "## Known limitations"]
+    lines += ["", "Every artifact's full figures, against each Keras model, are in `bundle.json` (`artifacts.*.parity`).",
+              *_gpu_delegate_lines(bundle["artifacts"]), "", "## Known limitations"]
     for item in validation["unscored_classes"]:
         lines.append(f"- {item['class']}: {item['n']} validation images, not scored ({item['reason']}).")
     lines += [
