@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgelesion import __version__
+from edgelesion.export.gpu_compatibility import gpu_delegate_verdict
 from edgelesion.export.parity import ORIENTATIONS
 from edgelesion.fileio import write_json, write_text
 from edgelesion.metrics import format_estimate, format_mean_sd
@@ -109,7 +110,7 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
                        if method else "conversion")
             lines.append(f"| {name} | {made_by} | {_parity_row(figures['vs_float'])} | {'yes' if figures['passed'] else 'NO'} |")
     lines += ["", "Every artifact's full figures, against each Keras model, are in `bundle.json` (`artifacts.*.parity`).",
-              "", "## Known limitations"]
+              *_gpu_delegate_lines(bundle["artifacts"]), "", "## Known limitations"]
     for item in validation["unscored_classes"]:
         lines.append(f"- {item['class']}: {item['n']} validation images, not scored ({item['reason']}).")
     lines += [
@@ -148,6 +149,16 @@ def _cross_validation_lines(cv: dict[str, Any] | None, fold: int) -> list[str]:
         lines.append(f"- folds {cv['folds_changed_since_merge']} finished or changed after these figures were merged: "
                      "run 'edgelesion cv' again to include them")
     return lines
+
+
+def _gpu_delegate_lines(artifacts: dict[str, Any]) -> list[str]:
+    """The model card's static GPU-delegate check of each .tflite file (none for a bundle made without it)."""
+    checks = {name: entry["gpu_delegate"] for name, entry in artifacts.items() if "gpu_delegate" in entry}
+    if not checks:
+        return []
+    lines = ["", "## GPU delegate (a static check, not a run on a phone)",
+             f"{next(iter(checks.values()))['check']}.", "", "| artifact | GPU delegate |", "| --- | --- |"]
+    return lines + [f"| `{name}` | {gpu_delegate_verdict(check)} |" for name, check in checks.items()]
 
 
 def _parity_row(figures: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from edgelesion._tf import keras
 from edgelesion.export.bundle import (BUNDLE_SCHEMA_VERSION, ModelDescription, input_spec, output_spec,
                                       write_bundle_files)
 from edgelesion.export.calibration import calibration_sample
+from edgelesion.export.gpu_compatibility import gpu_delegate_check, gpu_delegate_verdict
 from edgelesion.errors import CheckFailed, EdgelesionError
 from edgelesion.data.dataset import LoadedDataset
 from edgelesion.train.cross_validation import fold_of, recipe_cv_figures
@@ -294,6 +295,9 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
                 _write_artifact(staging / name, float_model, description)
                 entry, missed = validate(staging / name, references)
             entry["input"] = input_spec(name, config.preprocessing)
+            if name.endswith(".tflite"):
+                entry["gpu_delegate"] = gpu_delegate_check(staging / name)
+                print(f"  {name}: GPU delegate (static check): {gpu_delegate_verdict(entry['gpu_delegate'])}")
             artifacts[name], problems = entry, problems + missed
             if missed:
                 failed.append(name)
