@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgelesion import __version__
+from edgelesion.errors import EdgelesionError
 from edgelesion.export.parity import ORIENTATIONS
 from edgelesion.fileio import write_json, write_text
 from edgelesion.metrics import format_estimate, format_mean_sd
@@ -158,6 +159,15 @@ def _parity_row(figures: dict[str, Any]) -> str:
         "n/a" if delta is None else f"{delta:+.3f}" + ("" if ci is None else f" [{ci[0]:+.3f}, {ci[1]:+.3f}]"),
         f"{figures['top1_ties']:.3f}",
     ])
+
+
+def check_output_dir(out: Path, force: bool) -> None:
+    """Refuse an existing bundle without --force, and never replace a folder that is not a bundle."""
+    if out.exists():
+        if not force:
+            raise EdgelesionError(f"{out} already exists: choose another --out or replace it with --force")
+        if not (out / "bundle.json").is_file():
+            raise EdgelesionError(f"{out} is not an edgelesion bundle, so --force will not replace it: choose another --out")
 
 
 def write_bundle_files(folder: Path, bundle: dict[str, Any], validation: dict[str, Any]) -> None:
