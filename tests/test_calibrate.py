@@ -168,8 +168,9 @@ def test_an_existing_out_or_the_bundle_itself_is_refused_and_force_replaces_a_bu
     out, manifest, _, _ = calibrated
     with pytest.raises(EdgelesionError, match="already exists: choose another --out or replace it with --force"):
         calibrate_bundle(bundle_dir, site_dir, out, progress=False)
-    with pytest.raises(EdgelesionError, match="is the bundle being calibrated"):
-        calibrate_bundle(bundle_dir, site_dir, bundle_dir, force=True, progress=False)
+    for inside in (bundle_dir, bundle_dir / "clinic"):
+        with pytest.raises(EdgelesionError, match="is the bundle being calibrated, or inside it"):
+            calibrate_bundle(bundle_dir, site_dir, inside, force=True, progress=False)
     (tmp_path / "folder").mkdir()
     with pytest.raises(EdgelesionError, match="not an edgelesion bundle, so --force will not replace it"):
         calibrate_bundle(bundle_dir, site_dir, tmp_path / "folder", force=True, progress=False)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgelesion.data.dataset import load_dataset
+from edgelesion.data.dataset import LoadedDataset, load_dataset
 from edgelesion.data.metadata import MetadataSpec
 from edgelesion.errors import EdgelesionError
 from edgelesion.export.bundle import check_output_dir, site_calibration_lines, write_bundle_files
@@ -64,6 +64,26 @@ def site_probabilities(bundle_dir: Path, bundle: dict[str, Any], files: list[Pat
     return {name: predict_in_batches(classifier.runner, pixels) for name, classifier in classifiers.items()}
 
 
+def sample_record(
+    data_dir: Path, sample: LoadedDataset, positive: int, metadata: MetadataSpec | None
+) -> dict[str, Any]:
+    """What bundle.json says of a site sample: its folder's name, its dataset fingerprint, its counts, how it was
+    read."""
+    labels = sample.labels
+    n_positive = int((labels == positive).sum())
+    return {
+        "name": data_dir.resolve().name,
+        "fingerprint": sample.fingerprint(),
+        "images": len(labels),
+        "melanomas": n_positive,
+        "other_images": len(labels) - n_positive,
+        "per_class": {name: int((labels == c).sum()) for c, name in enumerate(sample.classes) if (labels == c).any()},
+        "skipped_files": len(sample.skipped),
+        "metadata_csv": None if metadata is None else metadata.csv.name,
+        "decoding": DECODING,
+    }
+
+
 def site_alert(
     previous: dict[str, Any],
     probabilities: np.ndarray,
@@ -106,9 +126,10 @@ def calibrate_bundle(
     """
     bundle_dir, data_dir, out = Path(bundle_dir), Path(data_dir), Path(out)
     bundle = read_bundle(bundle_dir)
-    if out.resolve() == bundle_dir.resolve():
+    if bundle_dir.resolve() in (out.resolve(), *out.resolve().parents):
         raise EdgelesionError(
-            f"--out {out} is the bundle being calibrated: calibrate leaves it as it is; choose another --out"
+            f"--out {out} is the bundle being calibrated, or inside it: calibrate leaves it as it is; choose "
+            "another --out"
         )
     check_output_dir(out, force)
     ensure_outside(out, data_dir)
@@ -120,37 +141,27 @@ def calibrate_bundle(
     sample = load_dataset(
         data_dir, bundle_preprocessing(bundle), classes=classes, min_classes=1, progress=progress, metadata=metadata
     )
-    labels = sample.labels
-    n_positive = int((labels == positive).sum())
-    if problem := sample_size_problem(n_positive, len(labels) - n_positive, positive_class):
+    record = {
+        "sample": sample_record(data_dir, sample, positive, metadata),
+        "minimum": {"melanomas": MIN_MELANOMAS, "other_images": MIN_OTHER_IMAGES},
+        "calibrated_from": {"name": bundle_dir.resolve().name, SELF_HASH_FIELD: bundle[SELF_HASH_FIELD]},
+        "provenance": provenance(portable=True),  # its `created` is the date of the calibration
+    }
+    n_positive, n_other = record["sample"]["melanomas"], record["sample"]["other_images"]
+    if problem := sample_size_problem(n_positive, n_other, positive_class):
         raise EdgelesionError(f"{data_dir}: {problem}")
     if sample.skipped:
         print(
             f"note: {len(sample.skipped)} files under {data_dir} were skipped (first: {sample.skipped[0].relpath}: "
             f"{sample.skipped[0].reason})"
         )
-    record = {
-        "sample": {
-            "name": data_dir.resolve().name,
-            "fingerprint": sample.fingerprint(),
-            "images": len(labels),
-            "melanomas": n_positive,
-            "other_images": len(labels) - n_positive,
-            "per_class": {name: int((labels == c).sum()) for c, name in enumerate(classes) if (labels == c).any()},
-            "skipped_files": len(sample.skipped),
-            "metadata_csv": None if metadata is None else metadata.csv.name,
-            "decoding": DECODING,
-        },
-        "minimum": {"melanomas": MIN_MELANOMAS, "other_images": MIN_OTHER_IMAGES},
-        "calibrated_from": {"name": bundle_dir.resolve().name, SELF_HASH_FIELD: bundle[SELF_HASH_FIELD]},
-        "provenance": provenance(portable=True),  # its `created` is the date of the calibration
-    }
     rule_text = (
-        f"chosen on a labelled sample of the site {record['sample']['name']!r} ({n_positive} {positive_class}, "
-        f"{len(labels) - n_positive} other images; fingerprint {record['sample']['fingerprint'][:16]}) as the highest "
+        f"chosen on a labelled sample of the site {record['sample']['name']!r} ({n_positive} {positive_class} "
+        f"images, {n_other} others; fingerprint {record['sample']['fingerprint'][:16]}) as the highest "
         "reaching the target sensitivity there; the threshold it replaces is kept under `previous`"
     )
     probabilities = site_probabilities(bundle_dir, bundle, [sample.root / r.relpath for r in sample.records])
+    labels = sample.labels
     lookalikes = lookalike_indices(classes, config.get("lookalikes", LOOKALIKES))
     artifacts = {
         name: {
