@@ -776,6 +776,37 @@ def _run_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_calibrate(sub: argparse._SubParsersAction, summary: str) -> None:
+    from edgelesion.export.site_calibration import MIN_MELANOMAS, MIN_OTHER_IMAGES
+
+    p = sub.add_parser(
+        "calibrate",
+        help=summary,
+        description="Choose each artifact's melanoma alert threshold again on a labelled sample of a new site: "
+        "the highest that reaches the bundle's target sensitivity there, with 95% intervals, beside what the old "
+        "threshold gave. Writes a new bundle (artifacts unchanged); the original is only read.",
+    )
+    p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a bundle folder made by 'edgelesion export'")
+    p.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help=f"the site's labelled sample: a folder of class subfolders (at least {MIN_MELANOMAS} melanomas and "
+        f"{MIN_OTHER_IMAGES} other images)",
+    )
+    _add_metadata_options(p, "the --data sample")
+    p.add_argument("--out", required=True, type=Path, help="the new bundle folder to create")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle in --out")
+    p.set_defaults(handler=_run_calibrate)
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from edgelesion.export.site_calibration import calibrate_bundle
+
+    calibrate_bundle(args.bundle, args.data, args.out, metadata=_metadata_spec(args), force=args.force)
+    return 0
+
+
 # name -> (function that defines the subcommand, one-line summary). Only the subcommand being run is
 # defined in full, so that `edgelesion predict` never imports the training stack.
 COMMANDS = {
@@ -787,6 +818,7 @@ COMMANDS = {
     "benchmark": (_add_benchmark, "measure a bundle's artifacts: accuracy, latency, throughput, size, memory"),
     "export": (_add_export, "export a run to a validated bundle of TFLite and ONNX artifacts"),
     "recipes": (_add_recipes, "list the named training recipes that train and cv start from"),
+    "calibrate": (_add_calibrate, "choose a bundle's melanoma alert thresholds again on a new site's labelled sample"),
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -86,19 +86,31 @@ def alert_threshold(
 
 
 def alert_figures(
-    probabilities: np.ndarray, labels: np.ndarray, positive: int | None, threshold: float | None
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    positive: int | None,
+    threshold: float | None,
+    lookalikes: Mapping[str, int] | None = None,
 ) -> dict[str, Any] | None:
     """Sensitivity and specificity (95% Wilson intervals) of `melanoma probability >= threshold` on a labelled set.
 
-    This is what an app acting on the alert gets, unlike the arg-max figures. None without a threshold
-    or a positive class.
+    This is what an app acting on the alert gets, unlike the arg-max figures. With `lookalikes` (name: class
+    index), also the specificity on each look-alike the set holds. None without a threshold or a positive class.
     """
     if threshold is None or positive is None:
         return None
-    is_positive = np.asarray(labels) == positive
+    labels = np.asarray(labels)
+    is_positive = labels == positive
     alert = np.asarray(probabilities)[:, positive] >= threshold
-    return {
+    figures = {
         "threshold": float(threshold),
         "sensitivity": wilson_interval(int((alert & is_positive).sum()), int(is_positive.sum())),
         "specificity": wilson_interval(int((~alert & ~is_positive).sum()), int((~is_positive).sum())),
     }
+    if lookalikes is not None:
+        figures["specificity_by_lookalike"] = {
+            name: wilson_interval(int((~alert & (labels == index)).sum()), int((labels == index).sum()))
+            for name, index in lookalikes.items()
+            if (labels == index).any()
+        }
+    return figures

@@ -6,5 +6,10 @@ Imports the training, data and inference sides and the shared leaves.
 from edgelesion._lazy import lazy_entry_points
 
 __getattr__, __all__ = lazy_entry_points(
-    __name__, {"export_run": "edgelesion.export.exporting", "ExportOptions": "edgelesion.export.options"}
+    __name__,
+    {
+        "export_run": "edgelesion.export.exporting",
+        "ExportOptions": "edgelesion.export.options",
+        "calibrate_bundle": "edgelesion.export.site_calibration",
+    },
 )

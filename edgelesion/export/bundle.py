@@ -9,6 +9,7 @@ from typing import Any
 
 from edgelesion import __version__
 from edgelesion.export.gpu_compatibility import gpu_delegate_verdict
+from edgelesion.errors import EdgelesionError
 from edgelesion.export.parity import ORIENTATIONS
 from edgelesion.fileio import write_json, write_text
 from edgelesion.metrics import format_estimate, format_mean_sd
@@ -98,6 +99,7 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
         lines += ["", "## Within each source (validation split, float model)",
                   "Where class and source go together, pooled figures reward a model that learned the source; "
                   "these are what a new clinic can expect.", "", "```", format_within_source(within), "```"]
+    lines += site_calibration_lines(bundle)
     lines += _cross_validation_lines(bundle.get("cross_validation"), source["config"]["fold"])
     lines += ["", f"## Artifacts against the float model (validation split, each image in its {ORIENTATIONS} orientations: "
               "flips and quarter turns)", "",
@@ -121,6 +123,41 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def site_calibration_lines(bundle: dict[str, Any]) -> list[str]:
+    """The model card's section on a site calibration (none without one): the sample, and each artifact's threshold
+    with its figures on the sample beside those of the threshold it replaced."""
+    site = bundle.get("site_calibration")
+    if site is None:
+        return []
+    sample, positive = site["sample"], bundle["source_run"]["config"]["positive_class"]
+    target = next(iter(bundle["artifacts"].values()))["melanoma_alert"]["target_sensitivity"]
+    lines = [
+        "",
+        f"## Site calibration: {sample['name']} ({site['provenance']['created'][:10]})",
+        f"Each artifact's {positive} alert threshold was chosen again on a labelled sample of this site, as the "
+        f"highest reaching {target:.0%} sensitivity there: {sample['images']} images, {sample['melanomas']} "
+        f"{positive} images and {sample['other_images']} others (fingerprint `{sample['fingerprint'][:16]}`), "
+        f"{sample['decoding']}. Calibrated from the bundle `{site['calibrated_from']['name']}` (bundle_sha256 "
+        f"`{site['calibrated_from']['bundle_sha256'][:16]}`). 95% Wilson intervals: a sample this small gives wide "
+        "ones. The validation figures elsewhere in this card are the export's, at its own thresholds.",
+        "",
+        "| artifact | alert at p >= | sensitivity on the sample | specificity | specificity by look-alike "
+        "| before: alert at p >= | its sensitivity on the sample | its specificity |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, entry in bundle["artifacts"].items():
+        alert = entry["melanoma_alert"]
+        now, before = alert["site"], alert["previous_on_site"] or {}
+        by_lookalike = "; ".join(f"{k} {format_estimate(v)}" for k, v in now["specificity_by_lookalike"].items())
+        old_threshold = f"{before['threshold']:.4f}" if before else "n/a"
+        lines.append(
+            f"| {name} | {now['threshold']:.4f} | {format_estimate(now['sensitivity'])} "
+            f"| {format_estimate(now['specificity'])} | {by_lookalike or 'none in the sample'} | {old_threshold} "
+            f"| {format_estimate(before.get('sensitivity', {}))} | {format_estimate(before.get('specificity', {}))} |"
+        )
+    return lines
 
 
 def _cross_validation_lines(cv: dict[str, Any] | None, fold: int) -> list[str]:
@@ -169,6 +206,15 @@ def _parity_row(figures: dict[str, Any]) -> str:
         "n/a" if delta is None else f"{delta:+.3f}" + ("" if ci is None else f" [{ci[0]:+.3f}, {ci[1]:+.3f}]"),
         f"{figures['top1_ties']:.3f}",
     ])
+
+
+def check_output_dir(out: Path, force: bool) -> None:
+    """Refuse an existing bundle without --force, and never replace a folder that is not a bundle."""
+    if out.exists():
+        if not force:
+            raise EdgelesionError(f"{out} already exists: choose another --out or replace it with --force")
+        if not (out / "bundle.json").is_file():
+            raise EdgelesionError(f"{out} is not an edgelesion bundle, so --force will not replace it: choose another --out")
 
 
 def write_bundle_files(folder: Path, bundle: dict[str, Any], validation: dict[str, Any]) -> None:

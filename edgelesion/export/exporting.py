@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from edgelesion._tf import keras
-from edgelesion.export.bundle import (BUNDLE_SCHEMA_VERSION, ModelDescription, input_spec, output_spec,
-                                      write_bundle_files)
+from edgelesion.export.bundle import (BUNDLE_SCHEMA_VERSION, ModelDescription, check_output_dir, input_spec,
+                                      output_spec, write_bundle_files)
 from edgelesion.export.calibration import calibration_sample
 from edgelesion.export.gpu_compatibility import gpu_delegate_check, gpu_delegate_verdict
 from edgelesion.errors import CheckFailed, EdgelesionError
@@ -236,15 +236,6 @@ def _cross_validation(run: RunDir, cv_dir: Path | None) -> dict[str, Any] | None
     except EdgelesionError as exc:
         print(f"note: the model card leaves out the cross-validation around the run: {exc}")
         return None
-
-
-def check_output_dir(out: Path, force: bool) -> None:
-    """Refuse an existing bundle without --force, and never replace a folder that is not a bundle."""
-    if out.exists():
-        if not force:
-            raise EdgelesionError(f"{out} already exists: choose another --out or replace it with --force")
-        if not (out / "bundle.json").is_file():
-            raise EdgelesionError(f"{out} is not an edgelesion bundle, so --force will not replace it: choose another --out")
 
 
 def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = ExportOptions(), *,
