@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from edgelesion import __version__
-from edgelesion.export.gpu_compatibility import gpu_delegate_verdict
 from edgelesion.errors import EdgelesionError
+from edgelesion.export.gpu_compatibility import gpu_delegate_verdict
 from edgelesion.export.parity import ORIENTATIONS
 from edgelesion.fileio import write_json, write_text
 from edgelesion.metrics import format_estimate, format_mean_sd
@@ -32,15 +32,24 @@ def input_spec(artifact: str, preprocessing: Preprocessing) -> dict[str, Any]:
         "dtype": "uint8" if quantized_input else "float32",
         "color_order": preprocessing.color_order,
         "value_range": [0, 255],
-        "quantization": (dict(zip(("scale", "zero_point"), preprocessing.uint8_quantization))
-                         if quantized_input else None),
-        "resize": {"size": [size, size], "method": preprocessing.resize_method, "library": "Pillow",
-                   "keep_aspect_ratio": False, "jpeg_draft": preprocessing.jpeg_draft,
-                   "jpeg_draft_margin": preprocessing.jpeg_draft_margin,
-                   "jpeg_decode": (f"a JPEG of at least {2 * preprocessing.draft_side} px per side is decoded reduced "
-                                   f"(Pillow draft) to no less than {preprocessing.draft_side} px, then resized; "
-                                   "the bundle's figures were measured this way") if preprocessing.jpeg_draft
-                                  else "every JPEG decoded in full, then resized"},
+        "quantization": (
+            dict(zip(("scale", "zero_point"), preprocessing.uint8_quantization)) if quantized_input else None
+        ),
+        "resize": {
+            "size": [size, size],
+            "method": preprocessing.resize_method,
+            "library": "Pillow",
+            "keep_aspect_ratio": False,
+            "jpeg_draft": preprocessing.jpeg_draft,
+            "jpeg_draft_margin": preprocessing.jpeg_draft_margin,
+            "jpeg_decode": (
+                f"a JPEG of at least {2 * preprocessing.draft_side} px per side is decoded reduced "
+                f"(Pillow draft) to no less than {preprocessing.draft_side} px, then resized; "
+                "the bundle's figures were measured this way"
+            )
+            if preprocessing.jpeg_draft
+            else "every JPEG decoded in full, then resized",
+        },
         "scaling": f"inside the model (pixels * {preprocessing.scale:.6g} + {preprocessing.offset:.6g})",
     }
 
@@ -56,15 +65,23 @@ class ModelDescription:
 
     def onnx_properties(self) -> dict[str, str]:
         """ONNX metadata_props: labels in output order, the input spec, the edgelesion version, the source."""
-        return {"edgelesion_labels": json.dumps(self.classes),
-                "edgelesion_input": json.dumps(input_spec(self.artifact, self.preprocessing)),
-                "edgelesion_version": __version__, "edgelesion_source_model_sha256": self.source_model_sha256}
+        return {
+            "edgelesion_labels": json.dumps(self.classes),
+            "edgelesion_input": json.dumps(input_spec(self.artifact, self.preprocessing)),
+            "edgelesion_version": __version__,
+            "edgelesion_source_model_sha256": self.source_model_sha256,
+        }
 
 
 def output_spec(classes: list[str]) -> dict[str, Any]:
     """The output tensor: one probability per class, in labels.txt order."""
-    return {"name": "probabilities", "shape": [-1, len(classes)], "dtype": "float32", "kind": "softmax probabilities",
-            "classes": classes}
+    return {
+        "name": "probabilities",
+        "shape": [-1, len(classes)],
+        "dtype": "float32",
+        "kind": "softmax probabilities",
+        "classes": classes,
+    }
 
 
 def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
@@ -83,7 +100,8 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
         "",
         "## Data",
         f"Trained on `{source['data_name']}` (fingerprint `{source['data_fingerprint'][:16]}`), classes: "
-        + ", ".join(bundle["classes"]) + ".",
+        + ", ".join(bundle["classes"])
+        + ".",
         "Duplicates and conflicting labels were removed by edgelesion's audit; the validation split keeps every",
         "group of identical or near-identical images on one side.",
         "",
@@ -96,23 +114,46 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
     rules = {entry.get("melanoma_alert", {}).get("rule_text") for entry in bundle["artifacts"].values()} - {None}
     lines += [f"- each artifact's melanoma alert threshold: {rule}" for rule in sorted(rules)]
     if within := validation.get("within_source"):
-        lines += ["", "## Within each source (validation split, float model)",
-                  "Where class and source go together, pooled figures reward a model that learned the source; "
-                  "these are what a new clinic can expect.", "", "```", format_within_source(within), "```"]
+        lines += [
+            "",
+            "## Within each source (validation split, float model)",
+            "Where class and source go together, pooled figures reward a model that learned the source; "
+            "these are what a new clinic can expect.",
+            "",
+            "```",
+            format_within_source(within),
+            "```",
+        ]
     lines += site_calibration_lines(bundle)
     lines += _cross_validation_lines(bundle.get("cross_validation"), source["config"]["fold"])
-    lines += ["", f"## Artifacts against the float model (validation split, each image in its {ORIENTATIONS} orientations: "
-              "flips and quarter turns)", "",
-              "| artifact | made by | top-1 agreement | on sure predictions (p >= 0.5) | Δ balanced accuracy [paired 95% CI] "
-              "| top-1 ties | passed |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        f"## Artifacts against the float model (validation split, each image in its {ORIENTATIONS} orientations: "
+        "flips and quarter turns)",
+        "",
+        "| artifact | made by | top-1 agreement | on sure predictions (p >= 0.5) | Δ balanced accuracy [paired 95% CI] "
+        "| top-1 ties | passed |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, entry in bundle["artifacts"].items():
-        for method, figures in entry.get("int8_candidates", {None: {"vs_float": entry["parity"]["vs_float"],
-                                                                    "passed": entry["passed"]}}).items():
-            made_by = (f"{method.upper()}{' (shipped)' if method == entry['int8_method'] else ' (not shipped)'}"
-                       if method else "conversion")
-            lines.append(f"| {name} | {made_by} | {_parity_row(figures['vs_float'])} | {'yes' if figures['passed'] else 'NO'} |")
-    lines += ["", "Every artifact's full figures, against each Keras model, are in `bundle.json` (`artifacts.*.parity`).",
-              *_gpu_delegate_lines(bundle["artifacts"]), "", "## Known limitations"]
+        for method, figures in entry.get(
+            "int8_candidates", {None: {"vs_float": entry["parity"]["vs_float"], "passed": entry["passed"]}}
+        ).items():
+            made_by = (
+                f"{method.upper()}{' (shipped)' if method == entry['int8_method'] else ' (not shipped)'}"
+                if method
+                else "conversion"
+            )
+            lines.append(
+                f"| {name} | {made_by} | {_parity_row(figures['vs_float'])} | {'yes' if figures['passed'] else 'NO'} |"
+            )
+    lines += [
+        "",
+        "Every artifact's full figures, against each Keras model, are in `bundle.json` (`artifacts.*.parity`).",
+        *_gpu_delegate_lines(bundle["artifacts"]),
+        "",
+        "## Known limitations",
+    ]
     for item in validation["unscored_classes"]:
         lines.append(f"- {item['class']}: {item['n']} validation images, not scored ({item['reason']}).")
     lines += [
@@ -165,26 +206,43 @@ def _cross_validation_lines(cv: dict[str, Any] | None, fold: int) -> list[str]:
     if cv is None:
         return []
     summary = cv["summary"]
-    membership = (f"this model is its fold {fold}" if cv["this_run_is_a_fold"]
-                  else f"this model is a separate run of the same recipe, validated on fold {fold}'s split")
-    lines = ["", f"## Cross-validation of this recipe ({len(cv['finished_folds'])} of {cv['folds']} leak-free folds; "
-                 f"{membership})",
-             f"- balanced accuracy: {format_mean_sd(summary['balanced_accuracy'])} (mean ± sd over folds, each fold's best "
-             "epoch, chosen on the fold it is scored on: leans optimistic)"]
+    membership = (
+        f"this model is its fold {fold}"
+        if cv["this_run_is_a_fold"]
+        else f"this model is a separate run of the same recipe, validated on fold {fold}'s split"
+    )
+    lines = [
+        "",
+        f"## Cross-validation of this recipe ({len(cv['finished_folds'])} of {cv['folds']} leak-free folds; "
+        f"{membership})",
+        f"- balanced accuracy: {format_mean_sd(summary['balanced_accuracy'])} (mean ± sd over folds, each fold's best "
+        "epoch, chosen on the fold it is scored on: leans optimistic)",
+    ]
     if "last_epoch_balanced_accuracy" in summary:
-        lines.append(f"- balanced accuracy of each fold's last epoch (no epoch chosen on the scored fold): "
-                     f"{format_mean_sd(summary['last_epoch_balanced_accuracy'])}")
-    lines.append(f"- melanoma alert at a threshold chosen on the other folds for {cv['target_sensitivity']:.0%} "
-                 f"sensitivity: sensitivity {format_mean_sd(summary['alert_sensitivity'])}, specificity "
-                 f"{format_mean_sd(summary['alert_specificity'])}")
+        lines.append(
+            f"- balanced accuracy of each fold's last epoch (no epoch chosen on the scored fold): "
+            f"{format_mean_sd(summary['last_epoch_balanced_accuracy'])}"
+        )
+    lines.append(
+        f"- melanoma alert at a threshold chosen on the other folds for {cv['target_sensitivity']:.0%} "
+        f"sensitivity: sensitivity {format_mean_sd(summary['alert_sensitivity'])}, specificity "
+        f"{format_mean_sd(summary['alert_specificity'])}"
+    )
     if cv["melanoma_auc_out_of_fold"] is not None:
         lines.append(f"- out-of-fold melanoma AUC (against the rest): {cv['melanoma_auc_out_of_fold']:.3f}")
     if cv.get("within_source_out_of_fold"):
-        lines += ["- out-of-fold, within each source:", "", "```",
-                  format_within_source(cv["within_source_out_of_fold"]), "```"]
+        lines += [
+            "- out-of-fold, within each source:",
+            "",
+            "```",
+            format_within_source(cv["within_source_out_of_fold"]),
+            "```",
+        ]
     if cv["folds_changed_since_merge"]:
-        lines.append(f"- folds {cv['folds_changed_since_merge']} finished or changed after these figures were merged: "
-                     "run 'edgelesion cv' again to include them")
+        lines.append(
+            f"- folds {cv['folds_changed_since_merge']} finished or changed after these figures were merged: "
+            "run 'edgelesion cv' again to include them"
+        )
     return lines
 
 
@@ -193,19 +251,31 @@ def _gpu_delegate_lines(artifacts: dict[str, Any]) -> list[str]:
     checks = {name: entry["gpu_delegate"] for name, entry in artifacts.items() if "gpu_delegate" in entry}
     if not checks:
         return []
-    lines = ["", "## GPU delegate (a static check, not a run on a phone)",
-             f"{next(iter(checks.values()))['check']}.", "", "| artifact | GPU delegate |", "| --- | --- |"]
+    lines = [
+        "",
+        "## GPU delegate (a static check, not a run on a phone)",
+        f"{next(iter(checks.values()))['check']}.",
+        "",
+        "| artifact | GPU delegate |",
+        "| --- | --- |",
+    ]
     return lines + [f"| `{name}` | {gpu_delegate_verdict(check)} |" for name, check in checks.items()]
 
 
 def _parity_row(figures: dict[str, Any]) -> str:
-    sure, delta, ci = figures["sure_top1_agreement"], figures["delta_balanced_accuracy"], figures["delta_balanced_accuracy_ci95"]
-    return " | ".join([
-        f"{figures['top1_agreement']:.3f}",
-        "n/a" if sure is None else f"{sure:.3f} of {figures['sure_images']}",
-        "n/a" if delta is None else f"{delta:+.3f}" + ("" if ci is None else f" [{ci[0]:+.3f}, {ci[1]:+.3f}]"),
-        f"{figures['top1_ties']:.3f}",
-    ])
+    sure, delta, ci = (
+        figures["sure_top1_agreement"],
+        figures["delta_balanced_accuracy"],
+        figures["delta_balanced_accuracy_ci95"],
+    )
+    return " | ".join(
+        [
+            f"{figures['top1_agreement']:.3f}",
+            "n/a" if sure is None else f"{sure:.3f} of {figures['sure_images']}",
+            "n/a" if delta is None else f"{delta:+.3f}" + ("" if ci is None else f" [{ci[0]:+.3f}, {ci[1]:+.3f}]"),
+            f"{figures['top1_ties']:.3f}",
+        ]
+    )
 
 
 def check_output_dir(out: Path, force: bool) -> None:
@@ -214,7 +284,9 @@ def check_output_dir(out: Path, force: bool) -> None:
         if not force:
             raise EdgelesionError(f"{out} already exists: choose another --out or replace it with --force")
         if not (out / "bundle.json").is_file():
-            raise EdgelesionError(f"{out} is not an edgelesion bundle, so --force will not replace it: choose another --out")
+            raise EdgelesionError(
+                f"{out} is not an edgelesion bundle, so --force will not replace it: choose another --out"
+            )
 
 
 def write_bundle_files(folder: Path, bundle: dict[str, Any], validation: dict[str, Any]) -> None:

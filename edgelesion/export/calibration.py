@@ -18,8 +18,9 @@ def calibration_sample(train_pixels: np.ndarray, *, n: int = CALIBRATION_IMAGES,
     return train_pixels[np.sort(np.random.default_rng(seed).choice(len(train_pixels), count, replace=False))]
 
 
-def representative_dataset(pixels: np.ndarray, *, scale: float = 1.0, offset: float = 0.0
-                           ) -> Iterator[list[np.ndarray]]:
+def representative_dataset(
+    pixels: np.ndarray, *, scale: float = 1.0, offset: float = 0.0
+) -> Iterator[list[np.ndarray]]:
     """The TFLite converter's representative dataset: one float32 image at a time, times `scale` plus `offset`."""
     for image in pixels:
         yield [image[None].astype(np.float32) * np.float32(scale) + np.float32(offset)]

@@ -13,38 +13,54 @@ from typing import Any
 import numpy as np
 
 from edgelesion._tf import keras
-from edgelesion.export.bundle import (BUNDLE_SCHEMA_VERSION, ModelDescription, check_output_dir, input_spec,
-                                      output_spec, write_bundle_files)
+from edgelesion.data.dataset import LoadedDataset
+from edgelesion.data.rebalance import default_cache_dir
+from edgelesion.errors import CheckFailed, EdgelesionError
+from edgelesion.export.bundle import (
+    BUNDLE_SCHEMA_VERSION,
+    ModelDescription,
+    check_output_dir,
+    input_spec,
+    output_spec,
+    write_bundle_files,
+)
 from edgelesion.export.calibration import calibration_sample
 from edgelesion.export.gpu_compatibility import gpu_delegate_check, gpu_delegate_verdict
-from edgelesion.errors import CheckFailed, EdgelesionError
-from edgelesion.data.dataset import LoadedDataset
-from edgelesion.train.cross_validation import fold_of, recipe_cv_figures
-from edgelesion.train.evaluation import predict, recorded_splits
-from edgelesion.fileio import replace_dir, sha256_file, staging_dir
 from edgelesion.export.mediapipe_check import INSTALL_HINT, mediapipe_agreement
 from edgelesion.export.options import INT8_ARTIFACTS, ExportOptions, OnnxInt8Scheme
-from edgelesion.preprocessing import Preprocessing
-from edgelesion.metrics import classification_metrics, scored_class_indices
-from edgelesion.export.parity import (CONVERSION_TOLERANCE, ORIENTATIONS, Tolerance, compare, failures,
-                                     predict_oriented)
-from edgelesion.provenance import provenance
+from edgelesion.export.parity import CONVERSION_TOLERANCE, ORIENTATIONS, Tolerance, compare, failures, predict_oriented
 from edgelesion.export.qat import qat_finetune
 from edgelesion.export.scaling import with_scaling
-from edgelesion.data.rebalance import default_cache_dir
-from edgelesion.train.runs import RunDir, read_run
+from edgelesion.fileio import replace_dir, sha256_file, staging_dir
 from edgelesion.infer.bundle_reader import labels_disagreement, sealed
 from edgelesion.infer.runtimes import open_runner, predict_in_batches
+from edgelesion.metrics import classification_metrics, scored_class_indices
+from edgelesion.preprocessing import Preprocessing
+from edgelesion.provenance import provenance
 from edgelesion.source_figures import lookalike_indices, within_source_figures
 from edgelesion.thresholds import alert_threshold
+from edgelesion.train.cross_validation import fold_of, recipe_cv_figures
+from edgelesion.train.evaluation import predict, recorded_splits
+from edgelesion.train.runs import RunDir, read_run
 from edgelesion.train.training import training_arrays
 
-METHOD_NAMES = {"int8.tflite": {"qat": "quantization-aware training", "ptq": "post-training quantization"},
-                "int8.onnx": {"qat": "conversion of the QAT int8.tflite",
-                              "ptq": "onnxruntime's post-training quantization"}}
+METHOD_NAMES = {
+    "int8.tflite": {"qat": "quantization-aware training", "ptq": "post-training quantization"},
+    "int8.onnx": {"qat": "conversion of the QAT int8.tflite", "ptq": "onnxruntime's post-training quantization"},
+}
 # the figures against the float model that bundle.json keeps for each int8 candidate
-CANDIDATE_FIGURES = ("images", "views", "top1_agreement", "sure_top1_agreement", "sure_images",
-                     "delta_balanced_accuracy", "delta_balanced_accuracy_ci95", "top1_ties", "max_abs_prob_diff", "as_is")
+CANDIDATE_FIGURES = (
+    "images",
+    "views",
+    "top1_agreement",
+    "sure_top1_agreement",
+    "sure_images",
+    "delta_balanced_accuracy",
+    "delta_balanced_accuracy_ci95",
+    "top1_ties",
+    "max_abs_prob_diff",
+    "as_is",
+)
 
 
 def file_list_fingerprint(rows: list[tuple[str, str, str]]) -> str:
@@ -58,8 +74,10 @@ def described_tflite(tflite: bytes, description: ModelDescription) -> bytes:
     try:
         from edgelesion.export.tflite_metadata import with_metadata
     except ImportError:
-        print(f"  warning: {description.artifact} gets no metadata (labels) inside: mediapipe is not installed "
-              f"({INSTALL_HINT})")
+        print(
+            f"  warning: {description.artifact} gets no metadata (labels) inside: mediapipe is not installed "
+            f"({INSTALL_HINT})"
+        )
         return tflite
     return with_metadata(tflite, description)
 
@@ -94,8 +112,9 @@ class Int8Sources:
         from edgelesion.export import tflite_export
 
         if self._qat_tflite is None:
-            self._qat_tflite = tflite_export.convert_int8_qat(self.float_model, self.quantized_core, self.calibration,
-                                                              self.preprocessing)
+            self._qat_tflite = tflite_export.convert_int8_qat(
+                self.float_model, self.quantized_core, self.calibration, self.preprocessing
+            )
         return self._qat_tflite
 
     def write(self, target: Path, method: str, description: ModelDescription, staging: Path) -> None:
@@ -103,8 +122,11 @@ class Int8Sources:
         from edgelesion.export import onnx_export, tflite_export, tflite_to_onnx
 
         if description.artifact == "int8.tflite":
-            converted = (self.qat_tflite() if method == "qat" else
-                         tflite_export.convert_int8_ptq(self.float_model, self.calibration, self.preprocessing))
+            converted = (
+                self.qat_tflite()
+                if method == "qat"
+                else tflite_export.convert_int8_ptq(self.float_model, self.calibration, self.preprocessing)
+            )
             target.write_bytes(described_tflite(converted, description))
             return
         if method == "qat":
@@ -127,19 +149,29 @@ def _closeness(entry: dict[str, Any], missed: list[str], method: str) -> tuple:
     view counted; then those on sure images), moves balanced accuracy less, and (all else equal) is the
     post-training one, comes first."""
     judged = entry["parity"]["vs_float"]
-    return (bool(missed), -judged["top1_agreement"], -(judged["sure_top1_agreement"] or 0.0),
-            abs(judged["delta_balanced_accuracy"] or 0.0), method != "ptq")
+    return (
+        bool(missed),
+        -judged["top1_agreement"],
+        -(judged["sure_top1_agreement"] or 0.0),
+        abs(judged["delta_balanced_accuracy"] or 0.0),
+        method != "ptq",
+    )
 
 
-def export_int8(staging: Path, method: str, sources: Int8Sources, description: ModelDescription,
-                validate: Callable[[Path, dict[str, np.ndarray]], tuple[dict[str, Any], list[str]]],
-                references: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[str]]:
+def export_int8(
+    staging: Path,
+    method: str,
+    sources: Int8Sources,
+    description: ModelDescription,
+    validate: Callable[[Path, dict[str, np.ndarray]], tuple[dict[str, Any], list[str]]],
+    references: dict[str, np.ndarray],
+) -> tuple[dict[str, Any], list[str]]:
     """Write int8.tflite or int8.onnx by QAT, by post-training quantization, or (method "auto") both, shipping the
     one that agrees better with the float model on the validation split; every candidate's figures go in its entry.
     A QAT file is also checked against the QAT model it was converted from."""
     name = description.artifact
     candidates = {}
-    for candidate in (("qat", "ptq") if method == "auto" else (method,)):
+    for candidate in ("qat", "ptq") if method == "auto" else (method,):
         path = staging / f".{candidate}-{name}"
         sources.write(path, candidate, description, staging)
         print(f"  {name} by {METHOD_NAMES[name][candidate]}:")
@@ -154,11 +186,17 @@ def export_int8(staging: Path, method: str, sources: Int8Sources, description: M
     chosen = min(candidates, key=lambda c: _closeness(candidates[c][1], candidates[c][2], c))
     path, entry, missed = candidates[chosen]
     path.rename(staging / name)
-    for other, (other_path, _, _) in candidates.items():
+    for other_path, _, _ in candidates.values():
         other_path.unlink(missing_ok=True)
     entry["int8_method"] = chosen
-    entry["int8_candidates"] = {c: {"passed": e["passed"], "problems": m, "vs_float": {
-        k: e["parity"]["vs_float"][k] for k in CANDIDATE_FIGURES}} for c, (_, e, m) in candidates.items()}
+    entry["int8_candidates"] = {
+        c: {
+            "passed": e["passed"],
+            "problems": m,
+            "vs_float": {k: e["parity"]["vs_float"][k] for k in CANDIDATE_FIGURES},
+        }
+        for c, (_, e, m) in candidates.items()
+    }
     if chosen == "ptq" and name == "int8.onnx":
         entry["onnx_int8_scheme"] = asdict(sources.onnx_int8)
     if len(candidates) > 1:
@@ -166,9 +204,17 @@ def export_int8(staging: Path, method: str, sources: Int8Sources, description: M
     return entry, missed
 
 
-def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], val: LoadedDataset,
-                      scored: list[int], positive: int | None, tolerance: Tolerance,
-                      melanoma_sensitivity: float, lookalikes: list[int]) -> tuple[dict[str, Any], list[str]]:
+def validate_artifact(
+    name: str,
+    path: Path,
+    references: dict[str, np.ndarray],
+    val: LoadedDataset,
+    scored: list[int],
+    positive: int | None,
+    tolerance: Tolerance,
+    melanoma_sensitivity: float,
+    lookalikes: list[int],
+) -> tuple[dict[str, Any], list[str]]:
     """Score the artifact file itself on the validation images, in all their orientations, against every reference
     model's probabilities for those (judged against the float model).
 
@@ -179,17 +225,24 @@ def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], 
     """
     runner = open_runner(path)
     every_orientation = predict_oriented(lambda view: predict_in_batches(runner, view), val.images)
-    parity = {f"vs_{ref}": compare(ref_probs, every_orientation, val.labels, scored, positive, views=ORIENTATIONS)
-              for ref, ref_probs in references.items()}
-    probs = every_orientation[:len(val.images)]  # the images as they are
+    parity = {
+        f"vs_{ref}": compare(ref_probs, every_orientation, val.labels, scored, positive, views=ORIENTATIONS)
+        for ref, ref_probs in references.items()
+    }
+    probs = every_orientation[: len(val.images)]  # the images as they are
     judged = parity["vs_float"]
     missed = failures(name, judged, tolerance, "float")
     entry: dict[str, Any] = {
-        "file": name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
-        "runtime": "LiteRT" if name.endswith(".tflite") else "onnxruntime", "reference": "float",
-        "tolerance": tolerance.to_dict(), "parity": parity,
-        "melanoma_alert": alert_threshold(probs, val.labels, positive, melanoma_sensitivity, sources=val.sources,
-                                          lookalikes=lookalikes),
+        "file": name,
+        "sha256": sha256_file(path),
+        "size_bytes": path.stat().st_size,
+        "runtime": "LiteRT" if name.endswith(".tflite") else "onnxruntime",
+        "reference": "float",
+        "tolerance": tolerance.to_dict(),
+        "parity": parity,
+        "melanoma_alert": alert_threshold(
+            probs, val.labels, positive, melanoma_sensitivity, sources=val.sources, lookalikes=lookalikes
+        ),
         "labels_inside": runner.labels is not None,  # metadata written (export/README.md)
     }
     disagreement = labels_disagreement(path, runner.labels, val.classes)
@@ -203,20 +256,26 @@ def validate_artifact(name: str, path: Path, references: dict[str, np.ndarray], 
             print(f"  warning: MediaPipe check skipped: mediapipe is not installed ({INSTALL_HINT})")
         else:
             if entry["mediapipe"]["top1_agreement_with_litert"] < 1.0:
-                missed.append(f"{name}: MediaPipe ImageClassifier top-1 agrees with LiteRT on only "
-                              f"{entry['mediapipe']['top1_agreement_with_litert']:.4f} of the images")
+                missed.append(
+                    f"{name}: MediaPipe ImageClassifier top-1 agrees with LiteRT on only "
+                    f"{entry['mediapipe']['top1_agreement_with_litert']:.4f} of the images"
+                )
             if runner.labels is not None and entry["mediapipe"]["category_names"] != val.classes:
-                missed.append(f"{name}: MediaPipe ImageClassifier names the classes {entry['mediapipe']['category_names']}, "
-                              f"not {val.classes}")
+                missed.append(
+                    f"{name}: MediaPipe ImageClassifier names the classes {entry['mediapipe']['category_names']}, "
+                    f"not {val.classes}"
+                )
     entry["passed"] = not missed
     verdict = "ok" if not missed else "FAILED: " + "; ".join(missed)
     sure = judged["sure_top1_agreement"]
-    print(f"  {name}: top-1 agreement with the float model {judged['top1_agreement']:.4f} over the validation images "
-          f"in {ORIENTATIONS} orientations ({'n/a' if sure is None else f'{sure:.4f}'} on the {judged['sure_images']} "
-          f"sure ones), "
-          f"max prob diff {judged['max_abs_prob_diff']:.2e} (99th percentile {judged['p99_abs_prob_diff']:.2e}), "
-          f"balanced accuracy change "
-          f"{_signed(judged['delta_balanced_accuracy'])} — {verdict}")
+    print(
+        f"  {name}: top-1 agreement with the float model {judged['top1_agreement']:.4f} over the validation images "
+        f"in {ORIENTATIONS} orientations ({'n/a' if sure is None else f'{sure:.4f}'} on the {judged['sure_images']} "
+        f"sure ones), "
+        f"max prob diff {judged['max_abs_prob_diff']:.2e} (99th percentile {judged['p99_abs_prob_diff']:.2e}), "
+        f"balanced accuracy change "
+        f"{_signed(judged['delta_balanced_accuracy'])} — {verdict}"
+    )
     return entry, missed
 
 
@@ -238,8 +297,14 @@ def _cross_validation(run: RunDir, cv_dir: Path | None) -> dict[str, Any] | None
         return None
 
 
-def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = ExportOptions(), *,
-               force: bool = False, progress: bool = True) -> dict[str, Any]:
+def export_run(
+    run_dir: str | Path,
+    out: str | Path,
+    options: ExportOptions = ExportOptions(),
+    *,
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Export a run's best model to the bundle folder `out`; every artifact is validated on the validation split.
 
     The bundle is built in a temporary folder beside `out` and renamed into place only when
@@ -256,12 +321,15 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
     classes, config = info.classes, info.config
     calibration = calibration_sample(train.images, n=options.calibration_images, seed=config.seed)
 
-    references = {"float": predict_oriented(lambda view: predict(float_model, view), val.images)}  # see validate_artifact
+    references = {
+        "float": predict_oriented(lambda view: predict(float_model, view), val.images)
+    }  # see validate_artifact
     quantized_core = None
     if set(INT8_ARTIFACTS) & set(options.artifacts) and options.int8 in ("qat", "auto"):
         x, y, weights = training_arrays(run, train, config, default_cache_dir(), progress)
-        quantized_core = qat_finetune(float_model, x, y, weights, calibration, run.root / "qat", options.qat, config,
-                                      progress=progress)
+        quantized_core = qat_finetune(
+            float_model, x, y, weights, calibration, run.root / "qat", options.qat, config, progress=progress
+        )
         qat_model = with_scaling(float_model, quantized_core)  # what its int8 file computes (qat.quantize_core)
         references["qat"] = predict_oriented(lambda view: predict(qat_model, view), val.images)
     int8_sources = Int8Sources(float_model, quantized_core, calibration, config.preprocessing, options.onnx_int8)
@@ -276,8 +344,17 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
             print(f"exporting {name}")
 
             def validate(path: Path, refs: dict[str, np.ndarray], name: str = name) -> tuple[dict[str, Any], list[str]]:
-                return validate_artifact(name, path, refs, val, scored, positive, options.tolerances[name],
-                                         options.melanoma_sensitivity, lookalikes)
+                return validate_artifact(
+                    name,
+                    path,
+                    refs,
+                    val,
+                    scored,
+                    positive,
+                    options.tolerances[name],
+                    options.melanoma_sensitivity,
+                    lookalikes,
+                )
 
             description = ModelDescription(name, classes, config.preprocessing, source_sha256)
             if name in INT8_ARTIFACTS:
@@ -295,17 +372,38 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
         if problems and not options.keep_failed:
             passed = [name for name in options.artifacts if name not in failed]
             without = f"export without them (--artifacts {','.join(passed)}), or " if passed else ""
-            raise CheckFailed("artifacts missed their parity tolerance: " + "; ".join(problems)
-                              + f". No bundle was written: {without}pass --keep-failed to keep them, marked as failed")
-        as_they_are = references["float"][:len(val.images)]
-        validation = classification_metrics(val.labels, as_they_are, classes, min_support=config.min_support,
-                                            positive_class=config.positive_class, seed=config.seed)
+            raise CheckFailed(
+                "artifacts missed their parity tolerance: "
+                + "; ".join(problems)
+                + f". No bundle was written: {without}pass --keep-failed to keep them, marked as failed"
+            )
+        as_they_are = references["float"][: len(val.images)]
+        validation = classification_metrics(
+            val.labels,
+            as_they_are,
+            classes,
+            min_support=config.min_support,
+            positive_class=config.positive_class,
+            seed=config.seed,
+        )
         if val.sources is not None:
-            float_alert = alert_threshold(as_they_are, val.labels, positive, options.melanoma_sensitivity,
-                                          sources=val.sources, lookalikes=lookalikes)
-            validation["within_source"] = within_source_figures(as_they_are, val.labels, classes, val.sources,
-                                                                config.positive_class, config.lookalikes,
-                                                                float_alert["threshold"])
+            float_alert = alert_threshold(
+                as_they_are,
+                val.labels,
+                positive,
+                options.melanoma_sensitivity,
+                sources=val.sources,
+                lookalikes=lookalikes,
+            )
+            validation["within_source"] = within_source_figures(
+                as_they_are,
+                val.labels,
+                classes,
+                val.sources,
+                config.positive_class,
+                config.lookalikes,
+                float_alert["threshold"],
+            )
         val_rows = [(r.relpath, r.label, s) for r, s in zip(val.records, val.sha256)]
         bundle = {
             "schema_version": BUNDLE_SCHEMA_VERSION,
@@ -318,9 +416,12 @@ def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions = Ex
             "validation_metrics_float": validation,
             "cross_validation": cross_validation,  # the recipe's, when the run is a fold of one or --cv names it
             "source_run": {  # names, fingerprints and relative paths only: a bundle carries no machine's paths
-                "name": run.root.name, "relative_path": os.path.relpath(run.root.resolve(), out.resolve()),
-                "config": config.to_dict(), "data_name": info.data_dir.name,
-                "data_fingerprint": info.data_fingerprint, "best_model_sha256": source_sha256,
+                "name": run.root.name,
+                "relative_path": os.path.relpath(run.root.resolve(), out.resolve()),
+                "config": config.to_dict(),
+                "data_name": info.data_dir.name,
+                "data_fingerprint": info.data_fingerprint,
+                "best_model_sha256": source_sha256,
                 "validation_files": [list(row) for row in val_rows],
                 "validation_sources": val.sources,  # None without a metadata CSV's source column
                 "validation_fingerprint": file_list_fingerprint(val_rows),

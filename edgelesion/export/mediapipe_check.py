@@ -17,8 +17,9 @@ def mediapipe_probabilities(tflite_path: Path, pixels: np.ndarray) -> tuple[np.n
     from mediapipe.tasks import python as mp_tasks
     from mediapipe.tasks.python import vision
 
-    options = vision.ImageClassifierOptions(base_options=mp_tasks.BaseOptions(model_asset_path=str(tflite_path)),
-                                            max_results=-1)
+    options = vision.ImageClassifierOptions(
+        base_options=mp_tasks.BaseOptions(model_asset_path=str(tflite_path)), max_results=-1
+    )
     scores, names = None, []
     with vision.ImageClassifier.create_from_options(options) as classifier:
         for i, image in enumerate(pixels):
@@ -41,7 +42,7 @@ def mediapipe_agreement(tflite_path: Path, pixels: np.ndarray, litert_probabilit
     scores, names = mediapipe_probabilities(tflite_path, pixels)
     return {
         "mediapipe_version": version("mediapipe"),
-        "images": int(len(pixels)),
+        "images": len(pixels),
         "top1_agreement_with_litert": float((scores.argmax(1) == litert_probabilities.argmax(1)).mean()),
         "max_abs_score_diff": float(np.abs(scores - litert_probabilities).max()) if len(pixels) else 0.0,
         "category_names": names,

@@ -46,8 +46,10 @@ def classifier_head_nodes(graph: onnx.GraphProto) -> list[str]:
     producer = {output: node for node in graph.node for output in node.output}
     softmax = [node for node in graph.node if node.op_type == "Softmax"]
     if len(softmax) != 1:
-        raise EdgelesionError(f"the ONNX graph has {len(softmax)} Softmax nodes: edgelesion's int8 export needs one, "
-                              "at the end, after the classifier head")
+        raise EdgelesionError(
+            f"the ONNX graph has {len(softmax)} Softmax nodes: edgelesion's int8 export needs one, "
+            "at the end, after the classifier head"
+        )
     head, node = [], producer.get(softmax[0].input[0])
     while node is not None and node.op_type in HEAD_OPS:
         head.append(node.name)
@@ -67,8 +69,11 @@ def is_depthwise(node: onnx.NodeProto, weight_shape: list[int]) -> bool:
 def depthwise_conv_weights(graph: onnx.GraphProto) -> list[str]:
     """The weight initializers of the graph's depthwise convolutions (`is_depthwise`)."""
     shapes = {tensor.name: list(tensor.dims) for tensor in graph.initializer}
-    return [node.input[1] for node in graph.node if node.input[1:2] and node.input[1] in shapes
-            and is_depthwise(node, shapes[node.input[1]])]
+    return [
+        node.input[1]
+        for node in graph.node
+        if node.input[1:2] and node.input[1] in shapes and is_depthwise(node, shapes[node.input[1]])
+    ]
 
 
 def pixel_conv_weight(graph: onnx.GraphProto) -> str | None:
@@ -78,8 +83,9 @@ def pixel_conv_weight(graph: onnx.GraphProto) -> str | None:
     return next((node.input[1] for node in graph.node if node.op_type == "Conv" and node.input[1] in constants), None)
 
 
-def quantize_static_int8(float_onnx: Path, target: Path, calibration: np.ndarray,
-                         scheme: OnnxInt8Scheme = OnnxInt8Scheme()) -> None:
+def quantize_static_int8(
+    float_onnx: Path, target: Path, calibration: np.ndarray, scheme: OnnxInt8Scheme = OnnxInt8Scheme()
+) -> None:
     """Int8 QDQ ONNX from the float32 ONNX, calibrated on the shared calibration sample (onnxruntime), quantized
     as `scheme` says. The default scheme, which the export ships:
 
@@ -110,12 +116,19 @@ def quantize_static_int8(float_onnx: Path, target: Path, calibration: np.ndarray
         overrides = {name: [{"axis": 0, "reduce_range": False}] for name in eight_bit}
         pixel_conv = pixel_conv_weight(graph) if scheme.pixel_conv_weights == "uint8" else None
         if pixel_conv is not None:
-            overrides[pixel_conv] = [{"axis": 0, "reduce_range": False, "symmetric": True,
-                                      "quant_type": QuantType.QUInt8}]
-        quantize_static(str(prepared), str(target), OnnxCalibrationReader(calibration, INPUT_NAME),
-                        quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8 if scheme.activations == "uint8" else QuantType.QInt8,
-                        weight_type=QuantType.QInt8, per_channel=True, reduce_range=scheme.eight_bit_weights != "all",
-                        op_types_to_quantize=sorted((set(QLinearOpsRegistry) | set(QDQRegistry)) - {"Softmax"}),
-                        nodes_to_exclude=classifier_head_nodes(graph),
-                        extra_options={"TensorQuantOverrides": overrides})
+            overrides[pixel_conv] = [
+                {"axis": 0, "reduce_range": False, "symmetric": True, "quant_type": QuantType.QUInt8}
+            ]
+        quantize_static(
+            str(prepared),
+            str(target),
+            OnnxCalibrationReader(calibration, INPUT_NAME),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8 if scheme.activations == "uint8" else QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=scheme.eight_bit_weights != "all",
+            op_types_to_quantize=sorted((set(QLinearOpsRegistry) | set(QDQRegistry)) - {"Softmax"}),
+            nodes_to_exclude=classifier_head_nodes(graph),
+            extra_options={"TensorQuantOverrides": overrides},
+        )

@@ -57,8 +57,11 @@ class OnnxInt8Scheme:
     pixel_conv_weights: Literal["uint8", "int8"] = "uint8"  # the first convolution's: 8-bit uint8, or as the others
 
     def __post_init__(self) -> None:
-        if (self.activations not in ("uint8", "int8") or self.eight_bit_weights not in ("depthwise", "none", "all")
-                or self.pixel_conv_weights not in ("uint8", "int8")):
+        if (
+            self.activations not in ("uint8", "int8")
+            or self.eight_bit_weights not in ("depthwise", "none", "all")
+            or self.pixel_conv_weights not in ("uint8", "int8")
+        ):
             raise ValueError(f"unknown int8 ONNX scheme {self}")
 
 
@@ -82,6 +85,8 @@ class ExportOptions:
             raise EdgelesionError(f"--int8 {self.int8!r}: choose one of {', '.join(INT8_METHODS)}")
         unknown = sorted(set(self.artifacts) - set(ARTIFACTS))
         if unknown or not self.artifacts:
-            raise EdgelesionError(f"unknown artifact(s) {unknown or '(none given)'}: choose from {', '.join(ARTIFACTS)}")
+            raise EdgelesionError(
+                f"unknown artifact(s) {unknown or '(none given)'}: choose from {', '.join(ARTIFACTS)}"
+            )
         if not 0.0 < self.melanoma_sensitivity <= 1.0:
             raise EdgelesionError(f"--melanoma-sensitivity {self.melanoma_sensitivity} must be in (0, 1]")

@@ -40,15 +40,21 @@ class Tolerance:
 
 
 # a tie is decided by class order (arg-max takes the first class listed; MediaPipe's ImageClassifier may take the other)
-INT8_TOLERANCE = Tolerance(min_top1_agreement=0.90, min_sure_agreement=0.99, max_balanced_accuracy_change=0.01,
-                           max_top1_ties=0.01)
+INT8_TOLERANCE = Tolerance(
+    min_top1_agreement=0.90, min_sure_agreement=0.99, max_balanced_accuracy_change=0.01, max_top1_ties=0.01
+)
 DEFAULT_TOLERANCES = {
     "float32.tflite": Tolerance(min_top1_agreement=1.0, max_prob_diff=1e-4),
     # float16 weights move every probability a little (Lite0: median 8e-4 per prediction) and a few borderline ones
     # more, so the largest of ~3,000 differences grows with their number (Lite0 folds 0 and 1: 1.1e-2 and 1.8e-2,
     # 99th percentile 6.1e-3 and 6.4e-3): the bulk is gated at 1e-2, the largest loosely, the answers tightly
-    "float16.tflite": Tolerance(min_top1_agreement=0.99, max_prob_diff=5e-2, min_sure_agreement=0.999,
-                                max_balanced_accuracy_change=0.005, max_prob_diff_p99=1e-2),
+    "float16.tflite": Tolerance(
+        min_top1_agreement=0.99,
+        max_prob_diff=5e-2,
+        min_sure_agreement=0.999,
+        max_balanced_accuracy_change=0.005,
+        max_prob_diff_p99=1e-2,
+    ),
     "int8.tflite": INT8_TOLERANCE,
     "float32.onnx": Tolerance(min_top1_agreement=1.0, max_prob_diff=1e-4),
     "int8.onnx": INT8_TOLERANCE,
@@ -59,8 +65,11 @@ CONVERSION_TOLERANCE = Tolerance(min_top1_agreement=0.98)
 
 def _scores(probabilities: np.ndarray, labels: np.ndarray, scored: list[int], positive: int | None) -> dict[str, Any]:
     pred = probabilities.argmax(axis=1)
-    return {"accuracy": float((pred == labels).mean()), "balanced_accuracy": balanced_accuracy(labels, pred, scored),
-            "melanoma_sensitivity": sensitivity(labels, pred, positive)}
+    return {
+        "accuracy": float((pred == labels).mean()),
+        "balanced_accuracy": balanced_accuracy(labels, pred, scored),
+        "melanoma_sensitivity": sensitivity(labels, pred, positive),
+    }
 
 
 def oriented(images: np.ndarray) -> Iterator[np.ndarray]:
@@ -85,8 +94,16 @@ def top1_tie_rate(probabilities: np.ndarray) -> float:
     return float((top_two_margin(probabilities) == 0).mean())
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray, scored: list[int],
-            positive: int | None, *, views: int = 1, seed: int = 0) -> dict[str, Any]:
+def compare(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    labels: np.ndarray,
+    scored: list[int],
+    positive: int | None,
+    *,
+    views: int = 1,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Top-1 agreement (all images, and those the reference is sure of), max probability difference, top-1 ties,
     and the change in the headline metrics (candidate - reference; balanced accuracy with a paired interval).
 
@@ -96,16 +113,22 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray, sc
     """
     images = len(labels)
     if not len(reference) == len(candidate) == views * images:
-        raise ValueError(f"{len(reference)} reference and {len(candidate)} candidate rows for {views} views of "
-                         f"{images} images")
+        raise ValueError(
+            f"{len(reference)} reference and {len(candidate)} candidate rows for {views} views of {images} images"
+        )
     tiled = np.tile(labels, views)
     ref, cand = _scores(reference, tiled, scored, positive), _scores(candidate, tiled, scored, positive)
-    deltas = {f"delta_{k}": None if ref[k] is None else cand[k] - ref[k] for k in ("balanced_accuracy",
-                                                                                   "melanoma_sensitivity", "accuracy")}
+    deltas = {
+        f"delta_{k}": None if ref[k] is None else cand[k] - ref[k]
+        for k in ("balanced_accuracy", "melanoma_sensitivity", "accuracy")
+    }
     same = reference.argmax(1) == candidate.argmax(1)
     sure = reference.max(1) >= SURE_PROBABILITY if images else np.zeros(0, bool)
-    paired = paired_difference(labels, reference, candidate, scored, positive, views=views, resamples=1000,
-                               seed=seed) if images and scored else None
+    paired = (
+        paired_difference(labels, reference, candidate, scored, positive, views=views, resamples=1000, seed=seed)
+        if images and scored
+        else None
+    )
     figures = {
         "images": images,
         "views": views,
@@ -116,13 +139,17 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray, sc
         "p99_abs_prob_diff": float(np.quantile(np.abs(reference - candidate).max(axis=1), 0.99)) if images else 0.0,
         "top1_ties": top1_tie_rate(candidate),
         **deltas,
-        "delta_balanced_accuracy_ci95": None if paired is None or paired["delta_balanced_accuracy"] is None
+        "delta_balanced_accuracy_ci95": None
+        if paired is None or paired["delta_balanced_accuracy"] is None
         else paired["delta_balanced_accuracy"]["ci95"],
         "reference": ref,
         "artifact": cand,
     }
-    figures["as_is"] = (compare(reference[:images], candidate[:images], labels, scored, positive, seed=seed)
-                        if views > 1 else dict(figures))
+    figures["as_is"] = (
+        compare(reference[:images], candidate[:images], labels, scored, positive, seed=seed)
+        if views > 1
+        else dict(figures)
+    )
     return figures
 
 
@@ -130,26 +157,41 @@ def failures(name: str, figures: dict[str, Any], tolerance: Tolerance, reference
     """Human-readable reasons `figures` miss `tolerance` (empty when they meet it)."""
     problems = []
     if figures["top1_agreement"] < tolerance.min_top1_agreement:
-        problems.append(f"{name}: top-1 agreement with the {reference_name} model {figures['top1_agreement']:.4f} "
-                        f"< {tolerance.min_top1_agreement}")
+        problems.append(
+            f"{name}: top-1 agreement with the {reference_name} model {figures['top1_agreement']:.4f} "
+            f"< {tolerance.min_top1_agreement}"
+        )
     sure = figures.get("sure_top1_agreement")
     if tolerance.min_sure_agreement is not None and sure is not None and sure < tolerance.min_sure_agreement:
         counted = "images" if figures.get("views", 1) == 1 else f"predictions (of {figures['views']} orientations)"
-        problems.append(f"{name}: top-1 agreement with the {reference_name} model on the {figures['sure_images']} "
-                        f"{counted} it is sure of (probability >= {SURE_PROBABILITY}) {sure:.4f} "
-                        f"< {tolerance.min_sure_agreement}")
+        problems.append(
+            f"{name}: top-1 agreement with the {reference_name} model on the {figures['sure_images']} "
+            f"{counted} it is sure of (probability >= {SURE_PROBABILITY}) {sure:.4f} "
+            f"< {tolerance.min_sure_agreement}"
+        )
     change = figures.get("delta_balanced_accuracy")
-    if tolerance.max_balanced_accuracy_change is not None and change is not None \
-            and abs(change) > tolerance.max_balanced_accuracy_change + 1e-12:  # recalls are ratios: no float noise
-        problems.append(f"{name}: balanced accuracy moved {change:+.4f} from the {reference_name} model "
-                        f"(more than ±{tolerance.max_balanced_accuracy_change})")
+    if (
+        tolerance.max_balanced_accuracy_change is not None
+        and change is not None
+        and abs(change) > tolerance.max_balanced_accuracy_change + 1e-12
+    ):  # recalls are ratios: no float noise
+        problems.append(
+            f"{name}: balanced accuracy moved {change:+.4f} from the {reference_name} model "
+            f"(more than ±{tolerance.max_balanced_accuracy_change})"
+        )
     if tolerance.max_top1_ties is not None and figures["top1_ties"] > tolerance.max_top1_ties:
-        problems.append(f"{name}: its top two probabilities are tied on {figures['top1_ties']:.4f} of the images "
-                        f"(more than {tolerance.max_top1_ties}): arg-max then decides by class order")
+        problems.append(
+            f"{name}: its top two probabilities are tied on {figures['top1_ties']:.4f} of the images "
+            f"(more than {tolerance.max_top1_ties}): arg-max then decides by class order"
+        )
     if tolerance.max_prob_diff is not None and figures["max_abs_prob_diff"] > tolerance.max_prob_diff:
-        problems.append(f"{name}: max probability difference from the {reference_name} model "
-                        f"{figures['max_abs_prob_diff']:.2e} > {tolerance.max_prob_diff:.0e}")
+        problems.append(
+            f"{name}: max probability difference from the {reference_name} model "
+            f"{figures['max_abs_prob_diff']:.2e} > {tolerance.max_prob_diff:.0e}"
+        )
     if tolerance.max_prob_diff_p99 is not None and figures["p99_abs_prob_diff"] > tolerance.max_prob_diff_p99:
-        problems.append(f"{name}: 99th percentile of each prediction's largest probability difference from the "
-                        f"{reference_name} model {figures['p99_abs_prob_diff']:.2e} > {tolerance.max_prob_diff_p99:.0e}")
+        problems.append(
+            f"{name}: 99th percentile of each prediction's largest probability difference from the "
+            f"{reference_name} model {figures['p99_abs_prob_diff']:.2e} > {tolerance.max_prob_diff_p99:.0e}"
+        )
     return problems

@@ -15,18 +15,19 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
     default_8bit_quantize_registry as default_registry,
+)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
     default_8bit_quantize_scheme as default_scheme,
 )
 
 from edgelesion._tf import keras, tf
-from edgelesion.train.config import TrainConfig
 from edgelesion.errors import EdgelesionError
 from edgelesion.export.options import QATConfig
 from edgelesion.export.scaling import core_model, input_range, scale_pixels
 from edgelesion.fileio import read_json, replace_dir, staging_dir, write_json
+from edgelesion.train.config import OnlineAugment, TrainConfig
 from edgelesion.train.evaluation import predict
 from edgelesion.train.models import HEAD
-from edgelesion.train.config import OnlineAugment
 from edgelesion.train.training import fit_one_epoch
 
 
@@ -58,16 +59,19 @@ class DenseQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     (`for_conversion`), so the 8-bit values are that grid rescaled, and tflite_export.on_weight_grid restores it.
     """
 
-    def __init__(self, quantize_kernel: bool = True, quantize_output: bool = True,
-                 kernel_bits: int = WEIGHT_BITS) -> None:
+    def __init__(
+        self, quantize_kernel: bool = True, quantize_output: bool = True, kernel_bits: int = WEIGHT_BITS
+    ) -> None:
         self.quantize_kernel = quantize_kernel
         self.quantize_output = quantize_output  # False: the layer's output stays float (the classifier head's logits)
         self.kernel_bits = kernel_bits
         quantizers = tfmot.quantization.keras.quantizers
-        self.kernel_quantizer = quantizers.LastValueQuantizer(num_bits=kernel_bits, per_axis=True, symmetric=True,
-                                                              narrow_range=True)
-        self.activation_quantizer = quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
-                                                                      narrow_range=False)
+        self.kernel_quantizer = quantizers.LastValueQuantizer(
+            num_bits=kernel_bits, per_axis=True, symmetric=True, narrow_range=True
+        )
+        self.activation_quantizer = quantizers.MovingAverageQuantizer(
+            num_bits=8, per_axis=False, symmetric=False, narrow_range=False
+        )
 
     def get_weights_and_quantizers(self, layer: keras.layers.Dense) -> list:
         return [(layer.kernel, self.kernel_quantizer)] if self.quantize_kernel else []
@@ -87,8 +91,11 @@ class DenseQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         return []
 
     def get_config(self) -> dict:
-        return {"quantize_kernel": self.quantize_kernel, "quantize_output": self.quantize_output,
-                "kernel_bits": self.kernel_bits}
+        return {
+            "quantize_kernel": self.quantize_kernel,
+            "quantize_output": self.quantize_output,
+            "kernel_bits": self.kernel_bits,
+        }
 
 
 class NarrowConvQuantizeConfig(default_registry.Default8BitConvQuantizeConfig):
@@ -117,8 +124,9 @@ class NarrowConvScheme(default_scheme.Default8BitQuantizeScheme):
 
 
 # what a QAT checkpoint was trained with: one made under another scheme is started again
-QAT_SCHEME = ("tfmot default 8-bit, 7-bit convolution and per-channel hidden Dense kernels, BatchNorm frozen, "
-              "float logits")
+QAT_SCHEME = (
+    "tfmot default 8-bit, 7-bit convolution and per-channel hidden Dense kernels, BatchNorm frozen, float logits"
+)
 
 
 def _quantized(core: keras.Model, *, quantize_dense_kernels: bool, quantize_logits: bool = True) -> keras.Model:
@@ -131,8 +139,11 @@ def _quantized(core: keras.Model, *, quantize_dense_kernels: bool, quantize_logi
     def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
         clone = layer.__class__.from_config(layer.get_config())
         if isinstance(layer, keras.layers.Dense):
-            config = DenseQuantizeConfig(quantize_dense_kernels, quantize_output=quantize_logits or layer.name != HEAD,
-                                         kernel_bits=8 if layer.name == HEAD else WEIGHT_BITS)
+            config = DenseQuantizeConfig(
+                quantize_dense_kernels,
+                quantize_output=quantize_logits or layer.name != HEAD,
+                kernel_bits=8 if layer.name == HEAD else WEIGHT_BITS,
+            )
             return q.quantize_annotate_layer(clone, config)
         return clone
 
@@ -165,15 +176,17 @@ def quantize_core(core: keras.Model, scaled_range: tuple[float, float]) -> keras
         if isinstance(getattr(layer, "layer", None), keras.layers.BatchNormalization):
             layer.trainable = False
         if any(_short(weight).startswith(LOGIT_RANGES) for weight in layer.weights):
-            raise EdgelesionError(f"layer {layer.name} quantizes the input of its activation, which edgelesion does "
-                                  f"only for the classifier head {HEAD!r} (in float): not a model edgelesion made")
+            raise EdgelesionError(
+                f"layer {layer.name} quantizes the input of its activation, which edgelesion does "
+                f"only for the classifier head {HEAD!r} (in float): not a model edgelesion made"
+            )
     return quantized
 
 
 def _own_name(layer: keras.layers.Layer, weight: tf.Variable) -> str:
     """A weight's name within its layer, the same in two copies of a model ('kernel:0', '_min:0')."""
     name = _short(weight)
-    return name[len(layer.name):] if name.startswith(layer.name) else name
+    return name.removeprefix(layer.name)
 
 
 def for_conversion(float_model: keras.Model, quantized_core: keras.Model) -> keras.Model:
@@ -202,8 +215,11 @@ def _dense_kernels_on_grid(layer: keras.layers.Layer) -> dict[str, np.ndarray]:
     if not isinstance(config, DenseQuantizeConfig) or not config.quantize_kernel:
         return {}
     variables = {_own_name(layer, weight): weight for weight in layer.weights}
-    kernel = config.kernel_quantizer(variables["kernel:0"], training=False,
-                                     weights={"min_var": variables["kernel_min:0"], "max_var": variables["kernel_max:0"]})
+    kernel = config.kernel_quantizer(
+        variables["kernel:0"],
+        training=False,
+        weights={"min_var": variables["kernel_min:0"], "max_var": variables["kernel_max:0"]},
+    )
     return {"kernel:0": kernel.numpy()}
 
 
@@ -266,13 +282,23 @@ def load_quantized_core(float_model: keras.Model, work_dir: Path) -> keras.Model
         raise EdgelesionError(f"the QAT fine-tune in {work_dir} used another quantization scheme: export the run again")
     quantized = _compiled_quantized_core(float_model, _recorded_config(state))
     tf.train.Checkpoint(model=quantized, optimizer=quantized.optimizer).read(
-        str(saved / "ckpt")).assert_existing_objects_matched()
+        str(saved / "ckpt")
+    ).assert_existing_objects_matched()
     return quantized
 
 
-def qat_finetune(float_model: keras.Model, x: np.ndarray, y: np.ndarray, weights: dict[int, float] | None,
-                 calibration: np.ndarray, work_dir: Path, config: QATConfig, train_config: TrainConfig, *,
-                 progress: bool = True) -> keras.Model:
+def qat_finetune(
+    float_model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    weights: dict[int, float] | None,
+    calibration: np.ndarray,
+    work_dir: Path,
+    config: QATConfig,
+    train_config: TrainConfig,
+    *,
+    progress: bool = True,
+) -> keras.Model:
     """Fine-tune the QAT core of `float_model` on (x, y) with class `weights`, checkpointing each epoch in `work_dir`;
     with `config.target` "float-model", on the float model's probabilities for x instead (no class weights).
 
@@ -304,13 +330,22 @@ def qat_finetune(float_model: keras.Model, x: np.ndarray, y: np.ndarray, weights
     else:
         checkpoint.read(str(saved / "ckpt")).assert_existing_objects_matched()
         done = state["epochs_done"] == config.epochs
-        print(f"reusing the finished QAT fine-tune in {work_dir}" if done
-              else f"resuming QAT after epoch {state['epochs_done']} of {config.epochs}")
+        print(
+            f"reusing the finished QAT fine-tune in {work_dir}"
+            if done
+            else f"resuming QAT after epoch {state['epochs_done']} of {config.epochs}"
+        )
     # plain epochs on scaled pixels: the training recipe's head stage, schedule, smoothing and
     # pixel augmentation (which works on raw 0-255 pixels) are not part of the short QAT fine-tune
-    epochs = train_config.with_changes(epochs=config.epochs, batch_size=config.batch_size, head_epochs=0,
-                                       warmup_epochs=0, label_smoothing=0.0, patience=0,
-                                       online_augment=OnlineAugment())
+    epochs = train_config.with_changes(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        head_epochs=0,
+        warmup_epochs=0,
+        label_smoothing=0.0,
+        patience=0,
+        online_augment=OnlineAugment(),
+    )
     if state["epochs_done"] < config.epochs:
         scaled = tf.constant(scale_pixels(float_model, x))
         if config.target == "float-model":

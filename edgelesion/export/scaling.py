@@ -18,7 +18,9 @@ def scaling_layer(model: keras.Model) -> keras.layers.Rescaling:
     """The model's in-graph pixel scaling (the layer right after its input)."""
     layer = model.layers[1]
     if not isinstance(layer, keras.layers.Rescaling):
-        raise EdgelesionError(f"model {model.name} does not start with its scaling layer: it was not made by edgelesion")
+        raise EdgelesionError(
+            f"model {model.name} does not start with its scaling layer: it was not made by edgelesion"
+        )
     return layer
 
 

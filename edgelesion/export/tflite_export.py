@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from edgelesion._tf import keras, tf
-from edgelesion.export.calibration import representative_dataset
 from edgelesion.errors import CheckFailed, EdgelesionError
+from edgelesion.export.calibration import representative_dataset
 from edgelesion.export.scaling import core_model
 from edgelesion.preprocessing import Preprocessing
 
@@ -26,8 +26,9 @@ def convert_float16(model: keras.Model) -> bytes:
     return converter.convert()
 
 
-def _full_integer_converter(model: keras.Model, calibration: np.ndarray,
-                            preprocessing: Preprocessing) -> tf.lite.TFLiteConverter:
+def _full_integer_converter(
+    model: keras.Model, calibration: np.ndarray, preprocessing: Preprocessing
+) -> tf.lite.TFLiteConverter:
     """A converter to int8 ops of a core model (input: scaled pixels), uint8 in, float32 out.
 
     The representative dataset is the calibration sample, scaled, with pixels 0 and 255 set in its
@@ -39,7 +40,8 @@ def _full_integer_converter(model: keras.Model, calibration: np.ndarray,
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: representative_dataset(
-        pinned, scale=preprocessing.scale, offset=preprocessing.offset)
+        pinned, scale=preprocessing.scale, offset=preprocessing.offset
+    )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.float32
@@ -56,13 +58,16 @@ def _checked_input_quantization(flatbuffer: bytes, preprocessing: Preprocessing)
     scale, zero_point = Interpreter(model_content=flatbuffer).get_input_details()[0]["quantization"]
     expected_scale, expected_zero_point = preprocessing.uint8_quantization
     if zero_point != expected_zero_point or not np.isclose(scale, expected_scale, rtol=1e-6):
-        raise CheckFailed(f"int8.tflite input quantization is scale {scale}, zero point {zero_point}; expected "
-                          f"{expected_scale:.6g} and {expected_zero_point} so that camera pixels can be fed as they are")
+        raise CheckFailed(
+            f"int8.tflite input quantization is scale {scale}, zero point {zero_point}; expected "
+            f"{expected_scale:.6g} and {expected_zero_point} so that camera pixels can be fed as they are"
+        )
     return flatbuffer
 
 
-def convert_int8_qat(float_model: keras.Model, quantized_core: keras.Model, calibration: np.ndarray,
-                     preprocessing: Preprocessing) -> bytes:
+def convert_int8_qat(
+    float_model: keras.Model, quantized_core: keras.Model, calibration: np.ndarray, preprocessing: Preprocessing
+) -> bytes:
     """Full-integer TFLite of the QAT core (its fake-quant ranges, Dense kernels per output channel, see
     qat.for_conversion) up to the features, then its classifier head and softmax in float32 (`float_head_tail`):
     uint8 camera pixels in, float32 probabilities out."""
@@ -87,8 +92,10 @@ def on_weight_grid(flatbuffer: bytes) -> bytes:
     weights cannot saturate onnxruntime's 16-bit pair sums on x86 CPUs without VNNI.
     """
     from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.python.util import (_convert_model_from_bytearray_to_object,
-                                             _convert_model_from_object_to_bytearray)
+    from tensorflow.lite.python.util import (
+        _convert_model_from_bytearray_to_object,
+        _convert_model_from_object_to_bytearray,
+    )
 
     from edgelesion.export.qat import WEIGHT_LEVELS
 
@@ -105,11 +112,14 @@ def on_weight_grid(flatbuffer: bytes) -> bytes:
         for index, dtype in constants:
             tensor = graph.tensors[index]
             if index in rescaled or sum(other.buffer == tensor.buffer for other in graph.tensors) != 1:
-                raise EdgelesionError(f"tensor {tensor.name.decode()!r} is shared (read by two ops, or its data by "
-                                      "another tensor): its weights cannot be put back on their grid")
+                raise EdgelesionError(
+                    f"tensor {tensor.name.decode()!r} is shared (read by two ops, or its data by "
+                    "another tensor): its weights cannot be put back on their grid"
+                )
             values = np.frombuffer(bytes(model.buffers[tensor.buffer].data), dtype)
             model.buffers[tensor.buffer].data = np.frombuffer(
-                np.round(values.astype(np.float64) / ratio).astype(dtype).tobytes(), np.uint8)
+                np.round(values.astype(np.float64) / ratio).astype(dtype).tobytes(), np.uint8
+            )
             tensor.quantization.scale = (np.asarray(tensor.quantization.scale, np.float64) * ratio).astype(np.float32)
             rescaled.add(index)
     return bytes(_convert_model_from_object_to_bytearray(model))
@@ -123,8 +133,10 @@ def _dequantized(model: Any, tensor: Any, dtype: type) -> np.ndarray:
     quantization, expected = tensor.quantization, {np.int8: schema.TensorType.INT8, np.int32: schema.TensorType.INT32}
     buffer = model.buffers[tensor.buffer].data if tensor.buffer else None
     if tensor.type != expected[dtype] or quantization is None or quantization.scale is None or buffer is None:
-        raise EdgelesionError(f"the classifier head's tensor {tensor.name.decode()!r} is not a quantized constant of "
-                              f"{np.dtype(dtype).name}: its head cannot be moved to float")
+        raise EdgelesionError(
+            f"the classifier head's tensor {tensor.name.decode()!r} is not a quantized constant of "
+            f"{np.dtype(dtype).name}: its head cannot be moved to float"
+        )
     data = np.frombuffer(bytes(buffer), dtype).reshape(tensor.shape).astype(np.float32)
     shape = [1] * data.ndim
     shape[quantization.quantizedDimension if len(quantization.scale) > 1 else 0] = -1
@@ -145,28 +157,39 @@ def float_head_tail(flatbuffer: bytes) -> bytes:
     values of their int8 per-channel grid (the grid QAT trained on), its bias the int32 bias's values.
     """
     from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.python.util import (_convert_model_from_bytearray_to_object,
-                                             _convert_model_from_object_to_bytearray)
+    from tensorflow.lite.python.util import (
+        _convert_model_from_bytearray_to_object,
+        _convert_model_from_object_to_bytearray,
+    )
 
     model = _convert_model_from_bytearray_to_object(flatbuffer)
     graph = model.subgraphs[0]
     builtin = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
     ops = graph.operators
     tail = [schema.BuiltinOperator.FULLY_CONNECTED, schema.BuiltinOperator.SOFTMAX, schema.BuiltinOperator.DEQUANTIZE]
-    if (len(ops) < 3 or [builtin[op.opcodeIndex] for op in ops[-3:]] != tail
-            or list(ops[-2].inputs) != list(ops[-3].outputs) or list(ops[-1].inputs) != list(ops[-2].outputs)
-            or list(ops[-1].outputs) != list(graph.outputs) or len(ops[-3].inputs) not in (2, 3)):
-        raise EdgelesionError("the int8 file does not end in a dense classifier head, an int8 softmax and a "
-                              "dequantize to its float output, so its head cannot be moved to float: convert a "
-                              "model whose last layer is a Dense with softmax")
+    if (
+        len(ops) < 3
+        or [builtin[op.opcodeIndex] for op in ops[-3:]] != tail
+        or list(ops[-2].inputs) != list(ops[-3].outputs)
+        or list(ops[-1].inputs) != list(ops[-2].outputs)
+        or list(ops[-1].outputs) != list(graph.outputs)
+        or len(ops[-3].inputs) not in (2, 3)
+    ):
+        raise EdgelesionError(
+            "the int8 file does not end in a dense classifier head, an int8 softmax and a "
+            "dequantize to its float output, so its head cannot be moved to float: convert a "
+            "model whose last layer is a Dense with softmax"
+        )
     head, softmax, dequantize = ops[-3:]
     features, weights = graph.tensors[head.inputs[0]], graph.tensors[head.inputs[1]]
     logits, probabilities = graph.tensors[head.outputs[0]], graph.tensors[softmax.outputs[0]]
     constants = [(weights, np.int8)] + [(graph.tensors[index], np.int32) for index in head.inputs[2:] if index >= 0]
     for constant, dtype in constants:  # the kernel, and the bias where the converter kept one (not when all zero)
         if sum(tensor.buffer == constant.buffer for tensor in graph.tensors) != 1:
-            raise EdgelesionError(f"the classifier head's {constant.name.decode()!r} shares its data with another "
-                                  "tensor: its head cannot be moved to float")
+            raise EdgelesionError(
+                f"the classifier head's {constant.name.decode()!r} shares its data with another "
+                "tensor: its head cannot be moved to float"
+            )
         values = _dequantized(model, constant, dtype)
         model.buffers[constant.buffer].data = np.frombuffer(values.tobytes(), np.uint8)
         constant.type, constant.quantization = schema.TensorType.FLOAT32, None
@@ -196,8 +219,10 @@ def _softmax_input_name(flatbuffer: bytes) -> str:
     interpreter = Interpreter(model_content=flatbuffer)
     softmax = [op for op in interpreter._get_ops_details() if op["op_name"] == "SOFTMAX"]
     if len(softmax) != 1:
-        raise EdgelesionError(f"the model has {len(softmax)} softmax ops: edgelesion's int8 export needs one, "
-                              "at the end, after the classifier head")
+        raise EdgelesionError(
+            f"the model has {len(softmax)} softmax ops: edgelesion's int8 export needs one, "
+            "at the end, after the classifier head"
+        )
     return interpreter.get_tensor_details()[softmax[0]["inputs"][0]]["name"]
 
 
@@ -217,9 +242,12 @@ def convert_int8_ptq(float_model: keras.Model, calibration: np.ndarray, preproce
     converter = _full_integer_converter(core_model(float_model), calibration, preprocessing)
     options = tf.lite.experimental.QuantizationDebugOptions
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=converter.representative_dataset,
-        debug_options=options(denylisted_ops=["SOFTMAX"]))
-    debugger.options = options(denylisted_ops=["SOFTMAX"],
-                               denylisted_nodes=[_softmax_input_name(debugger.calibrated_model)])
+        converter=converter,
+        debug_dataset=converter.representative_dataset,
+        debug_options=options(denylisted_ops=["SOFTMAX"]),
+    )
+    debugger.options = options(
+        denylisted_ops=["SOFTMAX"], denylisted_nodes=[_softmax_input_name(debugger.calibrated_model)]
+    )
     flatbuffer = modify_model_io_type(debugger.get_nondebug_quantized_model(), tf.uint8, tf.float32)
     return _checked_input_quantization(flatbuffer, preprocessing)

@@ -29,8 +29,10 @@ def _metadata_flatbuffer(model: ModelDescription) -> bytes:
     size = model.preprocessing.image_size
     image = meta.TensorMetadataT()
     image.name = "image"
-    image.description = (f"RGB pixels 0-255, resized to {size}x{size} ({model.preprocessing.resize_method}, "
-                          "no crop); the model's own scaling is inside it")
+    image.description = (
+        f"RGB pixels 0-255, resized to {size}x{size} ({model.preprocessing.resize_method}, "
+        "no crop); the model's own scaling is inside it"
+    )
     image.content = meta.ContentT()
     image.content.contentPropertiesType = meta.ContentProperties.ImageProperties
     image.content.contentProperties = meta.ImagePropertiesT()
@@ -59,8 +61,10 @@ def _metadata_flatbuffer(model: ModelDescription) -> bytes:
     subgraph.inputTensorMetadata, subgraph.outputTensorMetadata = [image], [probabilities]
     root = meta.ModelMetadataT()
     root.name = f"edgelesion {model.artifact}"
-    root.description = (f"Skin-lesion classifier ({len(model.classes)} classes); not a medical device. Converted "
-                        f"from the Keras model with sha256 {model.source_model_sha256}.")
+    root.description = (
+        f"Skin-lesion classifier ({len(model.classes)} classes); not a medical device. Converted "
+        f"from the Keras model with sha256 {model.source_model_sha256}."
+    )
     root.version, root.author = __version__, "edgelesion"
     root.minParserVersion = MIN_PARSER_VERSION
     root.subgraphMetadata = [subgraph]
@@ -84,4 +88,3 @@ def with_metadata(tflite: bytes, model: ModelDescription) -> bytes:
     with zipfile.ZipFile(packed, "a") as archive:  # the associated files ride in a zip appended to the model
         archive.writestr(LABELS_FILE, "\n".join(model.classes) + "\n")
     return packed.getvalue()
-

@@ -63,8 +63,9 @@ def for_onnxruntime(model: onnx.ModelProto) -> None:
     onnx.checker.check_model(model)
 
 
-def _check_seven_bit_weights(graph: onnx.GraphProto, constants: dict[str, onnx.TensorProto],
-                             weights: list[onnx.NodeProto]) -> None:
+def _check_seven_bit_weights(
+    graph: onnx.GraphProto, constants: dict[str, onnx.TensorProto], weights: list[onnx.NodeProto]
+) -> None:
     """Refuse an int8 weight outside depthwise convolutions that could saturate onnxruntime's 16-bit pair sums on
     AVX2-only CPUs."""
     consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -73,14 +74,19 @@ def _check_seven_bit_weights(graph: onnx.GraphProto, constants: dict[str, onnx.T
             consumers.setdefault(name, []).append(node)
     for node in weights:
         tensor, users = constants[node.input[0]], consumers.get(node.output[0], [])
-        if (tensor.data_type != TensorProto.INT8 or not any(user.op_type in MATRIX_OPS for user in users)
-                or any(is_depthwise(user, tensor.dims) for user in users)):
+        if (
+            tensor.data_type != TensorProto.INT8
+            or not any(user.op_type in MATRIX_OPS for user in users)
+            or any(is_depthwise(user, tensor.dims) for user in users)
+        ):
             continue
         largest = int(np.abs(numpy_helper.to_array(tensor).astype(np.int16)).max())
         if largest > WEIGHT_LEVELS:
-            raise EdgelesionError(f"int8 weight {tensor.name} reaches {largest}, beyond the 7-bit grid (+-"
-                                  f"{WEIGHT_LEVELS}) that keeps onnxruntime's x86 kernels from saturating: convert a "
-                                  "QAT file made by edgelesion's export (tflite_export.on_weight_grid)")
+            raise EdgelesionError(
+                f"int8 weight {tensor.name} reaches {largest}, beyond the 7-bit grid (+-"
+                f"{WEIGHT_LEVELS}) that keeps onnxruntime's x86 kernels from saturating: convert a "
+                "QAT file made by edgelesion's export (tflite_export.on_weight_grid)"
+            )
 
 
 def _uint8_activations(graph: onnx.GraphProto, constants: dict[str, onnx.TensorProto], skip: set[int]) -> set[str]:
@@ -89,8 +95,13 @@ def _uint8_activations(graph: onnx.GraphProto, constants: dict[str, onnx.TensorP
     there. Returns the names of the int8 zero points replaced."""
     uint8_zero_points: dict[str, str] = {}
     for node in graph.node:
-        if (node.op_type not in ("QuantizeLinear", "DequantizeLinear") or id(node) in skip or len(node.input) < 3
-                or node.input[2] not in constants or constants[node.input[2]].data_type != TensorProto.INT8):
+        if (
+            node.op_type not in ("QuantizeLinear", "DequantizeLinear")
+            or id(node) in skip
+            or len(node.input) < 3
+            or node.input[2] not in constants
+            or constants[node.input[2]].data_type != TensorProto.INT8
+        ):
             continue
         zero_point = node.input[2]
         if zero_point not in uint8_zero_points:
@@ -106,12 +117,24 @@ def _float_pixel_input(graph: onnx.GraphProto) -> None:
     with scale 1 and zero point 0: rounded and saturated, as float32.onnx would take pixels with fractions."""
     (uint8_input,) = graph.input
     if uint8_input.type.tensor_type.elem_type != TensorProto.UINT8:
-        raise EdgelesionError(f"the int8 TFLite file's input {uint8_input.name} is not uint8 pixels: not a file "
-                              "edgelesion's export made")
+        raise EdgelesionError(
+            f"the int8 TFLite file's input {uint8_input.name} is not uint8 pixels: not a file edgelesion's export made"
+        )
     dims = [dim.dim_param or dim.dim_value for dim in uint8_input.type.tensor_type.shape.dim]
     graph.input.remove(uint8_input)
     graph.input.append(helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, dims))
-    graph.initializer.extend([numpy_helper.from_array(np.float32(1.0), "pixels_scale"),
-                              numpy_helper.from_array(np.uint8(0), "pixels_zero_point")])
-    graph.node.insert(0, helper.make_node("QuantizeLinear", [INPUT_NAME, "pixels_scale", "pixels_zero_point"],
-                                          [uint8_input.name], name="pixels_to_uint8"))
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.float32(1.0), "pixels_scale"),
+            numpy_helper.from_array(np.uint8(0), "pixels_zero_point"),
+        ]
+    )
+    graph.node.insert(
+        0,
+        helper.make_node(
+            "QuantizeLinear",
+            [INPUT_NAME, "pixels_scale", "pixels_zero_point"],
+            [uint8_input.name],
+            name="pixels_to_uint8",
+        ),
+    )
