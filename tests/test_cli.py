@@ -231,7 +231,9 @@ def test_an_interrupted_command_exits_130_and_says_how_to_continue(dataset_dir, 
     assert f"interrupted; continue with: edgelesion train --resume --out {out}" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["audit", "train", "cv", "evaluate", "export", "predict", "benchmark", "recipes"])
+@pytest.mark.parametrize(
+    "command", ["audit", "train", "cv", "evaluate", "export", "calibrate", "predict", "benchmark", "recipes"]
+)
 def test_help_imports_no_tensorflow_and_prints_only_usage(command):
     code = (
         "import sys\n"
