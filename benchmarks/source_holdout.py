@@ -64,6 +64,8 @@ CANDIDATES: dict[str, TrainConfig] = {
             grayscale=0.2,
         )
     ),
+    # a dark dermoscope frame drawn at random on half the images, so the frame cannot stand in for the source
+    "frame": RECIPE.with_changes(online_augment=OnlineAugment(enabled=True, frame=0.5)),
 }
 
 

@@ -79,7 +79,10 @@ def test_illumination_draws_come_on_top_of_the_same_geometry():
     np.testing.assert_allclose(exponent, exponent[:, :1, :1, :1] * np.ones_like(exponent), rtol=1e-3)
     assert exponent.min() >= np.exp(-0.5) - 1e-3 and exponent.max() <= np.exp(0.5) + 1e-3
     assert np.ptp(exponent[:, 0, 0, 0]) > 0.05
-    for name in ("gamma", "white_balance", "grayscale"):
+    framed = augment_batch(tf.constant(images), index, 7, replace(geometry, frame=1.0)).numpy()
+    assert np.all(framed[:, 0, 0] == 0) and np.all(framed[:, -1, -1] == 0)  # corners outside every circle drawn
+    np.testing.assert_array_equal(framed[:, 12:20, 12:20], plain[:, 12:20, 12:20])  # the middle inside all of them
+    for name in ("gamma", "white_balance", "grayscale", "frame"):
         with pytest.raises(ValueError, match=name):
             OnlineAugment(**{name: 1.5})
 

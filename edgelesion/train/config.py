@@ -36,6 +36,9 @@ class OnlineAugment:
     gamma: float = 0.0  # gamma exp(u), u uniform in [-gamma, gamma]
     white_balance: float = 0.0  # each channel's gain in [1 - w, 1 + w], drawn apart: a colour cast
     grayscale: float = 0.0  # probability that an image loses its colour
+    # Dermoscopes leave a dark circular frame in some clinics' images and none in others'; drawing one at random on
+    # any image makes the frame say nothing about the class.
+    frame: float = 0.0  # probability of a dark circle's outside, radius 0.8-1.2 half-sides, its centre moved by 0.1
     mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha): each image blended with the next in its batch (0: none)
 
     def __post_init__(self) -> None:
@@ -54,6 +57,8 @@ class OnlineAugment:
             raise ValueError(f"white_balance {self.white_balance} must be in [0, 1)")
         if not 0.0 <= self.grayscale <= 1.0:
             raise ValueError(f"grayscale {self.grayscale} must be a probability")
+        if not 0.0 <= self.frame <= 1.0:
+            raise ValueError(f"frame {self.frame} must be a probability")
         if not 0.0 <= self.mixup <= 1.0:
             raise ValueError(f"mixup {self.mixup} must be between 0 (off) and 1 (Beta(1, 1): uniform mixing)")
 

@@ -47,8 +47,8 @@ def _augment_one(image: tf.Tensor, seed: tf.Tensor, config: OnlineAugment) -> tf
 
 
 def _vary_illumination(unit: tf.Tensor, seed: tf.Tensor, config: OnlineAugment) -> tf.Tensor:
-    """Gamma, a colour cast and loss of colour on a 0-1 image, each from a stream of its own (folded in), so the
-    draws before them stay what they were without them."""
+    """Gamma, a colour cast, loss of colour and a dark frame on a 0-1 image, each from a stream of its own (folded
+    in), so the draws before them stay what they were without them."""
     if config.gamma:
         u = tf.random.stateless_uniform(
             [], tf.random.experimental.stateless_fold_in(seed, 10), -config.gamma, config.gamma
@@ -65,7 +65,23 @@ def _vary_illumination(unit: tf.Tensor, seed: tf.Tensor, config: OnlineAugment) 
         unit = tf.cond(
             draw < config.grayscale, lambda: tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(unit)), lambda: unit
         )
+    if config.frame:
+        unit = _random_frame(unit, tf.random.experimental.stateless_fold_in(seed, 13), config.frame)
     return unit
+
+
+def _random_frame(unit: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
+    """With `probability`, the image outside a circle darkened to black (a soft edge of 0.05 half-sides), as a
+    dermoscope's frame: radius 0.8-1.2 half-sides (corners only, up to the middle of the edges), centre moved by up
+    to 0.1 half-sides."""
+    draws = tf.random.stateless_uniform([4], seed)
+    size = tf.cast(tf.shape(unit)[0], tf.float32)
+    axis = (tf.range(size) + 0.5) / (size / 2) - 1.0  # -1..1 across the image
+    centre = (draws[1:3] - 0.5) * 0.2
+    distance = tf.sqrt((axis[:, None] - centre[0]) ** 2 + (axis[None, :] - centre[1]) ** 2)
+    radius = 0.8 + 0.4 * draws[3]
+    mask = tf.clip_by_value((radius - distance) / 0.05, 0.0, 1.0)[..., None]
+    return tf.cond(draws[0] < probability, lambda: unit * mask, lambda: unit)
 
 
 def augment_batch(images: tf.Tensor, indices: tf.Tensor, seed: int, config: OnlineAugment) -> tf.Tensor:
