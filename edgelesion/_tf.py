@@ -13,32 +13,15 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from edgelesion.errors import EdgelesionError
+from edgelesion.quiet import native_stderr_dropped, verbose
 
-VERBOSE = os.environ.get("EDGELESION_VERBOSE", "") not in ("", "0")
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-if not VERBOSE:
+if not verbose():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ log lines after start-up
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-
-
-@contextmanager
-def _stderr_to_devnull() -> Iterator[None]:
-    """File descriptor 2 pointed at /dev/null for the block (C++ code writes there directly)."""
-    sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(null)
-        os.close(saved)
 
 
 def quiet_libraries() -> None:
@@ -52,11 +35,9 @@ def quiet_libraries() -> None:
 
 
 try:
-    if VERBOSE:
+    with native_stderr_dropped():
         import tensorflow as tf
-    else:
-        with _stderr_to_devnull():
-            import tensorflow as tf
+    if not verbose():
         quiet_libraries()
     import tf_keras as keras
 except ImportError as exc:  # pragma: no cover - depends on the install

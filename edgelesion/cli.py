@@ -9,6 +9,7 @@ failed, 2 bad input or usage, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -847,6 +848,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(command).parse_args(argv)
     if args.verbose:  # read where TensorFlow is imported (edgelesion._tf)
         os.environ["EDGELESION_VERBOSE"] = "1"
+    else:  # converters log through the root logger (onnxruntime's quantizer: bias ranges no user can change)
+        logging.getLogger().setLevel(logging.ERROR)
     try:
         return args.handler(args)
     except EdgelesionError as exc:

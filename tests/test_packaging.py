@@ -122,3 +122,26 @@ def test_the_wheel_ships_only_the_package_and_installs_alone_to_predict_without_
         answer = json.loads(result.stdout)
         (row,) = answer["results"]
         assert row["error"] is None and row["label"] in answer["classes"] and row["path"] == str(image)
+
+
+@pytest.mark.parametrize("what", ["tensorflow", "litert"])
+def test_native_library_notices_are_dropped_unless_verbose(bundle_dir, what):
+    code = {
+        "tensorflow": "import edgelesion._tf",
+        "litert": "import numpy as np\n"
+        "from edgelesion.infer.runtimes import LiteRTRunner\n"
+        f"runner = LiteRTRunner({str(bundle_dir / 'float32.tflite')!r})\n"
+        "runner.predict(np.zeros((1, *runner.input['shape'][1:]), np.uint8))\n",
+    }[what]
+    notice = {"tensorflow": "oneDNN", "litert": "XNNPACK"}[what]
+
+    def stderr(**env: str) -> str:
+        environment = {"PATH": "/usr/bin:/bin", **env}
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, check=False, text=True, timeout=120, env=environment
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stderr
+
+    assert stderr() == ""
+    assert notice in stderr(EDGELESION_VERBOSE="1")  # the notice is still there to be dropped

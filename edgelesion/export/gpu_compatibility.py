@@ -54,6 +54,7 @@ def analyzer_refuses_a_flex_op() -> bool:
     TF 2.21's analyzer no longer checks any op and calls every model compatible, so its verdict is only
     recorded where this canary shows the check at work."""
     from edgelesion._tf import tf
+    from edgelesion.export.tflite_export import converted
 
     @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
     def cumulative_product(x: Any) -> Any:
@@ -63,7 +64,7 @@ def analyzer_refuses_a_flex_op() -> bool:
         [cumulative_product.get_concrete_function()], cumulative_product
     )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
-    return not parse_report(analyzer_report(converter.convert()))["compatible"]
+    return not parse_report(analyzer_report(converted(converter)))["compatible"]
 
 
 def check_description() -> str:

@@ -11,11 +11,18 @@ from edgelesion.errors import CheckFailed, EdgelesionError
 from edgelesion.export.calibration import representative_dataset
 from edgelesion.export.scaling import core_model
 from edgelesion.preprocessing import Preprocessing
+from edgelesion.quiet import native_stderr_dropped
+
+
+def converted(converter: tf.lite.TFLiteConverter) -> bytes:
+    """The converter's flatbuffer; its C++ notices (the quantizer's settings, MLIR passes) dropped unless verbose."""
+    with native_stderr_dropped():
+        return converter.convert()
 
 
 def convert_float32(model: keras.Model) -> bytes:
     """Float32 TFLite of the full float model: float32 raw pixels (0-255) in, probabilities out."""
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    return converted(tf.lite.TFLiteConverter.from_keras_model(model))
 
 
 def convert_float16(model: keras.Model) -> bytes:
@@ -23,7 +30,7 @@ def convert_float16(model: keras.Model) -> bytes:
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_types = [tf.float16]
-    return converter.convert()
+    return converted(converter)
 
 
 def _full_integer_converter(
@@ -74,7 +81,7 @@ def convert_int8_qat(
     from edgelesion.export.qat import for_conversion
 
     converter = _full_integer_converter(for_conversion(float_model, quantized_core), calibration, preprocessing)
-    return _checked_input_quantization(on_weight_grid(float_head_tail(converter.convert())), preprocessing)
+    return _checked_input_quantization(on_weight_grid(float_head_tail(converted(converter))), preprocessing)
 
 
 INT8_LEVELS = 127

@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from edgelesion.errors import EdgelesionError
+from edgelesion.quiet import native_stderr_dropped
 
 
 class Runner(Protocol):
@@ -52,7 +53,8 @@ class LiteRTRunner:
         """Probabilities for a batch of uint8 images."""
         if self.batch != len(pixels):
             self.interpreter.resize_tensor_input(self.input["index"], [len(pixels), *self.input["shape"][1:]])
-            self.interpreter.allocate_tensors()
+            with native_stderr_dropped():  # LiteRT announces its XNNPACK delegate on every allocation
+                self.interpreter.allocate_tensors()
             self.batch = len(pixels)
         # uint8 inputs take camera pixels as they are (export checks scale 1/255, zero point 0)
         self.interpreter.set_tensor(self.input["index"], pixels.astype(self.input["dtype"]))
