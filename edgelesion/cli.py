@@ -148,9 +148,11 @@ def _run_audit(args: argparse.Namespace) -> int:
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
     """The options of one training run, shared by `train` and `cv`. Unset options take the model's recipe."""
+    from dataclasses import fields
+
     from edgelesion.data.audit import NEAR_DUPLICATE_MAX_DISTANCE, ConflictPolicy
     from edgelesion.data.rebalance import AugmentConfig, RebalanceMethod
-    from edgelesion.train.config import LR_SCHEDULES, TrainConfig
+    from edgelesion.train.config import LR_SCHEDULES, OnlineAugment, TrainConfig
     from edgelesion.train.recipes import RECIPES, RECOMMENDED_RECIPE
 
     defaults, aug = TrainConfig(), AugmentConfig()
@@ -206,8 +208,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--online-augment-options",
         metavar="KEY=VALUE,...",
-        help="the online augmentation's strengths, e.g. min_crop=0.6,hue=0.05,mixup=0.2 (keys: "
-        "docs/experiments.md; OnlineAugment in edgelesion/train/config.py); implies --online-augment",
+        help="the online augmentation's strengths, e.g. min_crop=0.6,hue=0.05,mixup=0.2; implies --online-augment. "
+        f"Keys: {', '.join(f.name for f in fields(OnlineAugment) if f.name != 'enabled')} "
+        "(edgelesion/train/config.py says what each does)",
     )
     p.add_argument(
         "--patience",
