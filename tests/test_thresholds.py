@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 
-from edgelesion.thresholds import melanoma_threshold
+from edgelesion.thresholds import melanoma_threshold, order_statistic_threshold
 
 
 def probabilities(melanoma_scores):
@@ -29,3 +30,20 @@ def test_highest_threshold_reaching_the_target_with_tied_scores():
 def test_no_threshold_without_both_kinds_of_image():
     result = melanoma_threshold(probabilities([0.2, 0.4]), np.array([0, 0]), positive=1)
     assert result["threshold"] is None and "needs melanoma and non-melanoma" in result["reason"]
+
+
+def test_the_order_statistic_threshold_reaches_the_target_on_new_melanomas_as_it_says():
+    rng = np.random.default_rng(0)
+    reached, inside = [], []
+    for _ in range(2000):  # melanoma scores from one distribution: the sensitivity at t is P(score >= t)
+        scores = rng.normal(size=30)
+        probabilities = np.stack([1 - scores, scores], axis=1)
+        chosen = order_statistic_threshold(probabilities, np.ones(30, int), 1, 0.9)
+        true = float(norm.sf(chosen["threshold"]))
+        reached.append(true)
+        low, high = chosen["expected_sensitivity"]["ci95"]
+        inside.append(low <= true <= high)
+    assert np.mean(reached) == pytest.approx(28 / 31, abs=0.005)  # expected as stated, at least the target
+    assert 0.93 < np.mean(inside) < 0.97  # the interval covers the new melanomas' sensitivity 95% of the time
+    # the sample's own rule (threshold at the 4th lowest: 27/30 reached on the sample) falls short on new ones
+    assert np.mean([norm.sf(np.sort(rng.normal(size=30))[3]) for _ in range(2000)]) < 0.88

@@ -178,15 +178,17 @@ def site_calibration_lines(bundle: dict[str, Any]) -> list[str]:
         "",
         f"## Site calibration: {sample['name']} ({site['provenance']['created'][:10]})",
         f"Each artifact's {positive} alert threshold was chosen again on a labelled sample of this site, as the "
-        f"highest reaching {target:.0%} sensitivity there: {sample['images']} images, {sample['melanomas']} "
+        f"highest at which new {positive} images there are expected to reach {target:.0%} sensitivity (order "
+        f"statistics of the sample's {positive} scores): {sample['images']} images, {sample['melanomas']} "
         f"{positive} images and {sample['other_images']} others (fingerprint `{sample['fingerprint'][:16]}`), "
         f"{sample['decoding']}. Calibrated from the bundle `{site['calibrated_from']['name']}` (bundle_sha256 "
         f"`{site['calibrated_from']['bundle_sha256'][:16]}`). 95% Wilson intervals: a sample this small gives wide "
         "ones. The validation figures elsewhere in this card are the export's, at its own thresholds.",
         "",
-        "| artifact | alert at p >= | sensitivity on the sample | specificity | specificity by look-alike "
-        "| before: alert at p >= | its sensitivity on the sample | its specificity |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| artifact | alert at p >= | expected sensitivity on new images [95%] | sensitivity on the sample "
+        "| specificity | specificity by look-alike | before: alert at p >= | its sensitivity on the sample "
+        "| its specificity |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, entry in bundle["artifacts"].items():
         alert = entry["melanoma_alert"]
@@ -194,7 +196,8 @@ def site_calibration_lines(bundle: dict[str, Any]) -> list[str]:
         by_lookalike = "; ".join(f"{k} {format_estimate(v)}" for k, v in now["specificity_by_lookalike"].items())
         old_threshold = f"{before['threshold']:.4f}" if before else "n/a"
         lines.append(
-            f"| {name} | {now['threshold']:.4f} | {format_estimate(now['sensitivity'])} "
+            f"| {name} | {now['threshold']:.4f} | {format_estimate(alert['expected_sensitivity'])} "
+            f"| {format_estimate(now['sensitivity'])} "
             f"| {format_estimate(now['specificity'])} | {by_lookalike or 'none in the sample'} | {old_threshold} "
             f"| {format_estimate(before.get('sensitivity', {}))} | {format_estimate(before.get('specificity', {}))} |"
         )

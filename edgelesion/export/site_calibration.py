@@ -27,7 +27,7 @@ from edgelesion.infer.runtimes import predict_in_batches
 from edgelesion.metrics import LOOKALIKES
 from edgelesion.provenance import provenance
 from edgelesion.source_figures import lookalike_indices
-from edgelesion.thresholds import alert_figures, melanoma_threshold
+from edgelesion.thresholds import alert_figures, order_statistic_threshold
 
 # A site sample must hold at least this many melanomas: with fewer, a sensitivity of 0.90 measured on it has a 95%
 # Wilson lower bound under 0.74 (20 melanomas: 0.70; 10: 0.60), more than 0.16 below the target itself, and the
@@ -92,14 +92,17 @@ def site_alert(
     lookalikes: dict[str, int],
     rule_text: str,
 ) -> dict[str, Any]:
-    """An artifact's new `melanoma_alert`: the highest threshold reaching the target sensitivity recorded in
-    `previous` (the entry it replaces, kept inside it) on the site sample, with its figures there and those of the
-    previous threshold there."""
+    """An artifact's new `melanoma_alert`: the highest threshold at which new melanomas of the site are expected to
+    reach the target sensitivity recorded in `previous` (the entry it replaces, kept inside it), chosen among the
+    sample's melanoma scores (`order_statistic_threshold`), with its figures on the sample and those of the previous
+    threshold there."""
     target = previous["target_sensitivity"]
-    threshold = melanoma_threshold(probabilities, labels, positive, target)["threshold"]
+    chosen = order_statistic_threshold(probabilities, labels, positive, target)
+    threshold = chosen["threshold"]
     return {
         "threshold": threshold,
         "target_sensitivity": target,
+        "expected_sensitivity": chosen["expected_sensitivity"],
         "rule": "site",
         "rule_text": rule_text,
         "site": alert_figures(probabilities, labels, positive, threshold, lookalikes),
@@ -120,8 +123,8 @@ def calibrate_bundle(
     """Write to `out` a copy of the bundle whose melanoma alert thresholds are chosen on the labelled site sample
     `data_dir` (class folders, or described by `metadata`); returns the new bundle.json.
 
-    Each artifact's threshold is the highest reaching the bundle's target sensitivity on the sample, with 95% Wilson
-    intervals there. A sample with fewer than MIN_MELANOMAS melanomas or MIN_OTHER_IMAGES other images is refused.
+    Each artifact's threshold is the highest at which the site's new melanomas are expected to reach the bundle's
+    target sensitivity, with that sensitivity's 95% interval, and the sample's own figures with Wilson intervals. A sample with fewer than MIN_MELANOMAS melanomas or MIN_OTHER_IMAGES other images is refused.
     The original bundle is only read; the new one is built beside `out` and renamed into place when whole.
     """
     bundle_dir, data_dir, out = Path(bundle_dir), Path(data_dir), Path(out)
@@ -158,7 +161,8 @@ def calibrate_bundle(
     rule_text = (
         f"chosen on a labelled sample of the site {record['sample']['name']!r} ({n_positive} {positive_class} "
         f"images, {n_other} others; fingerprint {record['sample']['fingerprint'][:16]}) as the highest "
-        "reaching the target sensitivity there; the threshold it replaces is kept under `previous`"
+        "at which new melanomas there are expected to reach the target sensitivity (order statistics of the sample's "
+        "melanoma scores); the threshold it replaces is kept under `previous`"
     )
     probabilities = site_probabilities(bundle_dir, bundle, [sample.root / r.relpath for r in sample.records])
     labels = sample.labels
