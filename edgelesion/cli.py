@@ -787,8 +787,9 @@ def _add_calibrate(sub: argparse._SubParsersAction, summary: str) -> None:
         "calibrate",
         help=summary,
         description="Choose each artifact's melanoma alert threshold again on a labelled sample of a new site: "
-        "the highest that reaches the bundle's target sensitivity there, with 95% intervals, beside what the old "
-        "threshold gave. Writes a new bundle (artifacts unchanged); the original is only read.",
+        "the highest at which the site's new melanomas are expected to reach the bundle's target sensitivity, with "
+        "95% intervals, beside what the old threshold gave. Writes a new bundle (artifacts unchanged); the original "
+        "is only read.",
     )
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a bundle folder made by 'edgelesion export'")
     p.add_argument(
