@@ -33,7 +33,7 @@ lint: $(STAMP)
 demo: $(STAMP)
 	@echo "== edgelesion demo: a SMOKE RUN on 93 sample images. Its accuracy means nothing. =="
 	$(BIN)/edgelesion audit --data demo/sample --out $(DEMO_RUN)-audit --force
-	$(BIN)/edgelesion train --data demo/sample --out $(DEMO_RUN) --model seed-dropout --epochs 8 --folds 3 --min-support 3 --force
+	$(BIN)/edgelesion train --data demo/sample --out $(DEMO_RUN) --recipe seed-dropout-augmentor --epochs 8 --folds 3 --min-support 3 --force
 	$(BIN)/edgelesion evaluate $(DEMO_RUN)
 	@echo "== Export: a smoke model's near-uniform probabilities make the int8 top-1 checks noise, so the demo"
 	@echo "== keeps any artifact that misses its tolerance (--keep-failed) and marks it in bundle.json. =="

@@ -10,6 +10,7 @@ from edgelesion._tf import keras, tf
 from edgelesion.errors import CheckFailed, EdgelesionError
 from edgelesion.export.calibration import representative_dataset
 from edgelesion.export.scaling import core_model
+from edgelesion.infer.runtimes import litert_interpreter
 from edgelesion.preprocessing import Preprocessing
 from edgelesion.quiet import native_stderr_dropped
 
@@ -60,9 +61,7 @@ def _checked_input_quantization(flatbuffer: bytes, preprocessing: Preprocessing)
 
     Feeding pixels to a wrongly quantized input silently ruins accuracy (tensorflow#53278).
     """
-    from ai_edge_litert.interpreter import Interpreter
-
-    scale, zero_point = Interpreter(model_content=flatbuffer).get_input_details()[0]["quantization"]
+    scale, zero_point = litert_interpreter(model_content=flatbuffer).get_input_details()[0]["quantization"]
     expected_scale, expected_zero_point = preprocessing.uint8_quantization
     if zero_point != expected_zero_point or not np.isclose(scale, expected_scale, rtol=1e-6):
         raise CheckFailed(
@@ -221,9 +220,7 @@ def float_head_tail(flatbuffer: bytes) -> bytes:
 
 def _softmax_input_name(flatbuffer: bytes) -> str:
     """The name of the tensor the model's softmax reads: the logits, which the classifier head writes."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter = litert_interpreter(model_content=flatbuffer)
     softmax = [op for op in interpreter._get_ops_details() if op["op_name"] == "SOFTMAX"]
     if len(softmax) != 1:
         raise EdgelesionError(

@@ -10,7 +10,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,15 +35,21 @@ def _packed_labels(tflite: Path) -> list[str] | None:
         return None
 
 
+def litert_interpreter(**options: Any) -> Any:
+    """A LiteRT interpreter (ai_edge_litert's Interpreter(**options)), made without its delegate notice."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with native_stderr_dropped():  # LiteRT announces its XNNPACK delegate when it applies it
+        return Interpreter(**options)
+
+
 class LiteRTRunner:
     """A .tflite file on the LiteRT interpreter (XNNPACK CPU delegate, as on phones)."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
         self.path = Path(path)
         self.threads = threads or os.cpu_count() or 1
-        self.interpreter = Interpreter(model_path=str(self.path), num_threads=self.threads)
+        self.interpreter = litert_interpreter(model_path=str(self.path), num_threads=self.threads)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.batch: int | None = None
@@ -53,7 +59,7 @@ class LiteRTRunner:
         """Probabilities for a batch of uint8 images."""
         if self.batch != len(pixels):
             self.interpreter.resize_tensor_input(self.input["index"], [len(pixels), *self.input["shape"][1:]])
-            with native_stderr_dropped():  # LiteRT announces its XNNPACK delegate on every allocation
+            with native_stderr_dropped():  # and again on an allocation that applies it
                 self.interpreter.allocate_tensors()
             self.batch = len(pixels)
         # uint8 inputs take camera pixels as they are (export checks scale 1/255, zero point 0)
