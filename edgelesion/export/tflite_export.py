@@ -245,13 +245,14 @@ def convert_int8_ptq(float_model: keras.Model, calibration: np.ndarray, preproce
 
     converter = _full_integer_converter(core_model(float_model), calibration, preprocessing)
     options = tf.lite.experimental.QuantizationDebugOptions
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter,
-        debug_dataset=converter.representative_dataset,
-        debug_options=options(denylisted_ops=["SOFTMAX"]),
-    )
-    debugger.options = options(
-        denylisted_ops=["SOFTMAX"], denylisted_nodes=[_softmax_input_name(debugger.calibrated_model)]
-    )
-    flatbuffer = modify_model_io_type(debugger.get_nondebug_quantized_model(), tf.uint8, tf.float32)
+    with native_stderr_dropped():  # each quantization pass prints its settings
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter,
+            debug_dataset=converter.representative_dataset,
+            debug_options=options(denylisted_ops=["SOFTMAX"]),
+        )
+        debugger.options = options(
+            denylisted_ops=["SOFTMAX"], denylisted_nodes=[_softmax_input_name(debugger.calibrated_model)]
+        )
+        flatbuffer = modify_model_io_type(debugger.get_nondebug_quantized_model(), tf.uint8, tf.float32)
     return _checked_input_quantization(flatbuffer, preprocessing)
