@@ -29,9 +29,7 @@ def quiet_libraries() -> None:
     for name in ("tensorflow", "tf2onnx", "absl", "h5py", "tensorflow_model_optimization"):
         logging.getLogger(name).setLevel(logging.ERROR)
     for module in ("tensorflow", "tf_keras", "keras", "tf2onnx", "tensorflow_model_optimization", "onnx", "absl"):
-        warnings.filterwarnings("ignore", module=module)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", module=module)  # theirs only: a user's own warnings stay
 
 
 try:

@@ -117,13 +117,14 @@ def _add_audit(sub: argparse._SubParsersAction, summary: str) -> None:
     p.set_defaults(handler=_run_audit)
 
 
-def _add_lookalikes_option(p: argparse.ArgumentParser) -> None:
+def _add_lookalikes_option(p: argparse.ArgumentParser, *, recipe_default: bool = False) -> None:
+    """--lookalikes; with `recipe_default`, unset means the recipe's (training options)."""
     from edgelesion.metrics import LOOKALIKES
 
     p.add_argument(
         "--lookalikes",
         type=_comma_list,
-        default=LOOKALIKES,
+        default=None if recipe_default else LOOKALIKES,
         metavar="CLASS,CLASS",
         help="the classes melanoma is told from within each source and checked against for confounding "
         f"(default {','.join(LOOKALIKES)})",
@@ -147,7 +148,7 @@ def _run_audit(args: argparse.Namespace) -> int:
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
-    """The options of one training run, shared by `train` and `cv`. Unset options take the model's recipe."""
+    """The options of one training run, shared by `train` and `cv`. An option not given keeps the recipe's value."""
     from dataclasses import fields
 
     from edgelesion.data.audit import NEAR_DUPLICATE_MAX_DISTANCE, ConflictPolicy
@@ -173,7 +174,6 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights",
         choices=["imagenet", "none"],
-        default="imagenet",
         help="imagenet: start from the model's pretrained weights where it has them (default); none: from scratch",
     )
     p.add_argument(
@@ -217,7 +217,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         type=int,
         help=f"stop after this many epochs without a better validation balanced accuracy, 0: never ({recipe})",
     )
-    p.add_argument("--seed", type=int, default=defaults.seed, help="seed for the split, augmentation and training")
+    p.add_argument("--seed", type=int, help=f"seed for the split, augmentation and training (default {defaults.seed})")
     p.add_argument(
         "--split-seed",
         type=int,
@@ -226,61 +226,58 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--rebalance",
         choices=[m.value for m in RebalanceMethod],
-        help="augmentor: Augmentor copies of the training split (the seed's method, seed models' default); "
-        "class-weights: weight the loss (efficientnet-lite0's default); none",
+        help="augmentor: Augmentor copies of the training split (the seed's method); class-weights: weight the loss; "
+        f"none ({recipe})",
     )
     p.add_argument(
         "--augment-target",
-        default=aug.target,
         help="images per class after augmentation: 'max' (the largest class, default), 'seed' (+500 per class, "
         "as the seed project did), or a number",
     )
     p.add_argument(
         "--max-copies",
         type=int,
-        default=aug.max_copies_per_image,
         help=f"at most this many augmented copies of one image (default {aug.max_copies_per_image})",
     )
-    p.add_argument("--augmentor-flips", action="store_true", help="add random flips to the Augmentor copies")
-    p.add_argument("--augmentor-zoom", action="store_true", help="add random zoom to the Augmentor copies")
+    p.add_argument(
+        "--augmentor-flips", action="store_true", default=None, help="add random flips to the Augmentor copies"
+    )
+    p.add_argument(
+        "--augmentor-zoom", action="store_true", default=None, help="add random zoom to the Augmentor copies"
+    )
     _refuse_renamed(p, "--flips", "--augmentor-flips", "it acts on Augmentor's copies, not the online augmentation")
     _refuse_renamed(p, "--zoom", "--augmentor-zoom", "it acts on Augmentor's copies, not the online augmentation")
     p.add_argument(
         "--conflicts",
         choices=[c.value for c in ConflictPolicy],
-        default=defaults.conflict_policy.value,
         help="copies of one image with different labels: exclude them all (default) or keep one per label",
     )
-    p.add_argument("--folds", type=int, default=defaults.folds, help="the data is cut into this many folds (default 5)")
+    p.add_argument("--folds", type=int, help=f"the data is cut into this many folds (default {defaults.folds})")
     p.add_argument(
         "--near-distance",
         type=int,
-        default=NEAR_DUPLICATE_MAX_DISTANCE,
         help="max phash bit distance for near-duplicates, kept on one side of every split "
         f"(default {NEAR_DUPLICATE_MAX_DISTANCE})",
     )
     p.add_argument(
         "--positive-class",
-        default=defaults.positive_class,
         help=f"the class the alert and sensitivity figures are about (default {defaults.positive_class})",
     )
     p.add_argument(
         "--min-support",
         type=int,
-        default=defaults.min_support,
         help=f"classes with fewer validation images are listed, not scored (default {defaults.min_support})",
     )
     _add_metadata_options(p)
-    _add_lookalikes_option(p)
+    _add_lookalikes_option(p, recipe_default=True)
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
 
 
 def _train_config(args: argparse.Namespace, **fixed: int) -> TrainConfig:
-    """The TrainConfig the options describe: the model's recipe with every option given on top."""
+    """The TrainConfig the options describe: the named recipe (or the model's own defaults) with every option
+    given on top; an option not given keeps the recipe's value."""
     from dataclasses import replace
-    from functools import partial
 
-    from edgelesion.data.rebalance import AugmentConfig
     from edgelesion.train.config import TrainConfig
 
     given = {
@@ -295,33 +292,30 @@ def _train_config(args: argparse.Namespace, **fixed: int) -> TrainConfig:
         "freeze_batchnorm": args.freeze_batchnorm,
         "patience": args.patience,
         "rebalance": args.rebalance,
+        "pretrained": None if args.weights is None else args.weights == "imagenet",
+        "seed": args.seed,
+        "split_seed": args.split_seed,
+        "conflict_policy": args.conflicts,
+        "lookalikes": args.lookalikes,
+        "folds": args.folds,
+        "min_support": args.min_support,
+        "near_duplicate_max_distance": args.near_distance,
+        "positive_class": args.positive_class,
+    }
+    augmentor = {
+        "target": args.augment_target,
+        "max_copies_per_image": args.max_copies,
+        "flips": args.augmentor_flips,
+        "zoom": args.augmentor_zoom,
     }
     from edgelesion.train.recipes import RECOMMENDED_RECIPE, recipe_config
 
     if args.model is not None:
         _check_model(args.model)
-    start = (
-        partial(TrainConfig.for_model, args.model)
-        if args.model
-        else partial(recipe_config, args.recipe or RECOMMENDED_RECIPE)
-    )
+    start = TrainConfig.for_model(args.model) if args.model else recipe_config(args.recipe or RECOMMENDED_RECIPE)
     try:
-        config = start(
-            pretrained=args.weights == "imagenet",
-            seed=args.seed,
-            split_seed=args.split_seed,
-            conflict_policy=args.conflicts,
-            lookalikes=args.lookalikes,
-            folds=args.folds,
-            min_support=args.min_support,
-            near_duplicate_max_distance=args.near_distance,
-            positive_class=args.positive_class,
-            augment=AugmentConfig(
-                target=args.augment_target,
-                max_copies_per_image=args.max_copies,
-                flips=args.augmentor_flips,
-                zoom=args.augmentor_zoom,
-            ),
+        config = start.with_changes(
+            augment=replace(start.augment, **{k: v for k, v in augmentor.items() if v is not None}),
             **{k: v for k, v in given.items() if v is not None},
             **fixed,
         )

@@ -45,6 +45,11 @@ def melanoma_threshold(
     }
 
 
+def melanomas_needed(target_sensitivity: float) -> int:
+    """The fewest melanoma scores among which a threshold can be expected to reach the target: n / (n + 1) at best."""
+    return max(1, int(np.ceil(target_sensitivity / (1 - target_sensitivity) - 1e-9))) if target_sensitivity < 1 else 0
+
+
 def order_statistic_threshold(
     probabilities: np.ndarray, labels: np.ndarray, positive: int, target_sensitivity: float = TARGET_SENSITIVITY
 ) -> dict[str, Any]:
@@ -52,13 +57,16 @@ def order_statistic_threshold(
     sample's melanoma scores, with the 95% interval of that sensitivity.
 
     A threshold set at the k-th lowest of n melanoma scores passes a new melanoma with probability 1 - F(s_(k)),
-    which follows Beta(n - k + 1, k) whatever the score distribution F (order statistics): mean (n - k + 1) / (n + 1).
+    which follows Beta(n - k + 1, k) whatever the score distribution F (order statistics of untied scores; ties at
+    the threshold only raise it): mean (n - k + 1) / (n + 1).
     The threshold where the sample's own sensitivity first reaches the target is chosen on the very scores it is
     scored on, and overstates what new melanomas get: at 30 melanomas and 0.90, its mean is 0.87, and on a source
     the model never saw it fell below its own Wilson interval in 2 of 5 draws (docs/experiments.md, "Alert threshold").
     """
     scores = np.sort(np.asarray(probabilities)[np.asarray(labels) == positive, positive])
     n = len(scores)
+    if target_sensitivity >= 1 or n < melanomas_needed(target_sensitivity):
+        raise ValueError(f"{n} melanoma scores cannot set a threshold expected to reach {target_sensitivity}")
     k = max(1, int(np.floor((n + 1) * (1 - target_sensitivity) + 1e-9)))
     passed, missed = n - k + 1, k
     return {

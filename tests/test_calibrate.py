@@ -154,8 +154,13 @@ def test_a_sample_too_small_is_refused_naming_the_counts_and_the_minimum(bundle_
     error = capsys.readouterr().err
     assert "holds 29 melanoma images and 60 others" in error and "at least 30 melanoma images and 60 others" in error
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
-    assert sample_size_problem(MIN_MELANOMAS, MIN_OTHER_IMAGES - 1, "melanoma") is not None
-    assert sample_size_problem(MIN_MELANOMAS, MIN_OTHER_IMAGES, "melanoma") is None
+    assert sample_size_problem(MIN_MELANOMAS, MIN_OTHER_IMAGES - 1, "melanoma", 0.9) is not None
+    assert sample_size_problem(MIN_MELANOMAS, MIN_OTHER_IMAGES, "melanoma", 0.9) is None
+    # 0.98: a threshold among n scores is expected to pass n / (n + 1) of new melanomas at most, so 49 are needed
+    assert "at least 49 melanoma images for a target sensitivity of 0.98" in sample_size_problem(
+        MIN_MELANOMAS, MIN_OTHER_IMAGES, "melanoma", 0.98
+    )
+    assert sample_size_problem(49, MIN_OTHER_IMAGES, "melanoma", 0.98) is None
 
 
 def test_the_minimum_sample_holds_the_reason_it_states():

@@ -309,3 +309,31 @@ def test_renamed_conflicting_and_unknown_training_options_are_refused(dataset_di
         assert main(["train", "--data", str(dataset_dir), "--out", str(tmp_path / "r"), *options]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_an_option_not_given_keeps_the_recipe_s_value(dataset_dir, monkeypatch):
+    from edgelesion.cli import _train_config, build_parser
+    from edgelesion.data.rebalance import AugmentConfig
+    from edgelesion.train import recipes
+    from edgelesion.train.config import TrainConfig
+
+    config = TrainConfig(
+        model="seed-simple",
+        pretrained=False,
+        seed=7,
+        folds=3,
+        min_support=2,
+        near_duplicate_max_distance=2,
+        conflict_policy="keep",
+        lookalikes=("nevus",),
+        augment=AugmentConfig(target="seed", flips=True),
+    )
+    monkeypatch.setitem(recipes.RECIPES, "custom", recipes.Recipe("custom", "a recipe that sets them all", config, ""))
+    args = build_parser("train").parse_args(["train", "--data", str(dataset_dir), "--out", "r", "--recipe", "custom"])
+    assert _train_config(args) == config
+    args = build_parser("train").parse_args(
+        ["train", "--data", str(dataset_dir), "--out", "r", "--recipe", "custom", "--seed", "1", "--max-copies", "2"]
+    )
+    assert _train_config(args) == config.with_changes(
+        seed=1, augment=AugmentConfig(target="seed", flips=True, max_copies_per_image=2)
+    )

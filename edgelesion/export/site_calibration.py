@@ -27,7 +27,7 @@ from edgelesion.infer.runtimes import predict_in_batches
 from edgelesion.metrics import LOOKALIKES
 from edgelesion.provenance import provenance
 from edgelesion.source_figures import lookalike_indices
-from edgelesion.thresholds import alert_figures, order_statistic_threshold
+from edgelesion.thresholds import alert_figures, melanomas_needed, order_statistic_threshold
 
 # A site sample must hold at least this many melanomas: with fewer, a sensitivity of 0.90 measured on it has a 95%
 # Wilson lower bound under 0.74 (20 melanomas: 0.70; 10: 0.60), more than 0.16 below the target itself, and the
@@ -42,15 +42,18 @@ MIN_OTHER_IMAGES = 60
 DECODING = "every JPEG decoded in full, as 'predict --full-decode' does"
 
 
-def sample_size_problem(n_positive: int, n_other: int, positive_class: str) -> str | None:
-    """Why a site sample is too small to choose a threshold on (None when it is large enough)."""
-    if n_positive >= MIN_MELANOMAS and n_other >= MIN_OTHER_IMAGES:
+def sample_size_problem(n_positive: int, n_other: int, positive_class: str, target: float) -> str | None:
+    """Why a site sample is too small to choose a threshold for `target` sensitivity on (None when it is large
+    enough): MIN_MELANOMAS and MIN_OTHER_IMAGES, and at a target near 1 the melanomas it takes to reach it at all."""
+    needed = max(MIN_MELANOMAS, melanomas_needed(target))
+    if n_positive >= needed and n_other >= MIN_OTHER_IMAGES:
         return None
     return (
         f"the sample holds {n_positive} {positive_class} images and {n_other} others: calibrate needs at least "
-        f"{MIN_MELANOMAS} {positive_class} images and {MIN_OTHER_IMAGES} others (with fewer than {MIN_MELANOMAS} "
-        f"{positive_class} images, a sensitivity of 0.90 on the sample has a 95% interval reaching below 0.74). Add "
-        "labelled images of this site, or keep the bundle's thresholds chosen on validation"
+        f"{needed} {positive_class} images for a target sensitivity of {target:g}, and {MIN_OTHER_IMAGES} others "
+        f"(with fewer than {MIN_MELANOMAS} {positive_class} images, a sensitivity of 0.90 on the sample has a 95% "
+        f"interval reaching below 0.74; a threshold among n scores can be expected to reach n / (n + 1) at most). "
+        "Add labelled images of this site, or keep the bundle's thresholds chosen on validation"
     )
 
 
@@ -151,7 +154,8 @@ def calibrate_bundle(
         "provenance": provenance(portable=True),  # its `created` is the date of the calibration
     }
     n_positive, n_other = record["sample"]["melanomas"], record["sample"]["other_images"]
-    if problem := sample_size_problem(n_positive, n_other, positive_class):
+    target = max(entry["melanoma_alert"]["target_sensitivity"] for entry in bundle["artifacts"].values())
+    if problem := sample_size_problem(n_positive, n_other, positive_class, target):
         raise EdgelesionError(f"{data_dir}: {problem}")
     if sample.skipped:
         print(
