@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.cv_compare lite0-20ep lite0-20ep-mixup
 
-Reads the folds both recipes have finished on this machine (`benchmarks.cv RECIPE --folds ...`, in
+Reads the folds both recipes have finished on this machine (`benchmarks.cv RECIPE --only-folds ...`, in
 runs/benchmarks/cv-RECIPE) and records, per fold and as the mean over those folds, each recipe's balanced
 accuracy and arg-max melanoma sensitivity (best epoch), the second recipe's paired bootstrap difference
 from the first, melanoma's ROC AUC and how many answers each model keeps under +-1 grey level of input

@@ -108,9 +108,19 @@ def paired_auc_difference(
     return {"value": float(value), "ci95": [float(q) for q in np.percentile(differences, [2.5, 97.5])]}
 
 
+def baseline_name(name: str) -> str:
+    """The recipe's run a candidate's run is paired with: the same training seed where it has one, else seed 0's
+    (a seed replicate of the recipe itself: seed 0's, the spread a change must clear)."""
+    match = RUN_NAME.fullmatch(name)
+    seeded_recipe = RUNS / run_name("recipe", int(match["seed"] or 0))
+    if match["candidate"] == "recipe" or not seeded_recipe.exists():
+        return run_name("recipe", 0)
+    return seeded_recipe.name
+
+
 def held_out_figures(name: str, config: TrainConfig) -> dict[str, Any] | None:
     """A finished leave-source-out run's figures on the held-out block, paired with the recipe's run."""
-    cv_root, base_root = RUNS / name, RUNS / "holdout-recipe"
+    cv_root, base_root = RUNS / name, RUNS / baseline_name(name)
     summary = cv_root / "cv_summary.json"
     if not summary.is_file() or HELD_OUT not in read_json(summary)["finished"]:
         return None
@@ -123,6 +133,7 @@ def held_out_figures(name: str, config: TrainConfig) -> dict[str, Any] | None:
         "held_out": row["held_out"],
         "validation": row["validation"],
         "alert_threshold": row["alert_threshold"],
+        "paired_with": base_root.name,
         "auc_vs_recipe": paired_auc_difference(truth, base_scores, scores),
         "timing": training_time(fold_dir(CvDir(cv_root), HELD_OUT).root, config.head_epochs),
     }
@@ -197,6 +208,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.candidate and not args.record_only:
         parser.error("name a candidate, or --record-only")
+    if args.record_only and (args.candidate or args.fold0 or args.seed):
+        parser.error("--record-only trains nothing: give it no candidate, --seed or --fold0")
     data = require_data()
     metadata = MetadataSpec(data.parent / "sources.csv", source_column="source")
     if args.candidate and not args.record_only:
@@ -220,8 +233,9 @@ def main() -> None:
         "",
         f"Command: `python -m benchmarks.source_holdout {' '.join(sys.argv[1:])}`. Each run is trained without "
         f"{HELD_OUT} and scored inside it (melanoma against nevus, alert threshold from the training sources' "
-        "validation split); fold 0 is the 5-fold CV with sources. Deltas are paired with the recipe's runs on the "
-        "same images.",
+        "validation split); fold 0 is the 5-fold CV with sources. Deltas are paired on the same images with the "
+        "recipe's run of the same training seed (seed 0's where it has none); a seed replicate of the recipe itself "
+        "is paired with seed 0's.",
         "",
         *table(results),
     ]

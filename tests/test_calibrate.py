@@ -152,7 +152,10 @@ def test_a_sample_too_small_is_refused_naming_the_counts_and_the_minimum(bundle_
     out = tmp_path / "out"
     assert main(["calibrate", str(bundle_dir), "--data", str(site), "--out", str(out)]) == 2
     error = capsys.readouterr().err
-    assert "holds 29 melanoma images and 60 others" in error and "at least 30 melanoma images and 60 others" in error
+    assert (
+        "holds 29 melanoma images and 60 others" in error
+        and "at least 30 melanoma images for a target sensitivity of 0.9, and 60 others" in error
+    )
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
     assert sample_size_problem(MIN_MELANOMAS, MIN_OTHER_IMAGES - 1, "melanoma", 0.9) is not None
     assert sample_size_problem(MIN_MELANOMAS, MIN_OTHER_IMAGES, "melanoma", 0.9) is None

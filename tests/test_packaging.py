@@ -70,7 +70,17 @@ def _filled_wheel_cache(pytestconfig: pytest.Config, tmp_path: Path) -> Path:
 
 def _source_copy(target: Path) -> Path:
     """The repository without its environments and build leftovers: a stale build/ folder cannot reach the wheel."""
-    leftovers = {".git", ".venv", "build", "runs", "export", ".pytest_cache", ".hypothesis", ".ruff_cache"}
+    leftovers = {
+        ".git",
+        ".venv",
+        "build",
+        "runs",
+        "export",
+        ".pytest_cache",
+        ".hypothesis",
+        ".ruff_cache",
+        ".mypy_cache",
+    }
 
     def ignored(folder: str, names: list[str]) -> list[str]:
         top = Path(folder) == REPO

@@ -182,8 +182,8 @@ def site_calibration_lines(bundle: dict[str, Any]) -> list[str]:
         f"statistics of the sample's {positive} scores): {sample['images']} images, {sample['melanomas']} "
         f"{positive} images and {sample['other_images']} others (fingerprint `{sample['fingerprint'][:16]}`), "
         f"{sample['decoding']}. Calibrated from the bundle `{site['calibrated_from']['name']}` (bundle_sha256 "
-        f"`{site['calibrated_from']['bundle_sha256'][:16]}`). 95% Wilson intervals: a sample this small gives wide "
-        "ones. The validation figures elsewhere in this card are the export's, at its own thresholds.",
+        f"`{site['calibrated_from']['bundle_sha256'][:16]}`). The expected sensitivity's interval is the order "
+        "statistic's (Beta), the sample's figures' are 95% Wilson intervals: a sample this small gives wide ones. The validation figures elsewhere in this card are the export's, at its own thresholds.",
         "",
         "| artifact | alert at p >= | expected sensitivity on new images [95%] | sensitivity on the sample "
         "| specificity | specificity by look-alike | before: alert at p >= | its sensitivity on the sample "

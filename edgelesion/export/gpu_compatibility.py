@@ -82,7 +82,11 @@ def gpu_delegate_check(path: Path) -> dict[str, Any]:
     checked is recorded as not checked (`compatible` null), with the reason."""
     entry: dict[str, Any] = {"compatible": None, "incompatible_ops": None, "check": check_description()}
     try:
-        if not analyzer_refuses_a_flex_op():
+        refuses_flex = analyzer_refuses_a_flex_op()
+    except Exception as exc:  # noqa: BLE001 - a check that cannot run must not stop the export
+        return {**entry, "not_checked": f"the analyzer's own check on a Flex-op model could not run: {exc}"}
+    try:
+        if not refuses_flex:
             return {
                 **entry,
                 "not_checked": "this TensorFlow's Analyzer checks no op: it calls even a model with a "
