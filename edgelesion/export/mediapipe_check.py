@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from edgelesion.quiet import native_stderr_dropped
+
 INSTALL_HINT = "pip install --no-deps -r requirements-mediapipe.txt (make install does this)"
 
 
@@ -39,7 +41,8 @@ def mediapipe_agreement(tflite_path: Path, pixels: np.ndarray, litert_probabilit
     category names MediaPipe returns (from the labels inside the file)."""
     from importlib.metadata import version
 
-    scores, names = mediapipe_probabilities(tflite_path, pixels)
+    with native_stderr_dropped():  # MediaPipe's interpreter announces its XNNPACK delegate
+        scores, names = mediapipe_probabilities(tflite_path, pixels)
     return {
         "mediapipe_version": version("mediapipe"),
         "images": len(pixels),

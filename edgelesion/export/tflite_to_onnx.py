@@ -30,6 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgelesion.errors import EdgelesionError
 from edgelesion.export.onnx_export import INPUT_NAME, OPSET, is_depthwise
 from edgelesion.export.qat import WEIGHT_LEVELS
+from edgelesion.quiet import native_stderr_dropped
 
 MATRIX_OPS = ("Conv", "MatMul", "Gemm")  # the ops onnxruntime runs in its uint8 x int8 matrix kernels
 
@@ -40,7 +41,8 @@ def convert_int8_tflite(tflite: Path, target: Path) -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         converted = Path(scratch) / "converted.onnx"
-        tf2onnx.convert.from_tflite(str(tflite), opset=OPSET, output_path=str(converted))
+        with native_stderr_dropped():  # tf2onnx reads the file through a TFLite interpreter, which announces itself
+            tf2onnx.convert.from_tflite(str(tflite), opset=OPSET, output_path=str(converted))
         model = onnx.load(str(converted))
     for_onnxruntime(model)
     onnx.save(model, str(target))
