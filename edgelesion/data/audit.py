@@ -12,6 +12,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from edgelesion.data.dataset import LoadedDataset, SkippedFile
+from edgelesion.data.near_pairs import hamming_pairs
 
 # Two images whose 64-bit perceptual hashes (imagehash.phash) differ in at most this many bits
 # are treated as the same lesion. Measured on 300 ISIC images (benchmarks/audit.md): re-saving
@@ -119,21 +120,6 @@ class AuditReport:
             "conflicting_groups": [describe(g) for g in self.conflicts],
             "excluded_by_policy": [vars(s) for s in self.excluded],
         }
-
-
-def hamming_pairs(a: np.ndarray, b: np.ndarray, max_distance: int, *, same: bool = False) -> np.ndarray:
-    """Index pairs (i, j) with popcount(a[i] ^ b[j]) <= max_distance; with `same`, only i < j."""
-    pairs = []
-    chunk = 1024
-    for start in range(0, len(a), chunk):
-        block = a[start : start + chunk, None] ^ b[None, :]
-        i, j = np.nonzero(np.bitwise_count(block) <= max_distance)
-        i += start
-        if same:
-            keep = i < j
-            i, j = i[keep], j[keep]
-        pairs.append(np.stack([i, j], axis=1))
-    return np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
 
 
 def _components(n: int, edges: list[np.ndarray]) -> np.ndarray:
