@@ -340,16 +340,14 @@ def _check_model(name: str) -> None:
 
 
 def _key_values(text: str, option: str) -> dict[str, float]:
-    """'a=0.6, b=2' -> {'a': 0.6, 'b': 2.0}, or an error naming `option`."""
+    """'a=0.6, b=2' -> {'a': 0.6, 'b': 2.0}, or an error naming `option` (an item without '=' has no number)."""
     pairs = {}
     for item in _comma_list(text):
-        key, equals, value = item.partition("=")
+        key, _, value = item.partition("=")
         try:
             pairs[key.strip()] = float(value)
         except ValueError:
             raise EdgelesionError(f"{option}: {item!r} is not KEY=NUMBER") from None
-        if not equals:
-            raise EdgelesionError(f"{option}: {item!r} is not KEY=NUMBER")
     return pairs
 
 

@@ -92,14 +92,18 @@ def _search(
         found.append(_compare(a, b, ia, ib, max_distance, same))
         return
     for block in _blocks(free, max_distance + 1):
-        key_a, key_b = a[ia] & block, b[ib] & block
-        order_a, order_b = np.argsort(key_a, kind="stable"), np.argsort(key_b, kind="stable")
-        values_a, start_a, count_a = np.unique(key_a[order_a], return_index=True, return_counts=True)
-        values_b, start_b, count_b = np.unique(key_b[order_b], return_index=True, return_counts=True)
-        shared, at_a, at_b = np.intersect1d(values_a, values_b, assume_unique=True, return_indices=True)
-        for k in range(len(shared)):
-            bucket_a = ia[order_a[start_a[at_a[k]] : start_a[at_a[k]] + count_a[at_a[k]]]]
-            bucket_b = ib[order_b[start_b[at_b[k]] : start_b[at_b[k]] + count_b[at_b[k]]]]
-            if same and len(bucket_a) < 2:
+        groups_a = _buckets(a, ia, block)
+        groups_b = groups_a if same else _buckets(b, ib, block)  # with `same`, b and ib are a and ia
+        for value, bucket_a in groups_a.items():
+            bucket_b = groups_b.get(value)
+            if bucket_b is None or (same and len(bucket_a) < 2):
                 continue
             _search(a, b, bucket_a, bucket_b, free & ~block, max_distance, same, found)
+
+
+def _buckets(hashes: np.ndarray, indices: np.ndarray, block: np.uint64) -> dict[int, np.ndarray]:
+    """`indices` grouped by the value of their hashes' bits in `block`."""
+    keys = hashes[indices] & block
+    order = np.argsort(keys, kind="stable")
+    values, starts = np.unique(keys[order], return_index=True)
+    return dict(zip(values.tolist(), np.split(indices[order], starts[1:]), strict=True))
