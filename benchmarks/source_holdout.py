@@ -1,15 +1,16 @@
 """Candidate recipes against the recommended one where the images come from a source the model never saw.
 
     .venv/bin/python -m benchmarks.source_holdout colour             # trains what is missing (resumable), records
-    .venv/bin/python -m benchmarks.source_holdout colour --fold0     # also fold 0 of the 5-fold CV with sources
+    .venv/bin/python -m benchmarks.source_holdout colour --folds 0   # also fold 0 of the 5-fold CV with sources
     .venv/bin/python -m benchmarks.source_holdout colour --seed 1    # another training seed, the same splits
     .venv/bin/python -m benchmarks.source_holdout --record-only      # records what is finished, trains nothing
 
 Each candidate is the recipe (`TrainConfig.for_model`) with some changes. It is trained without ISIC block
 0000100-0000999 (`edgelesion cv --leave-source-out`) and scored inside that block, the one source that holds
-melanomas and nevi; with --fold0 it also trains fold 0 of the 5-fold CV with sources. Both are paired with the
-recipe's own runs on the same images: held-out melanoma-vs-nevus AUC difference (stratified paired bootstrap) and
-fold 0's balanced accuracy difference. Runs go to runs/benchmarks/holdout-NAME[-seedS][-kfold] (git-ignored); the
+melanomas and nevi; with --folds it also trains those folds of the 5-fold CV with sources. Both are paired with the
+recipe's own runs on the same images: held-out melanoma-vs-nevus AUC difference (stratified paired bootstrap), and
+each finished fold's balanced accuracy difference, per fold and over the finished folds' validation images together
+(with melanoma against nevus inside the block, out of fold). Runs go to runs/benchmarks/holdout-NAME[-seedS][-kfold] (git-ignored); the
 record is benchmarks/results/source_holdout_KIND.{json,md} (KIND: the CPU kind), one row per finished run.
 """
 
@@ -139,29 +140,51 @@ def held_out_figures(name: str, config: TrainConfig) -> dict[str, Any] | None:
     }
 
 
-def fold0_figures(name: str) -> dict[str, Any] | None:
-    """Fold 0 of a candidate's 5-fold CV with sources: pooled balanced accuracy paired with the recipe's, and
+def kfold_figures(name: str) -> dict[str, Any] | None:
+    """The finished folds of a candidate's 5-fold CV with sources, each paired with the recipe's same fold: pooled
+    balanced accuracy per fold, and over the finished folds' validation images together (out of fold) with
     melanoma against nevus inside the held-out block."""
-    run, base = CvDir(RUNS / f"{name}-kfold").fold(0), CvDir(RUNS / "holdout-recipe-kfold").fold(0)
-    metrics_file = run.evaluation / "validation" / "metrics.json"
-    if not metrics_file.is_file():
+    root, base_root = CvDir(RUNS / f"{name}-kfold"), CvDir(RUNS / "holdout-recipe-kfold")
+    per_fold, together = {}, []
+    for fold in range(5):
+        run, base = root.fold(fold), base_root.fold(fold)
+        if not (run.evaluation / "validation" / "metrics.json").is_file():
+            continue
+        rows, probabilities, labels, _ = read_validation_predictions(run)
+        base_rows, baseline, _, _ = read_validation_predictions(base)
+        if [r["path"] for r in rows] != [r["path"] for r in base_rows]:
+            raise SystemExit(f"{run.root} was validated on other images than {base.root}")
+        scored, positive = scoring(read_run(run.root, need_model=False), labels)
+        per_fold[str(fold)] = {
+            "balanced_accuracy": read_json(run.evaluation / "validation" / "metrics.json")["balanced_accuracy"],
+            "recipe_balanced_accuracy": read_json(base.evaluation / "validation" / "metrics.json")["balanced_accuracy"],
+            "vs_recipe": paired_difference(labels, baseline, probabilities, scored, positive),
+        }
+        together.append((rows, probabilities, baseline, labels, scored, positive))
+    if not per_fold:
         return None
-    rows, probabilities, labels, _ = read_validation_predictions(run)
-    base_rows, baseline, _, _ = read_validation_predictions(base)
-    if [r["path"] for r in rows] != [r["path"] for r in base_rows]:
-        raise SystemExit(f"{run.root} was validated on other images than {base.root}")
-    scored, positive = scoring(read_run(run.root, need_model=False), labels)
-    metrics = read_json(metrics_file)
-    inside = (metrics.get("within_source") or {}).get("sources", {}).get(HELD_OUT, {})
+    rows = [row for part in together for row in part[0]]
+    probabilities, baseline = np.concatenate([p[1] for p in together]), np.concatenate([p[2] for p in together])
+    labels, (scored, positive) = np.concatenate([p[3] for p in together]), together[0][4:]
+    classes = read_validation_predictions(root.fold(int(next(iter(per_fold)))))[3]
+    inside = np.array([r["source"] == HELD_OUT and r["label"] in ("melanoma", LOOKALIKE) for r in rows])
+    truth = labels[inside] == classes.index("melanoma")
+    melanoma = classes.index("melanoma")
     return {
-        "balanced_accuracy": metrics["balanced_accuracy"],
-        "vs_recipe": paired_difference(labels, baseline, probabilities, scored, positive),
-        "auc_in_block": inside.get("lookalikes", {}).get(LOOKALIKE, {}).get("auc"),
+        "folds": per_fold,
+        "out_of_fold": {
+            "vs_recipe": paired_difference(labels, baseline, probabilities, scored, positive),
+            "auc_in_block": float(roc_auc_score(truth, probabilities[inside, melanoma])),
+            "recipe_auc_in_block": float(roc_auc_score(truth, baseline[inside, melanoma])),
+            "auc_in_block_vs_recipe": paired_auc_difference(
+                truth, baseline[inside, melanoma], probabilities[inside, melanoma]
+            ),
+        },
     }
 
 
-def table(results: dict[str, Any]) -> list[str]:
-    """The record's markdown: one row per finished run."""
+def held_out_table(results: dict[str, Any]) -> list[str]:
+    """One row per run trained without the block."""
     header = [
         "run",
         "held-out AUC melanoma vs nevus",
@@ -169,31 +192,58 @@ def table(results: dict[str, Any]) -> list[str]:
         "alert sensitivity / nevus specificity, held out",
         "its threshold",
         "validation AUC (training sources)",
-        "fold 0 balanced accuracy",
-        "Δ vs recipe [paired 95% CI]",
-        "fold 0 AUC inside the block",
     ]
     rows = []
     for name, result in results.items():
-        held, fold0 = result.get("held_out") or {}, result.get("fold0") or {}
-        pair = (held.get("held_out") or {}).get("lookalikes", {}).get(LOOKALIKE, {})
+        held = result.get("held_out")
+        if not held:
+            continue
+        pair = held["held_out"]["lookalikes"].get(LOOKALIKE, {})
         validation = (held.get("validation") or {}).get("lookalikes", {}).get(LOOKALIKE, {})
-        delta = held.get("auc_vs_recipe")
-        bal = (fold0.get("vs_recipe") or {}).get("delta_balanced_accuracy")
+        delta = held["auc_vs_recipe"]
         rows.append(
             [
                 name,
                 format_estimate(pair["auc"]) if pair.get("auc") else "-",
-                signed_interval(delta["value"], delta["ci95"]) if delta else "-",
-                f"{format_estimate(held['held_out']['alert_sensitivity'])} / "
-                f"{format_estimate(pair['alert_specificity'])}"
-                if held
-                else "-",
-                f"{held['alert_threshold']:.3f}" if held else "-",
+                signed_interval(delta["value"], delta["ci95"]),
+                f"{format_estimate(held['held_out']['alert_sensitivity'])} / {format_estimate(pair['alert_specificity'])}",
+                f"{held['alert_threshold']:.3f}",
                 format_estimate(validation["auc"]) if validation.get("auc") else "-",
-                format_estimate(fold0["balanced_accuracy"]) if fold0 else "-",
-                signed_interval(bal["value"], bal["ci95"]) if bal else "-",
-                format_estimate(fold0["auc_in_block"]) if fold0.get("auc_in_block") else "-",
+            ]
+        )
+    return markdown_table(header, rows, "l" + "r" * (len(header) - 1))
+
+
+def kfold_table(results: dict[str, Any]) -> list[str]:
+    """One row per run with folds of the 5-fold CV with sources, paired with the recipe's same folds."""
+    header = [
+        "run",
+        "folds",
+        "balanced accuracy per fold (recipe's)",
+        "Δ per fold",
+        "Δ out of fold [paired 95% CI]",
+        "AUC inside the block, out of fold (recipe's)",
+        "Δ AUC [paired 95% CI]",
+    ]
+    rows = []
+    for name, result in results.items():
+        kfold = result.get("kfold")
+        if not kfold or name == "recipe":  # the recipe's own folds are the figures in parentheses
+            continue
+        folds, oof = kfold["folds"], kfold["out_of_fold"]
+        bal, auc = oof["vs_recipe"]["delta_balanced_accuracy"], oof["auc_in_block_vs_recipe"]
+        rows.append(
+            [
+                name,
+                ", ".join(folds),
+                ", ".join(
+                    f"{f['balanced_accuracy']['value']:.3f} ({f['recipe_balanced_accuracy']['value']:.3f})"
+                    for f in folds.values()
+                ),
+                ", ".join(f"{f['vs_recipe']['delta_balanced_accuracy']['value']:+.3f}" for f in folds.values()),
+                signed_interval(bal["value"], bal["ci95"]),
+                f"{oof['auc_in_block']:.3f} ({oof['recipe_auc_in_block']:.3f})",
+                signed_interval(auc["value"], auc["ci95"]),
             ]
         )
     return markdown_table(header, rows, "l" + "r" * (len(header) - 1))
@@ -203,28 +253,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("candidate", nargs="?", choices=CANDIDATES, help="train this candidate (resumable)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (the splits stay seed 0's)")
-    parser.add_argument("--fold0", action="store_true", help="also train fold 0 of the 5-fold CV with sources")
+    parser.add_argument(
+        "--folds", type=int, nargs="+", choices=range(5), default=[], help="also train these folds of the 5-fold CV"
+    )
     parser.add_argument("--record-only", action="store_true", help="train nothing: record the finished runs")
     args = parser.parse_args()
     if not args.candidate and not args.record_only:
         parser.error("name a candidate, or --record-only")
-    if args.record_only and (args.candidate or args.fold0 or args.seed):
-        parser.error("--record-only trains nothing: give it no candidate, --seed or --fold0")
+    if args.record_only and (args.candidate or args.folds or args.seed):
+        parser.error("--record-only trains nothing: give it no candidate, --seed or --folds")
     data = require_data()
     metadata = MetadataSpec(data.parent / "sources.csv", source_column="source")
     if args.candidate and not args.record_only:
         name, config = run_name(args.candidate, args.seed), seeded(CANDIDATES[args.candidate], args.seed)
         cross_validate_sources(data, RUNS / name, config, metadata, sources=[HELD_OUT])
-        if args.fold0:
-            cross_validate(data, RUNS / f"{name}-kfold", config, folds=[0], metadata=metadata)
+        if args.folds:
+            cross_validate(data, RUNS / f"{name}-kfold", config, folds=args.folds, metadata=metadata)
     results = {}
     for name in sorted({folder.name.removesuffix("-kfold") for folder in RUNS.glob("holdout-*")}):
         match = RUN_NAME.fullmatch(name)
         if not match or match["candidate"] not in CANDIDATES:
             continue
         config = seeded(CANDIDATES[match["candidate"]], int(match["seed"] or 0))
-        figures = {"config": config.to_dict(), "held_out": held_out_figures(name, config), "fold0": fold0_figures(name)}
-        if figures["held_out"] or figures["fold0"]:
+        figures = {"config": config.to_dict(), "held_out": held_out_figures(name, config), "kfold": kfold_figures(name)}
+        if figures["held_out"] or figures["kfold"]:
             results[name.removeprefix("holdout-")] = figures
     record_name = cpu_kind_record_name("source_holdout")
     record(record_name, {"held_out_source": HELD_OUT, "lookalike": LOOKALIKE, "runs": results})
@@ -233,11 +285,15 @@ def main() -> None:
         "",
         f"Command: `python -m benchmarks.source_holdout {' '.join(sys.argv[1:])}`. Each run is trained without "
         f"{HELD_OUT} and scored inside it (melanoma against nevus, alert threshold from the training sources' "
-        "validation split); fold 0 is the 5-fold CV with sources. Deltas are paired on the same images with the "
-        "recipe's run of the same training seed (seed 0's where it has none); a seed replicate of the recipe itself "
-        "is paired with seed 0's.",
+        "validation split). Deltas are paired on the same images with the recipe's run of the same training seed "
+        "(seed 0's where it has none); a seed replicate of the recipe itself is paired with seed 0's.",
         "",
-        *table(results),
+        *held_out_table(results),
+        "",
+        "The 5-fold CV with sources (pooled validation folds), each finished fold paired with the recipe's same fold "
+        "(the recipe's own folds: runs/cv-lite0, the same machine kind):",
+        "",
+        *kfold_table(results),
     ]
     write_table(record_name, lines)
 

@@ -804,6 +804,28 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_cache(sub: argparse._SubParsersAction, summary: str) -> None:
+    p = sub.add_parser(
+        "cache",
+        help=summary,
+        description="The cache of decoded images (each dataset folder decoded once, read memory-mapped by audit, "
+        "train, cv, evaluate and export) and of Augmentor's extra images: where it is ($EDGELESION_CACHE, else "
+        "~/.cache/edgelesion), what it holds and its size; --clear removes it all (it is rebuilt when needed).",
+    )
+    p.add_argument("--clear", action="store_true", help="remove every entry (builds still running are left alone)")
+    p.set_defaults(handler=_run_cache)
+
+
+def _run_cache(args: argparse.Namespace) -> int:
+    from edgelesion.data.image_cache import clear_cache, format_cache
+
+    if args.clear:
+        freed, busy = clear_cache()
+        print(f"freed {freed / 1e9:.2f} GB" + (f"; left {len(busy)} builds of running processes alone" if busy else ""))
+    print(format_cache())
+    return 0
+
+
 # name -> (function that defines the subcommand, one-line summary). Only the subcommand being run is
 # defined in full, so that `edgelesion predict` never imports the training stack.
 COMMANDS = {
@@ -816,6 +838,7 @@ COMMANDS = {
     "export": (_add_export, "export a run to a validated bundle of TFLite and ONNX artifacts"),
     "recipes": (_add_recipes, "list the named training recipes that train and cv start from"),
     "calibrate": (_add_calibrate, "choose a bundle's melanoma alert thresholds again on a new site's labelled sample"),
+    "cache": (_add_cache, "show the decoded-image cache's entries and size, or clear it"),
 }
 
 

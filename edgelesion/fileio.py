@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import sys
@@ -96,6 +97,29 @@ def staging_dir(target: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=_owner_prefix(target), suffix=".staging", dir=target.parent))
     staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the result is an ordinary folder
     return staging
+
+
+def adopt_staging(target: Path) -> Path | None:
+    """A staging folder for `target` left by a stopped process of this host, renamed as this process's own so that
+    the build it holds can be finished; None where there is none. Of two processes adopting at once, one gets it."""
+    if not target.parent.is_dir():
+        return None
+    for entry in sorted(target.parent.iterdir()):
+        match = _OWNED.match(entry.name)
+        if (
+            match
+            and match["target"] == target.name
+            and match["kind"] == "staging"
+            and match["host"] == _host()
+            and _process_gone(int(match["pid"]))
+        ):
+            mine = target.parent / f"{_owner_prefix(target)}{secrets.token_hex(4)}.staging"
+            try:
+                os.rename(entry, mine)
+            except FileNotFoundError:
+                continue
+            return mine
+    return None
 
 
 @contextlib.contextmanager

@@ -50,9 +50,9 @@ def dataset_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own augmentation cache, never the user's."""
-    cache = tmp_path / "cache"
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own image and augmentation cache, never the user's (beside its tmp_path, not in it)."""
+    cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("EDGELESION_CACHE", str(cache))
     return cache
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import write_sources_csv
 
+from edgelesion.data import image_cache
 from edgelesion.data.metadata import MetadataSpec
 from edgelesion.errors import EdgelesionError
 from edgelesion.export.exporting import export_run
@@ -39,7 +40,9 @@ def _oof(cv: CvDir, fold: int) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_path, capsys):
+def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_path, capsys, monkeypatch):
+    decoded, decode = [], image_cache._decode
+    monkeypatch.setattr(image_cache, "_decode", lambda path, pre: decoded.append(path) or decode(path, pre))
     cv = CvDir(tmp_path / "cv")
     sources = MetadataSpec(write_sources_csv(dataset_dir, tmp_path / "sources.csv"), source_column="source")
     partial = cross_validate(dataset_dir, cv.root, CONFIG, folds=[0, 1], metadata=sources, progress=False)
@@ -58,6 +61,7 @@ def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_
     rows = read_csv(cv.oof_predictions)
     kept = [r for r in read_csv(cv.fold(0).data_index) if r["status"] == "kept"]
     assert sorted(r["path"] for r in rows) == sorted(r["path"] for r in kept)  # every kept image exactly once
+    assert sorted(decoded) == sorted(set(decoded)) and len(decoded) == 36  # every file decoded once, for all folds
     assert all(r["source"] == f"clinic-{'ab'[int(r['path'][-7:-4]) % 2]}" for r in rows)
     # read within each source: here no source holds 10 melanomas, so each is named, and thresholds are pooled
     within = done["within_source_out_of_fold"]

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
 from edgelesion.data import rebalance
 from edgelesion.data.rebalance import MAX_CLASS_WEIGHT, AugmentConfig, augment, class_weights, extra_per_class
+
+
+def named(images: np.ndarray) -> str:
+    """What training passes as `content`: a name for these exact images (there: their files' hashes and decoding)."""
+    return hashlib.sha256(images.tobytes()).hexdigest()
 
 
 def tiny_split(rng_seed: int = 0):
@@ -27,13 +34,15 @@ def test_targets_fill_up_to_the_largest_class_within_the_cap():
 def test_augmentation_is_deterministic_and_uses_only_given_images(tmp_path):
     images, labels = tiny_split()
     config = AugmentConfig(target="max", max_copies_per_image=3, flips=True, zoom=True)
-    first = augment(images, labels, 3, config, seed=5, cache_dir=tmp_path / "a", progress=False)
-    second = augment(images, labels, 3, config, seed=5, cache_dir=tmp_path / "b", progress=False)
+    first = augment(images, labels, 3, config, seed=5, content=named(images), cache_dir=tmp_path / "a", progress=False)
+    second = augment(images, labels, 3, config, seed=5, content=named(images), cache_dir=tmp_path / "b", progress=False)
     assert np.array_equal(first.images, second.images) and np.array_equal(first.sources, second.sources)
     assert np.bincount(np.concatenate([labels, first.labels])).tolist() == [6, 6, 4]
     assert first.shortfall == {2: 2}
     assert np.array_equal(first.labels, labels[first.sources])
-    other_seed = augment(images, labels, 3, config, seed=6, cache_dir=tmp_path / "c", progress=False)
+    other_seed = augment(
+        images, labels, 3, config, seed=6, content=named(images), cache_dir=tmp_path / "c", progress=False
+    )
     assert not np.array_equal(first.images, other_seed.images)
 
 
@@ -46,24 +55,28 @@ def test_global_random_state_is_left_as_it_was(tmp_path):
     expected = random.random(), np.random.random()
     random.seed(1)
     np.random.seed(1)
-    augment(images, labels, 3, AugmentConfig(), seed=5, cache_dir=tmp_path, progress=False)
+    augment(images, labels, 3, AugmentConfig(), seed=5, content=named(images), cache_dir=tmp_path, progress=False)
     assert (random.random(), np.random.random()) == expected
 
 
 def test_cache_is_reused_when_inputs_are_unchanged(tmp_path, monkeypatch):
     images, labels = tiny_split()
-    first = augment(images, labels, 3, AugmentConfig(), seed=1, cache_dir=tmp_path, progress=False)
+    first = augment(
+        images, labels, 3, AugmentConfig(), seed=1, content=named(images), cache_dir=tmp_path, progress=False
+    )
 
     def no_augmentor(config):
         raise AssertionError("the cache should have been used")
 
     monkeypatch.setattr(rebalance, "build_pipeline", no_augmentor)
-    again = augment(images, labels, 3, AugmentConfig(), seed=1, cache_dir=tmp_path, progress=False)
-    assert np.array_equal(first.images, again.images) and again.cache_file == first.cache_file
+    again = augment(
+        images, labels, 3, AugmentConfig(), seed=1, content=named(images), cache_dir=tmp_path, progress=False
+    )
+    assert np.array_equal(first.images, again.images) and again.cache_folder == first.cache_folder
     changed = images.copy()  # one pixel off, as another decode or resize of the same files would give
     changed[-1, 0, 0, 0] ^= 1
     with pytest.raises(AssertionError, match="cache"):  # changed pixels are not served from the cache
-        augment(changed, labels, 3, AugmentConfig(), seed=1, cache_dir=tmp_path, progress=False)
+        augment(changed, labels, 3, AugmentConfig(), seed=1, content=named(changed), cache_dir=tmp_path, progress=False)
 
 
 def test_class_weights_balance_the_classes_present():

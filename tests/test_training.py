@@ -108,7 +108,7 @@ def test_force_replaces_a_run_and_no_cache_is_ever_made_inside_the_dataset(datas
     assert json.loads(RunDir(out).config.read_text())["config"]["seed"] == 1 != json.loads(first)["config"]["seed"]
     before = snapshot(dataset_dir)
     monkeypatch.setenv("EDGELESION_CACHE", str(dataset_dir / "cache"))
-    with pytest.raises(EdgelesionError, match="augmentation cache .* is inside the dataset folder"):
+    with pytest.raises(EdgelesionError, match="cache .* is inside the dataset folder"):
         training.train(dataset_dir, tmp_path / "run2", TINY, progress=False)
     assert snapshot(dataset_dir) == before
 

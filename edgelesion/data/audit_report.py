@@ -45,7 +45,7 @@ def audit_confounding(
         confounds, skipped = source_confounding(labels, sources, classes, positive_class, lookalikes)
         class_by_source_chart(table, out / "class_by_source.png", "Kept images per class and source")
     probes, probe_skipped = border_probe(
-        dataset.images[kept], labels, report.group_ids[kept], classes, positive_class, lookalikes
+        dataset.images.take(kept), labels, report.group_ids[kept], classes, positive_class, lookalikes
     )
     skipped += [f"border probe: {reason}" for reason in probe_skipped]
     print(format_confounding(table, confounds, probes, skipped))

@@ -17,6 +17,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from edgelesion.data.image_rows import ImageRows, as_rows
 from edgelesion.metrics import LOOKALIKES as DEFAULT_LOOKALIKES  # what melanoma is confused with
 
 MIN_IMAGES_PER_CLASS = 10  # a look-alike / positive with fewer images is named and not tested
@@ -191,11 +192,11 @@ def source_confounding(
     return confounds, skipped
 
 
-def border_features(images: np.ndarray, band: float = BORDER_BAND) -> np.ndarray:
+def border_features(images: np.ndarray | ImageRows, band: float = BORDER_BAND) -> np.ndarray:
     """Per image (N x H x W x 3 uint8): colour statistics of the outer `band` of each side (the frame ring), per
     channel: mean, std, 10th/50th/90th percentiles -> N x 15 float (channel-major: R's five, then G's, then B's)."""
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3:
+    images = as_rows(images)  # cache rows are read 256 at a time below
+    if len(images.shape) != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be N x H x W x 3, not {images.shape}")
     if not 0 < band < 0.5:
         raise ValueError(f"band {band} must lie between 0 and 0.5 of a side")
@@ -226,7 +227,7 @@ def _out_of_fold_auc(features: np.ndarray, is_positive: np.ndarray, groups: np.n
 
 
 def border_probe(
-    images: np.ndarray,
+    images: np.ndarray | ImageRows,
     labels: np.ndarray,
     groups: np.ndarray,
     classes: Sequence[str],
@@ -250,7 +251,7 @@ def border_probe(
         pair = np.flatnonzero((labels == positive) | (labels == lookalike))
         is_positive = labels[pair] == positive
         try:
-            auc = _out_of_fold_auc(border_features(images[pair]), is_positive, groups[pair], folds, seed)
+            auc = _out_of_fold_auc(border_features(as_rows(images).take(pair)), is_positive, groups[pair], folds, seed)
         except ValueError as exc:  # too few groups for the folds, or a fold left with one class
             skipped.append(
                 f"{classes[positive]} / {classes[lookalike]}: not probed, its images do not make "

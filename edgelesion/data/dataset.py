@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import imagehash
 import numpy as np
-from tqdm import tqdm
 
+from edgelesion.data.image_cache import cached_images, images_cache_dir
+from edgelesion.data.image_rows import ImageRows, as_rows
 from edgelesion.data.metadata import Metadata, MetadataSpec, read_metadata
 from edgelesion.errors import EdgelesionError
-from edgelesion.images import IMAGE_SUFFIXES, UnreadableImage, read_image, to_model_input
+from edgelesion.fileio import ensure_outside
+from edgelesion.images import IMAGE_SUFFIXES
 from edgelesion.preprocessing import Preprocessing
 
 NO_ROW = "no row in the metadata CSV"  # why an image a metadata CSV does not describe is skipped
@@ -43,18 +42,23 @@ class SkippedFile:
 class LoadedDataset:
     """Every readable image of a dataset folder, decoded to model input, with content hashes.
 
-    `records`, `images`, `sha256` and `phash` are aligned: entry i describes the same file.
+    `records`, `images`, `sha256` and `phash` are aligned: entry i describes the same file. The images are rows of
+    the decoded-image cache, read from disk as they are indexed (an array in memory is wrapped as it is).
     """
 
     root: Path
     classes: list[str]
     records: list[ImageRecord]
-    images: np.ndarray  # N x H x W x 3, uint8
+    images: ImageRows  # N images, H x W x 3 uint8
     sha256: list[str]
     phash: np.ndarray  # N, uint64: 64-bit perceptual hash of the full-size image
     skipped: list[SkippedFile] = field(default_factory=list)
     metadata: Metadata | None = None
     unmatched_rows: list[str] = field(default_factory=list)  # metadata keys that match no file
+    decoded: int = 0  # files decoded to load it: 0 when the cache already held them all
+
+    def __post_init__(self) -> None:
+        self.images = as_rows(self.images)
 
     @property
     def sources(self) -> list[str] | None:
@@ -89,7 +93,7 @@ class LoadedDataset:
             root=self.root,
             classes=self.classes,
             records=[self.records[i] for i in indices],
-            images=self.images[indices],
+            images=self.images.take(indices),
             sha256=[self.sha256[i] for i in indices],
             phash=self.phash[indices],
             metadata=self.metadata,
@@ -204,8 +208,10 @@ def load_dataset(
     min_classes: int = 2,
     progress: bool = True,
     metadata: MetadataSpec | None = None,
+    cache_dir: Path | None = None,
 ) -> LoadedDataset:
-    """Decode every image under `root`'s class folders; unreadable files are skipped and listed.
+    """Every image under `root`'s class folders, decoded once into the image cache (`cache_dir`, else
+    $EDGELESION_CACHE or ~/.cache/edgelesion) and read from there; unreadable files are skipped and listed.
 
     `classes` fixes the class list (for a test folder scored by a trained model): its folders
     may be a subset of it, but a folder that is not one of them is an error. With `metadata`, each
@@ -234,48 +240,39 @@ def load_dataset(
             f"({', '.join(found)}): a classifier needs at least {min_classes} classes"
         )
 
-    def decode(record: ImageRecord) -> tuple[str, int, np.ndarray] | str:
-        try:
-            decoded = read_image(root / record.relpath, preprocessing.draft_side)
-        except UnreadableImage as exc:
-            return str(exc)
-        phash = int(str(imagehash.phash(decoded.image)), 16)
-        return decoded.sha256, phash, to_model_input(decoded.image, preprocessing)
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        results = list(
-            tqdm(
-                pool.map(decode, candidates),
-                total=len(candidates),
-                desc=f"reading {root.name}",
-                unit="img",
-                disable=not progress,
-            )
+    size = preprocessing.image_size
+    images = ImageRows([np.zeros((0, size, size, 3), np.uint8)])
+    records, shas, phashes, decoded = [], [], [], 0
+    if candidates:
+        ensure_outside(images_cache_dir(cache_dir), root, flag="the image cache (EDGELESION_CACHE)")
+        cached = cached_images(
+            root, [r.relpath for r in candidates], preprocessing, cache_dir=cache_dir, progress=progress
         )
-    records, arrays, shas, phashes = [], [], [], []
-    for record, result in zip(candidates, results):
-        if isinstance(result, str):
-            skipped.append(SkippedFile(record.relpath, result))
-            continue
-        records.append(record)
-        shas.append(result[0])
-        phashes.append(result[1])
-        arrays.append(result[2])
+        rows = []
+        for row, (record, result) in enumerate(zip(candidates, cached.files)):
+            if result.error is not None:
+                skipped.append(SkippedFile(record.relpath, result.error))
+                continue
+            rows.append(row)
+            records.append(record)
+            shas.append(str(result.sha256))
+            phashes.append(result.phash)
+        images, decoded = ImageRows([cached.images]).take(rows), cached.decoded_now
     empty = [label for label in found if not any(r.label == label for r in records)]
     if empty and table is None:
         raise EdgelesionError(
             f"class folder(s) {', '.join(repr(str(root / e)) for e in empty)} hold no readable images: "
             "add images or remove the folder"
         )
-    size = preprocessing.image_size
     return LoadedDataset(
         root=root,
         classes=list(classes),
         records=records,
-        images=np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8),
+        images=images,
         sha256=shas,
         phash=np.array(phashes, dtype=np.uint64),
         skipped=sorted(skipped, key=lambda s: s.relpath),
         metadata=table,
         unmatched_rows=unmatched,
+        decoded=decoded,
     )

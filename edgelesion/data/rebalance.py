@@ -1,8 +1,9 @@
 """Rebalance the training split: Augmentor copies (the seed's method), class weights, or nothing.
 
-Augmentor is driven on images already decoded in memory, one at a time, with its global random
-state seeded and restored: `Pipeline(dir)` would write an `output/` folder into the dataset and
-`sample()` runs threaded with random file names, so neither is used.
+Augmentor is driven on images already decoded (rows of the image cache), one at a time, with its global random
+state seeded and restored: `Pipeline(dir)` would write an `output/` folder into the dataset and `sample()` runs
+threaded with random file names, so neither is used. The extra images are written one by one into the augmentation
+cache and read back memory-mapped, never held in memory all at once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import math
 import os
 import random
+import shutil
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -22,7 +24,9 @@ from PIL import Image
 from sklearn.utils.class_weight import compute_class_weight
 from tqdm import tqdm
 
-from edgelesion.fileio import atomic_path
+from edgelesion.data.image_cache import create_array, default_cache_dir
+from edgelesion.data.image_rows import ImageRows, as_rows
+from edgelesion.fileio import staging_dir
 
 SEED_PRESET_EXTRA = 500  # the seed project added 500 Augmentor images to every class
 
@@ -57,16 +61,11 @@ class AugmentConfig:
 class Augmented:
     """Extra training images made by Augmentor, with the training-split index each was made from."""
 
-    images: np.ndarray  # M x H x W x 3 uint8
+    images: np.ndarray  # M x H x W x 3 uint8, memory-mapped from the cache
     labels: np.ndarray  # M class indices
     sources: np.ndarray  # M indices into the training split
     shortfall: dict[int, int] = field(default_factory=dict)  # class -> images not made because of the cap
-    cache_file: Path | None = None
-
-
-def default_cache_dir() -> Path:
-    """$EDGELESION_CACHE, else ~/.cache/edgelesion."""
-    return Path(os.environ.get("EDGELESION_CACHE", Path.home() / ".cache" / "edgelesion"))
+    cache_folder: Path | None = None
 
 
 def extra_per_class(labels: np.ndarray, n_classes: int, config: AugmentConfig) -> dict[int, tuple[int, int]]:
@@ -100,13 +99,12 @@ def build_pipeline(config: AugmentConfig) -> Augmentor.Pipeline:
     return pipeline
 
 
-def cache_key(images: np.ndarray, labels: np.ndarray, config: AugmentConfig, seed: int) -> str:
-    """Content key: the same pixels (so the same sources, size, resize and JPEG decoding), labels, operations and
+def cache_key(content: str, labels: np.ndarray, config: AugmentConfig, seed: int) -> str:
+    """Content key: the same source images (`content` names them: file hashes and decoding), labels, operations and
     seed give the same images."""
     payload = json.dumps(
         {
-            "pixels": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(),
-            "shape": list(images.shape),
+            "content": content,
             "labels": labels.tolist(),
             "config": asdict(config),
             "seed": seed,
@@ -117,24 +115,19 @@ def cache_key(images: np.ndarray, labels: np.ndarray, config: AugmentConfig, see
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def augment(
-    images: np.ndarray,
-    labels: np.ndarray,
-    n_classes: int,
-    config: AugmentConfig,
-    *,
-    seed: int,
-    cache_dir: Path,
-    progress: bool = True,
-) -> Augmented:
-    """Make extra images for the classes of the training split given; reuse the cache when inputs match."""
-    cache_file = Path(cache_dir) / "augmented" / f"{cache_key(images, labels, config, seed)}.npz"
-    plan = extra_per_class(labels, n_classes, config)
-    shortfall = {c: wanted - allowed for c, (wanted, allowed) in plan.items() if wanted > allowed}
-    if cache_file.exists():
-        with np.load(cache_file) as cached:
-            return Augmented(cached["images"], cached["labels"], cached["sources"], shortfall, cache_file)
+EMPTY_STAND_IN = 1  # rows written when no image is made: numpy cannot memory-map an empty array
 
+
+def _read_augmented(folder: Path, shortfall: dict[int, int]) -> Augmented | None:
+    try:
+        labels, sources = np.load(folder / "labels.npy"), np.load(folder / "sources.npy")
+        images = np.load(folder / "images.npy", mmap_mode="r")[: len(labels)]  # see EMPTY_STAND_IN
+    except (OSError, ValueError):
+        return None
+    return Augmented(images, labels, sources, shortfall, folder) if len(images) == len(labels) else None
+
+
+def _source_indices(labels: np.ndarray, plan: dict[int, tuple[int, int]], seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     sources = []
     for cls, (_, allowed) in sorted(plan.items()):
@@ -143,26 +136,56 @@ def augment(
             continue
         rounds = math.ceil(allowed / len(members))
         sources.append(np.concatenate([rng.permutation(members) for _ in range(rounds)])[:allowed])
-    sources_arr = np.concatenate(sources) if sources else np.zeros(0, np.int64)
+    return np.concatenate(sources) if sources else np.zeros(0, np.int64)
 
+
+def augment(
+    images: ImageRows | np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    config: AugmentConfig,
+    *,
+    seed: int,
+    content: str,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> Augmented:
+    """Make extra images for the classes of the training split given (`content` names those images); reuse the
+    cache when inputs match."""
+    images = as_rows(images)
+    folder = (cache_dir or default_cache_dir()) / "augmented" / cache_key(content, labels, config, seed)
+    plan = extra_per_class(labels, n_classes, config)
+    shortfall = {c: wanted - allowed for c, (wanted, allowed) in plan.items() if wanted > allowed}
+    cached = _read_augmented(folder, shortfall)
+    if cached is not None:
+        return cached
+    sources = _source_indices(labels, plan, seed)
+    shape = (max(len(sources), EMPTY_STAND_IN), *images.shape[1:])
+    staging = staging_dir(folder)
+    offset = create_array(staging / "images.npy", shape)
     transform = build_pipeline(config).torch_transform()  # a plain PIL -> PIL callable, despite the name
     saved_state = random.getstate(), np.random.get_state()
     try:
         Augmentor.Pipeline.set_seed(seed)
-        made = [
-            np.asarray(transform(Image.fromarray(images[i])), dtype=np.uint8)
-            for i in tqdm(sources_arr, desc="augmenting", unit="img", disable=not progress)
-        ]
+        with open(staging / "images.npy", "r+b") as handle:
+            for n, i in enumerate(tqdm(sources, desc="augmenting", unit="img", disable=not progress)):
+                made = np.asarray(transform(Image.fromarray(images[int(i)])), dtype=np.uint8)
+                if made.shape != shape[1:]:
+                    raise RuntimeError(f"Augmentor returned a {made.shape} image for a {shape[1:]} one")
+                os.pwrite(handle.fileno(), made.tobytes(), offset + n * made.nbytes)
     finally:
         random.setstate(saved_state[0])
         np.random.set_state(saved_state[1])
-    shape = (0, *images.shape[1:])
-    result = Augmented(
-        np.stack(made) if made else np.zeros(shape, np.uint8), labels[sources_arr], sources_arr, shortfall, cache_file
-    )
-    with atomic_path(cache_file) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, images=result.images, labels=result.labels, sources=result.sources)
-    return result
+    np.save(staging / "labels.npy", labels[sources])
+    np.save(staging / "sources.npy", sources)
+    try:
+        os.rename(staging, folder)
+    except OSError:  # another process made the same images first
+        shutil.rmtree(staging, ignore_errors=True)
+    made_images = _read_augmented(folder, shortfall)
+    if made_images is None:
+        raise RuntimeError(f"the augmentation cache {folder} could not be read back after writing it")
+    return made_images
 
 
 MAX_CLASS_WEIGHT = 5.0

@@ -9,10 +9,14 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from edgelesion.data.image_rows import ImageRows
+
 CALIBRATION_IMAGES = 200
 
 
-def calibration_sample(train_pixels: np.ndarray, *, n: int = CALIBRATION_IMAGES, seed: int = 0) -> np.ndarray:
+def calibration_sample(
+    train_pixels: np.ndarray | ImageRows, *, n: int = CALIBRATION_IMAGES, seed: int = 0
+) -> np.ndarray:
     """Up to `n` training images (uint8 N x H x W x 3), drawn with `seed`."""
     count = min(n, len(train_pixels))
     return train_pixels[np.sort(np.random.default_rng(seed).choice(len(train_pixels), count, replace=False))]

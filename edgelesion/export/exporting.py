@@ -223,8 +223,8 @@ def validate_artifact(
     and the reasons it misses `tolerance` (none when it passes).
     int8.tflite is also run in MediaPipe's ImageClassifier, which must give LiteRT's top-1.
     """
-    runner = open_runner(path)
-    every_orientation = predict_oriented(lambda view: predict_in_batches(runner, view), val.images)
+    runner, pixels = open_runner(path), np.asarray(val.images)  # the validation split, read from the image cache
+    every_orientation = predict_oriented(lambda view: predict_in_batches(runner, view), pixels)
     parity = {
         f"vs_{ref}": compare(ref_probs, every_orientation, val.labels, scored, positive, views=ORIENTATIONS)
         for ref, ref_probs in references.items()
@@ -250,7 +250,7 @@ def validate_artifact(
         missed.append(disagreement)
     if name == "int8.tflite":
         try:
-            entry["mediapipe"] = mediapipe_agreement(path, val.images, probs)
+            entry["mediapipe"] = mediapipe_agreement(path, pixels, probs)
         except ImportError:
             entry["mediapipe"] = {"skipped": f"mediapipe is not installed: {INSTALL_HINT}"}
             print(f"  warning: MediaPipe check skipped: mediapipe is not installed ({INSTALL_HINT})")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgelesion.data.image_rows import ImageRows
 from edgelesion.infer.runtimes import top_two_margin
 from edgelesion.metrics import balanced_accuracy, paired_difference, sensitivity
 
@@ -72,8 +73,9 @@ def _scores(probabilities: np.ndarray, labels: np.ndarray, scored: list[int], po
     }
 
 
-def oriented(images: np.ndarray) -> Iterator[np.ndarray]:
+def oriented(images: np.ndarray | ImageRows) -> Iterator[np.ndarray]:
     """Each of the 8 flips and quarter turns of a batch of square images in turn, the images as they are first."""
+    images = np.asarray(images)
     if images.shape[1] != images.shape[2]:
         raise ValueError(f"orientations need square images, not {images.shape[1]}x{images.shape[2]}")
     for turned in (images, images[:, :, ::-1]):  # 2 mirror images x 4 quarter turns = ORIENTATIONS
@@ -81,7 +83,7 @@ def oriented(images: np.ndarray) -> Iterator[np.ndarray]:
             yield np.ascontiguousarray(np.rot90(turned, quarter_turns, axes=(1, 2)))
 
 
-def predict_oriented(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
+def predict_oriented(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray | ImageRows) -> np.ndarray:
     """`predict`'s probabilities for every orientation of `images`, orientation after orientation (the first
     len(images) rows are for the images as they are); one orientation is in memory at a time."""
     return np.concatenate([predict(view) for view in oriented(images)])

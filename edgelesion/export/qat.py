@@ -21,9 +21,10 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
 )
 
 from edgelesion._tf import keras, tf
+from edgelesion.data.image_rows import ImageRows
 from edgelesion.errors import EdgelesionError
 from edgelesion.export.options import QATConfig
-from edgelesion.export.scaling import core_model, input_range, scale_pixels
+from edgelesion.export.scaling import core_model, input_range, scaling_layer
 from edgelesion.fileio import read_json, replace_dir, staging_dir, write_json
 from edgelesion.train.config import OnlineAugment, TrainConfig
 from edgelesion.train.evaluation import predict
@@ -289,7 +290,7 @@ def load_quantized_core(float_model: keras.Model, work_dir: Path) -> keras.Model
 
 def qat_finetune(
     float_model: keras.Model,
-    x: np.ndarray,
+    x: ImageRows,
     y: np.ndarray,
     weights: dict[int, float] | None,
     calibration: np.ndarray,
@@ -347,13 +348,15 @@ def qat_finetune(
         online_augment=OnlineAugment(),
     )
     if state["epochs_done"] < config.epochs:
-        scaled = tf.constant(scale_pixels(float_model, x))
         if config.target == "float-model":
             labels, weights = tf.constant(predict(float_model, x)), None
         else:
             labels = tf.constant(y)
+    scaling = scaling_layer(float_model)  # the quantized core takes scaled pixels
     for epoch in range(state["epochs_done"], config.epochs):
-        logs = fit_one_epoch(quantized, scaled, labels, epoch, epochs, weights, progress)
+        logs = fit_one_epoch(
+            quantized, x, labels, epoch, epochs, weights, progress, scaling=(scaling.scale, scaling.offset)
+        )
         if not np.isfinite(logs["loss"]):
             raise EdgelesionError(f"QAT diverged at epoch {epoch + 1} (loss {logs['loss']}): lower --qat-learning-rate")
         # .keras files cannot hold tfmot's layers, so a TensorFlow checkpoint (weights and optimizer

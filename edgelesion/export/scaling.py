@@ -8,8 +8,6 @@ pixels 0 and 255 become.
 
 from __future__ import annotations
 
-import numpy as np
-
 from edgelesion._tf import keras, tf
 from edgelesion.errors import EdgelesionError
 
@@ -28,12 +26,6 @@ def input_range(model: keras.Model) -> tuple[float, float]:
     """What raw pixels 0 and 255 become after the model's scaling layer."""
     scaling = scaling_layer(model)
     return float(scaling.offset), float(255 * scaling.scale + scaling.offset)
-
-
-def scale_pixels(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
-    """Raw pixels as the model's scaling layer scales them (the core model's input)."""
-    scaling = scaling_layer(model)
-    return pixels.astype(np.float32) * np.float32(scaling.scale) + np.float32(scaling.offset)
 
 
 def core_model(model: keras.Model) -> keras.Model:

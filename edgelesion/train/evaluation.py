@@ -10,6 +10,7 @@ import numpy as np
 from edgelesion._tf import keras
 from edgelesion.data.audit import prepare_test_set
 from edgelesion.data.dataset import LoadedDataset, load_dataset
+from edgelesion.data.image_rows import ImageRows
 from edgelesion.data.metadata import MetadataSpec
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import read_csv, read_json, write_csv, write_json
@@ -21,12 +22,21 @@ from edgelesion.thresholds import alert_figures, alert_threshold
 from edgelesion.train.config import TrainConfig
 from edgelesion.train.runs import RunDir, RunInfo, read_run
 
+PREDICT_CHUNK = 256  # images read from the cache and held as float32 at a time (a multiple of the batch size)
 
-def predict(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities for a batch of HxWx3 uint8 images."""
+
+def predict(model: keras.Model, images: np.ndarray | ImageRows, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities for HxWx3 uint8 images (an array or cache rows, read PREDICT_CHUNK at a time)."""
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
-    return model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
+    return np.concatenate(
+        [
+            model.predict(
+                np.asarray(images[start : start + PREDICT_CHUNK], np.float32), batch_size=batch_size, verbose=0
+            )
+            for start in range(0, len(images), PREDICT_CHUNK)
+        ]
+    )
 
 
 def evaluate_and_write(

@@ -13,8 +13,10 @@ from sklearn.metrics import log_loss
 from edgelesion._tf import keras, tf
 from edgelesion.data.audit import AuditReport, audit_dataset, format_audit
 from edgelesion.data.dataset import LoadedDataset, load_dataset
+from edgelesion.data.image_cache import default_cache_dir, images_identity
+from edgelesion.data.image_rows import ImageRows, as_rows
 from edgelesion.data.metadata import MetadataSpec
-from edgelesion.data.rebalance import RebalanceMethod, augment, class_weights, default_cache_dir
+from edgelesion.data.rebalance import RebalanceMethod, augment, class_weights
 from edgelesion.data.splits import train_val_indices
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import atomic_path, ensure_outside, read_csv, read_json, write_csv, write_json
@@ -120,8 +122,9 @@ def write_data_records(run: RunDir, data: PreparedData) -> None:
 
 def training_arrays(
     run: RunDir, train: LoadedDataset, config: TrainConfig, cache_dir: Path, progress: bool
-) -> tuple[np.ndarray, np.ndarray, dict[int, float] | None]:
-    """Training images and labels after rebalancing (training split only), and class weights if chosen."""
+) -> tuple[ImageRows, np.ndarray, dict[int, float] | None]:
+    """Training images (rows of the caches, not read yet) and labels after rebalancing (training split only), and
+    class weights if chosen."""
     x, y = train.images, train.labels
     n_classes = len(train.classes)
     if config.rebalance is RebalanceMethod.CLASS_WEIGHTS:
@@ -129,7 +132,10 @@ def training_arrays(
     if config.rebalance is RebalanceMethod.NONE:
         return x, y, None
     ensure_outside(cache_dir, train.root, flag="the augmentation cache (EDGELESION_CACHE)")
-    extra = augment(x, y, n_classes, config.augment, seed=config.seed, cache_dir=cache_dir, progress=progress)
+    content = images_identity(train.sha256, config.preprocessing)
+    extra = augment(
+        x, y, n_classes, config.augment, seed=config.seed, content=content, cache_dir=cache_dir, progress=progress
+    )
     write_csv(
         run.augmentation,
         ["generated", "source_path", "label"],
@@ -140,7 +146,7 @@ def training_arrays(
             f"note: class '{train.classes[cls]}' gets {missing} fewer augmented images than its target: "
             f"at most {config.augment.max_copies_per_image} copies per source image"
         )
-    return np.concatenate([x, extra.images]), np.concatenate([y, extra.labels]), None
+    return x.concat(as_rows(extra.images)), np.concatenate([y, extra.labels]), None
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -209,25 +215,41 @@ def configure_epoch(model: keras.Model, config: TrainConfig, epoch: int) -> None
     keras.backend.set_value(model.optimizer.learning_rate, config.learning_rate_at(epoch))
 
 
+def image_reader(x: ImageRows) -> Any:
+    """A tf.data map function: a batch of image indices in, those uint8 images out, read from `x`'s rows (the
+    memory-mapped cache) as the pipeline asks for them."""
+    shape = [None, *x.shape[1:]]
+
+    def read(index: tf.Tensor) -> tf.Tensor:
+        images = tf.numpy_function(lambda rows: x[rows], [index], tf.uint8, stateful=False)
+        return tf.ensure_shape(images, shape)
+
+    return read
+
+
 def fit_one_epoch(
     model: keras.Model,
-    x: tf.Tensor,
+    x: ImageRows,
     y: tf.Tensor,
     epoch: int,
     config: TrainConfig,
     weights: dict[int, float] | None,
     progress: bool,
+    *,
+    scaling: tuple[float, float] | None = None,
 ) -> dict[str, float]:
     """One epoch in a seeded order with a freshly traced step, so dropout and shuffling depend only on (seed, epoch).
 
-    `x` and `y` are tensors made once per run: each epoch only a new order of indices enters the
-    pipeline, and batches are gathered from memory (and augmented, if the config says so, from
-    (seed, epoch, image index)) while the model trains (prefetch).
+    Each epoch only a new order of indices enters the pipeline; each batch's images are read from `x`'s rows (the
+    image cache, memory-mapped: never the whole set in memory) and augmented, if the config says so, from
+    (seed, epoch, image index), while the model trains (prefetch). With `scaling` (scale, offset), the model is fed
+    pixels * scale + offset (a model without its scaling layer, as QAT's core).
     """
     seed = epoch_seed(config.seed, epoch)
     keras.utils.set_random_seed(seed)
     model.make_train_function(force=True)
-    order = np.random.default_rng(seed).permutation(int(x.shape[0]))
+    order = np.random.default_rng(seed).permutation(len(x))
+    read = image_reader(x)
     n_classes = int(model.output_shape[-1])
 
     mixup = config.online_augment.mixup if config.online_augment.mixes else 0.0
@@ -235,7 +257,9 @@ def fit_one_epoch(
     weight_table = tf.constant([(weights or {}).get(k, 1.0) for k in range(n_classes)], tf.float32)
 
     def gather(index: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        images = augment_batch(tf.gather(x, index), index, seed, config.online_augment)
+        images = augment_batch(read(index), index, seed, config.online_augment)
+        if scaling is not None:
+            images = images * scaling[0] + scaling[1]
         labels = tf.gather(y, index)
         if not one_hot_targets(config):
             return images, labels
@@ -270,7 +294,7 @@ def fit_one_epoch(
 def run_epochs(
     run: RunDir,
     model: keras.Model,
-    x: np.ndarray,
+    x: ImageRows,
     y: np.ndarray,
     weights: dict[int, float] | None,
     data: PreparedData,
@@ -282,7 +306,7 @@ def run_epochs(
     classes = data.dataset.classes
     scored = scored_class_indices(data.val.labels, len(classes), config.min_support)
     positive = classes.index(config.positive_class) if config.positive_class in classes else None
-    x_tensor, y_tensor = tf.constant(x), tf.constant(y)  # once per run: epochs only reorder indices
+    y_tensor = tf.constant(y)  # once per run: epochs only reorder indices
     for epoch in range(state["epochs_done"], config.epochs):
         if config.patience and state["best_epoch"] is not None and epoch - state["best_epoch"] >= config.patience:
             print(
@@ -292,7 +316,7 @@ def run_epochs(
         started = time.perf_counter()
         configure_epoch(model, config, epoch)
         row: dict[str, Any] = {"epoch": epoch + 1, "learning_rate": config.learning_rate_at(epoch)}
-        row.update(fit_one_epoch(model, x_tensor, y_tensor, epoch, config, weights, progress))
+        row.update(fit_one_epoch(model, x, y_tensor, epoch, config, weights, progress))
         row["seconds"] = time.perf_counter() - started
         row["train_images_per_second"] = len(x) / row["seconds"]
         row.update(validation_scores(model, data.val, scored, positive))

@@ -1,0 +1,263 @@
+"""Training from the decoded-image cache against holding the dataset in memory: peak memory by dataset size, and
+epoch throughput.
+
+    .venv/bin/python -m benchmarks.large_datasets throughput --rounds 3
+    .venv/bin/python -m benchmarks.large_datasets memory --images 2000 10000 40000 --baseline-checkout ../old
+
+`throughput` trains Lite0 (the recipe) on the shared set's training split and times whole-network epochs, the two
+pipelines alternating in one process on the same model: batches read from the memory-mapped cache (today's), and
+batches gathered from the whole split held as one tensor (the pipeline before the cache). Each round runs both on the
+same epoch (the same order and augmentation); the ratio is paired by round.
+
+`memory` runs `edgelesion train --model efficientnet-lite0 --epochs 2 --head-epochs 1` on archives of N images (the
+shared images re-encoded at 600x450 with a small random crop and brightness change, made once under
+runs/benchmarks/archive-N) and samples the process's RssAnon (its own memory, not the page cache a memory map fills)
+every 0.2 s from start to end, with an empty image cache (so the decode is part of it). With --baseline-checkout (a
+checkout of the commit before the cache: `git worktree add ../old f839e7d`), the same command of that checkout too.
+Records benchmarks/results/large_datasets_KIND.{json,md} and large_datasets_KIND/peak_memory.png; each point is kept
+as it finishes, and a rerun replaces only the points it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageEnhance
+
+from benchmarks.common import RESULTS, RUNS, cpu_kind_record_name, markdown_table, record, require_data, write_table
+from edgelesion.fileio import atomic_path, read_json
+from edgelesion.images import IMAGE_SUFFIXES
+
+ARCHIVE_SIZE = (600, 450)
+SAMPLE_SECONDS = 0.2
+
+
+def archive(images: int) -> Path:
+    """runs/benchmarks/archive-N: `images` re-encodings of the shared images, made once (resumable)."""
+    folder = RUNS / f"archive-{images}"
+    sources = sorted(p for p in require_data().rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+    def make(i: int) -> None:
+        source = sources[i % len(sources)]
+        target = folder / source.parent.name / f"{i:06d}_{source.stem}.jpg"
+        if target.exists():
+            return
+        rng = np.random.default_rng(i)
+        with Image.open(source) as image:
+            rgb = image.convert("RGB")
+        share = rng.uniform(0.9, 1.0)
+        width, height = rgb.size
+        w, h = int(width * share), int(height * share)
+        left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+        changed = rgb.crop((left, top, left + w, top + h)).resize(ARCHIVE_SIZE, Image.Resampling.BICUBIC)
+        changed = ImageEnhance.Brightness(changed).enhance(rng.uniform(0.95, 1.05))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            changed.save(tmp, format="JPEG", quality=90)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        list(pool.map(make, range(images)))
+    return folder
+
+
+def peak_anonymous_memory(command: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    """Run `command`; its peak RssAnon (bytes, sampled), peak VmHWM, wall seconds and exit code."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak_anon, hwm = 0, 0
+    while process.poll() is None:
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+        except OSError:
+            break
+        fields = {line.split(":")[0]: line.split()[1] for line in status.splitlines() if line.endswith("kB")}
+        peak_anon = max(peak_anon, int(fields.get("RssAnon", 0)) * 1024)
+        hwm = max(hwm, int(fields.get("VmHWM", 0)) * 1024)
+        time.sleep(SAMPLE_SECONDS)
+    _, errors = process.communicate()
+    return {
+        "peak_rss_anon_bytes": peak_anon,
+        "peak_rss_bytes": hwm,
+        "seconds": time.perf_counter() - start,
+        "returncode": process.returncode,
+        "stderr_tail": errors[-600:] if process.returncode else "",
+    }
+
+
+def memory_point(images: int, checkout: Path) -> dict[str, Any]:
+    """`edgelesion train` of `checkout` on the N-image archive, with an empty cache of its own."""
+    data = archive(images)
+    with tempfile.TemporaryDirectory(dir=RUNS) as scratch:
+        env = {**os.environ, "EDGELESION_CACHE": str(Path(scratch) / "cache"), "PYTHONPATH": str(checkout)}
+        command = [sys.executable, "-m", "edgelesion.cli", "train", "--model", "efficientnet-lite0"]
+        command += ["--epochs", "2", "--head-epochs", "1", "--data", str(data), "--out", str(Path(scratch) / "run")]
+        print(f"{checkout.name}: training on {images:,} images")
+        result = peak_anonymous_memory(command, env, checkout)
+        cache = Path(scratch) / "cache"
+        result["cache_bytes"] = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) if cache.is_dir() else 0
+    return result
+
+
+def throughput(rounds: int) -> dict[str, Any]:
+    """Whole-network epoch seconds of both pipelines, alternating, on the same model and epochs."""
+    from edgelesion._tf import tf
+    from edgelesion.data.rebalance import class_weights
+    from edgelesion.train import training
+    from edgelesion.train.config import TrainConfig
+    from edgelesion.train.models import create_model
+
+    config = TrainConfig.for_model("efficientnet-lite0")
+    data = training.prepare_data(require_data(), config, progress=False)
+    x, y = data.train.images, data.train.labels
+    weights = class_weights(y, len(data.dataset.classes)) if config.rebalance.value == "class-weights" else None
+    model = create_model(config.model, len(data.dataset.classes), config.preprocessing, pretrained=config.pretrained)
+    training.set_trainable(model, config, head_only=False)
+    training.compile_model(model, config, tf.keras.optimizers.Adam(config.learning_rate))
+    in_memory = tf.constant(np.asarray(x))  # the split as one tensor, as training held it before the cache
+    readers = {"cache": training.image_reader, "in memory": lambda rows: lambda index: tf.gather(in_memory, index)}
+    seconds: dict[str, list[float]] = {name: [] for name in readers}
+    y_tensor = tf.constant(y)
+    for round_number in range(rounds):
+        epoch = config.head_epochs + round_number
+        order = list(readers) if round_number % 2 == 0 else list(reversed(readers))
+        for name in order:
+            training.image_reader = readers[name]
+            training.configure_epoch(model, config, epoch)
+            start = time.perf_counter()
+            training.fit_one_epoch(model, x, y_tensor, epoch, config, weights, progress=False)
+            seconds[name].append(time.perf_counter() - start)
+            print(
+                f"round {round_number + 1}: {name} {seconds[name][-1]:.1f} s ({len(x) / seconds[name][-1]:.1f} img/s)"
+            )
+    ratios = [memory / cache for memory, cache in zip(seconds["in memory"], seconds["cache"])]
+    return {
+        "train_images": len(x),
+        "epoch_seconds": seconds,
+        "images_per_second": {name: [len(x) / s for s in values] for name, values in seconds.items()},
+        "cache_vs_memory_throughput_ratio": {"per_round": ratios, "median": statistics.median(ratios)},
+    }
+
+
+def peak_memory_chart(points: dict[str, dict[str, Any]], target: Path) -> None:
+    """Peak RssAnon (GB) against images, one line per pipeline; a failed run is marked where it stopped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for pipeline, by_size in points.items():
+        sizes = sorted(by_size, key=int)
+        peaks = [by_size[n]["peak_rss_anon_bytes"] / 1e9 for n in sizes]
+        axis.plot([int(n) for n in sizes], peaks, marker="o", label=pipeline)
+        for n, peak in zip(sizes, peaks):
+            if by_size[n]["returncode"]:
+                axis.annotate("did not finish", (int(n), peak), textcoords="offset points", xytext=(4, 4))
+    axis.set_xscale("log")
+    axis.set_xlabel("images in the dataset")
+    axis.set_ylabel("peak RssAnon of edgelesion train (GB)")
+    axis.set_title("Lite0, 2 epochs: memory by dataset size")
+    axis.legend()
+    figure.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
+    plt.close(figure)
+
+
+def table(results: dict[str, Any]) -> list[str]:
+    """The record's markdown."""
+    lines = ["# Training from the image cache against the dataset in memory", ""]
+    run = results.get("throughput")
+    if run:
+        lines += [
+            f"Throughput, whole-network Lite0 epochs on the shared set's {run['train_images']:,} training images, "
+            "alternating in one process:",
+            "",
+            *markdown_table(
+                ["pipeline", "images/s by round", "median"],
+                [
+                    [name, ", ".join(f"{v:.1f}" for v in values), f"{statistics.median(values):.1f}"]
+                    for name, values in run["images_per_second"].items()
+                ],
+                "lrr",
+            ),
+            "",
+            f"Cache against memory, paired by round: "
+            f"{', '.join(f'{r:.3f}' for r in run['cache_vs_memory_throughput_ratio']['per_round'])} "
+            f"(median {run['cache_vs_memory_throughput_ratio']['median']:.3f}).",
+            "",
+        ]
+    memory = results.get("memory") or {}
+    if memory:
+        rows = []
+        for pipeline, by_size in memory.items():
+            for n in sorted(by_size, key=int):
+                point = by_size[n]
+                rows.append(
+                    [
+                        pipeline,
+                        f"{int(n):,}",
+                        f"{point['peak_rss_anon_bytes'] / 1e9:.2f}",
+                        f"{point['peak_rss_bytes'] / 1e9:.2f}",
+                        f"{point['seconds'] / 60:.1f}",
+                        f"{point['cache_bytes'] / 1e9:.2f}",
+                        "finished" if not point["returncode"] else f"exit {point['returncode']}",
+                    ]
+                )
+        lines += [
+            "Peak memory of `edgelesion train --model efficientnet-lite0 --epochs 2 --head-epochs 1`, empty cache:",
+            "",
+            *markdown_table(
+                ["pipeline", "images", "peak RssAnon (GB)", "peak RSS (GB)", "minutes", "cache (GB)", "run"],
+                rows,
+                "lrrrrrl",
+            ),
+            "",
+            f"![peak memory]({cpu_kind_record_name('large_datasets')}/peak_memory.png)",
+        ]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("measure", choices=["throughput", "memory"])
+    parser.add_argument("--rounds", type=int, default=3, help="throughput: epochs of each pipeline (default 3)")
+    parser.add_argument("--images", type=int, nargs="+", default=[2000, 10000, 40000], help="memory: dataset sizes")
+    parser.add_argument(
+        "--baseline-checkout", type=Path, help="memory: also run this checkout (the commit before the cache)"
+    )
+    args = parser.parse_args()
+    name = cpu_kind_record_name("large_datasets")
+    previous = RESULTS / f"{name}.json"
+    results = {
+        k: v for k, v in (read_json(previous) if previous.is_file() else {}).items() if k in ("throughput", "memory")
+    }
+    if args.measure == "throughput":
+        results["throughput"] = throughput(args.rounds)
+    else:
+        checkouts = {"image cache": Path(__file__).resolve().parent.parent}
+        if args.baseline_checkout:
+            checkouts["in memory (before the cache)"] = args.baseline_checkout.resolve()
+        memory = results.setdefault("memory", {})
+        for images in args.images:
+            for pipeline, checkout in checkouts.items():
+                memory.setdefault(pipeline, {})[str(images)] = memory_point(images, checkout)
+                record(name, results)  # each point kept as it finishes
+        peak_memory_chart(memory, RESULTS / name / "peak_memory.png")
+    record(name, results)
+    write_table(name, table(results))
+
+
+if __name__ == "__main__":
+    main()

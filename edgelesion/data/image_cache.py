@@ -1,0 +1,375 @@
+"""Decode each image of a dataset folder once into an on-disk cache, read memory-mapped ever after.
+
+An entry holds, for one list of files (each path with its size and modification time) and one way of decoding them
+(input side, resize filter, JPEG draft): `images.npy`, every image resized to uint8 (row i is file i; zeros where a
+file could not be read), `index.json`, every file's sha256 and perceptual hash or why it could not be read, and
+`entry.json`, what the entry is for. Entries are built in an owner-marked staging folder and renamed into place
+whole, so a reader only ever sees a finished entry: of two processes building the same entry at once, the first
+rename wins and the other uses it; a build whose process stopped is picked up where it stopped by the next one.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import imagehash
+import numpy as np
+from tqdm import tqdm
+
+from edgelesion.errors import EdgelesionError
+from edgelesion.fileio import adopt_staging, read_json, remove_litter, staging_dir, write_json
+from edgelesion.images import UnreadableImage, read_image, to_model_input
+from edgelesion.preprocessing import Preprocessing
+
+CACHE_FORMAT = 1
+CHUNK = 256  # images decoded between two progress marks: the most an interrupted build decodes again
+HEADROOM = 64 << 20  # bytes a build leaves free beyond its own size
+
+
+def default_cache_dir() -> Path:
+    """$EDGELESION_CACHE, else ~/.cache/edgelesion."""
+    return Path(os.environ.get("EDGELESION_CACHE", Path.home() / ".cache" / "edgelesion"))
+
+
+def images_cache_dir(cache_dir: Path | None = None) -> Path:
+    """The folder holding the decoded-image entries."""
+    return (cache_dir or default_cache_dir()) / "images"
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """What decoding one file gave: its hashes, or why it could not be read."""
+
+    sha256: str | None = None
+    phash: int | None = None  # 64-bit perceptual hash of the full-size image
+    error: str | None = None
+
+
+@dataclass
+class CachedImages:
+    """A finished cache entry: `images` (memory-mapped, row i is file i) and `files`, aligned."""
+
+    folder: Path
+    images: np.ndarray
+    files: list[CachedFile]
+    decoded_now: int  # files this call decoded: 0 when the entry was already built
+
+
+def decoding(preprocessing: Preprocessing) -> dict[str, Any]:
+    """The preprocessing fields that change decoded pixels (the in-model scaling does not)."""
+    return {k: v for k, v in preprocessing.to_dict().items() if k not in ("scale", "offset")}
+
+
+def images_identity(sha256: Sequence[str], preprocessing: Preprocessing) -> str:
+    """A name for the decoded images of files with these contents, in this order: what a cache of images made
+    from them (Augmentor's) is keyed by."""
+    return hashlib.sha256(json.dumps([list(sha256), decoding(preprocessing)]).encode()).hexdigest()
+
+
+def file_listing(root: Path, relpaths: Sequence[str]) -> list[tuple[str, int, int]]:
+    """Each file's path, size and modification time (ns): what tells a cache entry that the files did not change,
+    without reading them. A file that cannot be stat'ed gets -1s (decoding then says why it cannot be read)."""
+    listing = []
+    for relpath in relpaths:
+        try:
+            status = os.stat(root / relpath)
+            listing.append((relpath, status.st_size, status.st_mtime_ns))
+        except OSError:
+            listing.append((relpath, -1, -1))
+    return listing
+
+
+def entry_key(root: Path, listing: list[tuple[str, int, int]], preprocessing: Preprocessing) -> str:
+    """The entry's name: a hash of the folder, every file's path, size and time, and the decoding."""
+    payload = json.dumps([CACHE_FORMAT, str(root.resolve()), decoding(preprocessing), listing])
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def _index_hash(listing: list[Any], files: list[CachedFile]) -> str:
+    payload = json.dumps([listing, [[f.sha256, f.phash, f.error] for f in files]])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _row_bytes(preprocessing: Preprocessing) -> int:
+    return preprocessing.image_size**2 * 3
+
+
+def _open_entry(folder: Path, key: str, listing: list[Any], preprocessing: Preprocessing) -> CachedImages | None:
+    """The entry in `folder` if it is whole and is the one wanted (key, shape, decoding, index hash), else None."""
+    try:
+        entry, index = read_json(folder / "entry.json"), read_json(folder / "index.json")
+        size = preprocessing.image_size
+        files = [CachedFile(*row) for row in index["files"]]
+        if (
+            entry.get("format") != CACHE_FORMAT
+            or entry.get("key") != key
+            or entry.get("decoding") != decoding(preprocessing)
+            or index.get("listing") != [list(item) for item in listing]
+            or index.get("index_sha256") != _index_hash(index["listing"], files)
+        ):
+            return None
+        images = np.load(folder / "images.npy", mmap_mode="r")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if images.shape != (len(listing), size, size, 3) or images.dtype != np.uint8:
+        return None
+    return CachedImages(folder, images, files, decoded_now=0)
+
+
+def _decode(path: Path, preprocessing: Preprocessing) -> tuple[CachedFile, np.ndarray | None]:
+    try:
+        decoded = read_image(path, preprocessing.draft_side)
+    except UnreadableImage as exc:
+        return CachedFile(error=str(exc)), None
+    phash = int(str(imagehash.phash(decoded.image)), 16)
+    return CachedFile(decoded.sha256, phash), to_model_input(decoded.image, preprocessing)
+
+
+def _resume(staging: Path, key: str) -> list[CachedFile]:
+    """The files a stopped build of `key` finished in `staging` (whole chunks only), rewriting its progress log
+    without any torn last line; nothing (and an emptied folder) when it was building something else."""
+    log = staging / "progress.jsonl"
+    done: list[CachedFile] = []
+    lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
+    if not lines or not (staging / "images.npy").is_file() or json.loads(lines[0]).get("key") != key:
+        for item in staging.iterdir():
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+        return []
+    kept = [lines[0]]
+    for line in lines[1:]:
+        try:
+            chunk = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if chunk["start"] != len(done):
+            break
+        done += [CachedFile(*row) for row in chunk["files"]]
+        kept.append(line)
+    log.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+    return done
+
+
+def _need_space(folder: Path, needed: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < needed + HEADROOM:
+        raise EdgelesionError(
+            f"the image cache needs {needed / 1e9:.2f} GB more at {folder.parent} but the disk has "
+            f"{free / 1e9:.2f} GB free: free some space, or point EDGELESION_CACHE at a larger disk"
+        )
+
+
+def create_array(path: Path, shape: tuple[int, ...]) -> int:
+    """Write an .npy header for a uint8 array of `shape` and reserve its bytes; the header's length."""
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        offset = handle.tell()
+        handle.flush()
+        try:  # reserved now, a full disk fails here rather than part-way through
+            os.posix_fallocate(handle.fileno(), 0, offset + int(np.prod(shape)))
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            handle.truncate(offset + int(np.prod(shape)))  # a file system without preallocation
+    return offset
+
+
+def _header_length(path: Path) -> int:
+    with open(path, "rb") as handle:
+        np.lib.format.read_magic(handle)
+        np.lib.format.read_array_header_1_0(handle)
+        return handle.tell()
+
+
+def _build(
+    staging: Path,
+    root: Path,
+    listing: list[tuple[str, int, int]],
+    key: str,
+    preprocessing: Preprocessing,
+    progress: bool,
+) -> int:
+    """Decode every file not yet in `staging` into it and finish the entry; the number decoded."""
+    files = _resume(staging, key)
+    size, n = preprocessing.image_size, len(listing)
+    array_path, log = staging / "images.npy", staging / "progress.jsonl"
+    _need_space(staging, (n - len(files)) * _row_bytes(preprocessing) + (0 if files else n * 256))
+    if files:
+        offset = _header_length(array_path)
+    else:
+        offset = create_array(array_path, (n, size, size, 3))
+        log.write_text(json.dumps({"key": key, "root": str(root), "images": n}) + "\n", encoding="utf-8")
+    decoded = 0
+    label = f"decoding {root.name} once into the cache" + (f" (resumed at {len(files)})" if files else "")
+    with (
+        ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool,
+        tqdm(total=n, initial=len(files), desc=label, unit="img", disable=not progress) as bar,
+        open(array_path, "r+b") as handle,
+        open(log, "a", encoding="utf-8") as marks,
+    ):
+        for start in range(len(files), n, CHUNK):
+            chunk = listing[start : start + CHUNK]
+            results = list(pool.map(lambda item: _decode(root / item[0], preprocessing), chunk))
+            for row, (_, pixels) in enumerate(results, start):
+                if pixels is not None:
+                    os.pwrite(handle.fileno(), pixels.tobytes(), offset + row * _row_bytes(preprocessing))
+            handle.flush()
+            # a chunk is marked done only after its pixels are written: a resumed build trusts whole marks only
+            marks.write(json.dumps({"start": start, "files": [list(asdict(f).values()) for f, _ in results]}) + "\n")
+            marks.flush()
+            files += [f for f, _ in results]
+            decoded += len(chunk)
+            bar.update(len(chunk))
+        os.fsync(handle.fileno())
+    write_json(
+        staging / "index.json",
+        {
+            "listing": listing,
+            "files": [list(asdict(f).values()) for f in files],
+            "index_sha256": _index_hash([list(item) for item in listing], files),
+        },
+    )
+    write_json(
+        staging / "entry.json",
+        {
+            "format": CACHE_FORMAT,
+            "key": key,
+            "root": str(root.resolve()),
+            "decoding": decoding(preprocessing),
+            "images": n,
+            "unreadable": sum(f.error is not None for f in files),
+            "bytes": array_path.stat().st_size,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+    log.unlink()
+    return decoded
+
+
+def _remove_superseded(folder: Path) -> None:
+    """Remove the other entries of the same folder and decoding: built for files that have since changed."""
+    entry = read_json(folder / "entry.json")
+    for other in folder.parent.iterdir():
+        if other == folder or not (other / "entry.json").is_file():
+            continue
+        try:
+            described = read_json(other / "entry.json")
+        except (OSError, ValueError):
+            continue
+        if described.get("root") == entry["root"] and described.get("decoding") == entry["decoding"]:
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def cached_images(
+    root: Path,
+    relpaths: Sequence[str],
+    preprocessing: Preprocessing,
+    *,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> CachedImages:
+    """The decoded images and hashes of `relpaths` under `root`, decoded only where no finished entry has them."""
+    listing = file_listing(root, relpaths)
+    key = entry_key(root, listing, preprocessing)
+    target = images_cache_dir(cache_dir) / key
+    found = _open_entry(target, key, listing, preprocessing)
+    if found is not None:
+        return found
+    if target.exists():  # damaged or half-removed: never trusted, rebuilt
+        shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = adopt_staging(target) or staging_dir(target)
+    try:
+        decoded = _build(staging, root, listing, key, preprocessing, progress)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise EdgelesionError(
+                f"the disk holding the image cache {target.parent} is full: free some space or point "
+                "EDGELESION_CACHE at a larger disk; the unfinished entry is never used as it is, and the next run "
+                "finishes it (`edgelesion cache --clear` removes it)"
+            ) from exc
+        raise
+    try:
+        os.rename(staging, target)
+    except OSError:  # another process finished the same entry first: use that one
+        shutil.rmtree(staging, ignore_errors=True)
+    found = _open_entry(target, key, listing, preprocessing)
+    if found is None:
+        raise EdgelesionError(f"the image cache entry {target} could not be read back after building it")
+    _remove_superseded(target)
+    found.decoded_now = decoded
+    return found
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One finished entry, as `edgelesion cache` lists it."""
+
+    folder: Path
+    root: str
+    images: int
+    bytes: int
+    created: str
+
+
+def cache_entries(cache_dir: Path | None = None) -> list[CacheEntry]:
+    """The finished entries of the image cache, newest first."""
+    folder = images_cache_dir(cache_dir)
+    entries = []
+    for item in folder.iterdir() if folder.is_dir() else []:
+        try:
+            described = read_json(item / "entry.json")
+        except (OSError, ValueError):
+            continue
+        size = sum(f.stat().st_size for f in item.iterdir() if f.is_file())
+        entries.append(CacheEntry(item, described["root"], described["images"], size, described["created"]))
+    return sorted(entries, key=lambda e: e.created, reverse=True)
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of every file under `folder`."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+
+
+def clear_cache(cache_dir: Path | None = None) -> tuple[int, list[Path]]:
+    """Remove every finished entry of the image cache and the augmentation cache, and the unfinished builds of
+    stopped processes; the bytes freed, and the builds of running processes (left alone)."""
+    root = cache_dir or default_cache_dir()
+    freed, busy = 0, []
+    for part in (root / "images", root / "augmented"):
+        for item in sorted(part.iterdir()) if part.is_dir() else []:
+            size = folder_bytes(item) if item.is_dir() else item.stat().st_size
+            if item.name.startswith("."):  # an owner-marked build: removed only where its process stopped
+                remove_litter(part / item.name[1:].split(".owner-")[0])
+                if item.exists():
+                    busy.append(item)
+                    continue
+            else:
+                shutil.rmtree(item) if item.is_dir() else item.unlink()
+            freed += size
+    return freed, busy
+
+
+def format_cache(cache_dir: Path | None = None) -> str:
+    """Where the cache is, its entries (newest first) and the bytes each part holds."""
+    root = cache_dir or default_cache_dir()
+    entries = cache_entries(cache_dir)
+    lines = [f"cache folder: {root} (EDGELESION_CACHE sets it)"]
+    lines += [
+        f"  {e.images:>9,} images  {e.bytes / 1e9:8.2f} GB  {e.created}  {e.root}  ({e.folder.name})" for e in entries
+    ]
+    images, augmented = folder_bytes(root / "images"), folder_bytes(root / "augmented")
+    lines.append(
+        f"decoded images: {len(entries)} entries, {images / 1e9:.2f} GB (with unfinished builds); Augmentor's "
+        f"extra images: {augmented / 1e9:.2f} GB; total {(images + augmented) / 1e9:.2f} GB"
+    )
+    return "\n".join(lines)
