@@ -12,7 +12,8 @@ same epoch (the same order and augmentation); the ratio is paired by round.
 `memory` runs `edgelesion train --model efficientnet-lite0 --epochs 2 --head-epochs 1` on archives of N images (the
 shared images re-encoded at 600x450 with a small random crop and brightness change, made once under
 runs/benchmarks/archive-N) and samples the process's RssAnon (its own memory, not the page cache a memory map fills)
-every 0.2 s from start to end, with an empty image cache (so the decode is part of it). With --baseline-checkout (a
+every 0.2 s from start to end, with an empty image cache (so the decode is part of it); the process is the first the
+kernel's OOM killer takes, so a pipeline that outgrows the machine ends as its point ("did not finish"). With --baseline-checkout (a
 checkout of the commit before the cache: `git worktree add ../old f839e7d`), the same command of that checkout too.
 Records benchmarks/results/large_datasets_KIND.{json,md} and large_datasets_KIND/peak_memory.png; each point is kept
 as it finishes, and a rerun replaces only the points it measures.
@@ -74,6 +75,8 @@ def peak_anonymous_memory(command: list[str], env: dict[str, str], cwd: Path) ->
     """Run `command`; its peak RssAnon (bytes, sampled), peak VmHWM, wall seconds and exit code."""
     start = time.perf_counter()
     process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # the OOM killer's first choice, should it run the machine out (its children inherit this)
+    Path(f"/proc/{process.pid}/oom_score_adj").write_text("1000")
     peak_anon, hwm = 0, 0
     while process.poll() is None:
         try:
