@@ -190,3 +190,16 @@ def test_mixup_with_class_weights_trains_and_resumes_to_the_same_result(dataset_
     )
     assert read_csv(RunDir(tmp_path / "plain").history)[0]["loss"] != history[0]["loss"]  # the batches were mixed
     assert np.isfinite(float(history[-1]["loss"]))
+
+
+def test_batches_are_read_from_the_cache_rows_inside_tf_data(dataset_dir):
+    from edgelesion._tf import tf
+    from edgelesion.data.dataset import load_dataset
+    from edgelesion.data.image_rows import as_rows
+
+    data = load_dataset(dataset_dir, Preprocessing(image_size=16), progress=False)
+    extra = np.random.default_rng(0).integers(0, 255, (2, 16, 16, 3), np.uint8)  # as Augmentor's rows join them
+    rows = data.images.take([5, 0, 9]).concat(as_rows(extra))
+    expected = np.concatenate([np.asarray(data.images)[[5, 0, 9]], extra])
+    batches = tf.data.Dataset.from_tensor_slices(np.array([4, 0, 2, 3, 1])).batch(2).map(training.image_reader(rows))
+    assert np.array_equal(np.concatenate([b.numpy() for b in batches]), expected[[4, 0, 2, 3, 1]])

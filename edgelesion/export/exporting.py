@@ -14,7 +14,6 @@ import numpy as np
 
 from edgelesion._tf import keras
 from edgelesion.data.dataset import LoadedDataset
-from edgelesion.data.rebalance import default_cache_dir
 from edgelesion.errors import CheckFailed, EdgelesionError
 from edgelesion.export.bundle import (
     BUNDLE_SCHEMA_VERSION,
@@ -326,7 +325,7 @@ def export_run(
     }  # see validate_artifact
     quantized_core = None
     if set(INT8_ARTIFACTS) & set(options.artifacts) and options.int8 in ("qat", "auto"):
-        x, y, weights = training_arrays(run, train, config, default_cache_dir(), progress)
+        x, y, weights = training_arrays(run, train, config, progress)
         quantized_core = qat_finetune(
             float_model, x, y, weights, calibration, run.root / "qat", options.qat, config, progress=progress
         )

@@ -121,7 +121,7 @@ def write_data_records(run: RunDir, data: PreparedData) -> None:
 
 
 def training_arrays(
-    run: RunDir, train: LoadedDataset, config: TrainConfig, cache_dir: Path, progress: bool
+    run: RunDir, train: LoadedDataset, config: TrainConfig, progress: bool
 ) -> tuple[ImageRows, np.ndarray, dict[int, float] | None]:
     """Training images (rows of the caches, not read yet) and labels after rebalancing (training split only), and
     class weights if chosen."""
@@ -131,6 +131,7 @@ def training_arrays(
         return x, y, class_weights(y, n_classes)
     if config.rebalance is RebalanceMethod.NONE:
         return x, y, None
+    cache_dir = default_cache_dir()
     ensure_outside(cache_dir, train.root, flag="the augmentation cache (EDGELESION_CACHE)")
     content = images_identity(train.sha256, config.preprocessing)
     extra = augment(
@@ -366,7 +367,6 @@ def train_prepared(
     config: TrainConfig,
     state: dict[str, Any] | None = None,
     *,
-    cache_dir: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train on an already prepared split into `run` (from `state`, a checkpoint's, or from scratch),
@@ -374,7 +374,7 @@ def train_prepared(
     experiments that split the data their own way (benchmarks/leaky_protocol.py).
     """
     state = state or {"epochs_done": 0, "checkpoint": None, "best_epoch": None, "best_score": None, "history": []}
-    x, y, weights = training_arrays(run, data.train, config, cache_dir or default_cache_dir(), progress)
+    x, y, weights = training_arrays(run, data.train, config, progress)
     print(
         f"training {config.model} on {len(x)} images ({len(data.train.records)} from the training split, "
         f"{len(x) - len(data.train.records)} augmented), validating on {len(data.val.records)}"
@@ -426,7 +426,6 @@ def train(
     *,
     metadata: MetadataSpec | None = None,
     force: bool = False,
-    cache_dir: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train `config.model` on `data_dir` into the new run folder `out`; return the validation metrics.
@@ -445,12 +444,10 @@ def train(
             f"after training; {len(data.spanning_removed or [])} training-source images sharing a duplicate, lesion "
             "or patient group with them are removed from training (splits/excluded.csv)"
         )
-    return train_prepared(run, data, config, cache_dir=cache_dir, progress=progress)
+    return train_prepared(run, data, config, progress=progress)
 
 
-def resume(
-    out: str | Path, *, data_dir: str | Path | None = None, cache_dir: Path | None = None, progress: bool = True
-) -> dict[str, Any]:
+def resume(out: str | Path, *, data_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Continue an interrupted run from its last checkpoint; it ends where an uninterrupted run would."""
     run = RunDir(Path(out))
     info = read_run(run.root, need_model=False)
@@ -472,4 +469,4 @@ def resume(
         raise EdgelesionError(f"the training split of {run.root} cannot be reproduced: start a new run instead")
     state = read_json(run.state)
     print(f"resuming {run.root} after epoch {state['epochs_done']} of {info.config.epochs}")
-    return train_prepared(run, data, info.config, state, cache_dir=cache_dir, progress=progress)
+    return train_prepared(run, data, info.config, state, progress=progress)
