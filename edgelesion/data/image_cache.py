@@ -190,6 +190,28 @@ def _header_length(path: Path) -> int:
         return handle.tell()
 
 
+Known = tuple[CachedFile, np.ndarray, int]  # a file's result in an earlier entry, that entry's images and its row
+
+
+def _earlier_results(cache: Path, root: Path, preprocessing: Preprocessing) -> dict[tuple[str, int, int], Known]:
+    """The files of a finished entry of the same folder and decoding, made before some files were added, changed
+    or removed, by path, size and time: a new build copies these instead of decoding them again."""
+    for other in sorted(cache.iterdir()):
+        try:
+            entry = read_json(other / "entry.json")
+            if entry.get("root") != str(root.resolve()) or entry.get("decoding") != decoding(preprocessing):
+                continue
+            index = read_json(other / "index.json")
+            images = np.load(other / "images.npy", mmap_mode="r")
+        except (OSError, ValueError, KeyError):
+            continue
+        files = [CachedFile(*row) for row in index["files"]]
+        whole = index.get("index_sha256") == _index_hash(index["listing"], files)
+        if whole and images.shape[0] == len(files) == len(index["listing"]):
+            return {tuple(item): (f, images, row) for row, (item, f) in enumerate(zip(index["listing"], files))}
+    return {}
+
+
 def _build(
     staging: Path,
     root: Path,
@@ -198,7 +220,8 @@ def _build(
     preprocessing: Preprocessing,
     progress: bool,
 ) -> int:
-    """Decode every file not yet in `staging` into it and finish the entry; the number decoded."""
+    """Decode every file not yet in `staging` into it (copying those an earlier entry of the folder holds unchanged)
+    and finish the entry; the number decoded."""
     files = _resume(staging, key)
     size, n = preprocessing.image_size, len(listing)
     array_path, log = staging / "images.npy", staging / "progress.jsonl"
@@ -208,7 +231,15 @@ def _build(
     else:
         offset = create_array(array_path, (n, size, size, 3))
         log.write_text(json.dumps({"key": key, "root": str(root), "images": n}) + "\n", encoding="utf-8")
-    decoded = 0
+    earlier, decoded = _earlier_results(staging.parent, root, preprocessing), 0
+
+    def result(item: tuple[str, int, int]) -> tuple[CachedFile, np.ndarray | None, bool]:
+        """The file's hashes and pixels, and whether it had to be decoded."""
+        if (known := earlier.get(tuple(item))) is not None:
+            found, images, row = known
+            return found, None if found.error else np.asarray(images[row]), False
+        return (*_decode(root / item[0], preprocessing), True)
+
     label = f"decoding {root.name} once into the cache" + (f" (resumed at {len(files)})" if files else "")
     with (
         ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool,
@@ -218,16 +249,16 @@ def _build(
     ):
         for start in range(len(files), n, CHUNK):
             chunk = listing[start : start + CHUNK]
-            results = list(pool.map(lambda item: _decode(root / item[0], preprocessing), chunk))
-            for row, (_, pixels) in enumerate(results, start):
+            results = list(pool.map(result, chunk))
+            for row, (_, pixels, _) in enumerate(results, start):
                 if pixels is not None:
                     os.pwrite(handle.fileno(), pixels.tobytes(), offset + row * _row_bytes(preprocessing))
             handle.flush()
             # a chunk is marked done only after its pixels are written: a resumed build trusts whole marks only
-            marks.write(json.dumps({"start": start, "files": [list(asdict(f).values()) for f, _ in results]}) + "\n")
+            marks.write(json.dumps({"start": start, "files": [list(asdict(f).values()) for f, _, _ in results]}) + "\n")
             marks.flush()
-            files += [f for f, _ in results]
-            decoded += len(chunk)
+            files += [f for f, _, _ in results]
+            decoded += sum(was_decoded for _, _, was_decoded in results)
             bar.update(len(chunk))
         os.fsync(handle.fileno())
     write_json(
