@@ -7,7 +7,7 @@ import shutil
 
 from PIL import Image
 
-from edgelesion.data.audit import ConflictPolicy, audit_dataset, find_overlaps
+from edgelesion.data.audit import ConflictPolicy, audit_dataset, find_overlaps, format_audit
 from edgelesion.data.dataset import load_dataset
 from edgelesion.preprocessing import Preprocessing
 from tests.conftest import write_dataset
@@ -30,6 +30,13 @@ def test_conflicting_copies_are_found_and_excluded_by_default(dataset_dir):
     assert "melanoma/img_000.jpg" not in kept and "nevus/copy.jpg" not in kept
     assert {e.relpath for e in report.excluded} == {"melanoma/img_000.jpg", "nevus/copy.jpg"}
     assert report.to_dict()["conflicting_groups"][0]["labels"] == ["melanoma", "nevus"]
+
+
+def test_a_copy_filed_under_three_labels_is_reported(dataset_dir):
+    shutil.copy(dataset_dir / "melanoma" / "img_000.jpg", dataset_dir / "nevus" / "copy.jpg")
+    shutil.copy(dataset_dir / "melanoma" / "img_000.jpg", dataset_dir / "basal cell carcinoma" / "copy.jpg")
+    report = audit_dataset(load_dataset(dataset_dir, PRE, progress=False))
+    assert "groups with conflicting labels: 1 — basal cell carcinoma / melanoma / nevus: 1" in format_audit(report)
 
 
 def test_keep_policy_keeps_one_copy_per_label_in_one_group(dataset_dir):

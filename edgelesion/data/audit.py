@@ -242,7 +242,7 @@ def format_audit(report: AuditReport) -> str:
         f"({sum(len(g.members) for g in near)} files)",
         f"  groups with conflicting labels: {len(report.conflicts)}"
         + (
-            f" — {', '.join(f'{a} / {b}: {n}' for (a, b), n in _conflict_pairs(report).items())}"
+            f" — {', '.join(f'{label_set}: {n}' for label_set, n in _conflicting_labels(report).items())}"
             if report.conflicts
             else ""
         ),
@@ -272,8 +272,9 @@ def format_audit(report: AuditReport) -> str:
     return "\n".join(lines)
 
 
-def _conflict_pairs(report: AuditReport) -> Counter:
-    return Counter(tuple(g.labels[:2]) if len(g.labels) == 2 else tuple(g.labels) for g in report.conflicts)
+def _conflicting_labels(report: AuditReport) -> Counter:
+    """How many conflicting groups hold each set of labels (two or more), by 'a / b / ...'."""
+    return Counter(" / ".join(g.labels) for g in report.conflicts)
 
 
 @dataclass
