@@ -42,7 +42,8 @@ def _owner_prefix(target: Path) -> str:
     return f".{target.name}.owner-{_host()}-{os.getpid()}."
 
 
-def _process_gone(pid: int) -> bool:
+def process_gone(pid: int) -> bool:
+    """Whether no process `pid` runs on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -67,7 +68,7 @@ def remove_litter(target: Path) -> list[Path]:
             not match
             or match["target"] != target.name
             or match["host"] != _host()
-            or not _process_gone(int(match["pid"]))
+            or not process_gone(int(match["pid"]))
         ):
             continue
         try:  # another command may be cleaning the same place
@@ -111,7 +112,7 @@ def adopt_staging(target: Path) -> Path | None:
             and match["target"] == target.name
             and match["kind"] == "staging"
             and match["host"] == _host()
-            and _process_gone(int(match["pid"]))
+            and process_gone(int(match["pid"]))
         ):
             mine = target.parent / f"{_owner_prefix(target)}{secrets.token_hex(4)}.staging"
             try:
@@ -137,6 +138,25 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def create_exclusively(target: str | os.PathLike, text: str) -> bool:
+    """Write `text` to `target` only if no file is there yet, whole; whether this call made it. The file is written
+    beside it and hard-linked into place: a link never replaces a file, on network file systems too."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=_owner_prefix(target), suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(tmp)
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:

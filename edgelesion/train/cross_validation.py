@@ -11,6 +11,7 @@ balanced accuracy, which no epoch choice touched, is recorded beside them.
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from functools import partial
@@ -22,7 +23,15 @@ from sklearn.metrics import roc_auc_score
 
 from edgelesion.data.metadata import MetadataSpec, read_metadata
 from edgelesion.errors import EdgelesionError
-from edgelesion.fileio import ensure_outside, read_json, sha256_file, write_csv, write_json, write_text
+from edgelesion.fileio import (
+    create_exclusively,
+    ensure_outside,
+    read_json,
+    sha256_file,
+    write_csv,
+    write_json,
+    write_text,
+)
 from edgelesion.metrics import format_mean_sd
 from edgelesion.plots import cv_folds_chart, melanoma_roc_chart
 from edgelesion.provenance import provenance
@@ -30,6 +39,7 @@ from edgelesion.source_figures import format_within_source, lookalike_indices, w
 from edgelesion.thresholds import TARGET_SENSITIVITY, alert_figures, alert_threshold
 from edgelesion.train.config import TrainConfig
 from edgelesion.train.evaluation import read_validation_predictions
+from edgelesion.train.fold_claims import run_unless_claimed
 from edgelesion.train.runs import RunDir, read_run
 from edgelesion.train.training import resume, train
 
@@ -62,6 +72,10 @@ class CvDir:
     def fold(self, k: int) -> RunDir:
         """The run folder of fold `k`."""
         return RunDir(self.root / f"fold-{k}")
+
+    def claim(self, fold_name: str) -> Path:
+        """The file a job holds while it trains the fold in folder `fold_name` (see fold_claims)."""
+        return self.root / f"{fold_name}.claim"
 
 
 def _predictions(run: RunDir) -> Path:
@@ -132,12 +146,13 @@ def open_cv_dir(
                 "differ): choose another --out, or replace it with --force"
             )
         shutil.rmtree(cv.root)
-    elif cv.root.exists() and any(cv.root.iterdir()):
+    elif cv.root.exists() and any(not p.name.startswith(".") for p in cv.root.iterdir()) and not cv.spec.is_file():
         raise EdgelesionError(
             f"{cv.root} exists and is not a cross-validation folder (no cv.json): choose another --out"
         )
     cv.root.mkdir(parents=True, exist_ok=True)
-    write_json(cv.spec, spec)
+    if not create_exclusively(cv.spec, json.dumps(spec, indent=2) + "\n"):  # another job opened it first
+        return open_cv_dir(cv, data_dir, config, force=False, metadata=metadata, kind=kind)
     write_json(cv.root / "provenance.json", provenance())
 
 
@@ -154,7 +169,8 @@ def cross_validate(
 ) -> dict[str, Any]:
     """Train (or resume, or keep) each fold of `config` on `data_dir` into `out/fold-K`, then merge.
 
-    `folds` picks some folds (default: all `config.folds`); the others can run later or elsewhere.
+    `folds` picks some folds (default: all `config.folds`); the others can run later or elsewhere. A fold another
+    job is training (it holds the fold's claim) is skipped, so jobs sharing `out` each train different folds.
     `metadata` (a CSV of sources and groups) keeps groups on one side and adds within-source figures.
     """
     data_dir, cv = Path(data_dir), CvDir(Path(out))
@@ -165,22 +181,18 @@ def cross_validate(
     open_cv_dir(cv, data_dir, config, force, metadata)
     for k in chosen:
         run = cv.fold(k)
-        if fold_finished(run):
-            print(f"fold {k}: finished, kept")
-        elif run.state.is_file():
-            if read_run(run.root, need_model=False).config != config.with_changes(fold=k):
-                raise EdgelesionError(f"{run.root} was trained with other settings than {cv.spec}: remove it")
-            resume(run.root, data_dir=data_dir, progress=progress)
-        else:
-            print(f"fold {k} of {config.folds}")
-            train(
-                data_dir,
-                run.root,
-                config.with_changes(fold=k),
-                metadata=metadata,
-                force=RunDir(run.root).is_run(),
-                progress=progress,
-            )
+
+        def train_fold(k: int = k, run: RunDir = run) -> None:
+            if run.state.is_file():
+                if read_run(run.root, need_model=False).config != config.with_changes(fold=k):
+                    raise EdgelesionError(f"{run.root} was trained with other settings than {cv.spec}: remove it")
+                resume(run.root, data_dir=data_dir, progress=progress)
+            else:
+                print(f"fold {k} of {config.folds}")
+                fold_config = config.with_changes(fold=k)
+                train(data_dir, run.root, fold_config, metadata=metadata, force=run.is_run(), progress=progress)
+
+        run_unless_claimed(cv.claim(run.root.name), f"fold {k}", partial(fold_finished, run), train_fold)
     return merge_cv(cv.root, target_sensitivity=target_sensitivity)
 
 

@@ -25,6 +25,7 @@ from edgelesion.provenance import provenance
 from edgelesion.source_figures import MIN_PER_SOURCE, mixed_sources, too_few_reason
 from edgelesion.train.config import TrainConfig
 from edgelesion.train.cross_validation import LEAVE_SOURCE_OUT, CvDir, cv_kind, open_cv_dir
+from edgelesion.train.fold_claims import run_unless_claimed
 from edgelesion.train.runs import RunDir, read_run
 from edgelesion.train.training import resume, train
 
@@ -111,13 +112,16 @@ def cross_validate_sources(
         run, fold_config = fold_dir(cv, source), config.with_changes(fold=0, held_out_source=source)
         if run.is_run() and read_run(run.root, need_model=False).config != fold_config:
             raise EdgelesionError(f"{run.root} was trained with other settings than {cv.spec}: remove it")
-        if _held_out_metrics(run).is_file():
-            print(f"source {source!r}: finished, kept")
-        elif run.state.is_file():
-            resume(run.root, data_dir=data_dir, progress=progress)
-        else:
-            print(f"holding out source {source!r}")
-            train(data_dir, run.root, fold_config, metadata=metadata, force=run.is_run(), progress=progress)
+
+        def train_fold(source: str = source, run: RunDir = run, fold_config: TrainConfig = fold_config) -> None:
+            if run.state.is_file():
+                resume(run.root, data_dir=data_dir, progress=progress)
+            else:
+                print(f"holding out source {source!r}")
+                train(data_dir, run.root, fold_config, metadata=metadata, force=run.is_run(), progress=progress)
+
+        finished = _held_out_metrics(run).is_file
+        run_unless_claimed(cv.claim(run.root.name), f"source {source!r}", finished, train_fold)
     return merge_sources(cv.root)
 
 

@@ -1,0 +1,86 @@
+"""Folds as separate jobs: a fold is claimed by one job at a time, a stopped job's claim is taken over, and jobs
+sharing one cv folder train each fold exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from edgelesion.fileio import read_json
+from edgelesion.train.fold_claims import kept_fresh, read_claim, try_claim
+
+
+def test_of_many_jobs_claiming_at_once_exactly_one_gets_the_fold(tmp_path):
+    for attempt in range(20):
+        claim, start, won = tmp_path / f"fold-{attempt}.claim", threading.Barrier(4), []
+
+        def contend(claim: Path = claim, start: threading.Barrier = start, won: list[bool] = won) -> None:
+            start.wait()
+            won.append(try_claim(claim))
+
+        threads = [threading.Thread(target=contend) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(won) == [False, False, False, True]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"fold-{k}.claim" for k in range(20))  # no litter
+
+
+def test_a_stopped_jobs_claim_is_taken_over_and_a_live_ones_is_not(tmp_path):
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
+    )
+    host = os.uname().nodename
+    claim = tmp_path / "fold-0.claim"
+    claim.write_text(json.dumps({"host": host, "pid": int(gone.stdout)}))
+    assert try_claim(claim) and read_claim(claim)["pid"] == os.getpid()
+
+    claim.write_text(json.dumps({"host": host, "pid": os.getppid()}))  # a live process of this host
+    assert not try_claim(claim)
+    claim.write_text(json.dumps({"host": "another-machine", "pid": 1}))  # kept fresh by its job
+    assert not try_claim(claim)
+    os.utime(claim, (time.time() - 3600, time.time() - 3600))  # its job stopped touching it an hour ago
+    assert try_claim(claim) and read_claim(claim)["host"] == host
+
+
+def test_a_claim_is_touched_while_held_and_removed_after(tmp_path):
+    claim = tmp_path / "fold-1.claim"
+    assert try_claim(claim)
+    os.utime(claim, (1, 1))
+    with kept_fresh(claim, refresh_seconds=0.05):
+        time.sleep(0.3)
+        assert claim.stat().st_mtime > 1
+    assert not claim.exists()
+
+
+JOB = """
+import sys
+from pathlib import Path
+from edgelesion.preprocessing import Preprocessing
+from edgelesion.train.config import TrainConfig
+from edgelesion.train.cross_validation import cross_validate
+config = TrainConfig(model="seed-simple", epochs=1, batch_size=8, folds=3, min_support=2, rebalance="none",
+                     preprocessing=Preprocessing(image_size=24))
+cross_validate(Path(sys.argv[1]), Path(sys.argv[2]), config, progress=False)
+"""
+
+
+def test_jobs_sharing_a_cv_folder_train_each_fold_once(dataset_dir, tmp_path):
+    out = tmp_path / "cv"
+    jobs = [
+        subprocess.Popen([sys.executable, "-c", JOB, str(dataset_dir), str(out)], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [job.communicate()[0] for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0]
+    trained = [set(map(int, re.findall(r"^fold (\d) of 3$", text, re.MULTILINE))) for text in outputs]
+    assert trained[0] | trained[1] == {0, 1, 2} and not trained[0] & trained[1]
+    assert read_json(out / "cv_summary.json")["finished_folds"] == [0, 1, 2]
+    assert not list(out.glob("*.claim")) and not list(out.glob(".*"))
