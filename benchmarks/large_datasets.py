@@ -14,7 +14,9 @@ shared images re-encoded at 600x450 with a small random crop and brightness chan
 runs/benchmarks/archive-N) and samples the process's RssAnon (its own memory, not the page cache a memory map fills)
 every 0.2 s from start to end, with an empty image cache (so the decode is part of it); the process is the first the
 kernel's OOM killer takes, so a pipeline that outgrows the machine ends as its point ("did not finish"). With --baseline-checkout (a
-checkout of the commit before the cache: `git worktree add ../old f839e7d`), the same command of that checkout too.
+checkout of the commit before the cache: `git worktree add ../old f839e7d`, with the audit fix 8ed78dd cherry-picked so
+it can read archives whose copies carry three labels), the same command of that checkout too; each point records its
+checkout's commit.
 Records benchmarks/results/large_datasets_KIND.{json,md} and large_datasets_KIND/peak_memory.png; each point is kept
 as it finishes, and a rerun replaces only the points it measures.
 """
@@ -106,6 +108,9 @@ def memory_point(images: int, checkout: Path) -> dict[str, Any]:
         command += ["--epochs", "2", "--head-epochs", "1", "--data", str(data), "--out", str(Path(scratch) / "run")]
         print(f"{checkout.name}: training on {images:,} images")
         result = peak_anonymous_memory(command, env, checkout)
+        result["commit"] = subprocess.run(
+            ["git", "-C", str(checkout), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+        ).stdout.strip()
         cache = Path(scratch) / "cache"
         result["cache_bytes"] = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) if cache.is_dir() else 0
     return result
