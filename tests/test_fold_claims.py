@@ -44,6 +44,8 @@ def test_a_stopped_jobs_claim_is_taken_over_and_a_live_ones_is_not(tmp_path):
 
     claim.write_text(json.dumps({"host": host, "pid": os.getppid()}))  # a live process of this host
     assert not try_claim(claim)
+    claim.write_text(json.dumps({"host": host, "pid": os.getpid(), "process": "earlier"}))  # a restarted container's
+    assert try_claim(claim) and read_claim(claim)["process"] != "earlier"
     claim.write_text(json.dumps({"host": "another-machine", "pid": 1}))  # kept fresh by its job
     assert not try_claim(claim)
     os.utime(claim, (time.time() - 3600, time.time() - 3600))  # its job stopped touching it an hour ago

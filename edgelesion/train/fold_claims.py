@@ -22,11 +22,18 @@ from edgelesion.fileio import create_exclusively, process_gone
 
 CLAIM_REFRESH_SECONDS = 60.0
 CLAIM_STALE_SECONDS = 600.0  # ten missed refreshes
+# tells this process from an earlier one with the same pid (a restarted container's process is often pid 1 again)
+PROCESS_TOKEN = secrets.token_hex(8)
 
 
 def claim_owner() -> dict[str, object]:
     """Who claims: this host and process, and when."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "claimed": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "process": PROCESS_TOKEN,
+        "claimed": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def read_claim(path: Path) -> dict[str, object] | None:
@@ -38,14 +45,17 @@ def read_claim(path: Path) -> dict[str, object] | None:
 
 
 def claim_is_stale(path: Path, stale_seconds: float = CLAIM_STALE_SECONDS) -> bool:
-    """A claim whose process is gone (this host), or that nobody has touched for `stale_seconds`."""
+    """A claim whose process is gone (this host: no such pid, or the pid is now another process), or that nobody
+    has touched for `stale_seconds`."""
     owner = read_claim(path)
     try:
         age = time.time() - path.stat().st_mtime
     except FileNotFoundError:
         return False  # released meanwhile: nothing to take over, it can simply be claimed
-    if owner and owner.get("host") == socket.gethostname() and process_gone(int(str(owner.get("pid")))):
-        return True
+    if owner and owner.get("host") == socket.gethostname():
+        pid = int(str(owner.get("pid")))
+        if process_gone(pid) or (pid == os.getpid() and owner.get("process") != PROCESS_TOKEN):
+            return True
     return age > stale_seconds
 
 
