@@ -80,7 +80,7 @@ def remove_litter(target: Path) -> list[Path]:
                     file=sys.stderr,
                 )
             else:
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                discard(entry, target)
                 print(
                     f"removed {entry}: left by process {match['pid']}, which stopped before finishing", file=sys.stderr
                 )
@@ -88,6 +88,21 @@ def remove_litter(target: Path) -> list[Path]:
             continue
         handled.append(entry)
     return handled
+
+
+def discard(path: Path, target: Path | None = None) -> None:
+    """Remove a file or folder (litter of `target`, else its own), moved first to a name of this process: a folder
+    another process adopts or opens at this moment is never emptied under it, and a removal that is itself killed
+    is litter that a later command removes."""
+    doomed = path.with_name(f"{_owner_prefix(target or path)}{secrets.token_hex(4)}.tmp-removing")
+    os.rename(path, doomed)  # FileNotFoundError: another process took it first
+    shutil.rmtree(doomed) if doomed.is_dir() and not doomed.is_symlink() else doomed.unlink()
+
+
+def remove_all_litter(folder: Path) -> list[Path]:
+    """`remove_litter` for every target in `folder` that has litter beside it."""
+    targets = {m["target"] for e in (folder.iterdir() if folder.is_dir() else []) if (m := _OWNED.match(e.name))}
+    return [removed for name in sorted(targets) for removed in remove_litter(folder / name)]
 
 
 def staging_dir(target: Path) -> Path:

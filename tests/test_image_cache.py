@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import socket
 import subprocess
 import sys
 import threading
@@ -138,7 +140,7 @@ def test_two_builds_at_once_end_in_one_entry(dataset_dir):
 
 def test_too_little_free_disk_is_refused_before_decoding(dataset_dir, monkeypatch):
     monkeypatch.setattr(image_cache.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1000})())
-    with pytest.raises(EdgelesionError, match=r"image cache needs .* GB more .* EDGELESION_CACHE"):
+    with pytest.raises(EdgelesionError, match=r"cache needs .* GB more .* EDGELESION_CACHE"):
         load_dataset(dataset_dir, PRE, progress=False)
     assert cache_entries() == []
 
@@ -179,3 +181,45 @@ def test_image_rows_index_like_the_array_they_stand_for():
     assert np.array_equal(joined[picks], expected[picks]) and np.array_equal(joined[2:6], expected[2:6])
     assert np.array_equal(joined.take(picks)[1:3], expected[picks][1:3]) and np.array_equal(joined[6], expected[6])
     assert [len(batch) for batch in joined.batches(3)] == [3, 3, 2]
+
+
+def test_two_file_lists_of_one_folder_keep_their_own_entries(dataset_dir):
+    relpaths = sorted(p.relative_to(dataset_dir).as_posix() for p in dataset_dir.rglob("*.jpg"))
+    cached_images(dataset_dir, relpaths, PRE, progress=False)  # as audit reads the folder
+    cached_images(dataset_dir, relpaths[:20], PRE, progress=False)  # as train with a metadata CSV may
+    assert len(cache_entries()) == 2
+    assert cached_images(dataset_dir, relpaths, PRE, progress=False).decoded_now == 0
+    assert cached_images(dataset_dir, relpaths[:20], PRE, progress=False).decoded_now == 0
+
+
+def test_a_file_that_became_readable_is_decoded_again(dataset_dir):
+    fixed = dataset_dir / "melanoma" / "img_000.jpg"
+    good, status = fixed.read_bytes(), fixed.stat()
+    fixed.write_bytes(bytes(len(good)))  # same size, unreadable
+    os.utime(fixed, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert "melanoma/img_000.jpg" in [s.relpath for s in load_dataset(dataset_dir, PRE, progress=False).skipped]
+    fixed.write_bytes(good)  # restored with its old size and time: only its status change time tells
+    os.utime(fixed, ns=(status.st_atime_ns, status.st_mtime_ns))
+    again = load_dataset(dataset_dir, PRE, progress=False)
+    assert again.decoded == 1 and not again.skipped and len(again.records) == 36
+
+
+def test_a_stopped_build_with_a_garbled_log_starts_over(dataset_dir, isolated_cache):
+    relpaths = sorted(p.relative_to(dataset_dir).as_posix() for p in dataset_dir.rglob("*.jpg"))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True)
+    key = image_cache.entry_key(dataset_dir, image_cache.file_listing(dataset_dir, relpaths), PRE)
+    host = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())  # as owner marks spell it
+    staging = images_cache_dir() / f".{key}.owner-{host}-{int(gone.stdout)}.ab12.staging"
+    staging.mkdir(parents=True)
+    (staging / "images.npy").write_bytes(b"\x00" * 100)
+    (staging / "progress.jsonl").write_bytes(b"\x00\xff torn")
+    built = cached_images(dataset_dir, relpaths, PRE, progress=False)
+    assert built.decoded_now == 36 and [p.name for p in images_cache_dir().iterdir()] == [built.folder.name]
+
+
+def test_short_writes_are_completed(dataset_dir, monkeypatch):
+    write = os.pwrite
+    monkeypatch.setattr(image_cache.os, "pwrite", lambda fd, data, offset: write(fd, bytes(data[:100]), offset))
+    data = load_dataset(dataset_dir, PRE, progress=False)
+    relpaths = [r.relpath for r in data.records]
+    assert np.array_equal(np.asarray(data.images), decoded_directly(dataset_dir, relpaths))

@@ -79,6 +79,18 @@ def test_cache_is_reused_when_inputs_are_unchanged(tmp_path, monkeypatch):
         augment(changed, labels, 3, AugmentConfig(), seed=1, content=named(changed), cache_dir=tmp_path, progress=False)
 
 
+def test_a_damaged_augmentation_entry_is_made_again(tmp_path):
+    images, labels = tiny_split()
+    first = augment(
+        images, labels, 3, AugmentConfig(), seed=1, content=named(images), cache_dir=tmp_path, progress=False
+    )
+    (first.cache_folder / "sources.npy").unlink()  # as an interrupted removal leaves it
+    again = augment(
+        images, labels, 3, AugmentConfig(), seed=1, content=named(images), cache_dir=tmp_path, progress=False
+    )
+    assert np.array_equal(again.images, first.images) and np.array_equal(again.sources, first.sources)
+
+
 def test_class_weights_balance_the_classes_present():
     weights = class_weights(np.array([0, 0, 0, 1]), 3)
     assert weights[0] * 3 == pytest.approx(weights[1] * 1) and weights[2] == 0.0

@@ -20,6 +20,8 @@ from tqdm import tqdm
 from edgelesion.bench.op_profile import onnx_op_time_shares
 from edgelesion.data.audit import ConflictPolicy, prepare_test_set
 from edgelesion.data.dataset import load_dataset
+from edgelesion.data.image_cache import create_array, write_at
+from edgelesion.data.image_rows import ImageRows
 from edgelesion.data.metadata import MetadataSpec
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import read_csv, read_json, replace_dir, sha256_file, staging_dir, write_json
@@ -88,10 +90,20 @@ def source_run(bundle: dict[str, Any], bundle_dir: Path, run_dir: Path | None) -
 class EvaluationSet:
     """The images every artifact is scored on, with each image's source where known."""
 
-    pixels: np.ndarray
+    pixels: np.ndarray | ImageRows  # cache rows for a --data folder
     labels: np.ndarray
     described: str
     sources: list[str] | None
+
+
+def save_in_batches(pixels: np.ndarray | ImageRows, target: Path, batch: int = 256) -> None:
+    """Write images to an .npy file the worker processes read, `batch` at a time (cache rows are never all in
+    memory at once)."""
+    offset = create_array(target, tuple(pixels.shape))
+    with open(target, "r+b") as handle:
+        for start in range(0, len(pixels), batch):
+            images = np.ascontiguousarray(pixels[start : start + batch])
+            write_at(handle.fileno(), images.tobytes(), offset + start * images[0].nbytes)
 
 
 def evaluation_images(
@@ -252,7 +264,7 @@ def run_benchmark(
     rows: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as scratch:
         pixels_file = Path(scratch) / "pixels.npy"
-        np.save(pixels_file, pixels)
+        save_in_batches(pixels, pixels_file)
         probabilities = {}
         for name, path in tqdm(targets, desc="benchmarking", unit="artifact", disable=not progress):
             timings, probabilities[name] = measure_in_subprocess(path, pixels_file, Path(scratch), config)

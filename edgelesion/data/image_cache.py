@@ -10,6 +10,7 @@ rename wins and the other uses it; a build whose process stopped is picked up wh
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -24,10 +25,18 @@ from typing import Any
 
 import imagehash
 import numpy as np
+import PIL
 from tqdm import tqdm
 
 from edgelesion.errors import EdgelesionError
-from edgelesion.fileio import adopt_staging, read_json, remove_litter, staging_dir, write_json
+from edgelesion.fileio import (
+    adopt_staging,
+    discard,
+    read_json,
+    remove_all_litter,
+    staging_dir,
+    write_json,
+)
 from edgelesion.images import UnreadableImage, read_image, to_model_input
 from edgelesion.preprocessing import Preprocessing
 
@@ -66,8 +75,10 @@ class CachedImages:
 
 
 def decoding(preprocessing: Preprocessing) -> dict[str, Any]:
-    """The preprocessing fields that change decoded pixels (the in-model scaling does not)."""
-    return {k: v for k, v in preprocessing.to_dict().items() if k not in ("scale", "offset")}
+    """What decides the decoded pixels: the preprocessing fields that change them (the in-model scaling does not)
+    and the Pillow release that decodes and resizes."""
+    fields = {k: v for k, v in preprocessing.to_dict().items() if k not in ("scale", "offset")}
+    return {**fields, "pillow": PIL.__version__}
 
 
 def images_identity(sha256: Sequence[str], preprocessing: Preprocessing) -> str:
@@ -76,21 +87,25 @@ def images_identity(sha256: Sequence[str], preprocessing: Preprocessing) -> str:
     return hashlib.sha256(json.dumps([list(sha256), decoding(preprocessing)]).encode()).hexdigest()
 
 
-def file_listing(root: Path, relpaths: Sequence[str]) -> list[tuple[str, int, int]]:
-    """Each file's path, size and modification time (ns): what tells a cache entry that the files did not change,
-    without reading them. A file that cannot be stat'ed gets -1s (decoding then says why it cannot be read)."""
+Stat = tuple[str, int, int, int]  # a file's path, size, modification time and status change time (ns)
+
+
+def file_listing(root: Path, relpaths: Sequence[str]) -> list[Stat]:
+    """Each file's path, size, modification and status change times: what tells a cache entry that the files did not
+    change, without reading them (a chmod that makes an unreadable file readable changes the status time). A file
+    that cannot be stat'ed gets -1s (decoding then says why it cannot be read)."""
     listing = []
     for relpath in relpaths:
         try:
             status = os.stat(root / relpath)
-            listing.append((relpath, status.st_size, status.st_mtime_ns))
+            listing.append((relpath, status.st_size, status.st_mtime_ns, status.st_ctime_ns))
         except OSError:
-            listing.append((relpath, -1, -1))
+            listing.append((relpath, -1, -1, -1))
     return listing
 
 
-def entry_key(root: Path, listing: list[tuple[str, int, int]], preprocessing: Preprocessing) -> str:
-    """The entry's name: a hash of the folder, every file's path, size and time, and the decoding."""
+def entry_key(root: Path, listing: list[Stat], preprocessing: Preprocessing) -> str:
+    """The entry's name: a hash of the folder, every file's path, size and times, and the decoding."""
     payload = json.dumps([CACHE_FORMAT, str(root.resolve()), decoding(preprocessing), listing])
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
@@ -137,11 +152,16 @@ def _decode(path: Path, preprocessing: Preprocessing) -> tuple[CachedFile, np.nd
 
 def _resume(staging: Path, key: str) -> list[CachedFile]:
     """The files a stopped build of `key` finished in `staging` (whole chunks only), rewriting its progress log
-    without any torn last line; nothing (and an emptied folder) when it was building something else."""
+    without any torn last line; nothing (and an emptied folder) when it was building something else or its log
+    cannot be read."""
     log = staging / "progress.jsonl"
     done: list[CachedFile] = []
-    lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
-    if not lines or not (staging / "images.npy").is_file() or json.loads(lines[0]).get("key") != key:
+    try:
+        lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
+        usable = bool(lines) and (staging / "images.npy").is_file() and json.loads(lines[0]).get("key") == key
+    except (ValueError, AttributeError):  # a torn or garbled first line (ValueError covers bad UTF-8 too)
+        usable = False
+    if not usable:
         for item in staging.iterdir():
             shutil.rmtree(item) if item.is_dir() else item.unlink()
         return []
@@ -149,21 +169,23 @@ def _resume(staging: Path, key: str) -> list[CachedFile]:
     for line in lines[1:]:
         try:
             chunk = json.loads(line)
-        except json.JSONDecodeError:
+            files = [CachedFile(*row) for row in chunk["files"]]
+            in_order = chunk["start"] == len(done)
+        except (ValueError, KeyError, TypeError):
             break
-        if chunk["start"] != len(done):
+        if not in_order:
             break
-        done += [CachedFile(*row) for row in chunk["files"]]
+        done += files
         kept.append(line)
     log.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
     return done
 
 
-def _need_space(folder: Path, needed: int) -> None:
+def need_space(folder: Path, needed: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed + HEADROOM:
         raise EdgelesionError(
-            f"the image cache needs {needed / 1e9:.2f} GB more at {folder.parent} but the disk has "
+            f"the cache needs {needed / 1e9:.2f} GB more at {folder.parent} but the disk has "
             f"{free / 1e9:.2f} GB free: free some space, or point EDGELESION_CACHE at a larger disk"
         )
 
@@ -174,13 +196,25 @@ def create_array(path: Path, shape: tuple[int, ...]) -> int:
         np.lib.format.write_array_header_1_0(handle, {"descr": "|u1", "fortran_order": False, "shape": shape})
         offset = handle.tell()
         handle.flush()
+        reserve = getattr(os, "posix_fallocate", None)  # not on macOS
         try:  # reserved now, a full disk fails here rather than part-way through
-            os.posix_fallocate(handle.fileno(), 0, offset + int(np.prod(shape)))
+            if reserve is None:
+                raise OSError(errno.EOPNOTSUPP, "no posix_fallocate")
+            reserve(handle.fileno(), 0, offset + int(np.prod(shape)))
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            if is_disk_full(exc):
                 raise
             handle.truncate(offset + int(np.prod(shape)))  # a file system without preallocation
     return offset
+
+
+def write_at(fd: int, data: bytes, offset: int) -> None:
+    """Write all of `data` at `offset` (os.pwrite may write less than asked, on a full disk or a network file
+    system; the rest is written again, and a disk with no room left raises ENOSPC)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def _header_length(path: Path) -> int:
@@ -194,28 +228,35 @@ Known = tuple[CachedFile, np.ndarray, int]  # a file's result in an earlier entr
 
 
 def _earlier_results(cache: Path, root: Path, preprocessing: Preprocessing) -> dict[tuple[str, int, int], Known]:
-    """The files of a finished entry of the same folder and decoding, made before some files were added, changed
-    or removed, by path, size and time: a new build copies these instead of decoding them again."""
+    """The decoded files of a finished entry of the same folder and decoding, made before some files were added,
+    changed or removed, by path, size and modification time: a new build copies these instead of decoding them
+    again. Files that could not be read are not among them: they are always tried again."""
     for other in sorted(cache.iterdir()):
+        if other.name.startswith("."):
+            continue
         try:
             entry = read_json(other / "entry.json")
             if entry.get("root") != str(root.resolve()) or entry.get("decoding") != decoding(preprocessing):
                 continue
             index = read_json(other / "index.json")
             images = np.load(other / "images.npy", mmap_mode="r")
-        except (OSError, ValueError, KeyError):
+            files = [CachedFile(*row) for row in index["files"]]
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-        files = [CachedFile(*row) for row in index["files"]]
         whole = index.get("index_sha256") == _index_hash(index["listing"], files)
         if whole and images.shape[0] == len(files) == len(index["listing"]):
-            return {tuple(item): (f, images, row) for row, (item, f) in enumerate(zip(index["listing"], files))}
+            return {
+                (item[0], item[1], item[2]): (f, images, row)
+                for row, (item, f) in enumerate(zip(index["listing"], files))
+                if f.error is None
+            }
     return {}
 
 
 def _build(
     staging: Path,
     root: Path,
-    listing: list[tuple[str, int, int]],
+    listing: list[Stat],
     key: str,
     preprocessing: Preprocessing,
     progress: bool,
@@ -225,7 +266,8 @@ def _build(
     files = _resume(staging, key)
     size, n = preprocessing.image_size, len(listing)
     array_path, log = staging / "images.npy", staging / "progress.jsonl"
-    _need_space(staging, (n - len(files)) * _row_bytes(preprocessing) + (0 if files else n * 256))
+    size_on_disk = (array_path.stat().st_blocks * 512) if array_path.is_file() else 0  # reserved by a stopped build
+    need_space(staging, max(0, n * _row_bytes(preprocessing) - size_on_disk) + n * 256)
     if files:
         offset = _header_length(array_path)
     else:
@@ -233,11 +275,11 @@ def _build(
         log.write_text(json.dumps({"key": key, "root": str(root), "images": n}) + "\n", encoding="utf-8")
     earlier, decoded = _earlier_results(staging.parent, root, preprocessing), 0
 
-    def result(item: tuple[str, int, int]) -> tuple[CachedFile, np.ndarray | None, bool]:
+    def result(item: Stat) -> tuple[CachedFile, np.ndarray | None, bool]:
         """The file's hashes and pixels, and whether it had to be decoded."""
-        if (known := earlier.get(tuple(item))) is not None:
+        if (known := earlier.get((item[0], item[1], item[2]))) is not None:
             found, images, row = known
-            return found, None if found.error else np.asarray(images[row]), False
+            return found, np.asarray(images[row]), False
         return (*_decode(root / item[0], preprocessing), True)
 
     label = f"decoding {root.name} once into the cache" + (f" (resumed at {len(files)})" if files else "")
@@ -252,7 +294,7 @@ def _build(
             results = list(pool.map(result, chunk))
             for row, (_, pixels, _) in enumerate(results, start):
                 if pixels is not None:
-                    os.pwrite(handle.fileno(), pixels.tobytes(), offset + row * _row_bytes(preprocessing))
+                    write_at(handle.fileno(), pixels.tobytes(), offset + row * _row_bytes(preprocessing))
             handle.flush()
             # a chunk is marked done only after its pixels are written: a resumed build trusts whole marks only
             marks.write(json.dumps({"start": start, "files": [list(asdict(f).values()) for f, _, _ in results]}) + "\n")
@@ -286,18 +328,44 @@ def _build(
     return decoded
 
 
-def _remove_superseded(folder: Path) -> None:
-    """Remove the other entries of the same folder and decoding: built for files that have since changed."""
+def _remove_superseded(folder: Path, root: Path, listing: list[Stat]) -> None:
+    """Remove the other entries of the same folder and decoding that hold a file since changed or gone (an entry of
+    another list of the same unchanged files, as audit and train with a metadata CSV may read, is kept)."""
     entry = read_json(folder / "entry.json")
+    now = {item[0]: item for item in listing}
     for other in folder.parent.iterdir():
-        if other == folder or not (other / "entry.json").is_file():
+        if other == folder or other.name.startswith("."):  # "." names: builds in progress, never touched here
             continue
         try:
             described = read_json(other / "entry.json")
-        except (OSError, ValueError):
+            if described.get("root") != entry["root"] or described.get("decoding") != entry["decoding"]:
+                continue
+            held = read_json(other / "index.json")["listing"]
+        except (OSError, ValueError, KeyError):
             continue
-        if described.get("root") == entry["root"] and described.get("decoding") == entry["decoding"]:
-            shutil.rmtree(other, ignore_errors=True)
+
+        def changed(item: list[Any]) -> bool:
+            return tuple(item) != now[item[0]] if item[0] in now else not (root / item[0]).exists()
+
+        if any(changed(item) for item in held):
+            with contextlib.suppress(FileNotFoundError):
+                discard(other)
+
+
+def is_disk_full(exc: OSError) -> bool:
+    """An error of a disk (or quota) with no room left."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def publish(staging: Path, target: Path) -> None:
+    """Rename a finished `staging` folder to `target`; where another process put the same entry there first, keep
+    theirs and remove ours."""
+    try:
+        os.rename(staging, target)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def cached_images(
@@ -316,27 +384,27 @@ def cached_images(
     if found is not None:
         return found
     if target.exists():  # damaged or half-removed: never trusted, rebuilt
-        shutil.rmtree(target, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            discard(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = adopt_staging(target) or staging_dir(target)
+    staging = adopt_staging(target)
+    remove_all_litter(target.parent)  # stopped builds of other file lists: they would hold disk space for ever
+    staging = staging or staging_dir(target)
     try:
         decoded = _build(staging, root, listing, key, preprocessing, progress)
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if is_disk_full(exc):
             raise EdgelesionError(
                 f"the disk holding the image cache {target.parent} is full: free some space or point "
                 "EDGELESION_CACHE at a larger disk; the unfinished entry is never used as it is, and the next run "
                 "finishes it (`edgelesion cache --clear` removes it)"
             ) from exc
         raise
-    try:
-        os.rename(staging, target)
-    except OSError:  # another process finished the same entry first: use that one
-        shutil.rmtree(staging, ignore_errors=True)
+    publish(staging, target)
     found = _open_entry(target, key, listing, preprocessing)
     if found is None:
         raise EdgelesionError(f"the image cache entry {target} could not be read back after building it")
-    _remove_superseded(target)
+    _remove_superseded(target, root, listing)
     found.decoded_now = decoded
     return found
 
@@ -377,16 +445,17 @@ def clear_cache(cache_dir: Path | None = None) -> tuple[int, list[Path]]:
     root = cache_dir or default_cache_dir()
     freed, busy = 0, []
     for part in (root / "images", root / "augmented"):
-        for item in sorted(part.iterdir()) if part.is_dir() else []:
-            size = folder_bytes(item) if item.is_dir() else item.stat().st_size
-            if item.name.startswith("."):  # an owner-marked build: removed only where its process stopped
-                remove_litter(part / item.name[1:].split(".owner-")[0])
-                if item.exists():
-                    busy.append(item)
-                    continue
-            else:
-                shutil.rmtree(item) if item.is_dir() else item.unlink()
-            freed += size
+        if not part.is_dir():
+            continue
+        before = folder_bytes(part)
+        remove_all_litter(part)
+        for item in sorted(part.iterdir()):
+            if item.name.startswith("."):  # a build of a running process
+                busy.append(item)
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                discard(item)
+        freed += before - folder_bytes(part)
     return freed, busy
 
 

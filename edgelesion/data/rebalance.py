@@ -8,10 +8,10 @@ cache and read back memory-mapped, never held in memory all at once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -24,9 +24,17 @@ from PIL import Image
 from sklearn.utils.class_weight import compute_class_weight
 from tqdm import tqdm
 
-from edgelesion.data.image_cache import create_array, default_cache_dir
+from edgelesion.data.image_cache import (
+    create_array,
+    default_cache_dir,
+    is_disk_full,
+    need_space,
+    publish,
+    write_at,
+)
 from edgelesion.data.image_rows import ImageRows, as_rows
-from edgelesion.fileio import staging_dir
+from edgelesion.errors import EdgelesionError
+from edgelesion.fileio import discard, staging_dir
 
 SEED_PRESET_EXTRA = 500  # the seed project added 500 Augmentor images to every class
 
@@ -159,9 +167,40 @@ def augment(
     cached = _read_augmented(folder, shortfall)
     if cached is not None:
         return cached
+    if folder.exists():  # unreadable (a removal that was interrupted): never trusted, made again
+        with contextlib.suppress(FileNotFoundError):
+            discard(folder)
     sources = _source_indices(labels, plan, seed)
-    shape = (max(len(sources), EMPTY_STAND_IN), *images.shape[1:])
     staging = staging_dir(folder)
+    try:
+        _make_images(staging, images, labels, sources, config, seed, progress)
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            raise EdgelesionError(
+                f"the disk holding the augmentation cache {folder.parent} is full: free some space or point "
+                "EDGELESION_CACHE at a larger disk"
+            ) from exc
+        raise
+    publish(staging, folder)
+    made_images = _read_augmented(folder, shortfall)
+    if made_images is None:
+        raise EdgelesionError(f"the augmentation cache {folder} could not be read back after writing it")
+    return made_images
+
+
+def _make_images(
+    staging: Path,
+    images: ImageRows,
+    labels: np.ndarray,
+    sources: np.ndarray,
+    config: AugmentConfig,
+    seed: int,
+    progress: bool,
+) -> None:
+    """Augmentor's image of each of `sources`, written one by one into `staging` with their labels and sources."""
+    shape = (max(len(sources), EMPTY_STAND_IN), *images.shape[1:])
+    need_space(staging, int(np.prod(shape)))
     offset = create_array(staging / "images.npy", shape)
     transform = build_pipeline(config).torch_transform()  # a plain PIL -> PIL callable, despite the name
     saved_state = random.getstate(), np.random.get_state()
@@ -172,20 +211,12 @@ def augment(
                 made = np.asarray(transform(Image.fromarray(images[int(i)])), dtype=np.uint8)
                 if made.shape != shape[1:]:
                     raise RuntimeError(f"Augmentor returned a {made.shape} image for a {shape[1:]} one")
-                os.pwrite(handle.fileno(), made.tobytes(), offset + n * made.nbytes)
+                write_at(handle.fileno(), made.tobytes(), offset + n * made.nbytes)
     finally:
         random.setstate(saved_state[0])
         np.random.set_state(saved_state[1])
     np.save(staging / "labels.npy", labels[sources])
     np.save(staging / "sources.npy", sources)
-    try:
-        os.rename(staging, folder)
-    except OSError:  # another process made the same images first
-        shutil.rmtree(staging, ignore_errors=True)
-    made_images = _read_augmented(folder, shortfall)
-    if made_images is None:
-        raise RuntimeError(f"the augmentation cache {folder} could not be read back after writing it")
-    return made_images
 
 
 MAX_CLASS_WEIGHT = 5.0
