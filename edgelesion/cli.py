@@ -153,7 +153,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 
     from edgelesion.data.audit import NEAR_DUPLICATE_MAX_DISTANCE, ConflictPolicy
     from edgelesion.data.rebalance import AugmentConfig, RebalanceMethod
-    from edgelesion.train.config import LR_SCHEDULES, OnlineAugment, TrainConfig
+    from edgelesion.train.config import LR_SCHEDULES, PRECISIONS, OnlineAugment, TrainConfig
     from edgelesion.train.recipes import RECIPES, RECOMMENDED_RECIPE
 
     defaults, aug = TrainConfig(), AugmentConfig()
@@ -268,6 +268,13 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         type=int,
         help=f"classes with fewer validation images are listed, not scored (default {defaults.min_support})",
     )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="Keras mixed precision for training (the head stays float32; exported files are always float32 "
+        "models): mixed_bfloat16 needs a CPU with avx512_bf16 or amx_bf16, or a recent GPU; mixed_float16 a GPU "
+        "(default float32)",
+    )
     _add_metadata_options(p)
     _add_lookalikes_option(p, recipe_default=True)
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
@@ -301,6 +308,7 @@ def _train_config(args: argparse.Namespace, **fixed: int) -> TrainConfig:
         "min_support": args.min_support,
         "near_duplicate_max_distance": args.near_distance,
         "positive_class": args.positive_class,
+        "precision": args.precision,
     }
     augmentor = {
         "target": args.augment_target,

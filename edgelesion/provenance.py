@@ -88,6 +88,7 @@ SIMD_FLAGS = (
     "avx512_bf16",
     "avx_vnni",
     "amx_int8",
+    "amx_bf16",
     "asimd",
     "asimddp",
     "i8mm",

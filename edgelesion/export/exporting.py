@@ -40,6 +40,7 @@ from edgelesion.source_figures import lookalike_indices, within_source_figures
 from edgelesion.thresholds import alert_threshold
 from edgelesion.train.cross_validation import fold_of, recipe_cv_figures
 from edgelesion.train.evaluation import predict, recorded_splits
+from edgelesion.train.precision import float32_copy
 from edgelesion.train.runs import RunDir, read_run
 from edgelesion.train.training import training_arrays
 
@@ -314,7 +315,7 @@ def export_run(
     check_output_dir(out, force)
     info = read_run(run.root)
     cross_validation = _cross_validation(run, options.cv_dir)
-    float_model = keras.models.load_model(run.best_model)
+    float_model = float32_copy(keras.models.load_model(run.best_model), info.config)  # trained mixed: float32
     source_sha256 = sha256_file(run.best_model)
     train, val = recorded_splits(run, info, "train", "val")
     classes, config = info.classes, info.config

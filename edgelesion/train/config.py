@@ -13,6 +13,7 @@ from edgelesion.metrics import LOOKALIKES, MIN_SUPPORT, POSITIVE_CLASS
 from edgelesion.preprocessing import LEGACY_DRAFT_MARGIN, Preprocessing
 
 LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # Each architecture's own input normalisation: what its weights were trained with.
 MODEL_INPUTS = {
     "efficientnet-lite0": Preprocessing(image_size=224, scale=1 / 128, offset=-127 / 128),  # google/automl: (p-127)/128
@@ -98,6 +99,7 @@ class TrainConfig:
     lookalikes: tuple[str, ...] = LOOKALIKES  # what the positive class is told from within each source
     held_out_source: str | None = None  # leave-source-out: this source is kept out of training and scored alone
     preprocessing: Preprocessing | None = None  # None: the model's own (MODEL_INPUTS), else the seed's 180 px, 1/255
+    precision: str = "float32"  # or a Keras mixed policy: "mixed_bfloat16", "mixed_float16" (train/precision.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rebalance", RebalanceMethod(self.rebalance))
@@ -114,6 +116,8 @@ class TrainConfig:
             raise ValueError(f"lr_schedule {self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
         if not 0 <= self.head_epochs < self.epochs:
             raise ValueError(f"head_epochs {self.head_epochs} must be at least 0 and fewer than epochs {self.epochs}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing {self.label_smoothing} must be in [0, 1)")
 

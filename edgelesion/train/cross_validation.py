@@ -40,6 +40,7 @@ from edgelesion.thresholds import TARGET_SENSITIVITY, alert_figures, alert_thres
 from edgelesion.train.config import TrainConfig
 from edgelesion.train.evaluation import read_validation_predictions
 from edgelesion.train.fold_claims import run_unless_claimed
+from edgelesion.train.precision import check_precision
 from edgelesion.train.runs import RunDir, read_run
 from edgelesion.train.training import resume, train
 
@@ -178,6 +179,7 @@ def cross_validate(
     chosen = list(range(config.folds)) if folds is None else folds
     if bad := [k for k in chosen if not 0 <= k < config.folds]:
         raise EdgelesionError(f"folds {bad} do not exist: there are {config.folds} folds, 0 to {config.folds - 1}")
+    check_precision(config.precision)  # before the folder is made
     open_cv_dir(cv, data_dir, config, force, metadata)
     for k in chosen:
         run = cv.fold(k)

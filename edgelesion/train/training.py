@@ -27,6 +27,7 @@ from edgelesion.train.config import TrainConfig
 from edgelesion.train.evaluation import evaluate_held_out, evaluate_validation, predict
 from edgelesion.train.models import HEAD, create_model
 from edgelesion.train.online_augment import augment_batch, mix_batch
+from edgelesion.train.precision import check_precision, precision_policy
 from edgelesion.train.runs import RUN_FORMAT_VERSION, RunDir, check_run_dir, prepare_run_dir, read_run
 
 
@@ -379,8 +380,9 @@ def train_prepared(
         f"training {config.model} on {len(x)} images ({len(data.train.records)} from the training split, "
         f"{len(x) - len(data.train.records)} augmented), validating on {len(data.val.records)}"
     )
-    model = _build_or_restore(run, data, config, state)
-    state = run_epochs(run, model, x, y, weights, data, config, state, progress)
+    with precision_policy(config.precision):  # a restored model keeps the policy saved in its file
+        model = _build_or_restore(run, data, config, state)
+        state = run_epochs(run, model, x, y, weights, data, config, state, progress)
     best = keras.models.load_model(run.best_model)
     last = state["history"][-1]["val_balanced_accuracy"]
     print(
@@ -435,6 +437,7 @@ def train(
     run = RunDir(Path(out))
     ensure_outside(run.root, data_dir)
     check_run_dir(run.root, force=force)  # fail before the slow work
+    check_precision(config.precision)
     data = prepare_data(data_dir, config, metadata=metadata, progress=progress)
     print(format_audit(data.report))
     start_run(run, data, config, force=force)
@@ -453,6 +456,7 @@ def resume(out: str | Path, *, data_dir: str | Path | None = None, progress: boo
     info = read_run(run.root, need_model=False)
     if not run.state.is_file():
         raise EdgelesionError(f"{run.root} has no finished epoch to resume from: start it again with --force")
+    check_precision(info.config.precision)
     data = prepare_data(data_dir or info.data_dir, info.config, metadata=info.metadata, progress=progress)
     if data.dataset.metadata is not None and data.dataset.metadata.fingerprint != info.metadata_fingerprint:
         raise EdgelesionError(

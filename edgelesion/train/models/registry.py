@@ -48,7 +48,8 @@ def create_model(name: str, n_classes: int, preprocessing: Preprocessing, *, pre
     # Keras' Rescaling layer; the export step keeps it out of the quantized graph (tfmot refuses it).
     scaled = keras.layers.Rescaling(preprocessing.scale, preprocessing.offset, name="scaling")(inputs)
     features = _REGISTRY[name](scaled)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", name=HEAD)(features)
+    # float32 under a mixed-precision policy too: the probabilities, and the loss, keep their precision
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name=HEAD, dtype="float32")(features)
     model = keras.Model(inputs, outputs, name=name)
     if pretrained and name in _PRETRAINED:
         _PRETRAINED[name](model)
