@@ -2,12 +2,16 @@
 epoch throughput.
 
     .venv/bin/python -m benchmarks.large_datasets throughput --rounds 3
+    .venv/bin/python -m benchmarks.large_datasets decodes
     .venv/bin/python -m benchmarks.large_datasets memory --images 2000 10000 40000 --baseline-checkout ../old
 
 `throughput` trains Lite0 (the recipe) on the shared set's training split and times whole-network epochs, the two
 pipelines alternating in one process on the same model: batches read from the memory-mapped cache (today's), and
 batches gathered from the whole split held as one tensor (the pipeline before the cache). Each round runs both on the
 same epoch (the same order and augmentation); the ratio is paired by round.
+
+`decodes` counts the files decoded by a 5-fold `cv` on the shared set with an empty cache, then by a `train` on the
+same folder (seed-simple, one epoch at 64 px: the count does not depend on the model).
 
 `memory` runs `edgelesion train --model efficientnet-lite0 --epochs 2 --head-epochs 1` on archives of N images (the
 shared images re-encoded at 600x450 with a small random crop and brightness change, made once under
@@ -156,6 +160,33 @@ def throughput(rounds: int) -> dict[str, Any]:
     }
 
 
+def decodes() -> dict[str, Any]:
+    """Files decoded by `cv` over 5 folds with an empty cache, and by a `train` of the same data after it."""
+    from edgelesion.data import image_cache
+    from edgelesion.preprocessing import Preprocessing
+    from edgelesion.train.config import TrainConfig
+    from edgelesion.train.cross_validation import cross_validate
+    from edgelesion.train.training import train
+
+    decoded: list[Path] = []
+    decode = image_cache._decode
+    image_cache._decode = lambda path, preprocessing: decoded.append(path) or decode(path, preprocessing)
+    config = TrainConfig(model="seed-simple", epochs=1, rebalance="class-weights", preprocessing=Preprocessing(64))
+    data = require_data()
+    with tempfile.TemporaryDirectory(dir=RUNS) as scratch:
+        os.environ["EDGELESION_CACHE"] = str(Path(scratch) / "cache")
+        cross_validate(data, Path(scratch) / "cv", config, progress=False)
+        by_cv = list(decoded)
+        train(data, Path(scratch) / "run", config, progress=False)
+    return {
+        "image_files": sum(1 for p in data.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES),
+        "cv_5_folds_decoded": len(by_cv),
+        "cv_5_folds_distinct_files_decoded": len(set(by_cv)),
+        "train_after_cv_decoded": len(decoded) - len(by_cv),
+        "how_unchanged_files_are_known": "each file's path, size, modification and status change times (os.stat)",
+    }
+
+
 def peak_memory_chart(points: dict[str, dict[str, Any]], target: Path) -> None:
     """Peak RssAnon (GB) against images, one line per pipeline; a failed run is marked where it stopped."""
     import matplotlib
@@ -206,6 +237,15 @@ def table(results: dict[str, Any]) -> list[str]:
             f"(median {run['cache_vs_memory_throughput_ratio']['median']:.3f}).",
             "",
         ]
+    counted = results.get("decodes")
+    if counted:
+        lines += [
+            f"Decoding: a 5-fold `edgelesion cv` on the shared set's {counted['image_files']:,} files, empty cache, "
+            f"decoded {counted['cv_5_folds_decoded']:,} files ({counted['cv_5_folds_distinct_files_decoded']:,} "
+            f"distinct); a `train` after it decoded {counted['train_after_cv_decoded']:,}. Unchanged files are known "
+            f"by {counted['how_unchanged_files_are_known']}.",
+            "",
+        ]
     memory = results.get("memory") or {}
     if memory:
         rows = []
@@ -239,7 +279,7 @@ def table(results: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("measure", choices=["throughput", "memory"])
+    parser.add_argument("measure", choices=["throughput", "memory", "decodes"])
     parser.add_argument("--rounds", type=int, default=3, help="throughput: epochs of each pipeline (default 3)")
     parser.add_argument("--images", type=int, nargs="+", default=[2000, 10000, 40000], help="memory: dataset sizes")
     parser.add_argument(
@@ -249,10 +289,14 @@ def main() -> None:
     name = cpu_kind_record_name("large_datasets")
     previous = RESULTS / f"{name}.json"
     results = {
-        k: v for k, v in (read_json(previous) if previous.is_file() else {}).items() if k in ("throughput", "memory")
+        k: v
+        for k, v in (read_json(previous) if previous.is_file() else {}).items()
+        if k in ("throughput", "memory", "decodes")
     }
     if args.measure == "throughput":
         results["throughput"] = throughput(args.rounds)
+    elif args.measure == "decodes":
+        results["decodes"] = decodes()
     else:
         checkouts = {"image cache": Path(__file__).resolve().parent.parent}
         if args.baseline_checkout:
