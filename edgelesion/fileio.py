@@ -168,7 +168,8 @@ def create_exclusively(target: str | os.PathLike, text: str) -> bool:
         try:
             os.link(tmp, target)
         except FileExistsError:
-            return False
+            # over NFS a link whose reply was lost is retried and reported as existing: two names mean it is ours
+            return os.stat(tmp).st_nlink == 2
         return True
     finally:
         os.unlink(tmp)

@@ -12,8 +12,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import read_json
-from edgelesion.train.fold_claims import kept_fresh, read_claim, try_claim
+from edgelesion.train.fold_claims import claim_owner, kept_fresh, read_claim, run_claimed, try_claim
 
 
 def test_of_many_jobs_claiming_at_once_exactly_one_gets_the_fold(tmp_path):
@@ -22,7 +25,7 @@ def test_of_many_jobs_claiming_at_once_exactly_one_gets_the_fold(tmp_path):
 
         def contend(claim: Path = claim, start: threading.Barrier = start, won: list[bool] = won) -> None:
             start.wait()
-            won.append(try_claim(claim))
+            won.append(try_claim(claim) is not None)
 
         threads = [threading.Thread(target=contend) for _ in range(4)]
         for thread in threads:
@@ -33,33 +36,73 @@ def test_of_many_jobs_claiming_at_once_exactly_one_gets_the_fold(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"fold-{k}.claim" for k in range(20))  # no litter
 
 
-def test_a_stopped_jobs_claim_is_taken_over_and_a_live_ones_is_not(tmp_path):
-    gone = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
-    )
-    host = os.uname().nodename
-    claim = tmp_path / "fold-0.claim"
-    claim.write_text(json.dumps({"host": host, "pid": int(gone.stdout)}))
-    assert try_claim(claim) and read_claim(claim)["pid"] == os.getpid()
+def owned_by(claim: Path, **changes: object) -> None:
+    claim.write_text(json.dumps({**claim_owner(), **changes}))
 
-    claim.write_text(json.dumps({"host": host, "pid": os.getppid()}))  # a live process of this host
-    assert not try_claim(claim)
-    claim.write_text(json.dumps({"host": host, "pid": os.getpid(), "process": "earlier"}))  # a restarted container's
+
+def test_a_stopped_jobs_claim_is_taken_over_and_a_live_ones_is_not(tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True)
+    claim = tmp_path / "fold-0.claim"
+    owned_by(claim, pid=int(gone.stdout))
+    assert try_claim(claim) == read_claim(claim) and read_claim(claim)["pid"] == os.getpid()
+    owned_by(claim, pid=os.getppid())  # a live process of this host
+    assert try_claim(claim) is None
+    owned_by(claim, process="earlier")  # this pid, an earlier process's: a restarted container's
     assert try_claim(claim) and read_claim(claim)["process"] != "earlier"
-    claim.write_text(json.dumps({"host": "another-machine", "pid": 1}))  # kept fresh by its job
-    assert not try_claim(claim)
+    owned_by(claim, pid=int(gone.stdout), pid_namespace=1)  # another container's pids: not seen from here
+    assert try_claim(claim) is None
+    owned_by(claim, host="another-machine", pid=1)  # kept fresh by its job
+    assert try_claim(claim) is None
     os.utime(claim, (time.time() - 3600, time.time() - 3600))  # its job stopped touching it an hour ago
-    assert try_claim(claim) and read_claim(claim)["host"] == host
+    assert try_claim(claim) and read_claim(claim)["host"] == claim_owner()["host"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fold-0.claim"]
 
 
 def test_a_claim_is_touched_while_held_and_removed_after(tmp_path):
     claim = tmp_path / "fold-1.claim"
-    assert try_claim(claim)
+    owner = try_claim(claim)
     os.utime(claim, (1, 1))
-    with kept_fresh(claim, refresh_seconds=0.05):
+    with kept_fresh(claim, owner, refresh_seconds=0.05):
         time.sleep(0.3)
         assert claim.stat().st_mtime > 1
     assert not claim.exists()
+
+
+def test_a_job_whose_claim_was_taken_over_stops(tmp_path):
+    claim = tmp_path / "fold-2.claim"
+    owner = try_claim(claim)
+    taken_over = pytest.raises(EdgelesionError, match="taken over by process 1 on another-machine")
+    with taken_over, kept_fresh(claim, owner, refresh_seconds=0.05):
+        owned_by(claim, host="another-machine", pid=1)
+        time.sleep(5)  # interrupted long before
+    assert read_claim(claim)["host"] == "another-machine"  # the other job's claim is left alone
+
+
+def test_a_job_waits_for_folds_held_elsewhere_and_takes_over_a_stopped_one(tmp_path):
+    held, stopped = tmp_path / "fold-0.claim", tmp_path / "fold-1.claim"
+    owned_by(held, pid=os.getppid())
+    owned_by(stopped, host="another-machine", pid=1)
+    os.utime(stopped, (time.time() - 3600, time.time() - 3600))
+    done, trained = set(), []
+
+    def work(label: str) -> None:
+        trained.append(label)
+        done.add(label)
+
+    def other_job_finishes() -> None:
+        time.sleep(0.3)
+        done.add("fold 0")
+        held.unlink()
+
+    threading.Thread(target=other_job_finishes).start()
+    run_claimed(
+        {
+            label: (claim, lambda label=label: label in done, lambda label=label: work(label))
+            for label, claim in (("fold 0", held), ("fold 1", stopped))
+        },
+        wait_seconds=0.05,
+    )
+    assert trained == ["fold 1"] and done == {"fold 0", "fold 1"}
 
 
 JOB = """

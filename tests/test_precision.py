@@ -64,3 +64,19 @@ def test_bfloat16_training_keeps_the_head_float32_and_exports_float32_files(data
     assert read_json(bundle / "bundle.json")["artifacts"]["float32.tflite"]["parity"]["vs_float"]
     tensors = litert_interpreter(model_path=str(bundle / "float32.tflite")).get_tensor_details()
     assert {np.dtype(t["dtype"]).name for t in tensors} <= {"float32", "int32"}  # no bfloat16 left in the file
+
+
+def test_a_resumed_float16_run_keeps_its_loss_scale(tmp_path):
+    from edgelesion._tf import keras
+
+    with precision.precision_policy("mixed_float16"):
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        model.compile(optimizer=keras.optimizers.Adam(), loss="mse")
+        model.optimizer.build(model.trainable_variables)  # as training builds it before its first save
+        precision.restore_loss_scale(model, {"scale": 128.0, "good_steps": 7})  # as some steps would leave it
+        saved = precision.loss_scale_state(model)
+        model.save(tmp_path / "model.keras")
+        restored = keras.models.load_model(tmp_path / "model.keras")
+        assert precision.loss_scale_state(restored) != saved  # what a .keras file alone gives back
+        precision.restore_loss_scale(restored, saved)
+    assert saved == {"scale": 128.0, "good_steps": 7} and precision.loss_scale_state(restored) == saved

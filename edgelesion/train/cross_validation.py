@@ -39,7 +39,7 @@ from edgelesion.source_figures import format_within_source, lookalike_indices, w
 from edgelesion.thresholds import TARGET_SENSITIVITY, alert_figures, alert_threshold
 from edgelesion.train.config import TrainConfig
 from edgelesion.train.evaluation import read_validation_predictions
-from edgelesion.train.fold_claims import run_unless_claimed
+from edgelesion.train.fold_claims import run_claimed
 from edgelesion.train.precision import check_precision
 from edgelesion.train.runs import RunDir, read_run
 from edgelesion.train.training import resume, train
@@ -171,7 +171,8 @@ def cross_validate(
     """Train (or resume, or keep) each fold of `config` on `data_dir` into `out/fold-K`, then merge.
 
     `folds` picks some folds (default: all `config.folds`); the others can run later or elsewhere. A fold another
-    job is training (it holds the fold's claim) is skipped, so jobs sharing `out` each train different folds.
+    job is training (it holds the fold's claim) is left to it and waited for, so jobs sharing `out` each train
+    different folds and each merges them all; a fold whose job stopped is taken over.
     `metadata` (a CSV of sources and groups) keeps groups on one side and adds within-source figures.
     """
     data_dir, cv = Path(data_dir), CvDir(Path(out))
@@ -181,6 +182,7 @@ def cross_validate(
         raise EdgelesionError(f"folds {bad} do not exist: there are {config.folds} folds, 0 to {config.folds - 1}")
     check_precision(config.precision)  # before the folder is made
     open_cv_dir(cv, data_dir, config, force, metadata)
+    claims = {}
     for k in chosen:
         run = cv.fold(k)
 
@@ -194,7 +196,8 @@ def cross_validate(
                 fold_config = config.with_changes(fold=k)
                 train(data_dir, run.root, fold_config, metadata=metadata, force=run.is_run(), progress=progress)
 
-        run_unless_claimed(cv.claim(run.root.name), f"fold {k}", partial(fold_finished, run), train_fold)
+        claims[f"fold {k}"] = (cv.claim(run.root.name), partial(fold_finished, run), train_fold)
+    run_claimed(claims)
     return merge_cv(cv.root, target_sensitivity=target_sensitivity)
 
 

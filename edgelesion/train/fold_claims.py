@@ -2,41 +2,65 @@
 
 A job claims fold K by creating `fold-K.claim` exclusively (a hard link, which never replaces a file, on network file
 systems too) and keeps it fresh while it trains: a thread touches it every CLAIM_REFRESH_SECONDS. A claim is stale,
-and the next job takes it over, when its process is gone (same host) or it has not been touched for
-CLAIM_STALE_SECONDS (a job on another machine that stopped). Finishing the fold removes the claim.
+and another job takes it over, when its process is gone (a process of this host, boot and pid namespace) or it has
+not been touched for CLAIM_STALE_SECONDS by the file system's own clock (a job elsewhere that stopped). Takeovers are
+serialised by an exclusively created `fold-K.claim.takeover` file, and the stale claim is replaced in one rename, so
+the claim file is never missing while a fold is held. A job that finds its claim taken over stops training that fold.
+Finishing the fold removes the claim.
 """
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import json
 import os
 import secrets
 import socket
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import create_exclusively, process_gone
 
 CLAIM_REFRESH_SECONDS = 60.0
 CLAIM_STALE_SECONDS = 600.0  # ten missed refreshes
+TAKEOVER_STALE_SECONDS = 60.0  # a takeover takes milliseconds: a lock this old belongs to a job killed during one
 # tells this process from an earlier one with the same pid (a restarted container's process is often pid 1 again)
 PROCESS_TOKEN = secrets.token_hex(8)
 
 
-def claim_owner() -> dict[str, object]:
-    """Who claims: this host and process, and when."""
+def _boot_id() -> str | None:
+    with contextlib.suppress(OSError):
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return None
+
+
+def _pid_namespace() -> int | None:
+    with contextlib.suppress(OSError):
+        return os.stat("/proc/self/ns/pid").st_ino
+    return None
+
+
+def claim_owner() -> dict[str, Any]:
+    """Who claims: this host (name, boot, pid namespace: containers sharing a host name each have their own pids),
+    this process, and when."""
     return {
         "host": socket.gethostname(),
+        "boot": _boot_id(),
+        "pid_namespace": _pid_namespace(),
         "pid": os.getpid(),
         "process": PROCESS_TOKEN,
         "claimed": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
-def read_claim(path: Path) -> dict[str, object] | None:
+def read_claim(path: Path) -> dict[str, Any] | None:
     """The owner a claim names, or None where there is no (readable) claim."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -44,60 +68,88 @@ def read_claim(path: Path) -> dict[str, object] | None:
         return None
 
 
+def _file_system_now(folder: Path) -> float:
+    """The time of the file system holding `folder` (a network file system's server may differ from this clock)."""
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".clock-") as probe:
+        return os.fstat(probe.fileno()).st_mtime
+
+
+def _age(path: Path) -> float | None:
+    """Seconds since `path` was last touched, by its file system's clock; None where it is gone."""
+    try:
+        return _file_system_now(path.parent) - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
+def _owner_gone(owner: dict[str, Any] | None) -> bool:
+    """A claim's process that can be seen from here (same host, boot and pid namespace) and has stopped, or whose
+    pid is now another process's."""
+    if not owner:
+        return False
+    here = claim_owner()
+    if any(owner.get(key) != here[key] for key in ("host", "boot", "pid_namespace")):
+        return False
+    pid = int(owner.get("pid", -1))
+    return process_gone(pid) or (pid == os.getpid() and owner.get("process") != PROCESS_TOKEN)
+
+
 def claim_is_stale(path: Path, stale_seconds: float = CLAIM_STALE_SECONDS) -> bool:
-    """A claim whose process is gone (this host: no such pid, or the pid is now another process), or that nobody
-    has touched for `stale_seconds`."""
-    owner = read_claim(path)
-    try:
-        age = time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return False  # released meanwhile: nothing to take over, it can simply be claimed
-    if owner and owner.get("host") == socket.gethostname():
-        pid = int(str(owner.get("pid")))
-        if process_gone(pid) or (pid == os.getpid() and owner.get("process") != PROCESS_TOKEN):
-            return True
-    return age > stale_seconds
+    """A claim whose process is gone, or that nobody has touched for `stale_seconds`."""
+    owner, age = read_claim(path), _age(path)
+    return age is not None and (_owner_gone(owner) or age > stale_seconds)
 
 
-def try_claim(path: Path, stale_seconds: float = CLAIM_STALE_SECONDS) -> bool:
-    """Claim `path` for this process: whether it is now ours. A stale claim is moved aside and taken over; of jobs
-    taking it over at once, one gets it."""
-    mine = json.dumps(claim_owner())
-    if create_exclusively(path, mine):
-        return True
-    if not claim_is_stale(path, stale_seconds):
-        return False
-    stale = read_claim(path)
-    aside = path.with_name(f".{path.name}.{secrets.token_hex(4)}.taken-over")
+def try_claim(path: Path, stale_seconds: float = CLAIM_STALE_SECONDS) -> dict[str, Any] | None:
+    """Claim `path` for this process: the claim written, or None where another job holds it. A stale claim is taken
+    over; of jobs taking it over at once, one gets it."""
+    mine = claim_owner()
+    text = json.dumps(mine)
+    if create_exclusively(path, text):
+        return mine
+    lock = path.with_name(path.name + ".takeover")
+    if not create_exclusively(lock, text):
+        if (age := _age(lock)) is not None and age > TAKEOVER_STALE_SECONDS:
+            lock.unlink(missing_ok=True)  # left by a job killed mid-takeover; the next try takes the lock
+        return None
     try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return create_exclusively(path, mine)
-    moved = read_claim(aside)
-    if moved != stale:  # another job took it over between our look and our move: give its fresh claim back
-        with contextlib.suppress(FileExistsError):
-            os.link(aside, path)
-        aside.unlink()
-        return False
-    aside.unlink()
-    return create_exclusively(path, mine)
+        if not claim_is_stale(path, stale_seconds):
+            return None
+        replacement = path.with_name(f".{path.name}.{PROCESS_TOKEN}.new")
+        replacement.write_text(text, encoding="utf-8")
+        os.replace(replacement, path)  # the claim is never missing: no job can create one meanwhile
+        return mine if read_claim(path) == mine else None
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def kept_fresh(path: Path, refresh_seconds: float = CLAIM_REFRESH_SECONDS) -> Iterator[None]:
-    """Touch the claim `path` every `refresh_seconds` while the block runs, then remove it (if still ours)."""
-    done = threading.Event()
-    owner = read_claim(path)
+def kept_fresh(path: Path, owner: dict[str, Any], refresh_seconds: float = CLAIM_REFRESH_SECONDS) -> Iterator[None]:
+    """Touch `owner`'s claim `path` every `refresh_seconds` while the block runs, then remove it if still theirs.
+    Where another job has taken the claim over, this job is interrupted (KeyboardInterrupt in the main thread)."""
+    done, lost = threading.Event(), threading.Event()
 
     def refresh() -> None:
         while not done.wait(refresh_seconds):
-            with contextlib.suppress(FileNotFoundError):
+            if read_claim(path) not in (owner, None):
+                lost.set()
+                _thread.interrupt_main()
+                return
+            with contextlib.suppress(OSError):  # a network file system's hiccup: tried again next time
                 os.utime(path)
 
     thread = threading.Thread(target=refresh, name=f"claim {path.name}", daemon=True)
     thread.start()
     try:
         yield
+    except KeyboardInterrupt:
+        if lost.is_set():
+            taker = read_claim(path) or {}
+            raise EdgelesionError(
+                f"{path} was taken over by process {taker.get('pid')} on {taker.get('host')} (this job stopped "
+                "touching it for too long): this job stops training that fold; the other job resumes it"
+            ) from None
+        raise
     finally:
         done.set()
         thread.join()
@@ -105,15 +157,36 @@ def kept_fresh(path: Path, refresh_seconds: float = CLAIM_REFRESH_SECONDS) -> It
             path.unlink(missing_ok=True)
 
 
-def run_unless_claimed(claim: Path, label: str, finished: Callable[[], bool], work: Callable[[], None]) -> None:
-    """Run `work` (train or resume one fold) holding `claim`, unless the fold is finished or another job holds it."""
-    if finished():
-        print(f"{label}: finished, kept")
-        return
-    if not try_claim(claim):
-        owner = read_claim(claim) or {}
-        print(f"{label}: being trained by process {owner.get('pid')} on {owner.get('host')} ({claim}), skipped")
-        return
-    with kept_fresh(claim):
-        if not finished():  # not finished by another job between our look and our claim
-            work()
+def run_claimed(
+    claims: dict[str, tuple[Path, Callable[[], bool], Callable[[], None]]],
+    wait_seconds: float = CLAIM_REFRESH_SECONDS,
+) -> None:
+    """Train every fold in `claims` (label -> its claim file, whether it is finished, what trains it) that no other
+    job holds; then wait for the folds others hold, taking over any whose job stopped, until all are finished."""
+    waiting_for: set[str] = set()
+    for label, (_, finished, _) in claims.items():
+        if finished():
+            print(f"{label}: finished, kept")
+    while unfinished := [label for label, (_, finished, _) in claims.items() if not finished()]:
+        held_elsewhere = []
+        for label in unfinished:
+            claim, finished, work = claims[label]
+            if finished():
+                continue
+            owner = try_claim(claim)
+            if owner is None:
+                held_elsewhere.append(label)
+                if label not in waiting_for:
+                    holder = read_claim(claim) or {}
+                    print(
+                        f"{label}: being trained by process {holder.get('pid')} on {holder.get('host')} ({claim}); "
+                        f"waiting for it (taken over if its claim is not touched for {CLAIM_STALE_SECONDS:.0f} s)",
+                        file=sys.stderr,
+                    )
+                    waiting_for.add(label)
+                continue
+            with kept_fresh(claim, owner):
+                if not finished():  # not finished by another job between our look and our claim
+                    work()
+        if held_elsewhere:
+            time.sleep(wait_seconds)

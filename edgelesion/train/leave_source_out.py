@@ -25,7 +25,8 @@ from edgelesion.provenance import provenance
 from edgelesion.source_figures import MIN_PER_SOURCE, mixed_sources, too_few_reason
 from edgelesion.train.config import TrainConfig
 from edgelesion.train.cross_validation import LEAVE_SOURCE_OUT, CvDir, cv_kind, open_cv_dir
-from edgelesion.train.fold_claims import run_unless_claimed
+from edgelesion.train.fold_claims import run_claimed
+from edgelesion.train.precision import check_precision
 from edgelesion.train.runs import RunDir, read_run
 from edgelesion.train.training import resume, train
 
@@ -99,6 +100,7 @@ def cross_validate_sources(
     """
     data_dir, cv = Path(data_dir), CvDir(Path(out))
     ensure_outside(cv.root, data_dir)
+    check_precision(config.precision)  # before the slow work
     eligible, skipped = source_folds(data_dir, metadata, config, progress)
     for source, reason in skipped.items():
         print(f"source {source!r} is not held out: {reason}")
@@ -108,6 +110,7 @@ def cross_validate_sources(
         )
     open_cv_dir(cv, data_dir, config, force, metadata, kind=LEAVE_SOURCE_OUT)
     write_json(cv.root / "sources.json", {"held_out": eligible, "skipped": skipped})
+    claims = {}
     for source in sources or eligible:
         run, fold_config = fold_dir(cv, source), config.with_changes(fold=0, held_out_source=source)
         if run.is_run() and read_run(run.root, need_model=False).config != fold_config:
@@ -120,8 +123,8 @@ def cross_validate_sources(
                 print(f"holding out source {source!r}")
                 train(data_dir, run.root, fold_config, metadata=metadata, force=run.is_run(), progress=progress)
 
-        finished = _held_out_metrics(run).is_file
-        run_unless_claimed(cv.claim(run.root.name), f"source {source!r}", finished, train_fold)
+        claims[f"source {source!r}"] = (cv.claim(run.root.name), _held_out_metrics(run).is_file, train_fold)
+    run_claimed(claims)
     return merge_sources(cv.root)
 
 

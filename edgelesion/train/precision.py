@@ -35,13 +35,14 @@ def check_precision(precision: str) -> None:
     with avx512_bf16 or amx_bf16; float16 needs a GPU of compute capability 7.0."""
     if precision == "float32":
         return
-    gpus = _gpu_capabilities()
+    gpus = _gpu_capabilities()  # where a GPU is visible TensorFlow trains on it, so it alone decides
     if precision == "mixed_bfloat16":
-        if any(c >= (8, 0) for c in gpus) or any(flag in cpu_flags() for flag in BF16_CPU_FLAGS):
+        if any(c >= (8, 0) for c in gpus) or (not gpus and any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)):
             return
         raise EdgelesionError(
-            "--precision mixed_bfloat16 needs a CPU with bfloat16 instructions (avx512_bf16 or amx_bf16 in "
-            "/proc/cpuinfo) or a GPU of compute capability 8.0 or more; this machine has neither: use float32"
+            "--precision mixed_bfloat16 needs a GPU of compute capability 8.0 or more, or (with no GPU visible) a "
+            "CPU with bfloat16 instructions (avx512_bf16 or amx_bf16 in /proc/cpuinfo); this machine has neither: "
+            "use float32"
         )
     if any(c >= (7, 0) for c in gpus):
         return
@@ -71,3 +72,21 @@ def float32_copy(model: keras.Model, config: TrainConfig) -> keras.Model:
         copy = create_model(config.model, int(model.output_shape[-1]), config.preprocessing, pretrained=False)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def loss_scale_state(model: keras.Model) -> dict[str, float] | None:
+    """mixed_float16's dynamic loss scale and its count of good steps, which a `.keras` file does not keep (a
+    resumed run must start from them to end where an uninterrupted one does); None without loss scaling."""
+    optimizer = model.optimizer
+    if not isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
+        return None
+    return {"scale": float(optimizer.loss_scale), "good_steps": int(optimizer.dynamic_counter)}
+
+
+def restore_loss_scale(model: keras.Model, saved: dict[str, float] | None) -> None:
+    """Put back what `loss_scale_state` recorded."""
+    optimizer = model.optimizer
+    if saved and isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
+        # tf-keras keeps the scale in this variable of its loss-scale state and has no public setter
+        optimizer._loss_scale._current_loss_scale.assign(saved["scale"])
+        optimizer.dynamic_counter.assign(int(saved["good_steps"]))

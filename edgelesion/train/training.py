@@ -27,7 +27,12 @@ from edgelesion.train.config import TrainConfig
 from edgelesion.train.evaluation import evaluate_held_out, evaluate_validation, predict
 from edgelesion.train.models import HEAD, create_model
 from edgelesion.train.online_augment import augment_batch, mix_batch
-from edgelesion.train.precision import check_precision, precision_policy
+from edgelesion.train.precision import (
+    check_precision,
+    loss_scale_state,
+    precision_policy,
+    restore_loss_scale,
+)
 from edgelesion.train.runs import RUN_FORMAT_VERSION, RunDir, check_run_dir, prepare_run_dir, read_run
 
 
@@ -332,7 +337,7 @@ def run_epochs(
             save_model(model, run.best_model)
         checkpoint = run.checkpoints / f"epoch-{epoch + 1:04d}.keras"
         save_model(model, checkpoint)
-        state.update(epochs_done=epoch + 1, checkpoint=checkpoint.name)
+        state.update(epochs_done=epoch + 1, checkpoint=checkpoint.name, loss_scale=loss_scale_state(model))
         write_json(run.state, state)
         for old in run.checkpoints.glob("epoch-*.keras"):
             if old.name != checkpoint.name:
@@ -352,7 +357,9 @@ def _build_or_restore(run: RunDir, data: PreparedData, config: TrainConfig, stat
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     if state["checkpoint"]:
-        return keras.models.load_model(run.checkpoints / state["checkpoint"])
+        restored = keras.models.load_model(run.checkpoints / state["checkpoint"])
+        restore_loss_scale(restored, state.get("loss_scale"))
+        return restored
     model = create_model(config.model, len(data.dataset.classes), config.preprocessing, pretrained=config.pretrained)
     set_trainable(model, config, head_only=False)
     compile_model(model, config, keras.optimizers.Adam(config.learning_rate))
