@@ -6,8 +6,8 @@ epoch throughput.
     .venv/bin/python -m benchmarks.large_datasets memory --images 2000 10000 40000 --baseline-checkout ../old
 
 `throughput` trains Lite0 (the recipe) on the shared set's training split and times whole-network epochs, the two
-pipelines alternating in one process on the same model: batches read from the memory-mapped cache (today's), and
-batches gathered from the whole split held as one tensor (the pipeline before the cache). Each round runs both on the
+pipelines alternating in one process on the same model: batches read from the memory-mapped cache, and batches
+gathered from the whole split held as one tensor. Each round runs both on the
 same epoch (the same order and augmentation); the ratio is paired by round.
 
 `decodes` counts the files decoded by a 5-fold `cv` on the shared set with an empty cache, then by a `train` on the

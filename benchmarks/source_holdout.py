@@ -11,7 +11,9 @@ melanomas and nevi; with --folds it also trains those folds of the 5-fold CV wit
 recipe's own runs on the same images: held-out melanoma-vs-nevus AUC difference (stratified paired bootstrap), and
 each finished fold's balanced accuracy difference, per fold and over the finished folds' validation images together
 (with melanoma against nevus inside the block, out of fold). Runs go to runs/benchmarks/holdout-NAME[-seedS][-kfold] (git-ignored); the
-record is benchmarks/results/source_holdout_KIND.{json,md} (KIND: the CPU kind), one row per finished run.
+record is benchmarks/results/source_holdout_KIND.{json,md} (KIND: the CPU kind), one row per finished run. The
+recipe's own runs are `recipe` (`python -m benchmarks.source_holdout recipe --folds 0 1 2 3 4`), or links to the same
+recipe's runs made elsewhere (runs/benchmarks/holdout-recipe-kfold -> a `python -m benchmarks.sources` cv folder).
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ def kfold_figures(name: str) -> dict[str, Any] | None:
         run, base = root.fold(fold), base_root.fold(fold)
         if not (run.evaluation / "validation" / "metrics.json").is_file():
             continue
-        rows, probabilities, labels, _ = read_validation_predictions(run)
+        rows, probabilities, labels, classes = read_validation_predictions(run)
         base_rows, baseline, _, _ = read_validation_predictions(base)
         if [r["path"] for r in rows] != [r["path"] for r in base_rows]:
             raise SystemExit(f"{run.root} was validated on other images than {base.root}")
@@ -166,10 +168,9 @@ def kfold_figures(name: str) -> dict[str, Any] | None:
     rows = [row for part in together for row in part[0]]
     probabilities, baseline = np.concatenate([p[1] for p in together]), np.concatenate([p[2] for p in together])
     labels, (scored, positive) = np.concatenate([p[3] for p in together]), together[0][4:]
-    classes = read_validation_predictions(root.fold(int(next(iter(per_fold)))))[3]
-    inside = np.array([r["source"] == HELD_OUT and r["label"] in ("melanoma", LOOKALIKE) for r in rows])
-    truth = labels[inside] == classes.index("melanoma")
     melanoma = classes.index("melanoma")
+    inside = np.array([r["source"] == HELD_OUT and r["label"] in ("melanoma", LOOKALIKE) for r in rows])
+    truth = labels[inside] == melanoma
     return {
         "folds": per_fold,
         "out_of_fold": {
@@ -291,7 +292,7 @@ def main() -> None:
         *held_out_table(results),
         "",
         "The 5-fold CV with sources (pooled validation folds), each finished fold paired with the recipe's same fold "
-        "(the recipe's own folds: runs/cv-lite0, the same machine kind):",
+        "(runs/benchmarks/holdout-recipe-kfold, on the same machine kind):",
         "",
         *kfold_table(results),
     ]

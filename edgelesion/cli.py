@@ -417,7 +417,9 @@ def _add_cv(sub: argparse._SubParsersAction, summary: str) -> None:
         description="Leak-free k-fold cross-validation on the audit's duplicate groups: one resumable "
         "run folder per fold (OUT/fold-K), then a merge of the finished folds: per-fold "
         "table, mean and sd, out-of-fold melanoma operating points and ROC curve. Run it "
-        "again to resume; --only-folds runs some folds now, the rest later.",
+        "again to resume; --only-folds runs some folds now, the rest later. Several jobs may run on one --out at "
+        "once (one machine or many): each claims a fold before training it and waits for the folds others hold; "
+        "never give them --force, which replaces the whole folder.",
     )
     p.add_argument("--out", required=True, type=Path, help="the cross-validation folder to create or continue")
     _add_training_options(p)
@@ -817,10 +819,15 @@ def _add_cache(sub: argparse._SubParsersAction, summary: str) -> None:
         "cache",
         help=summary,
         description="The cache of decoded images (each dataset folder decoded once, read memory-mapped by audit, "
-        "train, cv, evaluate and export) and of Augmentor's extra images: where it is ($EDGELESION_CACHE, else "
-        "~/.cache/edgelesion), what it holds and its size; --clear removes it all (it is rebuilt when needed).",
+        "train, cv, evaluate, export, calibrate and benchmark --data) and of Augmentor's extra images: where it is "
+        "($EDGELESION_CACHE, else ~/.cache/edgelesion), what it holds and its size; --clear removes it all (it is "
+        "rebuilt when needed).",
     )
-    p.add_argument("--clear", action="store_true", help="remove every entry (builds still running are left alone)")
+    p.add_argument(
+        "--clear",
+        action="store_true",
+        help="remove every entry (builds of running processes, and builds made on another host, are left alone)",
+    )
     p.set_defaults(handler=_run_cache)
 
 

@@ -90,12 +90,18 @@ def remove_litter(target: Path) -> list[Path]:
     return handled
 
 
-def discard(path: Path, target: Path | None = None) -> None:
+def discard(path: Path, target: Path | None = None, *, missing_ok: bool = False) -> None:
     """Remove a file or folder (litter of `target`, else its own), moved first to a name of this process: a folder
     another process adopts or opens at this moment is never emptied under it, and a removal that is itself killed
-    is litter that a later command removes."""
+    is litter that a later command removes. With `missing_ok`, a path already gone (another process took it) is
+    no error."""
     doomed = path.with_name(f"{_owner_prefix(target or path)}{secrets.token_hex(4)}.tmp-removing")
-    os.rename(path, doomed)  # FileNotFoundError: another process took it first
+    try:
+        os.rename(path, doomed)
+    except FileNotFoundError:
+        if missing_ok:
+            return
+        raise
     shutil.rmtree(doomed) if doomed.is_dir() and not doomed.is_symlink() else doomed.unlink()
 
 

@@ -18,9 +18,9 @@ import numpy as np
 from tqdm import tqdm
 
 from edgelesion.bench.op_profile import onnx_op_time_shares
+from edgelesion.data.array_files import create_array, write_at
 from edgelesion.data.audit import ConflictPolicy, prepare_test_set
 from edgelesion.data.dataset import load_dataset
-from edgelesion.data.image_cache import create_array, write_at
 from edgelesion.data.image_rows import ImageRows
 from edgelesion.data.metadata import MetadataSpec
 from edgelesion.errors import EdgelesionError

@@ -208,10 +208,9 @@ def load_dataset(
     min_classes: int = 2,
     progress: bool = True,
     metadata: MetadataSpec | None = None,
-    cache_dir: Path | None = None,
 ) -> LoadedDataset:
-    """Every image under `root`'s class folders, decoded once into the image cache (`cache_dir`, else
-    $EDGELESION_CACHE or ~/.cache/edgelesion) and read from there; unreadable files are skipped and listed.
+    """Every image under `root`'s class folders, decoded once into the image cache ($EDGELESION_CACHE, else
+    ~/.cache/edgelesion) and read from there; unreadable files are skipped and listed.
 
     `classes` fixes the class list (for a test folder scored by a trained model): its folders
     may be a subset of it, but a folder that is not one of them is an error. With `metadata`, each
@@ -244,10 +243,8 @@ def load_dataset(
     images = ImageRows([np.zeros((0, size, size, 3), np.uint8)])
     records, shas, phashes, decoded = [], [], [], 0
     if candidates:
-        ensure_outside(images_cache_dir(cache_dir), root, flag="the image cache (EDGELESION_CACHE)")
-        cached = cached_images(
-            root, [r.relpath for r in candidates], preprocessing, cache_dir=cache_dir, progress=progress
-        )
+        ensure_outside(images_cache_dir(), root, flag="the image cache (EDGELESION_CACHE)")
+        cached = cached_images(root, [r.relpath for r in candidates], preprocessing, progress=progress)
         rows = []
         for row, (record, result) in enumerate(zip(candidates, cached.files)):
             if result.error is not None:

@@ -10,14 +10,12 @@ rename wins and the other uses it; a build whose process stopped is picked up wh
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ import numpy as np
 import PIL
 from tqdm import tqdm
 
+from edgelesion.data.array_files import create_array, disk_full_error, is_disk_full, need_space, publish, write_at
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import (
     adopt_staging,
@@ -42,7 +41,6 @@ from edgelesion.preprocessing import Preprocessing
 
 CACHE_FORMAT = 1
 CHUNK = 256  # images decoded between two progress marks: the most an interrupted build decodes again
-HEADROOM = 64 << 20  # bytes a build leaves free beyond its own size
 
 
 def default_cache_dir() -> Path:
@@ -181,42 +179,6 @@ def _resume(staging: Path, key: str) -> list[CachedFile]:
     return done
 
 
-def need_space(folder: Path, needed: int) -> None:
-    free = shutil.disk_usage(folder).free
-    if free < needed + HEADROOM:
-        raise EdgelesionError(
-            f"the cache needs {needed / 1e9:.2f} GB more at {folder.parent} but the disk has "
-            f"{free / 1e9:.2f} GB free: free some space, or point EDGELESION_CACHE at a larger disk"
-        )
-
-
-def create_array(path: Path, shape: tuple[int, ...]) -> int:
-    """Write an .npy header for a uint8 array of `shape` and reserve its bytes; the header's length."""
-    with open(path, "wb") as handle:
-        np.lib.format.write_array_header_1_0(handle, {"descr": "|u1", "fortran_order": False, "shape": shape})
-        offset = handle.tell()
-        handle.flush()
-        reserve = getattr(os, "posix_fallocate", None)  # not on macOS
-        try:  # reserved now, a full disk fails here rather than part-way through
-            if reserve is None:
-                raise OSError(errno.EOPNOTSUPP, "no posix_fallocate")
-            reserve(handle.fileno(), 0, offset + int(np.prod(shape)))
-        except OSError as exc:
-            if is_disk_full(exc):
-                raise
-            handle.truncate(offset + int(np.prod(shape)))  # a file system without preallocation
-    return offset
-
-
-def write_at(fd: int, data: bytes, offset: int) -> None:
-    """Write all of `data` at `offset` (os.pwrite may write less than asked, on a full disk or a network file
-    system; the rest is written again, and a disk with no room left raises ENOSPC)."""
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
-
-
 def _header_length(path: Path) -> int:
     with open(path, "rb") as handle:
         np.lib.format.read_magic(handle)
@@ -227,18 +189,26 @@ def _header_length(path: Path) -> int:
 Known = tuple[CachedFile, np.ndarray, int]  # a file's result in an earlier entry, that entry's images and its row
 
 
-def _earlier_results(cache: Path, root: Path, preprocessing: Preprocessing) -> dict[tuple[str, int, int], Known]:
-    """The decoded files of a finished entry of the same folder and decoding, made before some files were added,
-    changed or removed, by path, size and modification time: a new build copies these instead of decoding them
-    again. Files that could not be read are not among them: they are always tried again."""
+def _entries_of(cache: Path, root: Path, preprocessing: Preprocessing) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The finished entries in `cache` made for folder `root` with this decoding, and each one's index."""
     for other in sorted(cache.iterdir()):
-        if other.name.startswith("."):
+        if other.name.startswith("."):  # builds in progress and removals: never read or touched here
             continue
         try:
             entry = read_json(other / "entry.json")
             if entry.get("root") != str(root.resolve()) or entry.get("decoding") != decoding(preprocessing):
                 continue
-            index = read_json(other / "index.json")
+            yield other, read_json(other / "index.json")
+        except (OSError, ValueError):
+            continue
+
+
+def _earlier_results(cache: Path, root: Path, preprocessing: Preprocessing) -> dict[tuple[str, int, int], Known]:
+    """The decoded files of a finished entry of the same folder and decoding, made before some files were added,
+    changed or removed, by path, size and modification time: a new build copies these instead of decoding them
+    again. Files that could not be read are not among them: they are always tried again."""
+    for other, index in _entries_of(cache, root, preprocessing):
+        try:
             images = np.load(other / "images.npy", mmap_mode="r")
             files = [CachedFile(*row) for row in index["files"]]
         except (OSError, ValueError, KeyError, TypeError):
@@ -328,44 +298,17 @@ def _build(
     return decoded
 
 
-def _remove_superseded(folder: Path, root: Path, listing: list[Stat]) -> None:
+def _remove_superseded(folder: Path, root: Path, listing: list[Stat], preprocessing: Preprocessing) -> None:
     """Remove the other entries of the same folder and decoding that hold a file since changed or gone (an entry of
     another list of the same unchanged files, as audit and train with a metadata CSV may read, is kept)."""
-    entry = read_json(folder / "entry.json")
     now = {item[0]: item for item in listing}
-    for other in folder.parent.iterdir():
-        if other == folder or other.name.startswith("."):  # "." names: builds in progress, never touched here
-            continue
-        try:
-            described = read_json(other / "entry.json")
-            if described.get("root") != entry["root"] or described.get("decoding") != entry["decoding"]:
-                continue
-            held = read_json(other / "index.json")["listing"]
-        except (OSError, ValueError, KeyError):
-            continue
 
-        def changed(item: list[Any]) -> bool:
-            return tuple(item) != now[item[0]] if item[0] in now else not (root / item[0]).exists()
+    def changed(item: list[Any]) -> bool:
+        return tuple(item) != now[item[0]] if item[0] in now else not (root / item[0]).exists()
 
-        if any(changed(item) for item in held):
-            with contextlib.suppress(FileNotFoundError):
-                discard(other)
-
-
-def is_disk_full(exc: OSError) -> bool:
-    """An error of a disk (or quota) with no room left."""
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def publish(staging: Path, target: Path) -> None:
-    """Rename a finished `staging` folder to `target`; where another process put the same entry there first, keep
-    theirs and remove ours."""
-    try:
-        os.rename(staging, target)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-            raise
-        shutil.rmtree(staging, ignore_errors=True)
+    for other, index in _entries_of(folder.parent, root, preprocessing):
+        if other != folder and any(changed(item) for item in index.get("listing", [])):
+            discard(other, missing_ok=True)
 
 
 def cached_images(
@@ -384,8 +327,7 @@ def cached_images(
     if found is not None:
         return found
     if target.exists():  # damaged or half-removed: never trusted, rebuilt
-        with contextlib.suppress(FileNotFoundError):
-            discard(target)
+        discard(target, missing_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = adopt_staging(target)
     remove_all_litter(target.parent)  # stopped builds of other file lists: they would hold disk space for ever
@@ -394,17 +336,17 @@ def cached_images(
         decoded = _build(staging, root, listing, key, preprocessing, progress)
     except OSError as exc:
         if is_disk_full(exc):
+            error = disk_full_error(target.parent, "the image cache")
             raise EdgelesionError(
-                f"the disk holding the image cache {target.parent} is full: free some space or point "
-                "EDGELESION_CACHE at a larger disk; the unfinished entry is never used as it is, and the next run "
-                "finishes it (`edgelesion cache --clear` removes it)"
+                f"{error}; the unfinished entry is never used as it is, and the next run finishes it "
+                "(`edgelesion cache --clear` removes it)"
             ) from exc
         raise
     publish(staging, target)
     found = _open_entry(target, key, listing, preprocessing)
     if found is None:
         raise EdgelesionError(f"the image cache entry {target} could not be read back after building it")
-    _remove_superseded(target, root, listing)
+    _remove_superseded(target, root, listing, preprocessing)
     found.decoded_now = decoded
     return found
 
@@ -429,8 +371,9 @@ def cache_entries(cache_dir: Path | None = None) -> list[CacheEntry]:
             described = read_json(item / "entry.json")
         except (OSError, ValueError):
             continue
-        size = sum(f.stat().st_size for f in item.iterdir() if f.is_file())
-        entries.append(CacheEntry(item, described["root"], described["images"], size, described["created"]))
+        entries.append(
+            CacheEntry(item, described["root"], described["images"], folder_bytes(item), described["created"])
+        )
     return sorted(entries, key=lambda e: e.created, reverse=True)
 
 
@@ -453,8 +396,7 @@ def clear_cache(cache_dir: Path | None = None) -> tuple[int, list[Path]]:
             if item.name.startswith("."):  # a build of a running process
                 busy.append(item)
                 continue
-            with contextlib.suppress(FileNotFoundError):
-                discard(item)
+            discard(item, missing_ok=True)
         freed += before - folder_bytes(part)
     return freed, busy
 

@@ -8,7 +8,6 @@ cache and read back memory-mapped, never held in memory all at once.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -24,14 +23,8 @@ from PIL import Image
 from sklearn.utils.class_weight import compute_class_weight
 from tqdm import tqdm
 
-from edgelesion.data.image_cache import (
-    create_array,
-    default_cache_dir,
-    is_disk_full,
-    need_space,
-    publish,
-    write_at,
-)
+from edgelesion.data.array_files import create_array, disk_full_error, is_disk_full, need_space, publish, write_at
+from edgelesion.data.image_cache import default_cache_dir
 from edgelesion.data.image_rows import ImageRows, as_rows
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import discard, staging_dir
@@ -168,8 +161,7 @@ def augment(
     if cached is not None:
         return cached
     if folder.exists():  # unreadable (a removal that was interrupted): never trusted, made again
-        with contextlib.suppress(FileNotFoundError):
-            discard(folder)
+        discard(folder, missing_ok=True)
     sources = _source_indices(labels, plan, seed)
     staging = staging_dir(folder)
     try:
@@ -177,10 +169,7 @@ def augment(
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(exc, OSError) and is_disk_full(exc):
-            raise EdgelesionError(
-                f"the disk holding the augmentation cache {folder.parent} is full: free some space or point "
-                "EDGELESION_CACHE at a larger disk"
-            ) from exc
+            raise disk_full_error(folder.parent, "the augmentation cache") from exc
         raise
     publish(staging, folder)
     made_images = _read_augmented(folder, shortfall)

@@ -184,21 +184,33 @@ def cross_validate(
     open_cv_dir(cv, data_dir, config, force, metadata)
     claims = {}
     for k in chosen:
-        run = cv.fold(k)
-
-        def train_fold(k: int = k, run: RunDir = run) -> None:
-            if run.state.is_file():
-                if read_run(run.root, need_model=False).config != config.with_changes(fold=k):
-                    raise EdgelesionError(f"{run.root} was trained with other settings than {cv.spec}: remove it")
-                resume(run.root, data_dir=data_dir, progress=progress)
-            else:
-                print(f"fold {k} of {config.folds}")
-                fold_config = config.with_changes(fold=k)
-                train(data_dir, run.root, fold_config, metadata=metadata, force=run.is_run(), progress=progress)
-
-        claims[f"fold {k}"] = (cv.claim(run.root.name), partial(fold_finished, run), train_fold)
+        run, fold_config = cv.fold(k), config.with_changes(fold=k)
+        work = partial(
+            train_or_resume, cv, run, data_dir, fold_config, metadata, progress, f"fold {k} of {config.folds}"
+        )
+        claims[f"fold {k}"] = (cv.claim(run.root.name), partial(fold_finished, run), work)
     run_claimed(claims)
     return merge_cv(cv.root, target_sensitivity=target_sensitivity)
+
+
+def train_or_resume(
+    cv: CvDir,
+    run: RunDir,
+    data_dir: Path,
+    config: TrainConfig,
+    metadata: MetadataSpec | None,
+    progress: bool,
+    announce: str,
+) -> None:
+    """Resume fold `run` of `cv` from its last checkpoint, else train it from the start (saying `announce`); a fold
+    folder trained with other settings is refused."""
+    if run.is_run() and read_run(run.root, need_model=False).config != config:
+        raise EdgelesionError(f"{run.root} was trained with other settings than {cv.spec}: remove it")
+    if run.state.is_file():
+        resume(run.root, data_dir=data_dir, progress=progress)
+    else:
+        print(announce)
+        train(data_dir, run.root, config, metadata=metadata, force=run.is_run(), progress=progress)
 
 
 def _epochs(run: RunDir) -> dict[str, Any]:

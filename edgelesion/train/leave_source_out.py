@@ -10,6 +10,7 @@ source after training. Folds are resumable and merged from whichever are finishe
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,10 @@ from edgelesion.metrics import format_estimate
 from edgelesion.provenance import provenance
 from edgelesion.source_figures import MIN_PER_SOURCE, mixed_sources, too_few_reason
 from edgelesion.train.config import TrainConfig
-from edgelesion.train.cross_validation import LEAVE_SOURCE_OUT, CvDir, cv_kind, open_cv_dir
+from edgelesion.train.cross_validation import LEAVE_SOURCE_OUT, CvDir, cv_kind, open_cv_dir, train_or_resume
 from edgelesion.train.fold_claims import run_claimed
 from edgelesion.train.precision import check_precision
 from edgelesion.train.runs import RunDir, read_run
-from edgelesion.train.training import resume, train
 
 
 def fold_name(source: str) -> str:
@@ -113,17 +113,10 @@ def cross_validate_sources(
     claims = {}
     for source in sources or eligible:
         run, fold_config = fold_dir(cv, source), config.with_changes(fold=0, held_out_source=source)
-        if run.is_run() and read_run(run.root, need_model=False).config != fold_config:
-            raise EdgelesionError(f"{run.root} was trained with other settings than {cv.spec}: remove it")
-
-        def train_fold(source: str = source, run: RunDir = run, fold_config: TrainConfig = fold_config) -> None:
-            if run.state.is_file():
-                resume(run.root, data_dir=data_dir, progress=progress)
-            else:
-                print(f"holding out source {source!r}")
-                train(data_dir, run.root, fold_config, metadata=metadata, force=run.is_run(), progress=progress)
-
-        claims[f"source {source!r}"] = (cv.claim(run.root.name), _held_out_metrics(run).is_file, train_fold)
+        work = partial(
+            train_or_resume, cv, run, data_dir, fold_config, metadata, progress, f"holding out source {source!r}"
+        )
+        claims[f"source {source!r}"] = (cv.claim(run.root.name), _held_out_metrics(run).is_file, work)
     run_claimed(claims)
     return merge_sources(cv.root)
 
