@@ -186,14 +186,14 @@ def cross_validate(
     for k in chosen:
         run, fold_config = cv.fold(k), config.with_changes(fold=k)
         work = partial(
-            train_or_resume, cv, run, data_dir, fold_config, metadata, progress, f"fold {k} of {config.folds}"
+            train_or_resume_fold, cv, run, data_dir, fold_config, metadata, progress, f"fold {k} of {config.folds}"
         )
         claims[f"fold {k}"] = (cv.claim(run.root.name), partial(fold_finished, run), work)
     run_claimed(claims)
     return merge_cv(cv.root, target_sensitivity=target_sensitivity)
 
 
-def train_or_resume(
+def train_or_resume_fold(
     cv: CvDir,
     run: RunDir,
     data_dir: Path,

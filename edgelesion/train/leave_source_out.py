@@ -25,7 +25,7 @@ from edgelesion.metrics import format_estimate
 from edgelesion.provenance import provenance
 from edgelesion.source_figures import MIN_PER_SOURCE, mixed_sources, too_few_reason
 from edgelesion.train.config import TrainConfig
-from edgelesion.train.cross_validation import LEAVE_SOURCE_OUT, CvDir, cv_kind, open_cv_dir, train_or_resume
+from edgelesion.train.cross_validation import LEAVE_SOURCE_OUT, CvDir, cv_kind, open_cv_dir, train_or_resume_fold
 from edgelesion.train.fold_claims import run_claimed
 from edgelesion.train.precision import check_precision
 from edgelesion.train.runs import RunDir, read_run
@@ -114,7 +114,7 @@ def cross_validate_sources(
     for source in sources or eligible:
         run, fold_config = fold_dir(cv, source), config.with_changes(fold=0, held_out_source=source)
         work = partial(
-            train_or_resume, cv, run, data_dir, fold_config, metadata, progress, f"holding out source {source!r}"
+            train_or_resume_fold, cv, run, data_dir, fold_config, metadata, progress, f"holding out source {source!r}"
         )
         claims[f"source {source!r}"] = (cv.claim(run.root.name), _held_out_metrics(run).is_file, work)
     run_claimed(claims)
