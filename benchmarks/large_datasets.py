@@ -80,26 +80,30 @@ def archive(images: int) -> Path:
 def peak_anonymous_memory(command: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
     """Run `command`; its peak RssAnon (bytes, sampled), peak VmHWM, wall seconds and exit code."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    # the OOM killer's first choice, should it run the machine out (its children inherit this)
-    Path(f"/proc/{process.pid}/oom_score_adj").write_text("1000")
     peak_anon, hwm = 0, 0
-    while process.poll() is None:
-        try:
-            status = Path(f"/proc/{process.pid}/status").read_text()
-        except OSError:
-            break
-        fields = {line.split(":")[0]: line.split()[1] for line in status.splitlines() if line.endswith("kB")}
-        peak_anon = max(peak_anon, int(fields.get("RssAnon", 0)) * 1024)
-        hwm = max(hwm, int(fields.get("VmHWM", 0)) * 1024)
-        time.sleep(SAMPLE_SECONDS)
-    _, errors = process.communicate()
+    # stderr to a file, not a pipe: a pipe read only at the end fills with progress lines and stalls the command
+    with tempfile.TemporaryFile("w+") as errors:
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=errors, text=True)
+        # the OOM killer's first choice, should it run the machine out (its children inherit this)
+        Path(f"/proc/{process.pid}/oom_score_adj").write_text("1000")
+        while process.poll() is None:
+            try:
+                status = Path(f"/proc/{process.pid}/status").read_text()
+            except OSError:
+                break
+            fields = {line.split(":")[0]: line.split()[1] for line in status.splitlines() if line.endswith("kB")}
+            peak_anon = max(peak_anon, int(fields.get("RssAnon", 0)) * 1024)
+            hwm = max(hwm, int(fields.get("VmHWM", 0)) * 1024)
+            time.sleep(SAMPLE_SECONDS)
+        process.wait()
+        errors.seek(0)
+        tail = errors.read()[-600:]
     return {
         "peak_rss_anon_bytes": peak_anon,
         "peak_rss_bytes": hwm,
         "seconds": time.perf_counter() - start,
         "returncode": process.returncode,
-        "stderr_tail": errors[-600:] if process.returncode else "",
+        "stderr_tail": tail if process.returncode else "",
     }
 
 
@@ -285,6 +289,7 @@ def main() -> None:
     parser.add_argument(
         "--baseline-checkout", type=Path, help="memory: also run this checkout (the commit before the cache)"
     )
+    parser.add_argument("--baseline-only", action="store_true", help="memory: run only --baseline-checkout")
     args = parser.parse_args()
     name = cpu_kind_record_name("large_datasets")
     previous = RESULTS / f"{name}.json"
@@ -298,7 +303,7 @@ def main() -> None:
     elif args.measure == "decodes":
         results["decodes"] = decodes()
     else:
-        checkouts = {"image cache": Path(__file__).resolve().parent.parent}
+        checkouts = {} if args.baseline_only else {"image cache": Path(__file__).resolve().parent.parent}
         if args.baseline_checkout:
             checkouts["in memory (before the cache)"] = args.baseline_checkout.resolve()
         memory = results.setdefault("memory", {})
