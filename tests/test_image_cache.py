@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -120,9 +121,11 @@ image_cache.cached_images(Path({str(dataset_dir)!r}), {relpaths!r}, Preprocessin
     assert [p.name for p in images_cache_dir().iterdir()] == [finished.folder.name]
 
 
-def test_two_builds_at_once_end_in_one_entry(dataset_dir):
+def test_two_builds_at_once_end_in_one_entry(dataset_dir, monkeypatch):
     relpaths = sorted(p.relative_to(dataset_dir).as_posix() for p in dataset_dir.rglob("*.jpg"))
-    start, results = threading.Barrier(2), []
+    start, results, decode = threading.Barrier(2), [], image_cache._decode
+    # slowed so that each build is still decoding when the other starts: both build, one entry is kept
+    monkeypatch.setattr(image_cache, "_decode", lambda path, pre: time.sleep(0.01) or decode(path, pre))
 
     def build() -> None:
         start.wait()
@@ -134,6 +137,7 @@ def test_two_builds_at_once_end_in_one_entry(dataset_dir):
     for thread in threads:
         thread.join()
     assert len(results) == 2 and results[0].folder == results[1].folder
+    assert [r.decoded_now for r in results] == [36, 36]  # both really built
     assert [p.name for p in images_cache_dir().iterdir()] == [results[0].folder.name]  # no staging left behind
     assert all(np.array_equal(np.asarray(r.images), decoded_directly(dataset_dir, relpaths)) for r in results)
 
