@@ -20,7 +20,7 @@ from edgelesion.errors import CheckFailed, EdgelesionError
 
 if TYPE_CHECKING:  # the training stack is imported only by the command that needs it
     from edgelesion.data.metadata import MetadataSpec
-    from edgelesion.train.config import TrainConfig
+    from edgelesion.train.config import DistributeConfig, TrainConfig
 
 
 def _add_metadata_options(p: argparse.ArgumentParser, what: str = "the --data folder") -> None:
@@ -278,6 +278,38 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     _add_metadata_options(p)
     _add_lookalikes_option(p, recipe_default=True)
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    _add_strategy_options(p)
+
+
+def _add_strategy_options(p: argparse.ArgumentParser) -> None:
+    """Where training runs (tf.distribute); the same for --resume, which may change it."""
+    from edgelesion.train.config import COLLECTIVE_TIMEOUT_SECONDS, STRATEGIES
+
+    p.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="auto",
+        help="mirrored: every GPU of this machine; multi-worker: the processes TF_CONFIG (or a SLURM job step) "
+        "describes, each started with the same command; auto: multi-worker under a TF_CONFIG cluster, mirrored "
+        "with more than one GPU, else none. --batch-size is the global batch (docs/scaling.md)",
+    )
+    p.add_argument(
+        "--collective-timeout",
+        type=float,
+        default=COLLECTIVE_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="multi-worker: stop with an error when the other workers do not answer for this long "
+        f"(default {COLLECTIVE_TIMEOUT_SECONDS:.0f}; a worker that exits is noticed within seconds)",
+    )
+
+
+def _distribute(args: argparse.Namespace) -> DistributeConfig:
+    from edgelesion.train.config import DistributeConfig
+
+    try:
+        return DistributeConfig(args.strategy, args.collective_timeout)
+    except ValueError as exc:
+        raise EdgelesionError(f"bad training option: {exc}") from exc
 
 
 def _train_config(args: argparse.Namespace, **fixed: int) -> TrainConfig:
@@ -397,14 +429,14 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.resume:
         from edgelesion.train.training import resume
 
-        resume(args.out, data_dir=args.data)
+        resume(args.out, data_dir=args.data, distribute=_distribute(args))
         return 0
     if args.data is None:
         raise EdgelesionError("--data is required: the folder of class subfolders to train on")
     config = _train_config(args, fold=args.fold)
     from edgelesion.train.training import train
 
-    train(args.data, args.out, config, metadata=_metadata_spec(args), force=args.force)
+    train(args.data, args.out, config, metadata=_metadata_spec(args), force=args.force, distribute=_distribute(args))
     return 0
 
 
@@ -479,6 +511,7 @@ def _run_cv(args: argparse.Namespace) -> int:
             metadata,
             sources=_comma_list(args.only_sources) or None,
             force=args.force,
+            distribute=_distribute(args),
         )
         return 0
     if args.only_sources:
@@ -495,6 +528,7 @@ def _run_cv(args: argparse.Namespace) -> int:
         metadata=_metadata_spec(args),
         force=args.force,
         target_sensitivity=args.melanoma_sensitivity,
+        distribute=_distribute(args),
     )
     return 0
 

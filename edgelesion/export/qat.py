@@ -354,7 +354,7 @@ def qat_finetune(
             labels = tf.constant(y)
     scaling = scaling_layer(float_model)  # the quantized core takes scaled pixels
     for epoch in range(state["epochs_done"], config.epochs):
-        logs = fit_one_epoch(
+        logs, _ = fit_one_epoch(
             quantized, x, labels, epoch, epochs, weights, progress, scaling=(scaling.scale, scaling.offset)
         )
         if not np.isfinite(logs["loss"]):

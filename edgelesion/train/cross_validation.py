@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -37,9 +38,10 @@ from edgelesion.plots import cv_folds_chart, melanoma_roc_chart
 from edgelesion.provenance import provenance
 from edgelesion.source_figures import format_within_source, lookalike_indices, within_source_figures
 from edgelesion.thresholds import TARGET_SENSITIVITY, alert_figures, alert_threshold
-from edgelesion.train.config import TrainConfig
+from edgelesion.train.config import DEFAULT_DISTRIBUTE, DistributeConfig, TrainConfig
+from edgelesion.train.distribution import Distribution, distribution_for
 from edgelesion.train.evaluation import read_validation_predictions
-from edgelesion.train.fold_claims import run_claimed
+from edgelesion.train.fold_claims import run_claimed, run_claimed_in_step
 from edgelesion.train.precision import check_precision
 from edgelesion.train.runs import RunDir, read_run
 from edgelesion.train.training import resume, train
@@ -167,8 +169,10 @@ def cross_validate(
     force: bool = False,
     target_sensitivity: float = TARGET_SENSITIVITY,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Train (or resume, or keep) each fold of `config` on `data_dir` into `out/fold-K`, then merge.
+    distribute: DistributeConfig = DEFAULT_DISTRIBUTE,
+) -> dict[str, Any] | None:
+    """Train (or resume, or keep) each fold of `config` on `data_dir` into `out/fold-K`, then merge (None on a
+    multi-worker strategy's workers other than the chief, which train one fold in step with it and write nothing).
 
     `folds` picks some folds (default: all `config.folds`); the others can run later or elsewhere. A fold another
     job is training (it holds the fold's claim) is left to it and waited for, so jobs sharing `out` each train
@@ -181,16 +185,39 @@ def cross_validate(
     if bad := [k for k in chosen if not 0 <= k < config.folds]:
         raise EdgelesionError(f"folds {bad} do not exist: there are {config.folds} folds, 0 to {config.folds - 1}")
     check_precision(config.precision)  # before the folder is made
-    open_cv_dir(cv, data_dir, config, force, metadata)
+    distribution = distribution_for(distribute)
+    if distribution.is_chief:
+        open_cv_dir(cv, data_dir, config, force, metadata)
     claims = {}
     for k in chosen:
         run, fold_config = cv.fold(k), config.with_changes(fold=k)
         work = partial(
-            train_or_resume_fold, cv, run, data_dir, fold_config, metadata, progress, f"fold {k} of {config.folds}"
+            train_or_resume_fold,
+            cv,
+            run,
+            data_dir,
+            fold_config,
+            metadata,
+            progress,
+            f"fold {k} of {config.folds}",
+            distribute,
         )
         claims[f"fold {k}"] = (cv.claim(run.root.name), partial(fold_finished, run), work)
-    run_claimed(claims)
+    if not run_folds(claims, distribution):
+        return None
     return merge_cv(cv.root, target_sensitivity=target_sensitivity)
+
+
+def run_folds(
+    claims: dict[str, tuple[Path, Callable[[], bool], Callable[[], None]]], distribution: Distribution
+) -> bool:
+    """Train the claimed folds: each claimed by this job, or under a multi-worker strategy one fold by all its
+    workers together. Whether this process goes on to merge them (not a worker other than the chief)."""
+    if distribution.workers == 1:
+        run_claimed(claims)
+    else:
+        run_claimed_in_step(claims, chief=distribution.is_chief)
+    return distribution.is_chief
 
 
 def train_or_resume_fold(
@@ -201,16 +228,19 @@ def train_or_resume_fold(
     metadata: MetadataSpec | None,
     progress: bool,
     announce: str,
+    distribute: DistributeConfig,
 ) -> None:
     """Resume fold `run` of `cv` from its last checkpoint, else train it from the start (saying `announce`); a fold
     folder trained with other settings is refused."""
     if run.is_run() and read_run(run.root, need_model=False).config != config:
         raise EdgelesionError(f"{run.root} was trained with other settings than {cv.spec}: remove it")
     if run.state.is_file():
-        resume(run.root, data_dir=data_dir, progress=progress)
+        resume(run.root, data_dir=data_dir, progress=progress, distribute=distribute)
     else:
         print(announce)
-        train(data_dir, run.root, config, metadata=metadata, force=run.is_run(), progress=progress)
+        train(
+            data_dir, run.root, config, metadata=metadata, force=run.is_run(), progress=progress, distribute=distribute
+        )
 
 
 def _epochs(run: RunDir) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edgelesion._tf import keras
+from edgelesion._tf import keras, tf
 from edgelesion.data.audit import prepare_test_set
 from edgelesion.data.dataset import LoadedDataset, load_dataset
 from edgelesion.data.image_rows import ImageRows
@@ -22,19 +22,21 @@ from edgelesion.thresholds import alert_figures, alert_threshold
 from edgelesion.train.config import TrainConfig
 from edgelesion.train.runs import RunDir, RunInfo, read_run
 
-PREDICT_CHUNK = 256  # images read from the cache and held as float32 at a time (a multiple of the batch size)
-
 
 def predict(model: keras.Model, images: np.ndarray | ImageRows, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities for HxWx3 uint8 images (an array or cache rows, read PREDICT_CHUNK at a time)."""
+    """Class probabilities for HxWx3 uint8 images (an array or cache rows, read a batch at a time).
+
+    The model is called on this process's copy of its weights, never through its strategy: under a multi-worker
+    strategy Keras' predict() would give each worker a shard of the images, and every worker scores the whole
+    validation split itself, in step with the others.
+    """
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
+    call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
     return np.concatenate(
         [
-            model.predict(
-                np.asarray(images[start : start + PREDICT_CHUNK], np.float32), batch_size=batch_size, verbose=0
-            )
-            for start in range(0, len(images), PREDICT_CHUNK)
+            call(tf.constant(np.asarray(images[start : start + batch_size], np.float32))).numpy()
+            for start in range(0, len(images), batch_size)
         ]
     )
 

@@ -190,3 +190,29 @@ def run_claimed(
                     work()
         if held_elsewhere:
             time.sleep(wait_seconds)
+
+
+def run_claimed_in_step(claims: dict[str, tuple[Path, Callable[[], bool], Callable[[], None]]], *, chief: bool) -> None:
+    """Train the one fold in `claims` with the other workers of a multi-worker strategy: the chief claims it (and
+    stops with an error, which stops the others, if another job holds it); the other workers train it in step."""
+    if len(claims) != 1:
+        raise EdgelesionError(
+            f"a multi-worker strategy trains one fold at a time over its workers, not {len(claims)}: pick the fold "
+            "with --only-folds K (with --leave-source-out, --only-sources SOURCE); each fold may be its own job"
+        )
+    ((label, (claim, finished, work)),) = claims.items()
+    if finished():
+        print(f"{label}: finished, kept")
+        return
+    if not chief:
+        work()
+        return
+    owner = try_claim(claim)
+    if owner is None:
+        holder = read_claim(claim) or {}
+        raise EdgelesionError(
+            f"{label} is being trained by process {holder.get('pid')} on {holder.get('host')} ({claim}): "
+            "start this multi-worker job on another fold, or again once that job has stopped"
+        )
+    with kept_fresh(claim, owner):
+        work()

@@ -24,9 +24,16 @@ from edgelesion.fileio import ensure_outside, read_csv, read_json, write_json, w
 from edgelesion.metrics import format_estimate
 from edgelesion.provenance import provenance
 from edgelesion.source_figures import MIN_PER_SOURCE, mixed_sources, too_few_reason
-from edgelesion.train.config import TrainConfig
-from edgelesion.train.cross_validation import LEAVE_SOURCE_OUT, CvDir, cv_kind, open_cv_dir, train_or_resume_fold
-from edgelesion.train.fold_claims import run_claimed
+from edgelesion.train.config import DEFAULT_DISTRIBUTE, DistributeConfig, TrainConfig
+from edgelesion.train.cross_validation import (
+    LEAVE_SOURCE_OUT,
+    CvDir,
+    cv_kind,
+    open_cv_dir,
+    run_folds,
+    train_or_resume_fold,
+)
+from edgelesion.train.distribution import distribution_for
 from edgelesion.train.precision import check_precision
 from edgelesion.train.runs import RunDir, read_run
 
@@ -93,8 +100,10 @@ def cross_validate_sources(
     sources: list[str] | None = None,
     force: bool = False,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Train (or resume, or keep) one fold per source to hold out into `out/source-NAME`, then merge.
+    distribute: DistributeConfig = DEFAULT_DISTRIBUTE,
+) -> dict[str, Any] | None:
+    """Train (or resume, or keep) one fold per source to hold out into `out/source-NAME`, then merge (None on a
+    multi-worker strategy's workers other than the chief).
 
     `sources` picks some of them (default: every source that holds both the positive class and a look-alike).
     """
@@ -108,16 +117,18 @@ def cross_validate_sources(
         raise EdgelesionError(
             f"cannot hold out {', '.join(map(repr, bad))}: the sources that can be are {', '.join(map(repr, eligible))}"
         )
-    open_cv_dir(cv, data_dir, config, force, metadata, kind=LEAVE_SOURCE_OUT)
-    write_json(cv.root / "sources.json", {"held_out": eligible, "skipped": skipped})
+    distribution = distribution_for(distribute)
+    if distribution.is_chief:
+        open_cv_dir(cv, data_dir, config, force, metadata, kind=LEAVE_SOURCE_OUT)
+        write_json(cv.root / "sources.json", {"held_out": eligible, "skipped": skipped})
     claims = {}
     for source in sources or eligible:
         run, fold_config = fold_dir(cv, source), config.with_changes(fold=0, held_out_source=source)
-        work = partial(
-            train_or_resume_fold, cv, run, data_dir, fold_config, metadata, progress, f"holding out source {source!r}"
-        )
+        announce = f"holding out source {source!r}"
+        work = partial(train_or_resume_fold, cv, run, data_dir, fold_config, metadata, progress, announce, distribute)
         claims[f"source {source!r}"] = (cv.claim(run.root.name), _held_out_metrics(run).is_file, work)
-    run_claimed(claims)
+    if not run_folds(claims, distribution):
+        return None
     return merge_sources(cv.root)
 
 

@@ -32,7 +32,9 @@ class RunDir:
     state = property(lambda self: self.root / "checkpoints" / "state.json")  # last finished epoch, history
     best_model = property(lambda self: self.root / "best.keras")  # best epoch by validation balanced accuracy
     history = property(lambda self: self.root / "history.csv")
+    steps = property(lambda self: self.root / "steps.csv")  # each step's loss (running mean over its epoch)
     curves = property(lambda self: self.root / "training_curves.png")
+    distribution = property(lambda self: self.root / "distribution.json")  # strategy, replicas, batch per replica
     evaluation = property(lambda self: self.root / "evaluation")
 
     def is_run(self) -> bool:

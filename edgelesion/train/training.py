@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,15 @@ from edgelesion.fileio import atomic_path, ensure_outside, read_csv, read_json, 
 from edgelesion.metrics import balanced_accuracy, scored_class_indices, sensitivity
 from edgelesion.plots import class_counts_chart, training_curves_chart
 from edgelesion.provenance import provenance
-from edgelesion.train.config import TrainConfig
+from edgelesion.train.config import DEFAULT_DISTRIBUTE, DistributeConfig, TrainConfig
+from edgelesion.train.distribution import (
+    WORKER_FAILURES,
+    Distribution,
+    distribution_for,
+    replica_batches,
+    steps_per_epoch,
+    worker_failure,
+)
 from edgelesion.train.evaluation import evaluate_held_out, evaluate_validation, predict
 from edgelesion.train.models import HEAD, create_model
 from edgelesion.train.online_augment import augment_batch, mix_batch
@@ -234,6 +245,34 @@ def image_reader(x: ImageRows) -> Any:
     return read
 
 
+def epoch_batches(
+    order: np.ndarray, batch_size: int, distribution: Distribution, map_fn: Callable[..., Any]
+) -> tuple[Any, int | None]:
+    """The epoch's input for fit(): this process's per-replica batches of `order` mapped by `map_fn`, and the steps
+    (None on one device, where fit() runs the dataset to its end)."""
+    # tf.data's autotuner runs its own threads, which on 2 cores compete with training (measured:
+    # slower, uneven epochs); a fixed two-batch prefetch keeps the next batches ready without it.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # sliced below
+
+    def dataset(context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+        pipeline, pipelines = (0, 1) if context is None else (context.input_pipeline_id, context.num_input_pipelines)
+        parts = replica_batches(order, batch_size, distribution.replicas, pipeline, pipelines)
+        indices = tf.RaggedTensor.from_row_lengths(np.concatenate(parts), [len(p) for p in parts])
+        return (
+            tf.data.Dataset.from_tensor_slices(indices)
+            .map(map_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .prefetch(2)
+            .with_options(options)
+        )
+
+    if not distribution.distributed:
+        return dataset(), None
+    steps = steps_per_epoch(len(order), batch_size, distribution.replicas)
+    return distribution.strategy.distribute_datasets_from_function(dataset), steps
+
+
 def fit_one_epoch(
     model: keras.Model,
     x: ImageRows,
@@ -244,14 +283,18 @@ def fit_one_epoch(
     progress: bool,
     *,
     scaling: tuple[float, float] | None = None,
-) -> dict[str, float]:
-    """One epoch in a seeded order with a freshly traced step, so dropout and shuffling depend only on (seed, epoch).
+    distribution: Distribution | None = None,
+) -> tuple[dict[str, float], list[float]]:
+    """One epoch in a seeded order with a freshly traced step, so dropout and shuffling depend only on (seed, epoch);
+    the epoch's logs and each step's loss (Keras' running mean over the epoch so far).
 
     Each epoch only a new order of indices enters the pipeline; each batch's images are read from `x`'s rows (the
     image cache, memory-mapped: never the whole set in memory) and augmented, if the config says so, from
     (seed, epoch, image index), while the model trains (prefetch). With `scaling` (scale, offset), the model is fed
-    pixels * scale + offset (a model without its scaling layer, as QAT's core).
+    pixels * scale + offset (a model without its scaling layer, as QAT's core). Under a `distribution`, each
+    replica trains on its slice of every global batch (`replica_batches`).
     """
+    distribution = distribution or distribution_for(DistributeConfig("none"))
     seed = epoch_seed(config.seed, epoch)
     keras.utils.set_random_seed(seed)
     model.make_train_function(force=True)
@@ -260,7 +303,7 @@ def fit_one_epoch(
     n_classes = int(model.output_shape[-1])
 
     mixup = config.online_augment.mixup if config.online_augment.mixes else 0.0
-    # mixup blends class weights with the targets, as per-image weights; otherwise Keras applies class_weight
+    # class weights enter as per-image weights (what Keras' class_weight does), which a distributed input also takes
     weight_table = tf.constant([(weights or {}).get(k, 1.0) for k in range(n_classes)], tf.float32)
 
     def gather(index: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -268,34 +311,30 @@ def fit_one_epoch(
         if scaling is not None:
             images = images * scaling[0] + scaling[1]
         labels = tf.gather(y, index)
-        if not one_hot_targets(config):
-            return images, labels
-        if not mixup:
-            return images, tf.one_hot(labels, n_classes)
-        return mix_batch(images, tf.one_hot(labels, n_classes), tf.gather(weight_table, labels), index, seed, mixup)
+        if mixup:
+            return mix_batch(images, tf.one_hot(labels, n_classes), tf.gather(weight_table, labels), index, seed, mixup)
+        targets = tf.one_hot(labels, n_classes) if one_hot_targets(config) else labels
+        return (images, targets) if weights is None else (images, targets, tf.gather(weight_table, labels))
 
-    # tf.data's autotuner runs its own threads, which on 2 cores compete with training (measured:
-    # slower, uneven epochs); a fixed two-batch prefetch keeps the next batches ready without it.
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    batches = (
-        tf.data.Dataset.from_tensor_slices(order)
-        .batch(config.batch_size)
-        .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .prefetch(2)
-        .with_options(options)
-    )
-    # epochs=config.epochs so Keras' bar reads "Epoch 3/20"; the callback ends fit() after this one epoch.
-    stop_after_one = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: setattr(model, "stop_training", True))
+    batches, steps = epoch_batches(order, config.batch_size, distribution, gather)
+    # logs hold the replicas' synchronised figures: the first replica's are the global ones (Keras' default sums
+    # them over the workers of a multi-worker strategy)
+    model.distribute_reduction_method = "first"
+    step_losses: list[float] = []
+    callbacks = [
+        # epochs=config.epochs so Keras' bar reads "Epoch 3/20"; this ends fit() after this one epoch.
+        keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: setattr(model, "stop_training", True)),
+        keras.callbacks.LambdaCallback(on_train_batch_end=lambda _, logs: step_losses.append(float(logs["loss"]))),
+    ]
     history = model.fit(
         batches,
         epochs=config.epochs,
         initial_epoch=epoch,
-        class_weight=None if mixup else weights,
-        callbacks=[stop_after_one],
+        steps_per_epoch=steps,
+        callbacks=callbacks,
         verbose=1 if progress else 0,
     )
-    return {key: float(values[-1]) for key, values in history.history.items()}
+    return {key: float(values[-1]) for key, values in history.history.items()}, step_losses
 
 
 def run_epochs(
@@ -308,8 +347,10 @@ def run_epochs(
     config: TrainConfig,
     state: dict[str, Any],
     progress: bool,
+    distribution: Distribution,
 ) -> dict[str, Any]:
-    """Train from the epoch after `state`'s last one to config.epochs, checkpointing after each."""
+    """Train from the epoch after `state`'s last one to config.epochs, checkpointing after each into `run` (a
+    temporary folder of its own on a worker other than the chief)."""
     classes = data.dataset.classes
     scored = scored_class_indices(data.val.labels, len(classes), config.min_support)
     positive = classes.index(config.positive_class) if config.positive_class in classes else None
@@ -323,7 +364,10 @@ def run_epochs(
         started = time.perf_counter()
         configure_epoch(model, config, epoch)
         row: dict[str, Any] = {"epoch": epoch + 1, "learning_rate": config.learning_rate_at(epoch)}
-        row.update(fit_one_epoch(model, x, y_tensor, epoch, config, weights, progress))
+        logs, step_losses = fit_one_epoch(
+            model, x, y_tensor, epoch, config, weights, progress, distribution=distribution
+        )
+        row.update(logs)
         row["seconds"] = time.perf_counter() - started
         row["train_images_per_second"] = len(x) / row["seconds"]
         row.update(validation_scores(model, data.val, scored, positive))
@@ -331,6 +375,7 @@ def run_epochs(
         if not np.isfinite(row["loss"]):
             raise EdgelesionError(f"training diverged at epoch {epoch + 1} (loss {row['loss']}): lower --learning-rate")
         state["history"].append(row)
+        state["step_losses"] = [*state.get("step_losses", []), step_losses]
         score = row["val_balanced_accuracy"] if row["val_balanced_accuracy"] is not None else row["val_accuracy"]
         if state["best_score"] is None or score > state["best_score"]:
             state.update(best_score=score, best_epoch=epoch + 1)
@@ -343,6 +388,11 @@ def run_epochs(
             if old.name != checkpoint.name:
                 old.unlink()
         write_csv(run.history, list(row), [[r.get(k) for k in row] for r in state["history"]])
+        write_csv(
+            run.steps,
+            ["epoch", "step", "loss"],
+            [[e + 1, s + 1, loss] for e, losses in enumerate(state["step_losses"]) for s, loss in enumerate(losses)],
+        )
         training_curves_chart(state["history"], run.curves)
         bal = "n/a" if row["val_balanced_accuracy"] is None else f"{row['val_balanced_accuracy']:.3f}"
         mel = "n/a" if row["val_melanoma_sensitivity"] is None else f"{row['val_melanoma_sensitivity']:.3f}"
@@ -369,6 +419,19 @@ def _build_or_restore(run: RunDir, data: PreparedData, config: TrainConfig, stat
     return model
 
 
+def record_distribution(run: RunDir, distribution: Distribution, config: TrainConfig, first_epoch: int) -> None:
+    """Add to the run's distribution.json where training goes on from `first_epoch` (0-based), and say so when it
+    changed since the last stretch."""
+    stretches = read_json(run.distribution) if run.distribution.is_file() else []
+    record = {"from_epoch": first_epoch + 1, **distribution.record(config.batch_size)}
+    if stretches and stretches[-1]["replicas"] != record["replicas"]:
+        print(
+            f"note: {run.root} trained on {stretches[-1]['replicas']} replicas and goes on on {record['replicas']}: "
+            f"the global batch ({config.batch_size}) and learning rate stay the same, the steps' float sums differ"
+        )
+    write_json(run.distribution, [*stretches, record])
+
+
 def train_prepared(
     run: RunDir,
     data: PreparedData,
@@ -376,20 +439,42 @@ def train_prepared(
     state: dict[str, Any] | None = None,
     *,
     progress: bool = True,
-) -> dict[str, Any]:
+    distribute: DistributeConfig = DEFAULT_DISTRIBUTE,
+) -> dict[str, Any] | None:
     """Train on an already prepared split into `run` (from `state`, a checkpoint's, or from scratch),
     then score the best epoch on the validation split. `train` and `resume` call this; so do
     experiments that split the data their own way (benchmarks/leaky_protocol.py).
+
+    Under a multi-worker strategy only the chief writes `run` and scores it; another worker trains in step with
+    it, saves into a temporary folder of its own, and returns None.
     """
+    distribution = distribution_for(distribute)
+    distribution.check_batch(config.batch_size)
     state = state or {"epochs_done": 0, "checkpoint": None, "best_epoch": None, "best_score": None, "history": []}
-    x, y, weights = training_arrays(run, data.train, config, progress)
-    print(
-        f"training {config.model} on {len(x)} images ({len(data.train.records)} from the training split, "
-        f"{len(x) - len(data.train.records)} augmented), validating on {len(data.val.records)}"
-    )
-    with precision_policy(config.precision):  # a restored model keeps the policy saved in its file
-        model = _build_or_restore(run, data, config, state)
-        state = run_epochs(run, model, x, y, weights, data, config, state, progress)
+    with contextlib.ExitStack() as stack:
+        out = run
+        if not distribution.is_chief:
+            out = RunDir(Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgelesion-worker-"))))
+            out.checkpoints.mkdir()
+        x, y, weights = training_arrays(out, data.train, config, progress)
+        print(
+            f"training {config.model} on {len(x)} images ({len(data.train.records)} from the training split, "
+            f"{len(x) - len(data.train.records)} augmented), validating on {len(data.val.records)}"
+        )
+        if distribution.is_chief:
+            record_distribution(run, distribution, config, state["epochs_done"])
+        # a restored model keeps the policy saved in its file
+        with precision_policy(config.precision), distribution.strategy.scope():
+            model = _build_or_restore(run, data, config, state)
+            try:
+                state = run_epochs(out, model, x, y, weights, data, config, state, progress, distribution)
+            except WORKER_FAILURES as exc:
+                if distribution.workers == 1:
+                    raise
+                raise worker_failure(exc) from exc
+    if not distribution.is_chief:
+        print(f"this worker's part of {run.root} is done: the chief worker scores the run and writes its folder")
+        return None
     best = keras.models.load_model(run.best_model)
     last = state["history"][-1]["val_balanced_accuracy"]
     print(
@@ -436,29 +521,42 @@ def train(
     metadata: MetadataSpec | None = None,
     force: bool = False,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Train `config.model` on `data_dir` into the new run folder `out`; return the validation metrics.
+    distribute: DistributeConfig = DEFAULT_DISTRIBUTE,
+) -> dict[str, Any] | None:
+    """Train `config.model` on `data_dir` into the new run folder `out`; return the validation metrics (None on a
+    multi-worker strategy's workers other than the chief, which write nothing into `out`).
 
     `metadata` names a CSV of each image's source, lesion/patient groups and, optionally, label.
     """
     run = RunDir(Path(out))
     ensure_outside(run.root, data_dir)
-    check_run_dir(run.root, force=force)  # fail before the slow work
     check_precision(config.precision)
+    distribution = distribution_for(distribute)
+    distribution.check_batch(config.batch_size)
+    if distribution.is_chief:
+        check_run_dir(run.root, force=force)  # fail before the slow work
     data = prepare_data(data_dir, config, metadata=metadata, progress=progress)
     print(format_audit(data.report))
-    start_run(run, data, config, force=force)
+    if distribution.is_chief:
+        start_run(run, data, config, force=force)
     if data.held_out is not None:
         print(
             f"leaving source {config.held_out_source!r} out: its {len(data.held_out.records)} images are scored "
             f"after training; {len(data.spanning_removed or [])} training-source images sharing a duplicate, lesion "
             "or patient group with them are removed from training (splits/excluded.csv)"
         )
-    return train_prepared(run, data, config, progress=progress)
+    return train_prepared(run, data, config, progress=progress, distribute=distribute)
 
 
-def resume(out: str | Path, *, data_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Continue an interrupted run from its last checkpoint; it ends where an uninterrupted run would."""
+def resume(
+    out: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+    distribute: DistributeConfig = DEFAULT_DISTRIBUTE,
+) -> dict[str, Any] | None:
+    """Continue an interrupted run from its last checkpoint; it ends where an uninterrupted run would (under the
+    same strategy: on another number of replicas, within float rounding of the steps' sums)."""
     run = RunDir(Path(out))
     info = read_run(run.root, need_model=False)
     if not run.state.is_file():
@@ -480,4 +578,4 @@ def resume(out: str | Path, *, data_dir: str | Path | None = None, progress: boo
         raise EdgelesionError(f"the training split of {run.root} cannot be reproduced: start a new run instead")
     state = read_json(run.state)
     print(f"resuming {run.root} after epoch {state['epochs_done']} of {info.config.epochs}")
-    return train_prepared(run, data, info.config, state, progress=progress)
+    return train_prepared(run, data, info.config, state, progress=progress, distribute=distribute)
