@@ -301,13 +301,20 @@ def _add_strategy_options(p: argparse.ArgumentParser) -> None:
         help="multi-worker: stop with an error when the other workers do not answer for this long "
         f"(default {COLLECTIVE_TIMEOUT_SECONDS:.0f}; a worker that exits is noticed within seconds)",
     )
+    p.add_argument(
+        "--no-determinism",
+        dest="deterministic",
+        action="store_false",
+        help="let ops without a deterministic kernel run (some GPU ops refuse under TensorFlow's op determinism); "
+        "results then vary from run to run, and a resumed run ends near, not at, an uninterrupted one",
+    )
 
 
 def _distribute(args: argparse.Namespace) -> DistributeConfig:
     from edgelesion.train.config import DistributeConfig
 
     try:
-        return DistributeConfig(args.strategy, args.collective_timeout)
+        return DistributeConfig(args.strategy, args.collective_timeout, args.deterministic)
     except ValueError as exc:
         raise EdgelesionError(f"bad training option: {exc}") from exc
 

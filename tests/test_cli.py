@@ -12,6 +12,7 @@ import pytest
 
 from edgelesion import __version__
 from edgelesion.cli import main
+from edgelesion.errors import EdgelesionError
 from tests.conftest import write_dataset
 
 
@@ -337,3 +338,15 @@ def test_an_option_not_given_keeps_the_recipe_s_value(dataset_dir, monkeypatch):
     assert _train_config(args) == config.with_changes(
         seed=1, augment=AugmentConfig(target="seed", flips=True, max_copies_per_image=2)
     )
+
+
+def test_strategy_options_reach_the_distribution_config(tmp_path):
+    from edgelesion.cli import _distribute, build_parser
+    from edgelesion.train.config import DistributeConfig
+
+    base = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    assert _distribute(build_parser("train").parse_args(base)) == DistributeConfig("auto", 600.0, True)
+    given = base + ["--strategy", "multi-worker", "--collective-timeout", "30", "--no-determinism"]
+    assert _distribute(build_parser("train").parse_args(given)) == DistributeConfig("multi-worker", 30.0, False)
+    with pytest.raises(EdgelesionError, match="--collective-timeout 0.0 must be a positive number of seconds"):
+        _distribute(build_parser("train").parse_args([*base, "--collective-timeout", "0"]))

@@ -197,6 +197,9 @@ class DistributeConfig:
 
     strategy: str = "auto"
     collective_timeout: float = COLLECTIVE_TIMEOUT_SECONDS
+    # TensorFlow's op determinism: a resumed run ends where an uninterrupted one does; on a GPU, ops without a
+    # deterministic kernel then raise, and False lets them run (results then vary from run to run)
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:

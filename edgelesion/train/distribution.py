@@ -48,6 +48,14 @@ class Distribution:
         """Whether a strategy other than the default one spreads the steps."""
         return self.kind != "none"
 
+    def agreed(self, value: float) -> float:
+        """`value` as every worker agrees on it: its mean over the replicas (the same figure where every worker
+        computed the same one), so decisions taken on it are the same on every worker."""
+        if self.workers == 1:
+            return value
+        local = self.strategy.run(lambda: tf.constant(value, tf.float64))
+        return float(self.strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None))
+
     @property
     def devices(self) -> list[str]:
         """This process's devices that train (TensorFlow's first GPU, else its CPU, under no strategy)."""
@@ -63,9 +71,10 @@ class Distribution:
                 f"{self.replicas} (the batch size is global, the learning rate stated for it)"
             )
 
-    def record(self, batch_size: int) -> dict[str, Any]:
+    def record(self, batch_size: int, deterministic: bool) -> dict[str, Any]:
         """What distribution.json keeps of this process's strategy for a run of global batch `batch_size`."""
         return {
+            "deterministic": deterministic,
             "strategy": self.kind,
             "workers": self.workers,
             "replicas": self.replicas,
@@ -102,8 +111,9 @@ def _multi_worker(timeout: float) -> Any:
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
     if _cluster_tasks():
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-    if _in_slurm_step():
-        resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
+    if _in_slurm_step():  # the resolver counts GPUs with nvidia-smi, which a CPU node lacks: count them here
+        gpus = len(tf.config.list_physical_devices("GPU"))
+        resolver = tf.distribute.cluster_resolver.SlurmClusterResolver(gpus_per_node=gpus)
         return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
     raise EdgelesionError(
         "--strategy multi-worker needs the cluster described: set TF_CONFIG in every worker's environment, or start "

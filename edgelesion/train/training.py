@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -377,11 +378,13 @@ def run_epochs(
         state["history"].append(row)
         state["step_losses"] = [*state.get("step_losses", []), step_losses]
         score = row["val_balanced_accuracy"] if row["val_balanced_accuracy"] is not None else row["val_accuracy"]
+        score = distribution.agreed(score)  # workers whose hardware rounds differently still stop and keep alike
+        checkpoint = run.checkpoints / f"epoch-{epoch + 1:04d}.keras"
+        save_model(model, checkpoint)  # every worker saves every epoch (a collective: never only on some workers)
         if state["best_score"] is None or score > state["best_score"]:
             state.update(best_score=score, best_epoch=epoch + 1)
-            save_model(model, run.best_model)
-        checkpoint = run.checkpoints / f"epoch-{epoch + 1:04d}.keras"
-        save_model(model, checkpoint)
+            with atomic_path(run.best_model) as target:
+                shutil.copyfile(checkpoint, target)
         state.update(epochs_done=epoch + 1, checkpoint=checkpoint.name, loss_scale=loss_scale_state(model))
         write_json(run.state, state)
         for old in run.checkpoints.glob("epoch-*.keras"):
@@ -403,8 +406,11 @@ def run_epochs(
     return state
 
 
-def _build_or_restore(run: RunDir, data: PreparedData, config: TrainConfig, state: dict[str, Any]) -> keras.Model:
-    tf.config.experimental.enable_op_determinism()
+def _build_or_restore(
+    run: RunDir, data: PreparedData, config: TrainConfig, state: dict[str, Any], deterministic: bool
+) -> keras.Model:
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     if state["checkpoint"]:
         restored = keras.models.load_model(run.checkpoints / state["checkpoint"])
@@ -419,11 +425,13 @@ def _build_or_restore(run: RunDir, data: PreparedData, config: TrainConfig, stat
     return model
 
 
-def record_distribution(run: RunDir, distribution: Distribution, config: TrainConfig, first_epoch: int) -> None:
+def record_distribution(
+    run: RunDir, distribution: Distribution, config: TrainConfig, first_epoch: int, deterministic: bool
+) -> None:
     """Add to the run's distribution.json where training goes on from `first_epoch` (0-based), and say so when it
     changed since the last stretch."""
     stretches = read_json(run.distribution) if run.distribution.is_file() else []
-    record = {"from_epoch": first_epoch + 1, **distribution.record(config.batch_size)}
+    record = {"from_epoch": first_epoch + 1, **distribution.record(config.batch_size, deterministic)}
     if stretches and stretches[-1]["replicas"] != record["replicas"]:
         print(
             f"note: {run.root} trained on {stretches[-1]['replicas']} replicas and goes on on {record['replicas']}: "
@@ -462,10 +470,10 @@ def train_prepared(
             f"{len(x) - len(data.train.records)} augmented), validating on {len(data.val.records)}"
         )
         if distribution.is_chief:
-            record_distribution(run, distribution, config, state["epochs_done"])
+            record_distribution(run, distribution, config, state["epochs_done"], distribute.deterministic)
         # a restored model keeps the policy saved in its file
         with precision_policy(config.precision), distribution.strategy.scope():
-            model = _build_or_restore(run, data, config, state)
+            model = _build_or_restore(run, data, config, state, distribute.deterministic)
             try:
                 state = run_epochs(out, model, x, y, weights, data, config, state, progress, distribution)
             except WORKER_FAILURES as exc:
