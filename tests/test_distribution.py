@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgelesion.cli import main
 from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import read_csv, read_json
 from edgelesion.train.distribution import Distribution, replica_batches, steps_per_epoch
@@ -59,13 +60,9 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def one_device(data: Path) -> Path:
-    """The reference: the same training on one device."""
+    """The reference: the same training on one device (in this process: no devices to set)."""
     out = data.parent / "one-device"
-    subprocess.run(
-        command(0, "train", "--data", str(data), "--out", str(out), *TRAIN, "--epochs", "4", "--strategy", "none"),
-        check=True,
-        capture_output=True,
-    )
+    assert main(["train", "--data", str(data), "--out", str(out), *TRAIN, "--epochs", "4", "--strategy", "none"]) == 0
     return out
 
 
@@ -184,3 +181,19 @@ def test_a_killed_worker_stops_the_other_and_a_restart_resumes_to_the_same_weigh
     assert read_json(state)["epochs_done"] == 4
     for resumed, uninterrupted in zip(final_weights(out), final_weights(two_workers)):
         np.testing.assert_allclose(resumed, uninterrupted, rtol=RELATIVE_TOLERANCE, atol=1e-6)
+
+
+def test_resuming_on_another_number_of_replicas_is_recorded_and_said(tmp_path, capsys):
+    from edgelesion.train.config import DistributeConfig, TrainConfig
+    from edgelesion.train.distribution import distribution_for
+    from edgelesion.train.runs import RunDir
+    from edgelesion.train.training import record_distribution
+
+    run, config = RunDir(tmp_path), TrainConfig(batch_size=8)
+    (tmp_path / "distribution.json").write_text(json.dumps([{"from_epoch": 1, "strategy": "mirrored", "replicas": 2}]))
+    record_distribution(run, distribution_for(DistributeConfig("none")), config, first_epoch=3, deterministic=True)
+    stretches = read_json(run.distribution)
+    assert [(s["from_epoch"], s["strategy"], s["replicas"]) for s in stretches] == [(1, "mirrored", 2), (4, "none", 1)]
+    assert "trained on 2 replicas and goes on on 1: the global batch (8) and learning rate stay the same" in (
+        capsys.readouterr().out
+    )
