@@ -176,6 +176,6 @@ def worker_failure(exc: Exception) -> EdgelesionError:
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return EdgelesionError(
         "another worker of this multi-worker training stopped or stopped answering, so this one stops too "
-        f"({type(exc).__name__}: {first_line[:300]}). Start every worker again with --resume: training goes on from "
-        "the last finished epoch's checkpoint"
+        f"({type(exc).__name__}: {first_line[:300]}); that worker's own output says why. Then start every worker "
+        "again, with --resume to go on from the last finished epoch's checkpoint"
     )

@@ -376,7 +376,7 @@ def run_epochs(
         if not np.isfinite(row["loss"]):
             raise EdgelesionError(f"training diverged at epoch {epoch + 1} (loss {row['loss']}): lower --learning-rate")
         state["history"].append(row)
-        state["step_losses"] = [*state.get("step_losses", []), step_losses]
+        state["step_losses"] = [*state.get("step_losses", []), {"epoch": epoch + 1, "losses": step_losses}]
         score = row["val_balanced_accuracy"] if row["val_balanced_accuracy"] is not None else row["val_accuracy"]
         score = distribution.agreed(score)  # workers whose hardware rounds differently still stop and keep alike
         checkpoint = run.checkpoints / f"epoch-{epoch + 1:04d}.keras"
@@ -394,7 +394,7 @@ def run_epochs(
         write_csv(
             run.steps,
             ["epoch", "step", "loss"],
-            [[e + 1, s + 1, loss] for e, losses in enumerate(state["step_losses"]) for s, loss in enumerate(losses)],
+            [[e["epoch"], s + 1, loss] for e in state["step_losses"] for s, loss in enumerate(e["losses"])],
         )
         training_curves_chart(state["history"], run.curves)
         bal = "n/a" if row["val_balanced_accuracy"] is None else f"{row['val_balanced_accuracy']:.3f}"
