@@ -283,7 +283,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 
 def _add_strategy_options(p: argparse.ArgumentParser) -> None:
     """Where training runs (tf.distribute); the same for --resume, which may change it."""
-    from edgelesion.train.config import COLLECTIVE_TIMEOUT_SECONDS, STRATEGIES
+    from edgelesion.train.config import STRATEGIES
 
     p.add_argument(
         "--strategy",
@@ -296,10 +296,10 @@ def _add_strategy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--collective-timeout",
         type=float,
-        default=COLLECTIVE_TIMEOUT_SECONDS,
         metavar="SECONDS",
         help="multi-worker: stop with an error when the other workers do not answer for this long "
-        f"(default {COLLECTIVE_TIMEOUT_SECONDS:.0f}; a worker that exits is noticed within seconds)",
+        "(off by default: TensorFlow keeps a thread per waiting collective; a worker that exits or is killed is "
+        "noticed within seconds without it)",
     )
     p.add_argument(
         "--no-determinism",

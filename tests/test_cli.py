@@ -345,7 +345,7 @@ def test_strategy_options_reach_the_distribution_config(tmp_path):
     from edgelesion.train.config import DistributeConfig
 
     base = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")]
-    assert _distribute(build_parser("train").parse_args(base)) == DistributeConfig("auto", 600.0, True)
+    assert _distribute(build_parser("train").parse_args(base)) == DistributeConfig("auto", None, True)
     given = base + ["--strategy", "multi-worker", "--collective-timeout", "30", "--no-determinism"]
     assert _distribute(build_parser("train").parse_args(given)) == DistributeConfig("multi-worker", 30.0, False)
     with pytest.raises(EdgelesionError, match="--collective-timeout 0.0 must be a positive number of seconds"):

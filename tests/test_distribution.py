@@ -184,16 +184,15 @@ def test_a_killed_worker_stops_the_other_and_a_restart_resumes_to_the_same_weigh
 
 
 def test_resuming_on_another_number_of_replicas_is_recorded_and_said(tmp_path, capsys):
-    from edgelesion.train.config import DistributeConfig, TrainConfig
-    from edgelesion.train.distribution import distribution_for
+    from edgelesion.train.config import DistributeConfig
+    from edgelesion.train.distribution import distribution_for, record_distribution
     from edgelesion.train.runs import RunDir
-    from edgelesion.train.training import record_distribution
 
-    run, config = RunDir(tmp_path), TrainConfig(batch_size=8)
+    run = RunDir(tmp_path)
     (tmp_path / "distribution.json").write_text(json.dumps([{"from_epoch": 1, "strategy": "mirrored", "replicas": 2}]))
-    record_distribution(run, distribution_for(DistributeConfig("none")), config, first_epoch=3, deterministic=True)
+    record_distribution(run, distribution_for(DistributeConfig("none")), 8, first_epoch=3, deterministic=True)
     stretches = read_json(run.distribution)
     assert [(s["from_epoch"], s["strategy"], s["replicas"]) for s in stretches] == [(1, "mirrored", 2), (4, "none", 1)]
-    assert "trained on 2 replicas and goes on on 1: the global batch (8) and learning rate stay the same" in (
+    assert "trained on 2 replicas and goes on on 1: the global batch (8) and learning rate stay the same;" in (
         capsys.readouterr().out
     )

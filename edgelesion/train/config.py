@@ -15,7 +15,6 @@ from edgelesion.preprocessing import LEGACY_DRAFT_MARGIN, Preprocessing
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("auto", "none", "mirrored", "multi-worker")  # train/distribution.py
-COLLECTIVE_TIMEOUT_SECONDS = 600.0  # a collective that waits longer stops training with an error: never a hang
 # Each architecture's own input normalisation: what its weights were trained with.
 MODEL_INPUTS = {
     "efficientnet-lite0": Preprocessing(image_size=224, scale=1 / 128, offset=-127 / 128),  # google/automl: (p-127)/128
@@ -189,14 +188,16 @@ MODEL_RECIPES: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class DistributeConfig:
-    """Where training runs: a strategy from STRATEGIES and the longest a collective may wait for the other workers.
+    """Where training runs: a strategy from STRATEGIES and, if set, the longest a collective may wait for the other
+    workers (TensorFlow starts a waiting thread per collective for it, so it is off unless asked for: a worker
+    that exits or is killed is noticed by the coordination service's heartbeats without it).
 
     It decides where the work happens, not the result's recipe: a run may resume under another strategy (the
     global batch and learning rate stay the config's), and its distribution.json lists where each epoch ran.
     """
 
     strategy: str = "auto"
-    collective_timeout: float = COLLECTIVE_TIMEOUT_SECONDS
+    collective_timeout: float | None = None
     # TensorFlow's op determinism: a resumed run ends where an uninterrupted one does; on a GPU, ops without a
     # deterministic kernel then raise, and False lets them run (results then vary from run to run)
     deterministic: bool = True
@@ -204,7 +205,7 @@ class DistributeConfig:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"--strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
-        if self.collective_timeout <= 0:
+        if self.collective_timeout is not None and self.collective_timeout <= 0:
             raise ValueError(f"--collective-timeout {self.collective_timeout} must be a positive number of seconds")
 
 

@@ -16,17 +16,23 @@ variables, a collective) but write into temporary folders of their own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgelesion._tf import tf
 from edgelesion.errors import EdgelesionError
+from edgelesion.fileio import read_json, write_json
 from edgelesion.train.config import DistributeConfig
+from edgelesion.train.runs import RunDir
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,15 @@ class Distribution:
             return value
         local = self.strategy.run(lambda: tf.constant(value, tf.float64))
         return float(self.strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None))
+
+    def check_same_start(self, epochs_done: int, run: Path) -> None:
+        """Refuse to train when the workers read different finished epochs from `run` (another job changed it
+        while they started): they would train different weights in step."""
+        if self.agreed(float(epochs_done)) != epochs_done:
+            raise EdgelesionError(
+                f"the workers found different finished epochs in {run} (this one {epochs_done}): another job changed "
+                "it while they started; start every worker again once it is settled"
+            )
 
     @property
     def devices(self) -> list[str]:
@@ -107,7 +122,7 @@ def _in_slurm_step() -> bool:
     return "SLURM_STEP_ID" in os.environ and int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1
 
 
-def _multi_worker(timeout: float) -> Any:
+def _multi_worker(timeout: float | None) -> Any:
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
     if _cluster_tasks():
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
@@ -167,8 +182,49 @@ def steps_per_epoch(images: int, batch_size: int, replicas: int) -> int:
     return full + (rest >= replicas)
 
 
+@contextlib.contextmanager
+def worker_output(run: RunDir, distribution: Distribution) -> Iterator[RunDir]:
+    """Where this process writes: `run` on the chief; on any other worker a temporary folder of its own, removed
+    when training ends (a killed worker leaves it in TMPDIR, named edgelesion-worker-*)."""
+    if distribution.is_chief:
+        yield run
+        return
+    with tempfile.TemporaryDirectory(prefix="edgelesion-worker-") as folder:
+        own = RunDir(Path(folder))
+        own.checkpoints.mkdir()
+        yield own
+
+
+def record_distribution(
+    run: RunDir, distribution: Distribution, batch_size: int, first_epoch: int, deterministic: bool
+) -> None:
+    """Add to the run's distribution.json where training goes on from `first_epoch` (0-based), and say so when the
+    number of replicas changed since the last stretch."""
+    stretches = read_json(run.distribution) if run.distribution.is_file() else []
+    record = {"from_epoch": first_epoch + 1, **distribution.record(batch_size, deterministic)}
+    if stretches and stretches[-1]["replicas"] != record["replicas"]:
+        print(
+            f"note: {run.root} trained on {stretches[-1]['replicas']} replicas and goes on on {record['replicas']}: "
+            f"the global batch ({batch_size}) and learning rate stay the same; the float sums, each replica's "
+            "dropout draws and the cut of each epoch's last batch differ"
+        )
+    write_json(run.distribution, [*stretches, record])
+
+
 # what a collective raises when a peer is gone (heartbeats stopped) or it waited past the collective timeout
 WORKER_FAILURES = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError)
+
+
+@contextlib.contextmanager
+def stopping_with_the_others(distribution: Distribution) -> Iterator[None]:
+    """Inside the block, a collective that failed because another worker is gone stops this one with a clear
+    error."""
+    try:
+        yield
+    except WORKER_FAILURES as exc:
+        if distribution.workers == 1:
+            raise
+        raise worker_failure(exc) from exc
 
 
 def worker_failure(exc: Exception) -> EdgelesionError:

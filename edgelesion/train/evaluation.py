@@ -26,9 +26,9 @@ from edgelesion.train.runs import RunDir, RunInfo, read_run
 def predict(model: keras.Model, images: np.ndarray | ImageRows, batch_size: int = 64) -> np.ndarray:
     """Class probabilities for HxWx3 uint8 images (an array or cache rows, read a batch at a time).
 
-    The model is called on this process's copy of its weights, never through its strategy: under a multi-worker
-    strategy Keras' predict() would give each worker a shard of the images, and every worker scores the whole
-    validation split itself, in step with the others.
+    The model is called directly, not through Keras' predict(), which under a multi-worker strategy gives each
+    worker a shard of the images: called directly, every worker predicts them all, in step with the others (reading
+    BatchNorm's statistics averages them over the replicas, a collective).
     """
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,12 +27,13 @@ from edgelesion.plots import class_counts_chart, training_curves_chart
 from edgelesion.provenance import provenance
 from edgelesion.train.config import DEFAULT_DISTRIBUTE, DistributeConfig, TrainConfig
 from edgelesion.train.distribution import (
-    WORKER_FAILURES,
     Distribution,
     distribution_for,
+    record_distribution,
     replica_batches,
     steps_per_epoch,
-    worker_failure,
+    stopping_with_the_others,
+    worker_output,
 )
 from edgelesion.train.evaluation import evaluate_held_out, evaluate_validation, predict
 from edgelesion.train.models import HEAD, create_model
@@ -255,11 +254,14 @@ def epoch_batches(
     # slower, uneven epochs); a fixed two-batch prefetch keeps the next batches ready without it.
     options = tf.data.Options()
     options.autotune.enabled = False
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # sliced below
 
     def dataset(context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
         pipeline, pipelines = (0, 1) if context is None else (context.input_pipeline_id, context.num_input_pipelines)
         parts = replica_batches(order, batch_size, distribution.replicas, pipeline, pipelines)
+        if not parts:
+            raise EdgelesionError(
+                f"{len(order)} training images cannot fill one step of {distribution.replicas} replicas"
+            )
         indices = tf.RaggedTensor.from_row_lengths(np.concatenate(parts), [len(p) for p in parts])
         return (
             tf.data.Dataset.from_tensor_slices(indices)
@@ -425,19 +427,11 @@ def _build_or_restore(
     return model
 
 
-def record_distribution(
-    run: RunDir, distribution: Distribution, config: TrainConfig, first_epoch: int, deterministic: bool
-) -> None:
-    """Add to the run's distribution.json where training goes on from `first_epoch` (0-based), and say so when it
-    changed since the last stretch."""
-    stretches = read_json(run.distribution) if run.distribution.is_file() else []
-    record = {"from_epoch": first_epoch + 1, **distribution.record(config.batch_size, deterministic)}
-    if stretches and stretches[-1]["replicas"] != record["replicas"]:
-        print(
-            f"note: {run.root} trained on {stretches[-1]['replicas']} replicas and goes on on {record['replicas']}: "
-            f"the global batch ({config.batch_size}) and learning rate stay the same, the steps' float sums differ"
-        )
-    write_json(run.distribution, [*stretches, record])
+def checked_distribution(distribute: DistributeConfig, config: TrainConfig) -> Distribution:
+    """The strategy `distribute` asks for, with `config`'s global batch checked against its replicas."""
+    distribution = distribution_for(distribute)
+    distribution.check_batch(config.batch_size)
+    return distribution
 
 
 def train_prepared(
@@ -456,30 +450,21 @@ def train_prepared(
     Under a multi-worker strategy only the chief writes `run` and scores it; another worker trains in step with
     it, saves into a temporary folder of its own, and returns None.
     """
-    distribution = distribution_for(distribute)
-    distribution.check_batch(config.batch_size)
+    distribution = checked_distribution(distribute, config)
     state = state or {"epochs_done": 0, "checkpoint": None, "best_epoch": None, "best_score": None, "history": []}
-    with contextlib.ExitStack() as stack:
-        out = run
-        if not distribution.is_chief:
-            out = RunDir(Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgelesion-worker-"))))
-            out.checkpoints.mkdir()
+    with worker_output(run, distribution) as out, stopping_with_the_others(distribution):
         x, y, weights = training_arrays(out, data.train, config, progress)
         print(
             f"training {config.model} on {len(x)} images ({len(data.train.records)} from the training split, "
             f"{len(x) - len(data.train.records)} augmented), validating on {len(data.val.records)}"
         )
         if distribution.is_chief:
-            record_distribution(run, distribution, config, state["epochs_done"], distribute.deterministic)
+            record_distribution(run, distribution, config.batch_size, state["epochs_done"], distribute.deterministic)
         # a restored model keeps the policy saved in its file
         with precision_policy(config.precision), distribution.strategy.scope():
             model = _build_or_restore(run, data, config, state, distribute.deterministic)
-            try:
-                state = run_epochs(out, model, x, y, weights, data, config, state, progress, distribution)
-            except WORKER_FAILURES as exc:
-                if distribution.workers == 1:
-                    raise
-                raise worker_failure(exc) from exc
+            distribution.check_same_start(state["epochs_done"], run.root)
+            state = run_epochs(out, model, x, y, weights, data, config, state, progress, distribution)
     if not distribution.is_chief:
         print(f"this worker's part of {run.root} is done: the chief worker scores the run and writes its folder")
         return None
@@ -539,8 +524,7 @@ def train(
     run = RunDir(Path(out))
     ensure_outside(run.root, data_dir)
     check_precision(config.precision)
-    distribution = distribution_for(distribute)
-    distribution.check_batch(config.batch_size)
+    distribution = checked_distribution(distribute, config)
     if distribution.is_chief:
         check_run_dir(run.root, force=force)  # fail before the slow work
     data = prepare_data(data_dir, config, metadata=metadata, progress=progress)
@@ -570,6 +554,7 @@ def resume(
     if not run.state.is_file():
         raise EdgelesionError(f"{run.root} has no finished epoch to resume from: start it again with --force")
     check_precision(info.config.precision)
+    checked_distribution(distribute, info.config)  # before the slow work
     data = prepare_data(data_dir or info.data_dir, info.config, metadata=info.metadata, progress=progress)
     if data.dataset.metadata is not None and data.dataset.metadata.fingerprint != info.metadata_fingerprint:
         raise EdgelesionError(
