@@ -142,11 +142,9 @@ def _killed_worker(reference: Path, run: Path, namespace: Namespace) -> dict[str
 
 def _figures(run: Path) -> dict[str, Any]:
     metrics = read_json(run / "evaluation" / "validation" / "metrics.json")
-    history = read_json(run / "checkpoints" / "state.json")["history"]
     return {
         "val_balanced_accuracy": metrics["balanced_accuracy"]["value"],
         "val_melanoma_sensitivity": metrics["melanoma_sensitivity"]["value"],
-        "whole_network_epoch_images_per_second": history[-1]["train_images_per_second"],
         "first_step_losses": [float(row["loss"]) for row in read_csv(run / "steps.csv")][:FIRST_STEPS],
         "distribution": read_json(run / "distribution.json"),
     }
@@ -247,14 +245,11 @@ def main() -> None:
                     str(seed),
                     f"{figures['val_balanced_accuracy']:.3f}",
                     f"{figures['val_melanoma_sensitivity']:.3f}",
-                    f"{figures['whole_network_epoch_images_per_second']:.1f}",
                 ]
             )
     lines = ["# Training under tf.distribute against one device (Lite0, shared set, fold 0)", ""]
     lines += [f"Command: `{results['command']}`; options `{' '.join(TRAIN)}`.", ""]
-    lines += markdown_table(
-        ["strategy", "seed", "val balanced accuracy", "val melanoma sensitivity", "epoch img/s"], rows, "llrrr"
-    )
+    lines += markdown_table(["strategy", "seed", "val balanced accuracy", "val melanoma sensitivity"], rows, "llrr")
     lines += ["", "Against one device (paired by seed; mean difference, 95% t interval over the seeds):", ""]
     for strategy, figures in comparison.items():
         bal, mel = figures["val_balanced_accuracy_difference"], figures["val_melanoma_sensitivity_difference"]
