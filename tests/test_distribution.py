@@ -196,3 +196,18 @@ def test_resuming_on_another_number_of_replicas_is_recorded_and_said(tmp_path, c
     assert "trained on 2 replicas and goes on on 1: the global batch (8) and learning rate stay the same;" in (
         capsys.readouterr().out
     )
+
+
+def test_a_lost_worker_is_named_by_tensorflows_line_about_it_not_its_first_line():
+    from edgelesion._tf import tf
+    from edgelesion.train.distribution import worker_failure
+
+    lost = tf.errors.UnavailableError(
+        None,
+        None,
+        "Graph execution error:\n\nDetected at node CollectiveReduceV2\nCollective ops is aborted by: Error reported "
+        "from /job:worker/task:1: The following tasks are unhealthy (stopped sending heartbeats):\n/job:worker/task:1",
+    )
+    message = str(worker_failure(lost))
+    assert "The following tasks are unhealthy (stopped sending heartbeats)" in message
+    assert "Graph execution error" not in message and "with --resume" in message
