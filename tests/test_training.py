@@ -50,8 +50,9 @@ def test_run_folder_records_everything_needed_to_reproduce_it(dataset_dir, tmp_p
     ):
         assert path.is_file(), path
     assert len(read_csv(run.history)) == 3
-    steps = read_csv(run.steps)  # every step's loss: 24 training images in batches of 8 (and 16 augmented: 5 steps)
-    assert [row["epoch"] for row in steps] == [str(e) for e in (1, 2, 3) for _ in range(len(steps) // 3)]
+    per_epoch = -(-(len(read_csv(run.splits / "train.csv")) + len(read_csv(run.augmentation))) // 8)  # batches of 8
+    steps = read_csv(run.steps)  # every step's loss
+    assert [row["epoch"] for row in steps] == [str(e) for e in (1, 2, 3) for _ in range(per_epoch)]
     assert float(steps[-1]["loss"]) == pytest.approx(float(read_csv(run.history)[-1]["loss"]))
     (where,) = json.loads(run.distribution.read_text())
     assert where["strategy"] == "none" and where["replicas"] == 1 and where["deterministic"] is True

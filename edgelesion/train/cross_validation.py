@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -41,7 +40,7 @@ from edgelesion.thresholds import TARGET_SENSITIVITY, alert_figures, alert_thres
 from edgelesion.train.config import DEFAULT_DISTRIBUTE, DistributeConfig, TrainConfig
 from edgelesion.train.distribution import Distribution, distribution_for
 from edgelesion.train.evaluation import read_validation_predictions
-from edgelesion.train.fold_claims import run_claimed, run_claimed_in_step
+from edgelesion.train.fold_claims import Claims, run_claimed, run_claimed_in_step
 from edgelesion.train.precision import check_precision
 from edgelesion.train.runs import RunDir, read_run
 from edgelesion.train.training import resume, train
@@ -208,9 +207,7 @@ def cross_validate(
     return merge_cv(cv.root, target_sensitivity=target_sensitivity)
 
 
-def run_folds(
-    claims: dict[str, tuple[Path, Callable[[], bool], Callable[[], None]]], distribution: Distribution
-) -> bool:
+def run_folds(claims: Claims, distribution: Distribution) -> bool:
     """Train the claimed folds: each claimed by this job, or under a multi-worker strategy one fold by all its
     workers together. Whether this process goes on to merge them (not a worker other than the chief)."""
     if distribution.workers == 1:

@@ -234,9 +234,9 @@ def worker_failure(exc: Exception) -> EdgelesionError:
     """The error a worker's training stops with when another worker stopped or stopped answering."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
     # TensorFlow's first line is often only "Graph execution error:"; the cause is on the line that names the peer
-    first_line = next((line for line in lines if any(word in line for word in FAILURE_WORDS)), lines[0])
+    cause = next((line for line in lines if any(word in line for word in FAILURE_WORDS)), lines[0])
     return EdgelesionError(
         "another worker of this multi-worker training stopped or stopped answering, so this one stops too "
-        f"({type(exc).__name__}: {first_line[:300]}); that worker's own output says why. Then start every worker "
+        f"({type(exc).__name__}: {cause[:300]}); that worker's own output says why. Then start every worker "
         "again, with --resume to go on from the last finished epoch's checkpoint"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,17 @@ from edgelesion.thresholds import alert_figures, alert_threshold
 from edgelesion.train.config import TrainConfig
 from edgelesion.train.runs import RunDir, RunInfo, read_run
 
+_INFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its traced inference call
+
+
+def _inference(model: keras.Model) -> Any:
+    """`model` called in inference mode as a tf.function, traced once per model (tracing Lite0 takes seconds, and
+    validation predicts with the same model every epoch); it holds the model weakly, so the model can go."""
+    if model not in _INFERENCE:
+        held = weakref.ref(model)
+        _INFERENCE[model] = tf.function(lambda batch: held()(batch, training=False), reduce_retracing=True)
+    return _INFERENCE[model]
+
 
 def predict(model: keras.Model, images: np.ndarray | ImageRows, batch_size: int = 64) -> np.ndarray:
     """Class probabilities for HxWx3 uint8 images (an array or cache rows, read a batch at a time).
@@ -32,7 +44,7 @@ def predict(model: keras.Model, images: np.ndarray | ImageRows, batch_size: int 
     """
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
-    call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+    call = _inference(model)
     return np.concatenate(
         [
             call(tf.constant(np.asarray(images[start : start + batch_size], np.float32))).numpy()

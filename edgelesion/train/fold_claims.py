@@ -157,8 +157,18 @@ def kept_fresh(path: Path, owner: dict[str, Any], refresh_seconds: float = CLAIM
             path.unlink(missing_ok=True)
 
 
+# label -> (its claim file, whether it is finished, what trains it)
+Claims = dict[str, tuple[Path, Callable[[], bool], Callable[[], None]]]
+
+
+def _holder(claim: Path) -> str:
+    """Who holds `claim`, for a message."""
+    holder = read_claim(claim) or {}
+    return f"process {holder.get('pid')} on {holder.get('host')} ({claim})"
+
+
 def run_claimed(
-    claims: dict[str, tuple[Path, Callable[[], bool], Callable[[], None]]],
+    claims: Claims,
     wait_seconds: float = CLAIM_REFRESH_SECONDS,
 ) -> None:
     """Train every fold in `claims` (label -> its claim file, whether it is finished, what trains it) that no other
@@ -177,9 +187,8 @@ def run_claimed(
             if owner is None:
                 held_elsewhere.append(label)
                 if label not in waiting_for:
-                    holder = read_claim(claim) or {}
                     print(
-                        f"{label}: being trained by process {holder.get('pid')} on {holder.get('host')} ({claim}); "
+                        f"{label}: being trained by {_holder(claim)}; "
                         f"waiting for it (taken over if its claim is not touched for {CLAIM_STALE_SECONDS:.0f} s)",
                         file=sys.stderr,
                     )
@@ -192,7 +201,7 @@ def run_claimed(
             time.sleep(wait_seconds)
 
 
-def run_claimed_in_step(claims: dict[str, tuple[Path, Callable[[], bool], Callable[[], None]]], *, chief: bool) -> None:
+def run_claimed_in_step(claims: Claims, *, chief: bool) -> None:
     """Train the one fold in `claims` with the other workers of a multi-worker strategy: the chief claims it (and
     stops with an error, which stops the others, if another job holds it); the other workers train it in step."""
     if len(claims) != 1:
@@ -209,9 +218,8 @@ def run_claimed_in_step(claims: dict[str, tuple[Path, Callable[[], bool], Callab
         return
     owner = try_claim(claim)
     if owner is None:
-        holder = read_claim(claim) or {}
         raise EdgelesionError(
-            f"{label} is being trained by process {holder.get('pid')} on {holder.get('host')} ({claim}): "
+            f"{label} is being trained by {_holder(claim)}: "
             "start this multi-worker job on another fold, or again once that job has stopped"
         )
     with kept_fresh(claim, owner):

@@ -548,7 +548,7 @@ def resume(
     distribute: DistributeConfig = DEFAULT_DISTRIBUTE,
 ) -> dict[str, Any] | None:
     """Continue an interrupted run from its last checkpoint; it ends where an uninterrupted run would (under the
-    same strategy: on another number of replicas, within float rounding of the steps' sums)."""
+    same strategy; on another number of replicas the float sums, dropout draws and last-batch cuts differ)."""
     run = RunDir(Path(out))
     info = read_run(run.root, need_model=False)
     if not run.state.is_file():
