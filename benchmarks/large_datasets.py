@@ -20,7 +20,8 @@ every 0.2 s from start to end, with an empty image cache (so the decode is part 
 kernel's OOM killer takes, so a pipeline that outgrows the machine ends as its point ("did not finish"). With --baseline-checkout (a
 checkout of the commit before the cache: `git worktree add ../old f839e7d`, with the audit fix 8ed78dd cherry-picked so
 it can read archives whose copies carry three labels), the same command of that checkout too; each point records its
-checkout's commit.
+checkout's commit. --baseline-name names another baseline, for example the commit before training mapped its large
+buffers (`edgelesion.heap`): `--baseline-checkout ../before-heap --baseline-name "image cache, glibc's own threshold"`.
 Records benchmarks/results/large_datasets_KIND.{json,md} and large_datasets_KIND/peak_memory.png; each point is kept
 as it finishes, and a rerun replaces only the points it measures.
 """
@@ -46,6 +47,7 @@ from edgelesion.fileio import atomic_path, read_json
 from edgelesion.images import IMAGE_SUFFIXES
 
 ARCHIVE_SIZE = (600, 450)
+BEFORE_THE_CACHE = "in memory (before the cache)"
 SAMPLE_SECONDS = 0.2
 
 
@@ -78,9 +80,10 @@ def archive(images: int) -> Path:
 
 
 def peak_anonymous_memory(command: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    """Run `command`; its peak RssAnon (bytes, sampled), peak VmHWM, wall seconds and exit code."""
+    """Run `command`; its peak RssAnon (bytes, sampled), peak VmHWM, wall seconds, exit code and RssAnon by second."""
     start = time.perf_counter()
     peak_anon, hwm = 0, 0
+    trace: dict[int, int] = {}  # whole seconds since the start: the highest RssAnon sampled in that second
     # stderr to a file, not a pipe: a pipe read only at the end fills with progress lines and stalls the command
     with tempfile.TemporaryFile("w+") as errors:
         process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=errors, text=True)
@@ -92,7 +95,10 @@ def peak_anonymous_memory(command: list[str], env: dict[str, str], cwd: Path) ->
             except OSError:
                 break
             fields = {line.split(":")[0]: line.split()[1] for line in status.splitlines() if line.endswith("kB")}
-            peak_anon = max(peak_anon, int(fields.get("RssAnon", 0)) * 1024)
+            anon = int(fields.get("RssAnon", 0)) * 1024
+            peak_anon = max(peak_anon, anon)
+            second = int(time.perf_counter() - start)
+            trace[second] = max(trace.get(second, 0), anon)
             hwm = max(hwm, int(fields.get("VmHWM", 0)) * 1024)
             time.sleep(SAMPLE_SECONDS)
         process.wait()
@@ -104,6 +110,7 @@ def peak_anonymous_memory(command: list[str], env: dict[str, str], cwd: Path) ->
         "seconds": time.perf_counter() - start,
         "returncode": process.returncode,
         "stderr_tail": tail if process.returncode else "",
+        "rss_anon_trace": [[second, anon] for second, anon in sorted(trace.items())],
     }
 
 
@@ -218,6 +225,30 @@ def peak_memory_chart(points: dict[str, dict[str, Any]], target: Path) -> None:
     plt.close(figure)
 
 
+def memory_over_time_chart(points: dict[str, dict[str, Any]], target: Path) -> None:
+    """RssAnon (GB) against minutes, one panel per dataset size, one line per pipeline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({n for by_size in points.values() for n in by_size}, key=int)
+    figure, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 3.6), squeeze=False)
+    for axis, n in zip(axes[0], sizes):
+        for pipeline, by_size in points.items():
+            trace = by_size.get(n, {}).get("rss_anon_trace")
+            if trace:
+                axis.plot([t / 60 for t, _ in trace], [anon / 1e9 for _, anon in trace], label=pipeline, lw=0.8)
+        axis.set_title(f"{int(n):,} images")
+        axis.set_xlabel("minutes")
+        axis.set_ylabel("RssAnon (GB)")
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    with atomic_path(target) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
+
+
 def table(results: dict[str, Any]) -> list[str]:
     """The record's markdown."""
     lines = ["# Training from the image cache against the dataset in memory", ""]
@@ -277,6 +308,8 @@ def table(results: dict[str, Any]) -> list[str]:
             ),
             "",
             f"![peak memory]({cpu_kind_record_name('large_datasets')}/peak_memory.png)",
+            "",
+            f"![memory over time]({cpu_kind_record_name('large_datasets')}/memory_over_time.png)",
         ]
     return lines
 
@@ -288,6 +321,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, nargs="+", default=[2000, 10000, 40000], help="memory: dataset sizes")
     parser.add_argument(
         "--baseline-checkout", type=Path, help="memory: also run this checkout (the commit before the cache)"
+    )
+    parser.add_argument(
+        "--baseline-name", default=BEFORE_THE_CACHE, help=f"memory: the baseline's pipeline name ({BEFORE_THE_CACHE!r})"
     )
     parser.add_argument("--baseline-only", action="store_true", help="memory: run only --baseline-checkout")
     args = parser.parse_args()
@@ -305,13 +341,14 @@ def main() -> None:
     else:
         checkouts = {} if args.baseline_only else {"image cache": Path(__file__).resolve().parent.parent}
         if args.baseline_checkout:
-            checkouts["in memory (before the cache)"] = args.baseline_checkout.resolve()
+            checkouts[args.baseline_name] = args.baseline_checkout.resolve()
         memory = results.setdefault("memory", {})
         for images in args.images:
             for pipeline, checkout in checkouts.items():
                 memory.setdefault(pipeline, {})[str(images)] = memory_point(images, checkout)
                 record(name, results)  # each point kept as it finishes
         peak_memory_chart(memory, RESULTS / name / "peak_memory.png")
+        memory_over_time_chart(memory, RESULTS / name / "memory_over_time.png")
     record(name, results)
     write_table(name, table(results))
 
