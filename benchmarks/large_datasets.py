@@ -3,12 +3,17 @@ epoch throughput.
 
     .venv/bin/python -m benchmarks.large_datasets throughput --rounds 3
     .venv/bin/python -m benchmarks.large_datasets decodes
+    .venv/bin/python -m benchmarks.large_datasets allocator --rounds 4
     .venv/bin/python -m benchmarks.large_datasets memory --images 2000 10000 40000 --baseline-checkout ../old
 
 `throughput` trains Lite0 (the recipe) on the shared set's training split and times whole-network epochs, the two
 pipelines alternating in one process on the same model: batches read from the memory-mapped cache, and batches
 gathered from the whole split held as one tensor. Each round runs both on the
 same epoch (the same order and augmentation); the ratio is paired by round.
+
+`allocator` times whole-network Lite0 epochs (256 synthetic images, batch 32) under glibc mmap thresholds of 1, 4 and
+32 MiB (the ceiling of glibc's own rising threshold), alternating in one process, in CPU seconds (the wall clock of a
+shared virtual machine can stall) and wall seconds; edgelesion sets 4 MiB (`edgelesion.heap`).
 
 `decodes` counts the files decoded by a 5-fold `cv` on the shared set with an empty cache, then by a `train` on the
 same folder (seed-simple, one epoch at 64 px: the count does not depend on the model).
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -48,6 +54,8 @@ from edgelesion.images import IMAGE_SUFFIXES
 
 ARCHIVE_SIZE = (600, 450)
 BEFORE_THE_CACHE = "in memory (before the cache)"
+ALLOCATOR_THRESHOLDS = [1 << 20, 4 << 20, 32 << 20]  # 32 MiB: the ceiling of glibc's own, rising threshold
+ALLOCATOR_IMAGES = 256
 SAMPLE_SECONDS = 0.2
 
 
@@ -80,8 +88,9 @@ def archive(images: int) -> Path:
 
 
 def peak_anonymous_memory(command: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    """Run `command`; its peak RssAnon (bytes, sampled), peak VmHWM, wall seconds, exit code and RssAnon by second."""
-    start = time.perf_counter()
+    """Run `command`; its peak RssAnon (bytes, sampled), peak VmHWM, wall and CPU seconds, exit code and RssAnon by
+    second."""
+    start, children = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     peak_anon, hwm = 0, 0
     trace: dict[int, int] = {}  # whole seconds since the start: the highest RssAnon sampled in that second
     # stderr to a file, not a pipe: a pipe read only at the end fills with progress lines and stalls the command
@@ -108,6 +117,10 @@ def peak_anonymous_memory(command: list[str], env: dict[str, str], cwd: Path) ->
         "peak_rss_anon_bytes": peak_anon,
         "peak_rss_bytes": hwm,
         "seconds": time.perf_counter() - start,
+        "cpu_seconds": sum(
+            getattr(resource.getrusage(resource.RUSAGE_CHILDREN), f) - getattr(children, f)
+            for f in ("ru_utime", "ru_stime")
+        ),
         "returncode": process.returncode,
         "stderr_tail": tail if process.returncode else "",
         "rss_anon_trace": [[second, anon] for second, anon in sorted(trace.items())],
@@ -168,6 +181,46 @@ def throughput(rounds: int) -> dict[str, Any]:
         "epoch_seconds": seconds,
         "images_per_second": {name: [len(x) / s for s in values] for name, values in seconds.items()},
         "cache_vs_memory_throughput_ratio": {"per_round": ratios, "median": statistics.median(ratios)},
+    }
+
+
+def allocator(rounds: int) -> dict[str, Any]:
+    """CPU and wall seconds of whole-network Lite0 epochs under each mmap threshold, alternating in one process."""
+    import ctypes
+
+    from edgelesion._tf import keras, tf
+    from edgelesion.heap import _M_MMAP_THRESHOLD
+    from edgelesion.train.config import TrainConfig
+    from edgelesion.train.models import create_model
+
+    config = TrainConfig.for_model("efficientnet-lite0")
+    model = create_model(config.model, 9, config.preprocessing, pretrained=False)
+    model.compile(keras.optimizers.Adam(config.learning_rate), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    side = config.preprocessing.image_size
+    images = rng.integers(0, 256, (ALLOCATOR_IMAGES, side, side, 3), dtype=np.uint8).astype(np.float32)
+    batches = tf.data.Dataset.from_tensor_slices((images, rng.integers(0, 9, ALLOCATOR_IMAGES))).batch(32)
+    model.fit(batches, epochs=1, verbose=0)  # tracing, outside the timing
+    libc = ctypes.CDLL(None)
+    seconds: dict[str, dict[str, list[float]]] = {}
+    for round_number in range(rounds):
+        order = ALLOCATOR_THRESHOLDS if round_number % 2 == 0 else ALLOCATOR_THRESHOLDS[::-1]
+        for threshold in order:
+            libc.mallopt(_M_MMAP_THRESHOLD, threshold)
+            wall, cpu = time.perf_counter(), time.process_time()
+            model.fit(batches, epochs=1, verbose=0)
+            arm = seconds.setdefault(f"{threshold >> 20} MiB", {"cpu": [], "wall": []})
+            arm["cpu"].append(time.process_time() - cpu)
+            arm["wall"].append(time.perf_counter() - wall)
+            print(f"round {round_number + 1}: {threshold >> 20} MiB {arm['cpu'][-1]:.1f} CPU s")
+    ceiling = seconds[f"{ALLOCATOR_THRESHOLDS[-1] >> 20} MiB"]["cpu"]
+    return {
+        "images_per_epoch": ALLOCATOR_IMAGES,
+        "batch_size": 32,
+        "epoch_seconds": seconds,
+        "cpu_seconds_vs_32_mib_median": {
+            name: statistics.median(c / base for c, base in zip(arm["cpu"], ceiling)) for name, arm in seconds.items()
+        },
     }
 
 
@@ -272,6 +325,27 @@ def table(results: dict[str, Any]) -> list[str]:
             f"(median {run['cache_vs_memory_throughput_ratio']['median']:.3f}).",
             "",
         ]
+    chosen = results.get("allocator")
+    if chosen:
+        lines += [
+            f"glibc's mmap threshold (`edgelesion.heap`): whole-network Lite0 epochs of {chosen['images_per_epoch']} "
+            "synthetic 224 px images, batch 32, the thresholds alternating in one process:",
+            "",
+            *markdown_table(
+                ["mmap threshold", "CPU seconds by epoch", "wall seconds by epoch", "CPU time against 32 MiB (median)"],
+                [
+                    [
+                        name,
+                        ", ".join(f"{v:.1f}" for v in arm["cpu"]),
+                        ", ".join(f"{v:.1f}" for v in arm["wall"]),
+                        f"{chosen['cpu_seconds_vs_32_mib_median'][name]:.3f}",
+                    ]
+                    for name, arm in chosen["epoch_seconds"].items()
+                ],
+                "lllr",
+            ),
+            "",
+        ]
     counted = results.get("decodes")
     if counted:
         lines += [
@@ -294,6 +368,7 @@ def table(results: dict[str, Any]) -> list[str]:
                         f"{point['peak_rss_anon_bytes'] / 1e9:.2f}",
                         f"{point['peak_rss_bytes'] / 1e9:.2f}",
                         f"{point['seconds'] / 60:.1f}",
+                        f"{point['cpu_seconds'] / 60:.1f}" if "cpu_seconds" in point else "",
                         f"{point['cache_bytes'] / 1e9:.2f}",
                         "finished" if not point["returncode"] else f"exit {point['returncode']}",
                     ]
@@ -302,9 +377,18 @@ def table(results: dict[str, Any]) -> list[str]:
             "Peak memory of `edgelesion train --model efficientnet-lite0 --epochs 2 --head-epochs 1`, empty cache:",
             "",
             *markdown_table(
-                ["pipeline", "images", "peak RssAnon (GB)", "peak RSS (GB)", "minutes", "cache (GB)", "run"],
+                [
+                    "pipeline",
+                    "images",
+                    "peak RssAnon (GB)",
+                    "peak RSS (GB)",
+                    "minutes",
+                    "CPU minutes",
+                    "cache (GB)",
+                    "run",
+                ],
                 rows,
-                "lrrrrrl",
+                "lrrrrrrl",
             ),
             "",
             f"![peak memory]({cpu_kind_record_name('large_datasets')}/peak_memory.png)",
@@ -316,8 +400,8 @@ def table(results: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("measure", choices=["throughput", "memory", "decodes"])
-    parser.add_argument("--rounds", type=int, default=3, help="throughput: epochs of each pipeline (default 3)")
+    parser.add_argument("measure", choices=["throughput", "memory", "decodes", "allocator"])
+    parser.add_argument("--rounds", type=int, default=3, help="throughput, allocator: epochs of each arm (default 3)")
     parser.add_argument("--images", type=int, nargs="+", default=[2000, 10000, 40000], help="memory: dataset sizes")
     parser.add_argument(
         "--baseline-checkout", type=Path, help="memory: also run this checkout (the commit before the cache)"
@@ -332,12 +416,14 @@ def main() -> None:
     results = {
         k: v
         for k, v in (read_json(previous) if previous.is_file() else {}).items()
-        if k in ("throughput", "memory", "decodes")
+        if k in ("throughput", "memory", "decodes", "allocator")
     }
     if args.measure == "throughput":
         results["throughput"] = throughput(args.rounds)
     elif args.measure == "decodes":
         results["decodes"] = decodes()
+    elif args.measure == "allocator":
+        results["allocator"] = allocator(args.rounds)
     else:
         checkouts = {} if args.baseline_only else {"image cache": Path(__file__).resolve().parent.parent}
         if args.baseline_checkout:

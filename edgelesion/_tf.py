@@ -8,7 +8,7 @@ own log level applies, so the import runs with file descriptor 2 pointed at /dev
 the warnings of the libraries around it are kept to errors. A user can act on none of it.
 EDGELESION_VERBOSE=1 (`--verbose` on the command line) shows it all.
 
-Before TensorFlow allocates anything, glibc's malloc is told to map buffers of 1 MiB and more (`edgelesion.heap`).
+Before TensorFlow allocates anything, glibc's malloc is told to map buffers of 4 MiB and more (`edgelesion.heap`).
 """
 
 from __future__ import annotations

@@ -85,33 +85,19 @@ def test_audit_writes_report_and_finds_test_overlap(dataset_dir, tmp_path):
     assert again.returncode == 2 and "--force" in again.stderr
 
 
-def test_train_then_evaluate_a_test_folder_removes_and_reports_overlap(dataset_dir, tmp_path):
+def test_train_then_evaluate_a_test_folder_removes_and_reports_overlap(dataset_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    trained = run_cli(
-        "train",
-        "--data",
-        str(dataset_dir),
-        "--out",
-        str(out),
-        "--recipe",
-        "seed-dropout-augmentor",
-        "--epochs",
-        "1",
-        "--folds",
-        "3",
-        "--min-support",
-        "2",
-        "--batch-size",
-        "8",
-    )
-    assert trained.returncode == 0, trained.stderr
-    assert trained.stdout.index("balanced accuracy") < trained.stdout.index("accuracy   ")
+    train = ["train", "--data", str(dataset_dir), "--out", str(out), "--recipe", "seed-dropout-augmentor"]
+    train += ["--epochs", "1", "--folds", "3", "--min-support", "2", "--batch-size", "8", "--image-size", "32"]
+    assert main(train) == 0
+    trained = capsys.readouterr().out
+    assert trained.index("balanced accuracy") < trained.index("accuracy   ")
     test = write_dataset(tmp_path / "test", per_class=4, seed=7)
     shutil.copy(dataset_dir / "melanoma" / "img_000.jpg", test / "melanoma" / "seen.jpg")
-    evaluated = run_cli("evaluate", str(out), "--data", str(test))
-    assert evaluated.returncode == 0, evaluated.stderr
-    assert "1 of 13 test images are also in the training folder" in evaluated.stdout
-    assert "INFLATED" in evaluated.stdout
+    assert main(["evaluate", str(out), "--data", str(test)]) == 0
+    evaluated = capsys.readouterr().out
+    assert "1 of 13 test images are also in the training folder" in evaluated
+    assert "INFLATED" in evaluated
     folder = next((out / "evaluation").glob("test-test-*"))
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["n_images"] == 12 and metrics["overlap_removed"] == 1
@@ -120,7 +106,7 @@ def test_train_then_evaluate_a_test_folder_removes_and_reports_overlap(dataset_d
     assert kept["balanced_accuracy"]["classes"] == metrics["balanced_accuracy"]["classes"]
 
 
-def test_killed_training_resumes_from_the_cli_to_the_uninterrupted_result(dataset_dir, tmp_path):
+def test_killed_training_resumes_from_the_cli_to_the_uninterrupted_result(dataset_dir, tmp_path, capsys):
     import os
     import signal
     import time
@@ -143,7 +129,7 @@ def test_killed_training_resumes_from_the_cli_to_the_uninterrupted_result(datase
         "--image-size",
         "32",
     ]
-    assert run_cli("train", *common, "--out", str(tmp_path / "full")).returncode == 0
+    assert main(["train", *common, "--out", str(tmp_path / "full")]) == 0  # in this process: only the cut run is killed
 
     state = tmp_path / "cut" / "checkpoints" / "state.json"
     process = subprocess.Popen(
@@ -159,9 +145,9 @@ def test_killed_training_resumes_from_the_cli_to_the_uninterrupted_result(datase
     done = json.loads(state.read_text())["epochs_done"]
     assert 1 <= done < 4, f"the run was not interrupted mid-way (epochs done: {done})"
 
-    resumed = run_cli("train", "--resume", "--out", str(tmp_path / "cut"))
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming {tmp_path / 'cut'} after epoch {done}" in resumed.stdout
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(tmp_path / "cut")]) == 0
+    assert f"resuming {tmp_path / 'cut'} after epoch {done}" in capsys.readouterr().out
     full = read_csv(tmp_path / "full" / "history.csv")
     cut = read_csv(tmp_path / "cut" / "history.csv")
     assert [r["val_loss"] for r in cut] == [r["val_loss"] for r in full]

@@ -24,8 +24,8 @@ if sys.argv[1] == "heap":
     print("set" if map_large_buffers() else "left")
 elif sys.argv[1] == "tensorflow":
     import edgelesion._tf
-size = 4 << 20
-libc.free(libc.malloc(size))  # glibc's own threshold rises past 4 MiB here
+size = 8 << 20
+libc.free(libc.malloc(size))  # glibc's own threshold rises past 8 MiB here
 before = libc.mallinfo2().hblkhd
 block = libc.malloc(size)
 print("mapped" if libc.mallinfo2().hblkhd - before >= size else "arena")
@@ -51,4 +51,4 @@ def test_importing_tensorflow_through_edgelesion_sets_it():
 
 
 def test_a_users_own_threshold_is_kept():
-    assert probe("heap", MALLOC_MMAP_THRESHOLD_=str(8 << 20)) == ["left", "arena"]
+    assert probe("heap", MALLOC_MMAP_THRESHOLD_=str(16 << 20)) == ["left", "arena"]

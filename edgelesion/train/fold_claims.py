@@ -29,6 +29,9 @@ from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import create_exclusively, process_gone
 
 CLAIM_REFRESH_SECONDS = 60.0
+# a waiting job looks at the claims it waits for this often: a stat or two, cheap on any file system, so it merges
+# within seconds of the last fold finishing rather than up to a refresh later
+CLAIM_POLL_SECONDS = 5.0
 CLAIM_STALE_SECONDS = 600.0  # ten missed refreshes
 TAKEOVER_STALE_SECONDS = 60.0  # a takeover takes milliseconds: a lock this old belongs to a job killed during one
 # tells this process from an earlier one with the same pid (a restarted container's process is often pid 1 again)
@@ -169,7 +172,7 @@ def _holder(claim: Path) -> str:
 
 def run_claimed(
     claims: Claims,
-    wait_seconds: float = CLAIM_REFRESH_SECONDS,
+    wait_seconds: float = CLAIM_POLL_SECONDS,
 ) -> None:
     """Train every fold in `claims` (label -> its claim file, whether it is finished, what trains it) that no other
     job holds; then wait for the folds others hold, taking over any whose job stopped, until all are finished."""
