@@ -3,17 +3,12 @@ epoch throughput.
 
     .venv/bin/python -m benchmarks.large_datasets throughput --rounds 3
     .venv/bin/python -m benchmarks.large_datasets decodes
-    .venv/bin/python -m benchmarks.large_datasets allocator --rounds 4
     .venv/bin/python -m benchmarks.large_datasets memory --images 2000 10000 40000 --baseline-checkout ../old
 
 `throughput` trains Lite0 (the recipe) on the shared set's training split and times whole-network epochs, the two
 pipelines alternating in one process on the same model: batches read from the memory-mapped cache, and batches
 gathered from the whole split held as one tensor. Each round runs both on the
 same epoch (the same order and augmentation); the ratio is paired by round.
-
-`allocator` times whole-network Lite0 epochs (256 synthetic images, batch 32) under glibc mmap thresholds of 1, 4 and
-32 MiB (the ceiling of glibc's own rising threshold), alternating in one process, in CPU seconds (the wall clock of a
-shared virtual machine can stall) and wall seconds; edgelesion sets 4 MiB (`edgelesion.heap`).
 
 `decodes` counts the files decoded by a 5-fold `cv` on the shared set with an empty cache, then by a `train` on the
 same folder (seed-simple, one epoch at 64 px: the count does not depend on the model).
@@ -25,8 +20,9 @@ every 0.2 s from start to end, with an empty image cache (so the decode is part 
 kernel's OOM killer takes, so a pipeline that outgrows the machine ends as its point ("did not finish"). With --baseline-checkout (a
 checkout of the commit before the cache: `git worktree add ../old f839e7d`, with the audit fix 8ed78dd cherry-picked so
 it can read archives whose copies carry three labels), the same command of that checkout too; each point records its
-checkout's commit. --baseline-name names another baseline, for example the commit before training mapped its large
-buffers (`edgelesion.heap`): `--baseline-checkout ../before-heap --baseline-name "image cache, glibc's own threshold"`.
+checkout's commit. --baseline-name and --baseline-env make another baseline, for example glibc's mmap threshold fixed
+(an experiment not adopted, docs/experiments.md): `--baseline-checkout . --baseline-only --baseline-name "image
+cache, mmap threshold fixed at 4 MiB" --baseline-env MALLOC_MMAP_THRESHOLD_=4194304`.
 Records benchmarks/results/large_datasets_KIND.{json,md} and large_datasets_KIND/peak_memory.png; each point is kept
 as it finishes, and a rerun replaces only the points it measures.
 """
@@ -54,8 +50,6 @@ from edgelesion.images import IMAGE_SUFFIXES
 
 ARCHIVE_SIZE = (600, 450)
 BEFORE_THE_CACHE = "in memory (before the cache)"
-ALLOCATOR_THRESHOLDS = [1 << 20, 4 << 20, 32 << 20]  # 32 MiB: the ceiling of glibc's own, rising threshold
-ALLOCATOR_IMAGES = 256
 SAMPLE_SECONDS = 0.2
 
 
@@ -127,15 +121,16 @@ def peak_anonymous_memory(command: list[str], env: dict[str, str], cwd: Path) ->
     }
 
 
-def memory_point(images: int, checkout: Path) -> dict[str, Any]:
-    """`edgelesion train` of `checkout` on the N-image archive, with an empty cache of its own."""
+def memory_point(images: int, checkout: Path, extra_env: dict[str, str]) -> dict[str, Any]:
+    """`edgelesion train` of `checkout` on the N-image archive, with an empty cache of its own (and `extra_env`)."""
     data = archive(images)
     with tempfile.TemporaryDirectory(dir=RUNS) as scratch:
-        env = {**os.environ, "EDGELESION_CACHE": str(Path(scratch) / "cache"), "PYTHONPATH": str(checkout)}
+        env = {**os.environ, **extra_env, "EDGELESION_CACHE": str(Path(scratch) / "cache"), "PYTHONPATH": str(checkout)}
         command = [sys.executable, "-m", "edgelesion.cli", "train", "--model", "efficientnet-lite0"]
         command += ["--epochs", "2", "--head-epochs", "1", "--data", str(data), "--out", str(Path(scratch) / "run")]
         print(f"{checkout.name}: training on {images:,} images")
         result = peak_anonymous_memory(command, env, checkout)
+        result["environment"] = extra_env
         result["commit"] = subprocess.run(
             ["git", "-C", str(checkout), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
         ).stdout.strip()
@@ -181,46 +176,6 @@ def throughput(rounds: int) -> dict[str, Any]:
         "epoch_seconds": seconds,
         "images_per_second": {name: [len(x) / s for s in values] for name, values in seconds.items()},
         "cache_vs_memory_throughput_ratio": {"per_round": ratios, "median": statistics.median(ratios)},
-    }
-
-
-def allocator(rounds: int) -> dict[str, Any]:
-    """CPU and wall seconds of whole-network Lite0 epochs under each mmap threshold, alternating in one process."""
-    import ctypes
-
-    from edgelesion._tf import keras, tf
-    from edgelesion.heap import _M_MMAP_THRESHOLD
-    from edgelesion.train.config import TrainConfig
-    from edgelesion.train.models import create_model
-
-    config = TrainConfig.for_model("efficientnet-lite0")
-    model = create_model(config.model, 9, config.preprocessing, pretrained=False)
-    model.compile(keras.optimizers.Adam(config.learning_rate), "sparse_categorical_crossentropy")
-    rng = np.random.default_rng(0)
-    side = config.preprocessing.image_size
-    images = rng.integers(0, 256, (ALLOCATOR_IMAGES, side, side, 3), dtype=np.uint8).astype(np.float32)
-    batches = tf.data.Dataset.from_tensor_slices((images, rng.integers(0, 9, ALLOCATOR_IMAGES))).batch(32)
-    model.fit(batches, epochs=1, verbose=0)  # tracing, outside the timing
-    libc = ctypes.CDLL(None)
-    seconds: dict[str, dict[str, list[float]]] = {}
-    for round_number in range(rounds):
-        order = ALLOCATOR_THRESHOLDS if round_number % 2 == 0 else ALLOCATOR_THRESHOLDS[::-1]
-        for threshold in order:
-            libc.mallopt(_M_MMAP_THRESHOLD, threshold)
-            wall, cpu = time.perf_counter(), time.process_time()
-            model.fit(batches, epochs=1, verbose=0)
-            arm = seconds.setdefault(f"{threshold >> 20} MiB", {"cpu": [], "wall": []})
-            arm["cpu"].append(time.process_time() - cpu)
-            arm["wall"].append(time.perf_counter() - wall)
-            print(f"round {round_number + 1}: {threshold >> 20} MiB {arm['cpu'][-1]:.1f} CPU s")
-    ceiling = seconds[f"{ALLOCATOR_THRESHOLDS[-1] >> 20} MiB"]["cpu"]
-    return {
-        "images_per_epoch": ALLOCATOR_IMAGES,
-        "batch_size": 32,
-        "epoch_seconds": seconds,
-        "cpu_seconds_vs_32_mib_median": {
-            name: statistics.median(c / base for c, base in zip(arm["cpu"], ceiling)) for name, arm in seconds.items()
-        },
     }
 
 
@@ -288,10 +243,11 @@ def memory_over_time_chart(points: dict[str, dict[str, Any]], target: Path) -> N
     sizes = sorted({n for by_size in points.values() for n in by_size}, key=int)
     figure, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 3.6), squeeze=False)
     for axis, n in zip(axes[0], sizes):
-        for pipeline, by_size in points.items():
+        for colour, (pipeline, by_size) in enumerate(points.items()):  # one colour per pipeline in every panel
             trace = by_size.get(n, {}).get("rss_anon_trace")
             if trace:
-                axis.plot([t / 60 for t, _ in trace], [anon / 1e9 for _, anon in trace], label=pipeline, lw=0.8)
+                minutes, gigabytes = [t / 60 for t, _ in trace], [anon / 1e9 for _, anon in trace]
+                axis.plot(minutes, gigabytes, color=f"C{colour}", label=pipeline, lw=0.8)
         axis.set_title(f"{int(n):,} images")
         axis.set_xlabel("minutes")
         axis.set_ylabel("RssAnon (GB)")
@@ -323,27 +279,6 @@ def table(results: dict[str, Any]) -> list[str]:
             f"Cache against memory, paired by round: "
             f"{', '.join(f'{r:.3f}' for r in run['cache_vs_memory_throughput_ratio']['per_round'])} "
             f"(median {run['cache_vs_memory_throughput_ratio']['median']:.3f}).",
-            "",
-        ]
-    chosen = results.get("allocator")
-    if chosen:
-        lines += [
-            f"glibc's mmap threshold (`edgelesion.heap`): whole-network Lite0 epochs of {chosen['images_per_epoch']} "
-            "synthetic 224 px images, batch 32, the thresholds alternating in one process:",
-            "",
-            *markdown_table(
-                ["mmap threshold", "CPU seconds by epoch", "wall seconds by epoch", "CPU time against 32 MiB (median)"],
-                [
-                    [
-                        name,
-                        ", ".join(f"{v:.1f}" for v in arm["cpu"]),
-                        ", ".join(f"{v:.1f}" for v in arm["wall"]),
-                        f"{chosen['cpu_seconds_vs_32_mib_median'][name]:.3f}",
-                    ]
-                    for name, arm in chosen["epoch_seconds"].items()
-                ],
-                "lllr",
-            ),
             "",
         ]
     counted = results.get("decodes")
@@ -400,14 +335,17 @@ def table(results: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("measure", choices=["throughput", "memory", "decodes", "allocator"])
-    parser.add_argument("--rounds", type=int, default=3, help="throughput, allocator: epochs of each arm (default 3)")
+    parser.add_argument("measure", choices=["throughput", "memory", "decodes"])
+    parser.add_argument("--rounds", type=int, default=3, help="throughput: epochs of each pipeline (default 3)")
     parser.add_argument("--images", type=int, nargs="+", default=[2000, 10000, 40000], help="memory: dataset sizes")
     parser.add_argument(
         "--baseline-checkout", type=Path, help="memory: also run this checkout (the commit before the cache)"
     )
     parser.add_argument(
         "--baseline-name", default=BEFORE_THE_CACHE, help=f"memory: the baseline's pipeline name ({BEFORE_THE_CACHE!r})"
+    )
+    parser.add_argument(
+        "--baseline-env", nargs="*", default=[], metavar="KEY=VALUE", help="memory: environment of the baseline's runs"
     )
     parser.add_argument("--baseline-only", action="store_true", help="memory: run only --baseline-checkout")
     args = parser.parse_args()
@@ -416,22 +354,21 @@ def main() -> None:
     results = {
         k: v
         for k, v in (read_json(previous) if previous.is_file() else {}).items()
-        if k in ("throughput", "memory", "decodes", "allocator")
+        if k in ("throughput", "memory", "decodes")
     }
     if args.measure == "throughput":
         results["throughput"] = throughput(args.rounds)
     elif args.measure == "decodes":
         results["decodes"] = decodes()
-    elif args.measure == "allocator":
-        results["allocator"] = allocator(args.rounds)
     else:
-        checkouts = {} if args.baseline_only else {"image cache": Path(__file__).resolve().parent.parent}
+        runs = {} if args.baseline_only else {"image cache": (Path(__file__).resolve().parent.parent, {})}
         if args.baseline_checkout:
-            checkouts[args.baseline_name] = args.baseline_checkout.resolve()
+            extra_env = dict(pair.split("=", 1) for pair in args.baseline_env)
+            runs[args.baseline_name] = (args.baseline_checkout.resolve(), extra_env)
         memory = results.setdefault("memory", {})
         for images in args.images:
-            for pipeline, checkout in checkouts.items():
-                memory.setdefault(pipeline, {})[str(images)] = memory_point(images, checkout)
+            for pipeline, (checkout, extra_env) in runs.items():
+                memory.setdefault(pipeline, {})[str(images)] = memory_point(images, checkout, extra_env)
                 record(name, results)  # each point kept as it finishes
         peak_memory_chart(memory, RESULTS / name / "peak_memory.png")
         memory_over_time_chart(memory, RESULTS / name / "memory_over_time.png")

@@ -7,8 +7,6 @@ TensorFlow's C++ start-up lines (oneDNN, CUDA drivers, absl) are written to the 
 own log level applies, so the import runs with file descriptor 2 pointed at /dev/null; its Python loggers and
 the warnings of the libraries around it are kept to errors. A user can act on none of it.
 EDGELESION_VERBOSE=1 (`--verbose` on the command line) shows it all.
-
-Before TensorFlow allocates anything, glibc's malloc is told to map buffers of 4 MiB and more (`edgelesion.heap`).
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ import os
 import warnings
 
 from edgelesion.errors import EdgelesionError
-from edgelesion.heap import map_large_buffers
 from edgelesion.quiet import native_stderr_dropped, verbose
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
@@ -35,7 +32,6 @@ def quiet_libraries() -> None:
         warnings.filterwarnings("ignore", module=module)  # theirs only: a user's own warnings stay
 
 
-map_large_buffers()
 try:
     with native_stderr_dropped():
         import tensorflow as tf
