@@ -58,6 +58,30 @@ def test_a_stopped_jobs_claim_is_taken_over_and_a_live_ones_is_not(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fold-0.claim"]
 
 
+TAKEN_OVER_IN_THE_BACKGROUND = """
+import json, signal, sys, time
+from pathlib import Path
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a non-interactive shell starts a background job
+from edgelesion.errors import EdgelesionError
+from edgelesion.train.fold_claims import claim_owner, kept_fresh, try_claim
+claim = Path(sys.argv[1])
+try:
+    with kept_fresh(claim, try_claim(claim), refresh_seconds=0.05):
+        claim.write_text(json.dumps({**claim_owner(), "host": "another-machine", "pid": 1}))
+        for _ in range(100):
+            time.sleep(0.05)
+except EdgelesionError as stopped:
+    print(stopped)
+print("ignored again" if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else "changed")
+"""
+
+
+def test_a_job_started_in_the_background_also_stops_when_its_claim_is_taken_over(tmp_path):
+    job = [sys.executable, "-c", TAKEN_OVER_IN_THE_BACKGROUND, str(tmp_path / "fold-3.claim")]
+    said = subprocess.run(job, capture_output=True, check=True, text=True).stdout
+    assert "taken over by process 1 on another-machine" in said and said.endswith("ignored again\n")
+
+
 def test_a_claim_is_touched_while_held_and_removed_after(tmp_path):
     claim = tmp_path / "fold-1.claim"
     owner = try_claim(claim)

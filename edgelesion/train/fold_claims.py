@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import socket
 import sys
 import tempfile
@@ -144,7 +145,8 @@ def kept_fresh(path: Path, owner: dict[str, Any], refresh_seconds: float = CLAIM
     thread = threading.Thread(target=refresh, name=f"claim {path.name}", daemon=True)
     thread.start()
     try:
-        yield
+        with _interruptible(lost):
+            yield
     except KeyboardInterrupt:
         if lost.is_set():
             taker = read_claim(path) or {}
@@ -158,6 +160,28 @@ def kept_fresh(path: Path, owner: dict[str, Any], refresh_seconds: float = CLAIM
         thread.join()
         if read_claim(path) == owner:
             path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _interruptible(lost: threading.Event) -> Iterator[None]:
+    """Let the refresh thread's interrupt_main() reach the main thread, which it does only while SIGINT has a Python
+    handler. A job started in the background by a non-interactive shell (a batch script's `edgelesion cv ... &`)
+    ignores SIGINT: for the block, SIGINT gets a handler that still ignores real interrupts but raises for a lost
+    claim."""
+    previous = signal.getsignal(signal.SIGINT)
+    if callable(previous) or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        if lost.is_set() or previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # label -> (its claim file, whether it is finished, what trains it)
