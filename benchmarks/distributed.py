@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,51 +35,27 @@ from scipy import stats
 from benchmarks.common import RESULTS, RUNS, cpu_kind_record_name, markdown_table, record, require_data, write_table
 from edgelesion.fileio import read_csv, read_json
 from edgelesion.provenance import cpu_flags
+from tests.launch_on_cpus import PrivateNetwork, PrivateNetworkRefused, command
 
-LAUNCH = Path(__file__).resolve().parents[1] / "tests" / "launch_on_cpus.py"
 TRAIN = ["--recipe", "lite0-20ep", "--epochs", "3", "--head-epochs", "1", "--batch-size", "32"]
 STRATEGIES = {"one device": (0, "none"), "mirrored": (2, "mirrored"), "multi-worker": (0, "multi-worker")}
 FIRST_STEPS = 50
 KILL_AFTER_SECONDS = 15.0  # into the second epoch
 
 
-def _command(devices: int, *args: str) -> list[str]:
-    return [sys.executable, str(LAUNCH), str(devices), *args]
-
-
 def _finished(run: Path) -> bool:
     return (run / "evaluation" / "validation" / "metrics.json").is_file()
 
 
-class Namespace:
-    """A private network namespace with its loopback up, held by a sleeping process; workers join it with nsenter."""
-
-    def __init__(self) -> None:
-        self.holder = subprocess.Popen(
-            ["unshare", "-n", "sh", "-c", "ip link set lo up && echo up && exec sleep infinity"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        if self.holder.stdout is None or self.holder.stdout.readline().strip() != "up":
-            raise SystemExit("multi-worker runs need a private network namespace: run as root (unshare -n)")
-
-    def workers(self, args: list[str], log: Path) -> list[subprocess.Popen]:
-        cluster = {"worker": ["127.0.0.1:23456", "127.0.0.1:23457"]}
-        started = []
-        for index in range(2):
-            task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            env = {**os.environ, "TF_CONFIG": json.dumps(task)}
-            with open(log.with_name(f"{log.name}-worker-{index}.log"), "a") as out:
-                command = ["nsenter", f"--net=/proc/{self.holder.pid}/ns/net", *_command(0, *args)]
-                started.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT))
-        return started
-
-    def close(self) -> None:
-        self.holder.kill()
-        self.holder.wait()
+def _logged(log: Path) -> Callable[[int], dict[str, Any]]:
+    """Each worker's output appended to its own log beside `log`."""
+    return lambda index: {
+        "stdout": open(log.with_name(f"{log.name}-worker-{index}.log"), "a"),
+        "stderr": subprocess.STDOUT,
+    }
 
 
-def _train(name: str, seed: int, run: Path, namespace: Namespace) -> None:
+def _train(name: str, seed: int, run: Path, network: PrivateNetwork) -> None:
     """Train (or resume) one run of strategy `name` to its end."""
     if _finished(run):
         return
@@ -92,23 +68,23 @@ def _train(name: str, seed: int, run: Path, namespace: Namespace) -> None:
     print(f"{name}, seed {seed}: {run}", flush=True)
     log = run.parent / f"{run.name}.log"
     if strategy == "multi-worker":
-        workers = namespace.workers(args, log)
+        workers = network.workers(args, _logged(log))
         codes = [w.wait() for w in workers]
     else:
         with open(log, "a") as out:
-            result = subprocess.run(_command(devices, *args), check=False, stdout=out, stderr=subprocess.STDOUT)
+            result = subprocess.run(command(devices, *args), check=False, stdout=out, stderr=subprocess.STDOUT)
             codes = [result.returncode]
     if any(codes):
         raise SystemExit(f"{run} failed (exit {codes}): see {log}")
 
 
-def _killed_worker(reference: Path, run: Path, namespace: Namespace) -> dict[str, Any]:
+def _killed_worker(reference: Path, run: Path, network: PrivateNetwork) -> dict[str, Any]:
     """Kill the second worker of a multi-worker run mid-epoch, time the chief's stop, resume, compare weights."""
     if not _finished(run):
         shutil.rmtree(run, ignore_errors=True)
         log = run.parent / f"{run.name}.log"
         args = ["train", "--data", str(require_data()), "--out", str(run), *TRAIN, "--seed", "0"]
-        chief, second = namespace.workers([*args, "--strategy", "multi-worker"], log)
+        chief, second = network.workers([*args, "--strategy", "multi-worker"], _logged(log))
         state = run / "checkpoints" / "state.json"
         while not (state.is_file() and read_json(state)["epochs_done"] >= 1):
             time.sleep(0.5)
@@ -121,7 +97,7 @@ def _killed_worker(reference: Path, run: Path, namespace: Namespace) -> dict[str
         message = [line for line in log.with_name(f"{log.name}-worker-0.log").read_text().splitlines() if line][-1]
         kill = {"epochs_done_at_kill": read_json(state)["epochs_done"], "chief_exit": chief.returncode}
         kill.update(chief_stopped_after_seconds=round(stopped_after, 1), chief_message=message)
-        resumed = namespace.workers(["train", "--resume", "--out", str(run), "--strategy", "multi-worker"], log)
+        resumed = network.workers(["train", "--resume", "--out", str(run), "--strategy", "multi-worker"], _logged(log))
         if any(w.wait() for w in resumed):
             raise SystemExit(f"the resumed run {run} failed: see {log}")
         (run / "kill.json").write_text(json.dumps(kill))
@@ -200,14 +176,17 @@ def main() -> None:
     args = parser.parse_args()
     folder = RUNS / "distributed"
     folder.mkdir(parents=True, exist_ok=True)
-    namespace = Namespace()
+    try:
+        network = PrivateNetwork()
+    except PrivateNetworkRefused as refusal:
+        raise SystemExit(f"multi-worker runs need a private network namespace (run as root: unshare -n): {refusal}")
     try:
         for seed in args.seeds:
             for name in STRATEGIES:
-                _train(name, seed, folder / f"{name.replace(' ', '-')}-seed{seed}", namespace)
-        kill = None if args.no_kill else _killed_worker(folder / "multi-worker-seed0", folder / "killed", namespace)
+                _train(name, seed, folder / f"{name.replace(' ', '-')}-seed{seed}", network)
+        kill = None if args.no_kill else _killed_worker(folder / "multi-worker-seed0", folder / "killed", network)
     finally:
-        namespace.close()
+        network.close()
     runs = {
         name: {seed: _figures(folder / f"{name.replace(' ', '-')}-seed{seed}") for seed in args.seeds}
         for name in STRATEGIES

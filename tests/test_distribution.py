@@ -12,11 +12,9 @@ are added, a different order of float additions from one device's sum over the w
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,17 +27,13 @@ from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import read_csv, read_json
 from edgelesion.train.distribution import Distribution, replica_batches, steps_per_epoch
 from tests.conftest import write_dataset
+from tests.launch_on_cpus import PrivateNetwork, PrivateNetworkRefused, command
 
-LAUNCH = Path(__file__).with_name("launch_on_cpus.py")
 RELATIVE_TOLERANCE = 1e-4  # float rounding of differently ordered sums (measured: within 1e-6 here)
 TRAIN = [
     "--model", "seed-simple", "--weights", "none", "--image-size", "32", "--rebalance", "none",
     "--batch-size", "8", "--folds", "3", "--min-support", "2",
 ]  # fmt: skip
-
-
-def command(devices: int, *args: str) -> list[str]:
-    return [sys.executable, str(LAUNCH), str(devices), *args]
 
 
 def step_losses(run: Path) -> np.ndarray:
@@ -93,43 +87,31 @@ def test_a_batch_that_does_not_split_over_the_replicas_is_refused():
 
 
 @pytest.fixture(scope="module")
-def network_namespace() -> Iterator[int]:
-    """A process holding a private network namespace with its loopback up: workers join it with nsenter."""
-    holder = subprocess.Popen(
-        ["unshare", "-n", "sh", "-c", "ip link set lo up && echo up && exec sleep 3600"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    if holder.stdout is None or holder.stdout.readline().strip() != "up":
-        holder.kill()
+def network() -> Iterator[PrivateNetwork]:
+    try:
+        network = PrivateNetwork()
+    except PrivateNetworkRefused as refusal:
         pytest.skip(
             "multi-worker tests run their workers in a private network namespace (TensorFlow's gRPC server listens "
-            f"on every interface), which this machine refuses: {holder.communicate()[1].strip()[:200]}"
+            f"on every interface), which this machine refuses: {refusal}"
         )
-    yield holder.pid
-    holder.kill()
-    holder.wait()
+    yield network
+    network.close()
 
 
-def start_workers(namespace: int, tmp: Path, *args: str) -> list[subprocess.Popen]:
+def start_workers(network: PrivateNetwork, tmp: Path, *args: str) -> list[subprocess.Popen]:
     """Two workers of one multi-worker training, each with its own TMPDIR (where it keeps its saves)."""
-    cluster = {"worker": ["127.0.0.1:23456", "127.0.0.1:23457"]}
-    workers = []
-    for index in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        env["TMPDIR"] = str(tmp / f"worker-{index}-tmp")
-        Path(env["TMPDIR"]).mkdir(parents=True, exist_ok=True)
-        workers.append(
-            subprocess.Popen(
-                ["nsenter", f"--net=/proc/{namespace}/ns/net", *command(0, *args, "--strategy", "multi-worker")],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    return workers
+
+    def options(index: int) -> dict:
+        (tmp / f"worker-{index}-tmp").mkdir(parents=True, exist_ok=True)
+        return {
+            "env": {"TMPDIR": str(tmp / f"worker-{index}-tmp")},
+            "stdout": subprocess.PIPE,
+            "stderr": subprocess.PIPE,
+            "text": True,
+        }
+
+    return network.workers([*args, "--strategy", "multi-worker"], options)
 
 
 def finish(workers: list[subprocess.Popen]) -> list[tuple[int, str]]:
@@ -141,10 +123,10 @@ def finish(workers: list[subprocess.Popen]) -> list[tuple[int, str]]:
 
 
 @pytest.fixture(scope="module")
-def two_workers(data: Path, network_namespace: int) -> Path:
+def two_workers(data: Path, network: PrivateNetwork) -> Path:
     out = data.parent / "two-workers"
     args = ["train", "--data", str(data), "--out", str(out), *TRAIN, "--epochs", "4"]
-    results = finish(start_workers(network_namespace, data.parent, *args))
+    results = finish(start_workers(network, data.parent, *args))
     assert [code for code, _ in results] == [0, 0], [stderr[-2000:] for _, stderr in results]
     return out
 
@@ -158,11 +140,9 @@ def test_two_workers_train_as_one_device_does_and_only_the_chief_writes(data, on
         assert list((data.parent / f"worker-{index}-tmp").iterdir()) == []
 
 
-def test_a_killed_worker_stops_the_other_and_a_restart_resumes_to_the_same_weights(
-    data, network_namespace, two_workers
-):
+def test_a_killed_worker_stops_the_other_and_a_restart_resumes_to_the_same_weights(data, network, two_workers):
     out = data.parent / "killed"
-    chief, second = start_workers(network_namespace, data.parent, "train", "--out", str(out), "--data", str(data),
+    chief, second = start_workers(network, data.parent, "train", "--out", str(out), "--data", str(data),
                                   *TRAIN, "--epochs", "4")  # fmt: skip
     state = out / "checkpoints" / "state.json"
     while not (state.is_file() and read_json(state)["epochs_done"] >= 1):
@@ -176,7 +156,7 @@ def test_a_killed_worker_stops_the_other_and_a_restart_resumes_to_the_same_weigh
     assert read_json(state)["epochs_done"] < 4
 
     shutil.rmtree(data.parent / "worker-1-tmp")  # what a killed worker leaves in its temporary folder
-    results = finish(start_workers(network_namespace, data.parent, "train", "--resume", "--out", str(out)))
+    results = finish(start_workers(network, data.parent, "train", "--resume", "--out", str(out)))
     assert [code for code, _ in results] == [0, 0], [stderr[-2000:] for _, stderr in results]
     assert read_json(state)["epochs_done"] == 4
     for resumed, uninterrupted in zip(final_weights(out), final_weights(two_workers)):
