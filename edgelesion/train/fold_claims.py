@@ -166,10 +166,11 @@ def kept_fresh(path: Path, owner: dict[str, Any], refresh_seconds: float = CLAIM
 def _interruptible(lost: threading.Event) -> Iterator[None]:
     """Let the refresh thread's interrupt_main() reach the main thread, which it does only while SIGINT has a Python
     handler. A job started in the background by a non-interactive shell (a batch script's `edgelesion cv ... &`)
-    ignores SIGINT: for the block, SIGINT gets a handler that still ignores real interrupts but raises for a lost
-    claim."""
+    ignores SIGINT: for the block, SIGINT gets a handler that raises for a lost claim and otherwise does what a real
+    interrupt did before (nothing where it was ignored; a KeyboardInterrupt where it ended the process)."""
     previous = signal.getsignal(signal.SIGINT)
-    if callable(previous) or threading.current_thread() is not threading.main_thread():
+    set_outside_python = previous is None
+    if set_outside_python or callable(previous) or threading.current_thread() is not threading.main_thread():
         yield
         return
 
