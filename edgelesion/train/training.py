@@ -222,15 +222,23 @@ def set_trainable(model: keras.Model, config: TrainConfig, *, head_only: bool) -
         )
 
 
-def configure_epoch(model: keras.Model, config: TrainConfig, epoch: int) -> None:
-    """Which layers train in `epoch` (the head alone first, then the whole network) and its learning rate.
+def configure_epoch(
+    model: keras.Model, config: TrainConfig, epoch: int, compiled_head_only: bool | None = None
+) -> bool:
+    """Which layers train in `epoch` (the head alone first, then the whole network) and its learning rate; returns
+    the head-only setting the model is now compiled for.
 
-    Recompiled every epoch, keeping the optimizer and its state: Keras' fit() restores the trainable
-    flags recorded at compile time, so flags set after compiling would be silently undone.
+    Keras' fit() restores the trainable flags recorded at compile time, so flags set after compiling would be
+    silently undone: the model is recompiled, keeping the optimizer and its state, whenever the setting differs from
+    `compiled_head_only` (None: not known to this process). Only then: a compile makes new metric objects, whose
+    variables make TensorFlow trace the next epoch's train function twice.
     """
-    set_trainable(model, config, head_only=epoch < config.head_epochs)
-    compile_model(model, config, model.optimizer)
+    head_only = epoch < config.head_epochs
+    set_trainable(model, config, head_only=head_only)
+    if head_only != compiled_head_only:
+        compile_model(model, config, model.optimizer)
     keras.backend.set_value(model.optimizer.learning_rate, config.learning_rate_at(epoch))
+    return head_only
 
 
 def image_reader(x: ImageRows) -> Any:
@@ -358,6 +366,7 @@ def run_epochs(
     scored = scored_class_indices(data.val.labels, len(classes), config.min_support)
     positive = classes.index(config.positive_class) if config.positive_class in classes else None
     y_tensor = tf.constant(y)  # once per run: epochs only reorder indices
+    compiled_head_only: bool | None = None
     for epoch in range(state["epochs_done"], config.epochs):
         if config.patience and state["best_epoch"] is not None and epoch - state["best_epoch"] >= config.patience:
             print(
@@ -365,7 +374,7 @@ def run_epochs(
             )
             break
         started = time.perf_counter()
-        configure_epoch(model, config, epoch)
+        compiled_head_only = configure_epoch(model, config, epoch, compiled_head_only)
         row: dict[str, Any] = {"epoch": epoch + 1, "learning_rate": config.learning_rate_at(epoch)}
         logs, step_losses = fit_one_epoch(
             model, x, y_tensor, epoch, config, weights, progress, distribution=distribution
