@@ -29,7 +29,7 @@ from edgelesion.fileio import read_json, replace_dir, staging_dir, write_json
 from edgelesion.train.config import OnlineAugment, TrainConfig
 from edgelesion.train.evaluation import predict
 from edgelesion.train.models import HEAD
-from edgelesion.train.training import fit_one_epoch
+from edgelesion.train.training import accuracy_metric, fit_one_epoch
 
 
 def _short(weight: tf.Variable) -> str:
@@ -261,7 +261,11 @@ def _recorded_config(state: dict) -> QATConfig:
 def _compiled_quantized_core(float_model: keras.Model, config: QATConfig) -> keras.Model:
     quantized = quantize_core(core_model(float_model), input_range(float_model))
     loss = "sparse_categorical_crossentropy" if config.target == "labels" else "kl_divergence"
-    quantized.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=["accuracy"])
+    quantized.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=loss,
+        metrics=[accuracy_metric(one_hot=config.target != "labels")],
+    )
     return quantized
 
 

@@ -205,7 +205,17 @@ def compile_model(model: keras.Model, config: TrainConfig, optimizer: keras.opti
         if one_hot_targets(config)
         else keras.losses.SparseCategoricalCrossentropy()
     )
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy_metric(one_hot_targets(config))])
+
+
+def accuracy_metric(one_hot: bool) -> keras.metrics.Metric:
+    """Training accuracy, as compile's "accuracy" picks it for these targets. An object makes its variables here,
+    not in the train step's first trace, which TensorFlow would then trace a second time."""
+    return (
+        keras.metrics.CategoricalAccuracy("accuracy")
+        if one_hot
+        else keras.metrics.SparseCategoricalAccuracy("accuracy")
+    )
 
 
 def set_trainable(model: keras.Model, config: TrainConfig, *, head_only: bool) -> None:
