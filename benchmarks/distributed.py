@@ -148,10 +148,9 @@ def _bfloat16() -> dict[str, Any]:
 
 
 def _plot(runs: dict[str, dict[str, Any]], target: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from edgelesion.plots import save_figure  # the Agg backend, and atomic PNGs
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     reference = np.array(runs["one device"]["first_step_losses"])
@@ -164,9 +163,7 @@ def _plot(runs: dict[str, dict[str, Any]], target: Path) -> None:
     bottom.set_ylabel("relative difference from one device")
     bottom.set_xlabel("step (seed 0)")
     fig.suptitle("Lite0 on the shared set: the first steps under each strategy")
-    fig.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, dpi=100)
+    save_figure(fig, target)
 
 
 def main() -> None:

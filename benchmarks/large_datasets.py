@@ -208,10 +208,9 @@ def decodes() -> dict[str, Any]:
 
 def peak_memory_chart(points: dict[str, dict[str, Any]], target: Path) -> None:
     """Peak RssAnon (GB) against images, one line per pipeline; a failed run is marked where it stopped."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from edgelesion.plots import save_figure  # the Agg backend, and atomic PNGs
 
     figure, axis = plt.subplots(figsize=(6, 4))
     for pipeline, by_size in points.items():
@@ -226,19 +225,14 @@ def peak_memory_chart(points: dict[str, dict[str, Any]], target: Path) -> None:
     axis.set_ylabel("peak RssAnon of edgelesion train (GB)")
     axis.set_title("Lite0, 2 epochs: memory by dataset size")
     axis.legend()
-    figure.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        figure.savefig(tmp, format="png", dpi=120)
-    plt.close(figure)
+    save_figure(figure, target)
 
 
 def memory_over_time_chart(points: dict[str, dict[str, Any]], target: Path) -> None:
     """RssAnon (GB) against minutes, one panel per dataset size, one line per pipeline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from edgelesion.plots import save_figure  # the Agg backend, and atomic PNGs
 
     sizes = sorted({n for by_size in points.values() for n in by_size}, key=int)
     figure, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 3.6), squeeze=False)
@@ -252,10 +246,7 @@ def memory_over_time_chart(points: dict[str, dict[str, Any]], target: Path) -> N
         axis.set_xlabel("minutes")
         axis.set_ylabel("RssAnon (GB)")
     axes[0][0].legend(fontsize=7)
-    figure.tight_layout()
-    with atomic_path(target) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    plt.close(figure)
+    save_figure(figure, target)
 
 
 def table(results: dict[str, Any]) -> list[str]:

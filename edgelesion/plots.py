@@ -14,7 +14,9 @@ from sklearn.metrics import ConfusionMatrixDisplay
 from edgelesion.fileio import atomic_path
 
 
-def _save(figure: plt.Figure, target: Path) -> None:
+def save_figure(figure: plt.Figure, target: Path) -> None:
+    """Write `figure` as a PNG at `target` (atomically: a chart is never half written) and close it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         figure.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(figure)
@@ -34,7 +36,7 @@ def class_counts_chart(counts: dict[str, dict[str, int]], target: Path) -> None:
     axis.set_xlabel("images")
     axis.legend(loc="lower right", fontsize=8)
     axis.set_title("Images per class")
-    _save(figure, target)
+    save_figure(figure, target)
 
 
 def training_curves_chart(history: list[dict[str, float]], target: Path) -> None:
@@ -57,7 +59,7 @@ def training_curves_chart(history: list[dict[str, float]], target: Path) -> None
     metric_axis.set_xlabel("epoch")
     metric_axis.legend(fontsize=8)
     figure.suptitle("Training curves")
-    _save(figure, target)
+    save_figure(figure, target)
 
 
 def confusion_matrix_chart(matrix: list[list[int]], class_names: list[str], target: Path, title: str) -> None:
@@ -68,7 +70,7 @@ def confusion_matrix_chart(matrix: list[list[int]], class_names: list[str], targ
         ax=axis, cmap="Blues", xticks_rotation=45, colorbar=False
     )
     axis.set_title(title)
-    _save(figure, target)
+    save_figure(figure, target)
 
 
 def cv_folds_chart(values: dict[str, list[float | None]], target: Path, title: str) -> None:
@@ -86,7 +88,7 @@ def cv_folds_chart(values: dict[str, list[float | None]], target: Path, title: s
     axis.set_ylim(0, 1)
     axis.set_ylabel("mean ± sd over folds (dots: folds)")
     axis.set_title(title)
-    _save(figure, target)
+    save_figure(figure, target)
 
 
 def melanoma_roc_chart(
@@ -104,7 +106,7 @@ def melanoma_roc_chart(
     axis.set_ylabel("sensitivity")
     axis.legend(fontsize=7, loc="lower right")
     axis.set_title(title, fontsize=9)
-    _save(figure, target)
+    save_figure(figure, target)
 
 
 def _reliability_axes(size: tuple[float, float]) -> tuple[plt.Figure, plt.Axes]:
@@ -134,7 +136,7 @@ def reliability_curves_chart(
         )
     axis.legend(loc="upper left", fontsize=7)
     axis.set_title(title, fontsize=9)
-    _save(figure, target)
+    save_figure(figure, target)
 
 
 def reliability_chart(bins: list[dict[str, float | None]], ece: float, target: Path, title: str) -> None:
@@ -156,7 +158,7 @@ def reliability_chart(bins: list[dict[str, float | None]], ece: float, target: P
         axis.annotate(str(b["n"]), (b["low"] + width / 2, 0.02), ha="center", fontsize=6)
     axis.legend(loc="upper left", fontsize=8)
     axis.set_title(f"{title}\nexpected calibration error {ece:.3f}", fontsize=9)
-    _save(figure, target)
+    save_figure(figure, target)
 
 
 def class_by_source_chart(table: dict[str, dict[str, int]], target: Path, title: str) -> None:
@@ -173,4 +175,4 @@ def class_by_source_chart(table: dict[str, dict[str, int]], target: Path, title:
     axis.set_yticks(range(len(classes)), classes, fontsize=8)
     axis.set_xlabel("source")
     axis.set_title(title, fontsize=9)
-    _save(figure, target)
+    save_figure(figure, target)

@@ -12,17 +12,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from edgelesion.bench.op_profile import PROFILED_CALLS
-from edgelesion.fileio import atomic_path, write_text
+from edgelesion.fileio import write_text
 from edgelesion.metrics import format_estimate
-from edgelesion.plots import reliability_curves_chart
+from edgelesion.plots import reliability_curves_chart, save_figure
 from edgelesion.provenance import int8_instructions
 from edgelesion.source_figures import format_within_source
-
-
-def _save(figure: plt.Figure, target: Path) -> None:
-    with atomic_path(target) as tmp:
-        figure.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(figure)
 
 
 def _interval(entry: dict[str, Any] | None) -> str:
@@ -223,7 +217,7 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     axis.set_xscale("log")
     axis.set_xlabel("single-image latency, 1 thread (ms, log scale)")
     axis.set_title("Latency distribution")
-    _save(figure, out / "latency_distribution.png")
+    save_figure(figure, out / "latency_distribution.png")
 
 
 def accuracy_latency_chart(results: dict[str, dict[str, Any]], target: Path) -> None:
@@ -249,7 +243,7 @@ def accuracy_latency_chart(results: dict[str, dict[str, Any]], target: Path) -> 
     axis.set_xlabel("median single-image latency, 1 thread (ms, log scale)")
     axis.set_ylabel("balanced accuracy (95% CI)")
     axis.set_title("Accuracy against latency")
-    _save(figure, target)
+    save_figure(figure, target)
 
 
 def write_comparison(results: dict[str, dict[str, Any]], out: Path) -> None:
