@@ -231,7 +231,11 @@ def run_claimed(
 
 def run_claimed_in_step(claims: Claims, *, chief: bool) -> None:
     """Train the one fold in `claims` with the other workers of a multi-worker strategy: the chief claims it (and
-    stops with an error, which stops the others, if another job holds it); the other workers train it in step."""
+    stops with an error, which stops the others, if another job holds it); the other workers train it in step.
+
+    Unlike `run_claimed`, the chief does not look again after claiming: the workers decided together from one look,
+    and a chief alone turning back would leave them waiting in step. A fold another job finishes between that look
+    and the claim is resumed after its last epoch, so it is scored again, not trained again."""
     if len(claims) != 1:
         raise EdgelesionError(
             f"a multi-worker strategy trains one fold at a time over its workers, not {len(claims)}: pick the fold "
