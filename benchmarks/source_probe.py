@@ -1,0 +1,170 @@
+"""A quick screen for what might let a model hold on a source it never saw: linear probes on frozen ImageNet Lite0
+features, trained without ISIC block 0000100-0000999 and scored inside it (melanoma against nevus).
+
+    .venv/bin/python -m benchmarks.source_probe                     # centre crops 1.0 0.8 0.6 0.45, INLP 0 3 10 30
+    .venv/bin/python -m benchmarks.source_probe --crops 1.0 0.6 --inlp 0 10
+
+Each image's centre `crop` (a share of each side) is resized to Lite0's 224 px and passed through the pretrained
+network (the package's model, `pretrained=True`) up to its global pool: 1,280 features, made once per crop under
+runs/benchmarks/source-probe/. A logistic regression (balanced class weights, standardised features) learns the 9
+classes from every source but the block; its melanoma score p(melanoma) / (p(melanoma) + p(nevus)) is scored inside
+the block, paired with the whole image's probe on the same images.
+
+INLP rounds (iterative nullspace projection) remove, before the probe, the directions along which a linear
+classifier tells sources apart within one class (melanomas of two blocks, nevi of two): the linear analogue of a
+source-adversarial branch that asks for features whose source cannot be told given the class.
+
+A screen, not a candidate's verdict: nothing is fine-tuned, so a gain here only says which recipe to train
+leave-source-out (`python -m benchmarks.source_holdout`). Records benchmarks/results/experiments/source_probe_KIND.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from benchmarks.common import RUNS, cpu_kind_record_name, markdown_table, record, require_data, write_table
+from benchmarks.source_holdout import HELD_OUT, LOOKALIKE, paired_auc_difference
+from edgelesion.source_figures import auc_estimate
+
+FEATURES = RUNS / "source-probe"
+# groups smaller than this are left out of the source classifiers: a direction fitted to a handful of images is noise
+MIN_GROUP = 20
+
+
+def centre_crop(image: Image.Image, share: float) -> Image.Image:
+    """The centre `share` of each side of `image`."""
+    width, height = image.size
+    w, h = round(width * share), round(height * share)
+    left, top = (width - w) // 2, (height - h) // 2
+    return image.crop((left, top, left + w, top + h))
+
+
+def features(crop: float) -> dict[str, np.ndarray]:
+    """Frozen Lite0 features of every image of the shared set at centre crop `crop`, with class and source (made
+    once, then read)."""
+    target = FEATURES / f"features-crop{crop:g}.npz"
+    if not target.is_file():
+        from edgelesion._tf import keras
+        from edgelesion.fileio import atomic_path
+        from edgelesion.train.config import TrainConfig
+        from edgelesion.train.models.registry import create_model
+
+        root = require_data()
+        rows = list(csv.DictReader((root.parent / "sources.csv").open()))
+        preprocessing = TrainConfig.for_model("efficientnet-lite0").preprocessing
+        model = create_model("efficientnet-lite0", 9, preprocessing, pretrained=True)
+        pooled = keras.Model(model.input, model.get_layer("avg_pool").output)
+        size = preprocessing.image_size
+
+        def pixels(path: str) -> np.ndarray:
+            with Image.open(root / path) as image:
+                cropped = centre_crop(image.convert("RGB"), crop)
+            return np.asarray(cropped.resize((size, size), Image.Resampling.BICUBIC), np.float32)
+
+        batches = [
+            pooled.predict(np.stack([pixels(r["path"]) for r in rows[i : i + 64]]), verbose=0)
+            for i in range(0, len(rows), 64)
+        ]
+        FEATURES.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp, tmp.open("wb") as out:
+            np.savez(
+                out,
+                x=np.concatenate(batches),
+                label=np.array([r["path"].split("/")[0] for r in rows]),
+                source=np.array([r["source"] for r in rows]),
+            )
+        print(f"features at crop {crop:g}: {target}")
+    with np.load(target) as saved:
+        return {key: saved[key] for key in saved.files}
+
+
+def within_class_source_nullspace(x: np.ndarray, label: np.ndarray, source: np.ndarray, rounds: int) -> np.ndarray:
+    """A projection removing, round by round, the directions that tell sources apart within each class."""
+    projection = np.eye(x.shape[1])
+    for _ in range(rounds):
+        projected = x @ projection
+        directions = []
+        for name in np.unique(label):
+            names, counts = np.unique(source[label == name], return_counts=True)
+            kept = names[counts >= MIN_GROUP]
+            if len(kept) < 2:
+                continue
+            rows = (label == name) & np.isin(source, kept)
+            directions.extend(LogisticRegression(C=0.1, max_iter=2000).fit(projected[rows], source[rows]).coef_)
+        if not directions:
+            break
+        basis, _ = np.linalg.qr(np.array(directions).T)
+        projection = projection @ (np.eye(x.shape[1]) - basis @ basis.T)
+    return projection
+
+
+def probe_scores(data: dict[str, np.ndarray], rounds: int) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out block's melanoma scores (melanomas and nevi, in file order) and which are melanomas."""
+    x, label, source = data["x"], data["label"], data["source"]
+    train = source != HELD_OUT
+    scored = (source == HELD_OUT) & np.isin(label, ["melanoma", LOOKALIKE])
+    standard = StandardScaler().fit(x[train]).transform(x)
+    projected = standard @ within_class_source_nullspace(standard[train], label[train], source[train], rounds)
+    probe = LogisticRegression(C=0.05, max_iter=3000, class_weight="balanced").fit(projected[train], label[train])
+    probabilities = probe.predict_proba(projected[scored])
+    classes = list(probe.classes_)
+    melanoma, nevus = probabilities[:, classes.index("melanoma")], probabilities[:, classes.index(LOOKALIKE)]
+    return melanoma / (melanoma + nevus), label[scored] == "melanoma"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--crops", type=float, nargs="+", default=[1.0, 0.8, 0.6, 0.45], help="centre crop shares")
+    parser.add_argument("--inlp", type=int, nargs="+", default=[0, 3, 10, 30], help="INLP rounds")
+    args = parser.parse_args()
+    baseline, truth = probe_scores(features(1.0), 0)
+    rows: list[dict[str, Any]] = []
+    for crop in args.crops:
+        data = features(crop)
+        for rounds in args.inlp:
+            scores, _ = probe_scores(data, rounds)
+            rows.append(
+                {
+                    "crop": crop,
+                    "inlp_rounds": rounds,
+                    "held_out_auc": auc_estimate(scores[truth], scores[~truth]),
+                    "vs_whole_image": paired_auc_difference(truth, baseline, scores),
+                }
+            )
+            print(f"crop {crop:g}, INLP {rounds}: held-out AUC {rows[-1]['held_out_auc']['value']:.3f}")
+    name = cpu_kind_record_name("experiments/source_probe")
+    record(
+        name, {"held_out_source": HELD_OUT, "melanomas": int(truth.sum()), "nevi": int((~truth).sum()), "rows": rows}
+    )
+    table = markdown_table(
+        ["centre crop", "INLP rounds", "held-out AUC melanoma vs nevus", "Δ vs whole image, no INLP [paired 95% CI]"],
+        [
+            [
+                f"{r['crop']:g}",
+                str(r["inlp_rounds"]),
+                f"{r['held_out_auc']['value']:.3f} [{r['held_out_auc']['ci95'][0]:.3f}, {r['held_out_auc']['ci95'][1]:.3f}]",
+                f"{r['vs_whole_image']['value']:+.3f} [{r['vs_whole_image']['ci95'][0]:+.3f}, "
+                f"{r['vs_whole_image']['ci95'][1]:+.3f}]",
+            ]
+            for r in rows
+        ],
+        "rrrr",
+    )
+    intro = (
+        f"# Linear probes on frozen ImageNet Lite0 features, {HELD_OUT} left out\n\nCommand: `python -m "
+        f"benchmarks.source_probe --crops {' '.join(f'{c:g}' for c in args.crops)} --inlp "
+        f"{' '.join(map(str, args.inlp))}`. Trained on every other source (9 classes), scored on the block's "
+        f"{int(truth.sum())} melanomas and {int((~truth).sum())} nevi. A screen: nothing is fine-tuned.\n"
+    )
+    write_table(name, [intro, *table])
+
+
+if __name__ == "__main__":
+    main()
