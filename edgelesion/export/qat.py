@@ -266,6 +266,8 @@ def _compiled_quantized_core(float_model: keras.Model, config: QATConfig) -> ker
         loss=loss,
         metrics=[accuracy_metric(one_hot=config.target != "labels")],
     )
+    # the optimizer's variables made here, not in the first epoch's trace, which TensorFlow would then trace twice
+    quantized.optimizer.build(quantized.trainable_variables)
     return quantized
 
 
