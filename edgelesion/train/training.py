@@ -200,12 +200,13 @@ def one_hot_targets(config: TrainConfig) -> bool:
 
 def compile_model(model: keras.Model, config: TrainConfig, optimizer: keras.optimizers.Optimizer) -> None:
     """Compile with the config's loss: one-hot targets with label smoothing or mixup, else sparse labels."""
+    one_hot = one_hot_targets(config)
     loss = (
         keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
-        if one_hot_targets(config)
+        if one_hot
         else keras.losses.SparseCategoricalCrossentropy()
     )
-    model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy_metric(one_hot_targets(config))])
+    model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy_metric(one_hot)])
 
 
 def accuracy_metric(one_hot: bool) -> keras.metrics.Metric:
@@ -232,23 +233,15 @@ def set_trainable(model: keras.Model, config: TrainConfig, *, head_only: bool) -
         )
 
 
-def configure_epoch(
-    model: keras.Model, config: TrainConfig, epoch: int, compiled_head_only: bool | None = None
-) -> bool:
-    """Which layers train in `epoch` (the head alone first, then the whole network) and its learning rate; returns
-    the head-only setting the model is now compiled for.
+def configure_epoch(model: keras.Model, config: TrainConfig, epoch: int) -> None:
+    """Which layers train in `epoch` (the head alone first, then the whole network) and its learning rate.
 
-    Keras' fit() restores the trainable flags recorded at compile time, so flags set after compiling would be
-    silently undone: the model is recompiled, keeping the optimizer and its state, whenever the setting differs from
-    `compiled_head_only` (None: not known to this process). Only then: a compile makes new metric objects, whose
-    variables make TensorFlow trace the next epoch's train function twice.
+    Recompiled every epoch, keeping the optimizer and its state: Keras' fit() restores the trainable
+    flags recorded at compile time, so flags set after compiling would be silently undone.
     """
-    head_only = epoch < config.head_epochs
-    set_trainable(model, config, head_only=head_only)
-    if head_only != compiled_head_only:
-        compile_model(model, config, model.optimizer)
+    set_trainable(model, config, head_only=epoch < config.head_epochs)
+    compile_model(model, config, model.optimizer)
     keras.backend.set_value(model.optimizer.learning_rate, config.learning_rate_at(epoch))
-    return head_only
 
 
 def image_reader(x: ImageRows) -> Any:
@@ -376,7 +369,6 @@ def run_epochs(
     scored = scored_class_indices(data.val.labels, len(classes), config.min_support)
     positive = classes.index(config.positive_class) if config.positive_class in classes else None
     y_tensor = tf.constant(y)  # once per run: epochs only reorder indices
-    compiled_head_only: bool | None = None
     for epoch in range(state["epochs_done"], config.epochs):
         if config.patience and state["best_epoch"] is not None and epoch - state["best_epoch"] >= config.patience:
             print(
@@ -384,7 +376,7 @@ def run_epochs(
             )
             break
         started = time.perf_counter()
-        compiled_head_only = configure_epoch(model, config, epoch, compiled_head_only)
+        configure_epoch(model, config, epoch)
         row: dict[str, Any] = {"epoch": epoch + 1, "learning_rate": config.learning_rate_at(epoch)}
         logs, step_losses = fit_one_epoch(
             model, x, y_tensor, epoch, config, weights, progress, distribution=distribution
