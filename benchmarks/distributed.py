@@ -150,7 +150,7 @@ def _bfloat16() -> dict[str, Any]:
 def _plot(runs: dict[str, dict[str, Any]], target: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from edgelesion.plots import save_figure  # the Agg backend, and atomic PNGs
+    from edgelesion.plots import save_figure
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     reference = np.array(runs["one device"]["first_step_losses"])

@@ -210,7 +210,7 @@ def peak_memory_chart(points: dict[str, dict[str, Any]], target: Path) -> None:
     """Peak RssAnon (GB) against images, one line per pipeline; a failed run is marked where it stopped."""
     import matplotlib.pyplot as plt
 
-    from edgelesion.plots import save_figure  # the Agg backend, and atomic PNGs
+    from edgelesion.plots import save_figure
 
     figure, axis = plt.subplots(figsize=(6, 4))
     for pipeline, by_size in points.items():
@@ -232,7 +232,7 @@ def memory_over_time_chart(points: dict[str, dict[str, Any]], target: Path) -> N
     """RssAnon (GB) against minutes, one panel per dataset size, one line per pipeline."""
     import matplotlib.pyplot as plt
 
-    from edgelesion.plots import save_figure  # the Agg backend, and atomic PNGs
+    from edgelesion.plots import save_figure
 
     sizes = sorted({n for by_size in points.values() for n in by_size}, key=int)
     figure, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 3.6), squeeze=False)

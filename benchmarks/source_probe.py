@@ -15,13 +15,15 @@ classifier tells sources apart within one class (melanomas of two blocks, nevi o
 source-adversarial branch that asks for features whose source cannot be told given the class.
 
 A screen, not a candidate's verdict: nothing is fine-tuned, so a gain here only says which recipe to train
-leave-source-out (`python -m benchmarks.source_holdout`). Records benchmarks/results/experiments/source_probe_KIND.{json,md}.
+leave-source-out (`python -m benchmarks.source_holdout`). Records benchmarks/results/source_probe_KIND.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import io
 from typing import Any
 
 import numpy as np
@@ -49,15 +51,17 @@ def centre_crop(image: Image.Image, share: float) -> Image.Image:
 def features(crop: float) -> dict[str, np.ndarray]:
     """Frozen Lite0 features of every image of the shared set at centre crop `crop`, with class and source (made
     once, then read)."""
-    target = FEATURES / f"features-crop{crop:g}.npz"
+    root = require_data()
+    listing = (root.parent / "sources.csv").read_text()
+    # named by the image list too, so another copy of the data never reads these features
+    target = FEATURES / f"features-crop{crop:g}-{hashlib.sha256(listing.encode()).hexdigest()[:12]}.npz"
     if not target.is_file():
         from edgelesion._tf import keras
         from edgelesion.fileio import atomic_path
         from edgelesion.train.config import TrainConfig
         from edgelesion.train.models.registry import create_model
 
-        root = require_data()
-        rows = list(csv.DictReader((root.parent / "sources.csv").open()))
+        rows = list(csv.DictReader(io.StringIO(listing)))
         preprocessing = TrainConfig.for_model("efficientnet-lite0").preprocessing
         model = create_model("efficientnet-lite0", 9, preprocessing, pretrained=True)
         pooled = keras.Model(model.input, model.get_layer("avg_pool").output)
@@ -139,7 +143,7 @@ def main() -> None:
                 }
             )
             print(f"crop {crop:g}, INLP {rounds}: held-out AUC {rows[-1]['held_out_auc']['value']:.3f}")
-    name = cpu_kind_record_name("experiments/source_probe")
+    name = cpu_kind_record_name("source_probe")
     record(
         name, {"held_out_source": HELD_OUT, "melanomas": int(truth.sum()), "nevi": int((~truth).sum()), "rows": rows}
     )
