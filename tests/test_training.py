@@ -209,3 +209,15 @@ def test_batches_are_read_from_the_cache_rows_inside_tf_data(dataset_dir):
     expected = np.concatenate([np.asarray(data.images)[[5, 0, 9]], extra])
     batches = tf.data.Dataset.from_tensor_slices(np.array([4, 0, 2, 3, 1])).batch(2).map(training.image_reader(rows))
     assert np.array_equal(np.concatenate([b.numpy() for b in batches]), expected[[4, 0, 2, 3, 1]])
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_training_accuracy_is_the_share_of_arg_max_hits_for_labels_and_for_smoothed_one_hot_targets(one_hot):
+    """The history's `accuracy` column: compile's "accuracy" as an object, chosen for the targets training feeds."""
+    labels = np.array([0, 1, 1])
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3]], np.float32)
+    targets = np.eye(3, dtype=np.float32)[labels] * 0.9 + 0.1 / 3 if one_hot else labels
+    metric = training.accuracy_metric(one_hot)
+    metric.update_state(targets, probabilities)
+    assert metric.name == "accuracy" and float(metric.result()) == pytest.approx(2 / 3)
+    assert training.one_hot_targets(TINY.with_changes(label_smoothing=0.1)) and not training.one_hot_targets(TINY)
