@@ -324,6 +324,14 @@ def table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def environment_pair(text: str) -> tuple[str, str]:
+    """KEY=VALUE from the command line."""
+    key, equals, value = text.partition("=")
+    if not key or not equals:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("measure", choices=["throughput", "memory", "decodes"])
@@ -336,7 +344,12 @@ def main() -> None:
         "--baseline-name", default=BEFORE_THE_CACHE, help=f"memory: the baseline's pipeline name ({BEFORE_THE_CACHE!r})"
     )
     parser.add_argument(
-        "--baseline-env", nargs="*", default=[], metavar="KEY=VALUE", help="memory: environment of the baseline's runs"
+        "--baseline-env",
+        nargs="*",
+        default=[],
+        type=environment_pair,
+        metavar="KEY=VALUE",
+        help="memory: environment of the baseline's runs",
     )
     parser.add_argument("--baseline-only", action="store_true", help="memory: run only --baseline-checkout")
     args = parser.parse_args()
@@ -354,7 +367,7 @@ def main() -> None:
     else:
         runs = {} if args.baseline_only else {"image cache": (Path(__file__).resolve().parent.parent, {})}
         if args.baseline_checkout:
-            extra_env = dict(pair.split("=", 1) for pair in args.baseline_env)
+            extra_env = dict(args.baseline_env)
             runs[args.baseline_name] = (args.baseline_checkout.resolve(), extra_env)
         memory = results.setdefault("memory", {})
         for images in args.images:
