@@ -4,9 +4,9 @@ features, trained without ISIC block 0000100-0000999 and scored inside it (melan
     .venv/bin/python -m benchmarks.source_probe                     # centre crops 1.0 0.8 0.6 0.45, INLP 0 3 10 30
     .venv/bin/python -m benchmarks.source_probe --crops 1.0 0.6 --inlp 0 10
 
-Each image's centre `crop` (a share of each side) is resized to Lite0's 224 px and passed through the pretrained
-network (the package's model, `pretrained=True`) up to its global pool: 1,280 features, made once per crop under
-runs/benchmarks/source-probe/. A logistic regression (balanced class weights, standardised features) learns the 9
+Each image is decoded and resized as training does it, its centre `crop` (a share of each side) taken in between,
+and passed through the pretrained network (the package's model, `pretrained=True`) up to its global pool: 1,280
+features, made once per crop under runs/benchmarks/source-probe/. A logistic regression (balanced class weights, standardised features) learns the 9
 classes from every source but the block; its melanoma score p(melanoma) / (p(melanoma) + p(nevus)) is scored inside
 the block, paired with the whole image's probe on the same images.
 
@@ -33,6 +33,7 @@ from sklearn.preprocessing import StandardScaler
 
 from benchmarks.common import RUNS, cpu_kind_record_name, markdown_table, record, require_data, write_table
 from benchmarks.source_holdout import HELD_OUT, LOOKALIKE, paired_auc_difference
+from edgelesion.images import read_image, to_model_input
 from edgelesion.source_figures import auc_estimate
 
 FEATURES = RUNS / "source-probe"
@@ -65,12 +66,10 @@ def features(crop: float) -> dict[str, np.ndarray]:
         preprocessing = TrainConfig.for_model("efficientnet-lite0").preprocessing
         model = create_model("efficientnet-lite0", 9, preprocessing, pretrained=True)
         pooled = keras.Model(model.input, model.get_layer("avg_pool").output)
-        size = preprocessing.image_size
 
         def pixels(path: str) -> np.ndarray:
-            with Image.open(root / path) as image:
-                cropped = centre_crop(image.convert("RGB"), crop)
-            return np.asarray(cropped.resize((size, size), Image.Resampling.BICUBIC), np.float32)
+            # decoded and resized as training decodes them, the centre crop in between
+            return to_model_input(centre_crop(read_image(root / path).image, crop), preprocessing).astype(np.float32)
 
         batches = [
             pooled.predict(np.stack([pixels(r["path"]) for r in rows[i : i + 64]]), verbose=0)
