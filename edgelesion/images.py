@@ -98,11 +98,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def to_model_input(image: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
-    """Resize an RGB image to the model's input size: an HxWx3 uint8 array."""
+    """Resize an RGB image (its centre, where the preprocessing crops) to the model's input size: an HxWx3 uint8
+    array."""
     size = (preprocessing.image_size, preprocessing.image_size)
     image = to_rgb(image)
-    if image.size != size:
-        image = image.resize(size, preprocessing.resize_filter)
+    if image.size != size or preprocessing.centre_crop < 1:
+        image = image.resize(size, preprocessing.resize_filter, box=preprocessing.crop_box(image.size))
     return np.asarray(image, dtype=np.uint8)
 
 

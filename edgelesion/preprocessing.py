@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,7 +26,10 @@ class Preprocessing:
     below is a layer inside the model, so every exported artifact takes raw 0-255 RGB pixels.
     """
 
-    image_size: int = 180  # square side in pixels; images are resized to it without cropping
+    image_size: int = 180  # square side in pixels; images are resized to it, whatever their aspect ratio
+    # the share of each side kept around the image's centre before resizing (1: the whole image). Less of a
+    # dermoscope's frame and surround, which differ between clinics; the lesion is usually centred.
+    centre_crop: float = 1.0
     resize_method: str = "bilinear"  # a key of RESIZE_FILTERS
     scale: float = 1.0 / 255.0  # in-model: x * scale + offset
     offset: float = 0.0
@@ -44,6 +48,8 @@ class Preprocessing:
             raise ValueError(f"resize_method {self.resize_method!r} is not one of {sorted(RESIZE_FILTERS)}")
         if self.image_size < 8:
             raise ValueError(f"image_size {self.image_size} is too small: use at least 8 pixels")
+        if not 0.2 <= self.centre_crop <= 1.0:
+            raise ValueError(f"centre_crop {self.centre_crop} must be between 0.2 and 1 (1: the whole image)")
         if not 1 <= self.jpeg_draft_margin <= 16:
             raise ValueError(f"jpeg_draft_margin {self.jpeg_draft_margin} must be between 1 and 16 input sides")
 
@@ -55,7 +61,17 @@ class Preprocessing:
     @property
     def draft_side(self) -> int | None:
         """The side a large JPEG may be decoded down to (see `jpeg_draft`), or None for a full decode."""
-        return self.jpeg_draft_margin * self.image_size if self.jpeg_draft else None
+        if not self.jpeg_draft:
+            return None
+        return math.ceil(
+            self.jpeg_draft_margin * self.image_size / self.centre_crop
+        )  # the crop's side, not the image's
+
+    def crop_box(self, size: tuple[int, int]) -> tuple[float, float, float, float]:
+        """The (left, top, right, bottom) box, in pixels of an image of `size`, that is resized to the input."""
+        width, height = size
+        left, top = width * (1 - self.centre_crop) / 2, height * (1 - self.centre_crop) / 2
+        return left, top, width - left, height - top
 
     @property
     def scaled_range(self) -> tuple[float, float]:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,17 @@ def test_a_second_load_decodes_nothing_and_gives_the_same_images(dataset_dir, mo
     assert second.fingerprint() == first.fingerprint() and np.array_equal(second.phash, first.phash)
     relpaths = [r.relpath for r in second.records]
     assert np.array_equal(np.asarray(second.images), decoded_directly(dataset_dir, relpaths))
+
+
+def test_a_centre_crop_has_its_own_entry_and_whole_images_keep_the_key_they_had_before_the_crop(dataset_dir):
+    whole = load_dataset(dataset_dir, PRE, progress=False)
+    cropped = replace(PRE, centre_crop=0.5)
+    centre = load_dataset(dataset_dir, cropped, progress=False)
+    assert centre.decoded == 36 and "centre_crop" not in image_cache.decoding(PRE)
+    relpaths = [r.relpath for r in centre.records]
+    expected = np.stack([to_model_input(read_image(dataset_dir / r).image, cropped) for r in relpaths])
+    assert np.array_equal(np.asarray(centre.images), expected)
+    assert not np.array_equal(np.asarray(centre.images), np.asarray(whole.images))
 
 
 def test_a_changed_or_added_file_is_decoded_the_rest_copied_and_the_old_entry_goes(dataset_dir):

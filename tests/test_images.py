@@ -72,6 +72,19 @@ def test_huge_image_is_resized_to_the_input_size(tmp_path):
     assert out.shape == (16, 16, 3) and (out == [1, 2, 3]).all()
 
 
+def test_a_centre_crop_resizes_only_the_centre_and_its_jpegs_keep_enough_pixels(tmp_path):
+    framed = np.zeros((300, 400, 3), np.uint8)  # a dark frame around a bright centre, as a dermoscope's
+    framed[60:240, 80:320] = 200  # the centre 60% of each side
+    image = Image.fromarray(framed)
+    whole = to_model_input(image, Preprocessing(image_size=32))
+    centre = to_model_input(image, Preprocessing(image_size=32, centre_crop=0.4))
+    assert whole.shape == centre.shape == (32, 32, 3)
+    assert (centre == 200).all() and whole.min() == 0  # the centre 40% lies inside the bright box
+    assert Preprocessing(image_size=224, centre_crop=0.6).draft_side == 1120  # a crop of 3 input sides, not the image
+    with pytest.raises(ValueError, match="centre_crop 0.1 must be between 0.2 and 1"):
+        Preprocessing(centre_crop=0.1)
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [

@@ -19,7 +19,9 @@ from edgelesion.cli import main
 from edgelesion.errors import EdgelesionError
 from edgelesion.export.options import ARTIFACTS
 from edgelesion.fileio import read_csv
+from edgelesion.images import to_model_input
 from edgelesion.infer.runtimes import log_odds
+from edgelesion.preprocessing import Preprocessing
 from tests.conftest import rewrite_bundle
 
 
@@ -312,6 +314,26 @@ def test_a_folder_scan_answers_every_file_by_content_and_warns_on_tiny_images(bu
     for name in ("notes.txt", "drawing.eps", "empty.jpg", "gone.jpg", "loop.jpg", "linked"):
         (folder / name).unlink()
     assert main(["predict", str(bundle_dir), str(folder), "--format", "json", "--out", str(out), "--force"]) == 0
+
+
+def test_a_bundle_with_a_centre_crop_predicts_on_the_centre_and_one_without_the_field_on_the_whole_image(
+    bundle_dir, trained_run, tmp_path
+):
+    image = Image.open(validation_files(trained_run)[0]).convert("RGB").resize((120, 90))
+    manifest = json.loads((bundle_dir / "bundle.json").read_text())
+    assert all(entry["input"]["resize"]["centre_crop"] == 1.0 for entry in manifest["artifacts"].values())
+    whole = Classifier.load(bundle_dir, "float32.onnx").pixels(image)
+    for crop, name in ((0.5, "cropped"), (None, "older")):
+        copy = tmp_path / name
+        shutil.copytree(bundle_dir, copy)
+        for entry in manifest["artifacts"].values():
+            entry["input"]["resize"]["centre_crop"] = crop
+            if crop is None:  # written before the crop existed
+                del entry["input"]["resize"]["centre_crop"]
+        rewrite_bundle(copy, manifest)
+        pixels = Classifier.load(copy, "float32.onnx").pixels(image)
+        expected = to_model_input(image, Preprocessing(image_size=whole.shape[0], centre_crop=crop or 1.0))
+        assert np.array_equal(pixels, expected) and np.array_equal(pixels, whole) == (crop is None)
 
 
 def test_large_jpegs_are_decoded_reduced_as_the_input_spec_says_unless_asked_for_in_full(

@@ -74,8 +74,11 @@ class CachedImages:
 
 def decoding(preprocessing: Preprocessing) -> dict[str, Any]:
     """What decides the decoded pixels: the preprocessing fields that change them (the in-model scaling does not)
-    and the Pillow release that decodes and resizes."""
+    and the Pillow release that decodes and resizes. A whole image (no centre crop) is keyed as it was before the crop
+    existed, so caches made then stay valid."""
     fields = {k: v for k, v in preprocessing.to_dict().items() if k not in ("scale", "offset")}
+    if preprocessing.centre_crop == 1:
+        del fields["centre_crop"]
     return {**fields, "pillow": PIL.__version__}
 
 

@@ -40,6 +40,10 @@ def input_spec(artifact: str, preprocessing: Preprocessing) -> dict[str, Any]:
             "method": preprocessing.resize_method,
             "library": "Pillow",
             "keep_aspect_ratio": False,
+            "centre_crop": preprocessing.centre_crop,
+            "crop": "none: the whole image is resized"
+            if preprocessing.centre_crop == 1
+            else f"the centre {preprocessing.centre_crop:.0%} of each side is resized, the rest left out",
             "jpeg_draft": preprocessing.jpeg_draft,
             "jpeg_draft_margin": preprocessing.jpeg_draft_margin,
             "jpeg_decode": (

@@ -96,6 +96,7 @@ def bundle_preprocessing(bundle: dict[str, Any], artifact: str | None = None) ->
     return Preprocessing(
         image_size=resize["size"][0],
         resize_method=resize["method"],
+        centre_crop=resize.get("centre_crop", 1.0),  # bundles written before the crop existed resized whole images
         jpeg_draft=resize["jpeg_draft"],
         jpeg_draft_margin=resize.get("jpeg_draft_margin", LEGACY_DRAFT_MARGIN),
     )
