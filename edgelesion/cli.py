@@ -182,6 +182,12 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         help="input side in pixels (default: the model's, 180 for the seed models, 224 for efficientnet-lite0)",
     )
     p.add_argument(
+        "--centre-crop",
+        type=float,
+        help="share of each side kept around the image's centre before resizing, in training and in every exported "
+        "artifact's input (default 1: the whole image)",
+    )
+    p.add_argument(
         "--epochs", type=int, help=f"epochs in all, head epochs included ({recipe}; seed models {defaults.epochs})"
     )
     p.add_argument("--head-epochs", type=int, help=f"first epochs train only the classifier head ({recipe})")
@@ -371,8 +377,11 @@ def _train_config(args: argparse.Namespace, **fixed: int) -> TrainConfig:
         if args.online_augment_options:
             strengths = _key_values(args.online_augment_options, "--online-augment-options")
             config = config.with_changes(online_augment=replace(config.online_augment, enabled=True, **strengths))
-        if args.image_size is not None:
-            config = config.with_changes(preprocessing=replace(config.preprocessing, image_size=args.image_size))
+        resizing = {"image_size": args.image_size, "centre_crop": args.centre_crop}
+        if any(v is not None for v in resizing.values()):
+            config = config.with_changes(
+                preprocessing=replace(config.preprocessing, **{k: v for k, v in resizing.items() if v is not None})
+            )
     except (ValueError, TypeError) as exc:
         raise EdgelesionError(f"bad training option: {exc}") from exc
     return config

@@ -171,6 +171,8 @@ def test_lite0_options_take_its_recipe_and_refuse_an_impossible_one(dataset_dir,
             "efficientnet-lite0",
             "--image-size",
             "96",
+            "--centre-crop",
+            "0.6",
             "--no-online-augment",
             "--label-smoothing",
             "0",
@@ -180,6 +182,7 @@ def test_lite0_options_take_its_recipe_and_refuse_an_impossible_one(dataset_dir,
     recipe = TrainConfig.for_model("efficientnet-lite0")
     assert config.head_epochs == recipe.head_epochs and config.lr_schedule == "cosine"
     assert config.preprocessing.image_size == 96 and config.preprocessing.scale == recipe.preprocessing.scale
+    assert config.preprocessing.centre_crop == 0.6 and recipe.preprocessing.centre_crop == 1
     assert not config.online_augment.enabled and config.label_smoothing == 0
     assert (
         main(

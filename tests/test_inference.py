@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,11 @@ from PIL import Image
 from edgelesion import Classifier, FailedImage
 from edgelesion.cli import main
 from edgelesion.errors import EdgelesionError
+from edgelesion.export.bundle import input_spec
 from edgelesion.export.options import ARTIFACTS
 from edgelesion.fileio import read_csv
 from edgelesion.images import to_model_input
+from edgelesion.infer.bundle_reader import bundle_preprocessing
 from edgelesion.infer.runtimes import log_odds
 from edgelesion.preprocessing import Preprocessing
 from tests.conftest import rewrite_bundle
@@ -314,6 +317,12 @@ def test_a_folder_scan_answers_every_file_by_content_and_warns_on_tiny_images(bu
     for name in ("notes.txt", "drawing.eps", "empty.jpg", "gone.jpg", "loop.jpg", "linked"):
         (folder / name).unlink()
     assert main(["predict", str(bundle_dir), str(folder), "--format", "json", "--out", str(out), "--force"]) == 0
+
+
+def test_the_input_spec_gives_back_the_preprocessing_it_was_written_from():
+    for preprocessing in (Preprocessing(), Preprocessing(image_size=224, centre_crop=0.6, jpeg_draft_margin=2)):
+        bundle = {"artifacts": {"float32.onnx": {"input": input_spec("float32.onnx", preprocessing)}}}
+        assert bundle_preprocessing(bundle) == replace(preprocessing, scale=1 / 255, offset=0.0)  # scaling is in-model
 
 
 def test_a_bundle_with_a_centre_crop_predicts_on_the_centre_and_one_without_the_field_on_the_whole_image(
