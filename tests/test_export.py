@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edgelesion.errors import CheckFailed, EdgelesionError
+from edgelesion.export.bundle import model_card
 from edgelesion.export.exporting import export_run
 from edgelesion.export.options import ARTIFACTS, ExportOptions
 from edgelesion.export.parity import DEFAULT_TOLERANCES, ORIENTATIONS, Tolerance
@@ -45,6 +46,16 @@ def test_sources_travel_from_the_metadata_csv_into_the_bundle_and_its_model_card
         assert entry["melanoma_alert"]["rule"] == "pooled" and "no source holds" in entry["melanoma_alert"]["rule_text"]
     card = (bundle_dir / "MODEL_CARD.md").read_text()
     assert "## Within each source" in card and "not scored alone: clinic-a" in card
+
+
+def test_the_model_card_says_when_the_model_sees_only_the_centre_of_an_image(bundle_dir):
+    bundle = json.loads((bundle_dir / "bundle.json").read_text())
+    validation = bundle["validation_metrics_float"]
+    card = model_card(bundle, validation)
+    assert card == (bundle_dir / "MODEL_CARD.md").read_text() and "sees only the centre" not in card
+    for entry in bundle["artifacts"].values():
+        entry["input"]["resize"]["centre_crop"] = 0.6
+    assert "The model sees only the centre 60% of each side of an image" in model_card(bundle, validation)
 
 
 def test_bundle_describes_its_artifacts_and_source(bundle_dir, trained_run):

@@ -88,6 +88,18 @@ def output_spec(classes: list[str]) -> dict[str, Any]:
     }
 
 
+def _input_lines(bundle: dict[str, Any]) -> list[str]:
+    """What a user must know of the input beyond its size: the centre crop, where the model takes one."""
+    resize = next(iter(bundle["artifacts"].values()))["input"]["resize"]
+    crop = resize.get("centre_crop", 1.0)
+    if crop == 1:
+        return []
+    return [
+        f"The model sees only the centre {crop:.0%} of each side of an image (`input.resize.centre_crop`): "
+        "the lesion must be centred, and what lies outside that box is never looked at."
+    ]
+
+
 def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
     """MODEL_CARD.md: intended use, data, honest metrics with intervals, limitations; not a medical device."""
     source = bundle["source_run"]
@@ -108,6 +120,7 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
         + ".",
         "Duplicates and conflicting labels were removed by edgelesion's audit; the validation split keeps every",
         "group of identical or near-identical images on one side.",
+        *_input_lines(bundle),
         "",
         f"## Metrics on the validation split ({validation['n_images']} images; 95% intervals)",
         f"- balanced accuracy: {format_estimate(bal)} over {len(bal['classes'])} classes",
