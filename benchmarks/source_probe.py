@@ -4,10 +4,11 @@ features, trained without ISIC block 0000100-0000999 and scored inside it (melan
     .venv/bin/python -m benchmarks.source_probe                     # centre crops 1.0 0.8 0.6 0.45, INLP 0 3 10 30
     .venv/bin/python -m benchmarks.source_probe --crops 1.0 0.6 --inlp 0 10
 
-Each image is decoded and resized as training does it, its centre `crop` (a share of each side) taken in between,
-and passed through the pretrained network (the package's model, `pretrained=True`) up to its global pool: 1,280
-features, made once per crop under runs/benchmarks/source-probe/. A logistic regression (balanced class weights, standardised features) learns the 9
-classes from every source but the block; its melanoma score p(melanoma) / (p(melanoma) + p(nevus)) is scored inside
+Each image is decoded and resized as training does it, keeping its centre `crop` (a share of each side, as
+`Preprocessing.centre_crop` keeps it), and passed through the pretrained network (the package's model,
+`pretrained=True`) up to its global pool: 1,280 features, made once per crop under runs/benchmarks/source-probe/.
+A logistic regression (balanced class weights, standardised features) learns the 9 classes from every source but
+the block; its melanoma score p(melanoma) / (p(melanoma) + p(nevus)) is scored inside
 the block, paired with the whole image's probe on the same images.
 
 INLP rounds (iterative nullspace projection) remove, before the probe, the directions along which a linear
@@ -24,29 +25,24 @@ import argparse
 import csv
 import hashlib
 import io
+import json
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from benchmarks.common import RUNS, cpu_kind_record_name, markdown_table, record, require_data, write_table
 from benchmarks.source_holdout import HELD_OUT, LOOKALIKE, paired_auc_difference
+from edgelesion.data.image_cache import decoding
 from edgelesion.images import read_image, to_model_input
 from edgelesion.source_figures import auc_estimate
+from edgelesion.train.config import TrainConfig
 
 FEATURES = RUNS / "source-probe"
 # groups smaller than this are left out of the source classifiers: a direction fitted to a handful of images is noise
 MIN_GROUP = 20
-
-
-def centre_crop(image: Image.Image, share: float) -> Image.Image:
-    """The centre `share` of each side of `image`."""
-    width, height = image.size
-    w, h = round(width * share), round(height * share)
-    left, top = (width - w) // 2, (height - h) // 2
-    return image.crop((left, top, left + w, top + h))
 
 
 def features(crop: float) -> dict[str, np.ndarray]:
@@ -54,22 +50,21 @@ def features(crop: float) -> dict[str, np.ndarray]:
     once, then read)."""
     root = require_data()
     listing = (root.parent / "sources.csv").read_text()
-    # named by the image list too, so another copy of the data never reads these features
-    target = FEATURES / f"features-crop{crop:g}-{hashlib.sha256(listing.encode()).hexdigest()[:12]}.npz"
+    preprocessing = replace(TrainConfig.for_model("efficientnet-lite0").preprocessing, centre_crop=crop)
+    # named by the image list and the decoding too, so another copy of the data or another resize never reads them
+    key = hashlib.sha256(json.dumps([listing, decoding(preprocessing)]).encode()).hexdigest()[:12]
+    target = FEATURES / f"features-crop{crop:g}-{key}.npz"
     if not target.is_file():
         from edgelesion._tf import keras
         from edgelesion.fileio import atomic_path
-        from edgelesion.train.config import TrainConfig
         from edgelesion.train.models.registry import create_model
 
         rows = list(csv.DictReader(io.StringIO(listing)))
-        preprocessing = TrainConfig.for_model("efficientnet-lite0").preprocessing
         model = create_model("efficientnet-lite0", 9, preprocessing, pretrained=True)
         pooled = keras.Model(model.input, model.get_layer("avg_pool").output)
 
         def pixels(path: str) -> np.ndarray:
-            # decoded and resized as training decodes them, the centre crop in between
-            return to_model_input(centre_crop(read_image(root / path).image, crop), preprocessing).astype(np.float32)
+            return to_model_input(read_image(root / path).image, preprocessing).astype(np.float32)
 
         batches = [
             pooled.predict(np.stack([pixels(r["path"]) for r in rows[i : i + 64]]), verbose=0)
