@@ -64,7 +64,9 @@ def features(crop: float) -> dict[str, np.ndarray]:
         pooled = keras.Model(model.input, model.get_layer("avg_pool").output)
 
         def pixels(path: str) -> np.ndarray:
-            return to_model_input(read_image(root / path).image, preprocessing).astype(np.float32)
+            return to_model_input(read_image(root / path, preprocessing.draft_side).image, preprocessing).astype(
+                np.float32
+            )
 
         batches = [
             pooled.predict(np.stack([pixels(r["path"]) for r in rows[i : i + 64]]), verbose=0)

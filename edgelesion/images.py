@@ -107,12 +107,14 @@ def to_model_input(image: Image.Image, preprocessing: Preprocessing) -> np.ndarr
     return np.asarray(image, dtype=np.uint8)
 
 
-def small_image_warning(size: tuple[int, int], model_side: int) -> str | None:
-    """A warning when an image's shorter side is under half the model's input side (upscaled that far, the
-    model sees blur, and its answer is unreliable); None otherwise."""
-    if 2 * min(size) >= model_side:
+def small_image_warning(size: tuple[int, int], preprocessing: Preprocessing) -> str | None:
+    """A warning when the shorter side of what the model sees (the image, or its centre crop) is under half the
+    model's input side (upscaled that far, the model sees blur, and its answer is unreliable); None otherwise."""
+    model_side, crop = preprocessing.image_size, preprocessing.centre_crop
+    if 2 * min(size) * crop >= model_side:
         return None
+    seen = "" if crop == 1 else f" (the model sees the centre {crop:.0%} of each side)"
     return (
-        f"only {size[0]}x{size[1]} pixels, under half the model's {model_side}-pixel input side: "
+        f"only {size[0]}x{size[1]} pixels{seen}, under half the model's {model_side}-pixel input side: "
         "the result is unreliable"
     )

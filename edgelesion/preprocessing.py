@@ -27,9 +27,6 @@ class Preprocessing:
     """
 
     image_size: int = 180  # square side in pixels; images are resized to it, whatever their aspect ratio
-    # the share of each side kept around the image's centre before resizing (1: the whole image). Less of a
-    # dermoscope's frame and surround, which differ between clinics; the lesion is usually centred.
-    centre_crop: float = 1.0
     resize_method: str = "bilinear"  # a key of RESIZE_FILTERS
     scale: float = 1.0 / 255.0  # in-model: x * scale + offset
     offset: float = 0.0
@@ -41,7 +38,10 @@ class Preprocessing:
     # of noise (0.970-1.000; the 20-epoch Lite0's int8.onnx 0.980 against 0.990 at 1/2); margin 2 (1/8) cost that
     # model's float files 0.6 point (docs/decoding.md)
     jpeg_draft: bool = True
-    jpeg_draft_margin: int = 3
+    jpeg_draft_margin: int = 3  # input sides of the part resized (the centre crop's, where there is one)
+    # the share of each side kept around the image's centre before resizing (1: the whole image). Less of a
+    # dermoscope's frame and surround, which differ between clinics; the lesion is usually centred.
+    centre_crop: float = 1.0
 
     def __post_init__(self) -> None:
         if self.resize_method not in RESIZE_FILTERS:
@@ -63,12 +63,19 @@ class Preprocessing:
         """The side a large JPEG may be decoded down to (see `jpeg_draft`), or None for a full decode."""
         if not self.jpeg_draft:
             return None
-        return math.ceil(
-            self.jpeg_draft_margin * self.image_size / self.centre_crop
-        )  # the crop's side, not the image's
+        # the crop is what must keep jpeg_draft_margin input sides; rounded so that 3 * 224 / 0.7 stays 960
+        return math.ceil(round(self.jpeg_draft_margin * self.image_size / self.centre_crop, 6))
+
+    @property
+    def crop_description(self) -> str:
+        """What is resized to the input, in words for model cards and file metadata."""
+        if self.centre_crop == 1:
+            return "the whole image, resized"
+        return f"only the centre {self.centre_crop:.0%} of each side, resized"
 
     def crop_box(self, size: tuple[int, int]) -> tuple[float, float, float, float]:
-        """The (left, top, right, bottom) box, in pixels of an image of `size`, that is resized to the input."""
+        """The (left, top, right, bottom) box, in pixels of an image of `size`, that is resized to the input: fractional,
+        as Pillow's `resize(box=...)` takes it, so the crop's edge pixels blend their outside neighbours."""
         width, height = size
         left, top = width * (1 - self.centre_crop) / 2, height * (1 - self.centre_crop) / 2
         return left, top, width - left, height - top

@@ -55,12 +55,12 @@ def test_the_model_card_says_when_the_model_sees_only_the_centre_of_an_image(bun
     assert card == (bundle_dir / "MODEL_CARD.md").read_text() and "sees only the centre" not in card
     for entry in bundle["artifacts"].values():
         entry["input"]["resize"]["centre_crop"] = 0.6
-    assert "The model sees only the centre 60% of each side of an image" in model_card(bundle, validation)
+    assert "The model sees only the centre 60% of each side, resized" in model_card(bundle, validation)
 
 
 def test_bundle_describes_its_artifacts_and_source(bundle_dir, trained_run):
     bundle = json.loads((bundle_dir / "bundle.json").read_text())
-    assert bundle["schema_version"] == 3
+    assert bundle["schema_version"] == 4
     assert (bundle_dir / "labels.txt").read_text().splitlines() == bundle["classes"] == bundle["output"]["classes"]
     for name, entry in bundle["artifacts"].items():
         assert entry["sha256"] == sha256_file(bundle_dir / name)

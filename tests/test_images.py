@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgelesion.images import UnreadableImage, read_image, to_model_input
+from edgelesion.images import UnreadableImage, read_image, small_image_warning, to_model_input
 from edgelesion.preprocessing import Preprocessing
 
 PRE = Preprocessing(image_size=16)
@@ -66,6 +66,12 @@ def test_sixteen_bit_grayscale_keeps_its_contrast(tmp_path):
     assert out[:, :10].max() < 5 and out[:, 10:].min() > 250
 
 
+def test_an_image_whose_seen_part_is_under_half_the_input_side_is_warned_about():
+    assert small_image_warning((180, 180), Preprocessing(image_size=224)) is None
+    warning = small_image_warning((180, 180), Preprocessing(image_size=224, centre_crop=0.45))
+    assert warning and "180x180 pixels (the model sees the centre 45% of each side)" in warning
+
+
 def test_huge_image_is_resized_to_the_input_size(tmp_path):
     Image.new("RGB", (5000, 3000), (1, 2, 3)).save(tmp_path / "big.png")
     out = to_model_input(read_image(tmp_path / "big.png").image, PRE)
@@ -80,7 +86,13 @@ def test_a_centre_crop_resizes_only_the_centre_and_its_jpegs_keep_enough_pixels(
     centre = to_model_input(image, Preprocessing(image_size=32, centre_crop=0.4))
     assert whole.shape == centre.shape == (32, 32, 3)
     assert (centre == 200).all() and whole.min() == 0  # the centre 40% lies inside the bright box
-    assert Preprocessing(image_size=224, centre_crop=0.6).draft_side == 1120  # a crop of 3 input sides, not the image
+    smooth = Image.fromarray(np.random.default_rng(0).integers(0, 255, (6, 8, 3), dtype=np.uint8))
+    smooth.resize((1600, 1200), Image.Resampling.BICUBIC).save(tmp_path / "big.jpg", quality=92)
+    cropped, full = Preprocessing(image_size=64, centre_crop=0.5), Preprocessing(image_size=64)
+    # the crop, not the image, keeps 3 input sides: decoded at 1/2 where the whole image may go to 1/4
+    assert read_image(tmp_path / "big.jpg", cropped.draft_side).image.size == (800, 600)
+    assert read_image(tmp_path / "big.jpg", full.draft_side).image.size == (400, 300)
+    assert Preprocessing(image_size=224, centre_crop=0.7).draft_side == 960
     with pytest.raises(ValueError, match="centre_crop 0.1 must be between 0.2 and 1"):
         Preprocessing(centre_crop=0.1)
 

@@ -337,9 +337,9 @@ def test_a_bundle_with_a_centre_crop_predicts_on_the_centre_and_one_without_the_
         shutil.copytree(bundle_dir, copy)
         for entry in manifest["artifacts"].values():
             entry["input"]["resize"]["centre_crop"] = crop
-            if crop is None:  # written before the crop existed
+            if crop is None:  # written before the crop existed, under schema 3
                 del entry["input"]["resize"]["centre_crop"]
-        rewrite_bundle(copy, manifest)
+        rewrite_bundle(copy, {**manifest, "schema_version": 4 if crop else 3})
         pixels = Classifier.load(copy, "float32.onnx").pixels(image)
         expected = to_model_input(image, Preprocessing(image_size=whole.shape[0], centre_crop=crop or 1.0))
         assert np.array_equal(pixels, expected) and np.array_equal(pixels, whole) == (crop is None)

@@ -12,11 +12,12 @@ from edgelesion.errors import EdgelesionError
 from edgelesion.export.gpu_compatibility import gpu_delegate_verdict
 from edgelesion.export.parity import ORIENTATIONS
 from edgelesion.fileio import write_json, write_text
+from edgelesion.infer.bundle_reader import bundle_preprocessing
 from edgelesion.metrics import format_estimate, format_mean_sd
 from edgelesion.preprocessing import Preprocessing
 from edgelesion.source_figures import format_within_source
 
-BUNDLE_SCHEMA_VERSION = 3
+BUNDLE_SCHEMA_VERSION = 4  # 4: input.resize.centre_crop
 
 
 def input_spec(artifact: str, preprocessing: Preprocessing) -> dict[str, Any]:
@@ -41,9 +42,6 @@ def input_spec(artifact: str, preprocessing: Preprocessing) -> dict[str, Any]:
             "library": "Pillow",
             "keep_aspect_ratio": False,
             "centre_crop": preprocessing.centre_crop,
-            "crop": "none: the whole image is resized"
-            if preprocessing.centre_crop == 1
-            else f"the centre {preprocessing.centre_crop:.0%} of each side is resized, the rest left out",
             "jpeg_draft": preprocessing.jpeg_draft,
             "jpeg_draft_margin": preprocessing.jpeg_draft_margin,
             "jpeg_decode": (
@@ -90,13 +88,12 @@ def output_spec(classes: list[str]) -> dict[str, Any]:
 
 def _input_lines(bundle: dict[str, Any]) -> list[str]:
     """What a user must know of the input beyond its size: the centre crop, where the model takes one."""
-    resize = next(iter(bundle["artifacts"].values()))["input"]["resize"]
-    crop = resize.get("centre_crop", 1.0)
-    if crop == 1:
+    preprocessing = bundle_preprocessing(bundle)
+    if preprocessing.centre_crop == 1:
         return []
     return [
-        f"The model sees only the centre {crop:.0%} of each side of an image (`input.resize.centre_crop`): "
-        "the lesion must be centred, and what lies outside that box is never looked at."
+        f"The model sees {preprocessing.crop_description} (`input.resize.centre_crop`): what lies outside is never "
+        "looked at, so the lesion must be centred."
     ]
 
 

@@ -29,11 +29,9 @@ def _metadata_flatbuffer(model: ModelDescription) -> bytes:
     size = model.preprocessing.image_size
     image = meta.TensorMetadataT()
     image.name = "image"
-    crop = model.preprocessing.centre_crop
     image.description = (
-        f"RGB pixels 0-255, resized to {size}x{size} ({model.preprocessing.resize_method}, "
-        + ("no crop" if crop == 1 else f"the centre {crop:.0%} of each side: pass it as the region of interest")
-        + "); the model's own scaling is inside it"
+        f"RGB pixels 0-255: {model.preprocessing.crop_description} to {size}x{size} "
+        f"({model.preprocessing.resize_method}); the model's own scaling is inside it"
     )
     image.content = meta.ContentT()
     image.content.contentPropertiesType = meta.ContentProperties.ImageProperties

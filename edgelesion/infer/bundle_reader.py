@@ -14,7 +14,7 @@ from edgelesion.errors import EdgelesionError
 from edgelesion.fileio import sha256_file
 from edgelesion.preprocessing import LEGACY_DRAFT_MARGIN, Preprocessing
 
-SUPPORTED_SCHEMA = 3
+SUPPORTED_SCHEMAS = (3, 4)  # 3: written before input.resize.centre_crop, every image resized whole
 SELF_HASH_FIELD = "bundle_sha256"  # sha256 of bundle.json's own content less this field, computed last
 
 
@@ -42,10 +42,10 @@ def read_bundle(bundle_dir: Path) -> dict[str, Any]:
         bundle = json.loads(manifest.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise EdgelesionError(f"{manifest} is not valid JSON ({exc}): export the bundle again") from exc
-    if bundle.get("schema_version") != SUPPORTED_SCHEMA:
+    if bundle.get("schema_version") not in SUPPORTED_SCHEMAS:
         raise EdgelesionError(
-            f"{manifest} has bundle schema {bundle.get('schema_version')}; this edgelesion "
-            f"reads schema {SUPPORTED_SCHEMA}: export the bundle again with this version"
+            f"{manifest} has bundle schema {bundle.get('schema_version')}; this edgelesion reads schema "
+            f"{' and '.join(map(str, SUPPORTED_SCHEMAS))}: export the bundle again with this version"
         )
     if bundle.get(SELF_HASH_FIELD) != bundle_content_sha256(bundle):
         raise EdgelesionError(

@@ -173,7 +173,7 @@ class Classifier:
         decoded, reduced = self._decoded(image)
         return _Prepared(
             to_model_input(decoded, self.preprocessing),
-            small_image_warning(decoded.size, self.preprocessing.image_size),
+            small_image_warning(decoded.size, self.preprocessing),
             Path(image) if reduced else None,  # type: ignore[arg-type]  # reduced: only a file is decoded reduced
         )
 
