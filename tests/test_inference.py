@@ -134,7 +134,7 @@ def test_damaged_or_incomplete_bundles_are_refused(bundle_dir, tmp_path):
     ):
         Classifier.load(copy, "float32.tflite")  # a consistent bundle.json, but labels.txt says otherwise
     (copy / "bundle.json").write_text(json.dumps({**manifest, "schema_version": manifest["schema_version"] + 1}))
-    with pytest.raises(EdgelesionError, match=r"has bundle schema 4; this edgelesion reads schema 3"):
+    with pytest.raises(EdgelesionError, match=r"has bundle schema 5; this edgelesion reads schema 3 and 4:"):
         Classifier.load(copy, "float32.tflite")
     (copy / "bundle.json").write_text(json.dumps(manifest)[:-10])  # cut short, as by a full disk
     with pytest.raises(EdgelesionError, match="bundle.json is not valid JSON"):
