@@ -129,7 +129,7 @@ def main() -> None:
     for crop in args.crops:
         data = features(crop)
         for rounds in args.inlp:
-            scores, _ = probe_scores(data, rounds)
+            scores = baseline if (crop, rounds) == (1.0, 0) else probe_scores(data, rounds)[0]
             rows.append(
                 {
                     "crop": crop,

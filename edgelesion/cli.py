@@ -377,11 +377,11 @@ def _train_config(args: argparse.Namespace, **fixed: int) -> TrainConfig:
         if args.online_augment_options:
             strengths = _key_values(args.online_augment_options, "--online-augment-options")
             config = config.with_changes(online_augment=replace(config.online_augment, enabled=True, **strengths))
-        resizing = {"image_size": args.image_size, "centre_crop": args.centre_crop}
-        if any(v is not None for v in resizing.values()):
-            config = config.with_changes(
-                preprocessing=replace(config.preprocessing, **{k: v for k, v in resizing.items() if v is not None})
-            )
+        resizing = {
+            k: v for k, v in (("image_size", args.image_size), ("centre_crop", args.centre_crop)) if v is not None
+        }
+        if resizing:
+            config = config.with_changes(preprocessing=replace(config.preprocessing, **resizing))
     except (ValueError, TypeError) as exc:
         raise EdgelesionError(f"bad training option: {exc}") from exc
     return config
