@@ -58,6 +58,35 @@ def test_the_model_card_says_when_the_model_sees_only_the_centre_of_an_image(bun
     assert "The model sees only the centre 60% of each side, resized" in model_card(bundle, validation)
 
 
+def _tflite_input_description(tflite: bytes) -> str:
+    """The image input's description in a .tflite file's metadata, as MediaPipe and the Task Library read it."""
+    from mediapipe.tasks.metadata import metadata_schema_py_generated as meta
+    from mediapipe.tasks.metadata import schema_py_generated as schema
+
+    from edgelesion.export.tflite_metadata import METADATA_NAME
+
+    model = schema.Model.GetRootAs(tflite, 0)
+    (entry,) = [model.Metadata(i) for i in range(model.MetadataLength()) if model.Metadata(i).Name() == METADATA_NAME]
+    metadata = meta.ModelMetadata.GetRootAs(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes(), 0)
+    return metadata.SubgraphMetadata(0).InputTensorMetadata(0).Description().decode()
+
+
+def test_each_tflite_file_says_what_part_of_the_image_its_model_sees(bundle_dir):
+    from dataclasses import replace
+
+    from edgelesion.export.bundle import ModelDescription
+    from edgelesion.export.tflite_metadata import with_metadata
+    from edgelesion.infer import Classifier
+
+    whole = Classifier.load(bundle_dir, "int8.tflite").preprocessing
+    tflite = (bundle_dir / "int8.tflite").read_bytes()
+    assert _tflite_input_description(tflite).startswith("RGB pixels 0-255: the whole image, resized to ")
+    cropped = ModelDescription("int8.tflite", ["a", "b", "c"], replace(whole, centre_crop=0.6), "x")
+    assert _tflite_input_description(with_metadata(tflite, cropped)).startswith(
+        "RGB pixels 0-255: only the centre 60% of each side, resized to "
+    )
+
+
 def test_bundle_describes_its_artifacts_and_source(bundle_dir, trained_run):
     bundle = json.loads((bundle_dir / "bundle.json").read_text())
     assert bundle["schema_version"] == 4
