@@ -1,19 +1,24 @@
 """A quick screen for what might let a model hold on a source it never saw: linear probes on frozen ImageNet Lite0
 features, trained without ISIC block 0000100-0000999 and scored inside it (melanoma against nevus).
 
-    .venv/bin/python -m benchmarks.source_probe                     # centre crops 1.0 0.8 0.6 0.45, INLP 0 3 10 30
-    .venv/bin/python -m benchmarks.source_probe --crops 1.0 0.6 --inlp 0 10
+    .venv/bin/python -m benchmarks.source_probe    # centre crops 1.0 0.8 0.6 0.45, INLP 0 3 10 30, every weighting
+    .venv/bin/python -m benchmarks.source_probe --crops 1.0 0.6 --inlp 0 10 --weightings class
 
 Each image is decoded and resized as training does it, keeping its centre `crop` (a share of each side, as
 `Preprocessing.centre_crop` keeps it), and passed through the pretrained network (the package's model,
 `pretrained=True`) up to its global pool: 1,280 features, made once per crop under runs/benchmarks/source-probe/.
-A logistic regression (balanced class weights, standardised features) learns the 9 classes from every source but
-the block; its melanoma score p(melanoma) / (p(melanoma) + p(nevus)) is scored inside
-the block, paired with the whole image's probe on the same images.
+A logistic regression (standardised features) learns the 9 classes from every source but the block; its melanoma
+score p(melanoma) / (p(melanoma) + p(nevus)) is scored inside the block, paired with the whole image's probe on the
+same images. Its images are weighted (`--weightings`):
+- `class`: balanced class weights, as the recipe trains;
+- `group`: (class, source) groups: every class weighs the same, and within a class every source;
+- `group-dro`: the worst groups weigh most: group DRO's exponentiated-gradient weights (step 1) on the groups' mean
+  training losses, the probe fitted again after each of 6 updates.
 
 INLP rounds (iterative nullspace projection) remove, before the probe, the directions along which a linear
 classifier tells sources apart within one class (melanomas of two blocks, nevi of two): the linear analogue of a
-source-adversarial branch that asks for features whose source cannot be told given the class.
+source-adversarial branch that asks for features whose source cannot be told given the class. They are applied
+with class weights only; the group weightings are screened without INLP.
 
 A screen, not a candidate's verdict: nothing is fine-tuned, so a gain here only says which recipe to train
 leave-source-out (`python -m benchmarks.source_holdout`). Records benchmarks/results/source_probe_KIND.{json,md}.
@@ -43,6 +48,8 @@ from edgelesion.train.config import TrainConfig
 FEATURES = RUNS / "source-probe"
 # groups smaller than this are left out of the source classifiers: a direction fitted to a handful of images is noise
 MIN_GROUP = 20
+WEIGHTINGS = ("class", "group", "group-dro")
+DRO_UPDATES, DRO_STEP = 6, 1.0
 
 
 def features(crop: float) -> dict[str, np.ndarray]:
@@ -105,14 +112,39 @@ def within_class_source_nullspace(x: np.ndarray, label: np.ndarray, source: np.n
     return projection
 
 
-def probe_scores(data: dict[str, np.ndarray], rounds: int) -> tuple[np.ndarray, np.ndarray]:
+def group_weighted_probe(x: np.ndarray, label: np.ndarray, source: np.ndarray, weighting: str) -> LogisticRegression:
+    """The probe fitted with `weighting`'s image weights (see the module's docstring), which average 1 as balanced
+    class weights do: the regularisation strength C means the same under each."""
+    if weighting == "class":
+        return LogisticRegression(C=0.05, max_iter=3000, class_weight="balanced").fit(x, label)
+    _, first, group_of, sizes = np.unique(
+        np.char.add(np.char.add(label, "|"), source), return_index=True, return_inverse=True, return_counts=True
+    )
+
+    def fitted(share: np.ndarray) -> LogisticRegression:  # share: each group's part of the total weight
+        return LogisticRegression(C=0.05, max_iter=3000).fit(x, label, sample_weight=len(x) * (share / sizes)[group_of])
+
+    if weighting == "group":
+        classes, group_class, sources_in_class = np.unique(label[first], return_inverse=True, return_counts=True)
+        return fitted(1 / (len(classes) * sources_in_class[group_class]))
+    share = np.full(len(sizes), 1 / len(sizes))
+    probe = fitted(share)
+    for _ in range(DRO_UPDATES):
+        own = probe.predict_proba(x)[np.arange(len(x)), np.searchsorted(probe.classes_, label)]
+        group_loss = np.bincount(group_of, -np.log(np.maximum(own, 1e-9))) / sizes
+        share = share * np.exp(DRO_STEP * group_loss)
+        probe = fitted(share / share.sum())
+    return probe
+
+
+def probe_scores(data: dict[str, np.ndarray], rounds: int, weighting: str = "class") -> tuple[np.ndarray, np.ndarray]:
     """The held-out block's melanoma scores (melanomas and nevi, in file order) and which are melanomas."""
     x, label, source = data["x"], data["label"], data["source"]
     train = source != HELD_OUT
     scored = (source == HELD_OUT) & np.isin(label, ["melanoma", LOOKALIKE])
     standard = StandardScaler().fit(x[train]).transform(x)
     projected = standard @ within_class_source_nullspace(standard[train], label[train], source[train], rounds)
-    probe = LogisticRegression(C=0.05, max_iter=3000, class_weight="balanced").fit(projected[train], label[train])
+    probe = group_weighted_probe(projected[train], label[train], source[train], weighting)
     probabilities = probe.predict_proba(projected[scored])
     classes = list(probe.classes_)
     melanoma, nevus = probabilities[:, classes.index("melanoma")], probabilities[:, classes.index(LOOKALIKE)]
@@ -122,32 +154,46 @@ def probe_scores(data: dict[str, np.ndarray], rounds: int) -> tuple[np.ndarray, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--crops", type=float, nargs="+", default=[1.0, 0.8, 0.6, 0.45], help="centre crop shares")
-    parser.add_argument("--inlp", type=int, nargs="+", default=[0, 3, 10, 30], help="INLP rounds")
+    parser.add_argument("--inlp", type=int, nargs="+", default=[0, 3, 10, 30], help="INLP rounds (class weights)")
+    parser.add_argument(
+        "--weightings", nargs="+", choices=WEIGHTINGS, default=list(WEIGHTINGS), help="image weights of the probe"
+    )
     args = parser.parse_args()
     baseline, truth = probe_scores(features(1.0), 0)
+    probes = [(w, r) for w in args.weightings for r in (args.inlp if w == "class" else [0])]
     rows: list[dict[str, Any]] = []
     for crop in args.crops:
         data = features(crop)
-        for rounds in args.inlp:
-            scores = baseline if (crop, rounds) == (1.0, 0) else probe_scores(data, rounds)[0]
+        for weighting, rounds in probes:
+            scores = (
+                baseline if (crop, weighting, rounds) == (1.0, "class", 0) else probe_scores(data, rounds, weighting)[0]
+            )
             rows.append(
                 {
                     "crop": crop,
+                    "weighting": weighting,
                     "inlp_rounds": rounds,
                     "held_out_auc": auc_estimate(scores[truth], scores[~truth]),
                     "vs_whole_image": paired_auc_difference(truth, baseline, scores),
                 }
             )
-            print(f"crop {crop:g}, INLP {rounds}: held-out AUC {rows[-1]['held_out_auc']['value']:.3f}")
+            print(f"crop {crop:g}, {weighting}, INLP {rounds}: held-out AUC {rows[-1]['held_out_auc']['value']:.3f}")
     name = cpu_kind_record_name("source_probe")
     record(
         name, {"held_out_source": HELD_OUT, "melanomas": int(truth.sum()), "nevi": int((~truth).sum()), "rows": rows}
     )
     table = markdown_table(
-        ["centre crop", "INLP rounds", "held-out AUC melanoma vs nevus", "Δ vs whole image, no INLP [paired 95% CI]"],
+        [
+            "centre crop",
+            "weighting",
+            "INLP rounds",
+            "held-out AUC melanoma vs nevus",
+            "Δ vs whole image, class weights, no INLP [paired 95% CI]",
+        ],
         [
             [
                 f"{r['crop']:g}",
+                r["weighting"],
                 str(r["inlp_rounds"]),
                 f"{r['held_out_auc']['value']:.3f} [{r['held_out_auc']['ci95'][0]:.3f}, {r['held_out_auc']['ci95'][1]:.3f}]",
                 f"{r['vs_whole_image']['value']:+.3f} [{r['vs_whole_image']['ci95'][0]:+.3f}, "
@@ -155,12 +201,12 @@ def main() -> None:
             ]
             for r in rows
         ],
-        "rrrr",
+        "rlrrr",
     )
     intro = (
         f"# Linear probes on frozen ImageNet Lite0 features, {HELD_OUT} left out\n\nCommand: `python -m "
         f"benchmarks.source_probe --crops {' '.join(f'{c:g}' for c in args.crops)} --inlp "
-        f"{' '.join(map(str, args.inlp))}`. Trained on every other source (9 classes), scored on the block's "
+        f"{' '.join(map(str, args.inlp))} --weightings {' '.join(args.weightings)}`. Trained on every other source (9 classes), scored on the block's "
         f"{int(truth.sum())} melanomas and {int((~truth).sum())} nevi. A screen: nothing is fine-tuned.\n"
     )
     write_table(name, [intro, *table])
