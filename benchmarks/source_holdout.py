@@ -29,6 +29,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from benchmarks.common import (
+    RESULTS,
     RUNS,
     cpu_kind_record_name,
     markdown_table,
@@ -49,6 +50,7 @@ from edgelesion.train.leave_source_out import cross_validate_sources, fold_dir
 from edgelesion.train.runs import read_run
 
 HELD_OUT = "isic-0000100-0000999"
+AUC_GOAL = 0.75  # held-out melanoma-vs-nevus AUC a kept recipe should reach
 LOOKALIKE = "nevus"
 RECIPE = TrainConfig.for_model("efficientnet-lite0")
 CANDIDATES: dict[str, TrainConfig] = {
@@ -255,6 +257,42 @@ def kfold_table(results: dict[str, Any]) -> list[str]:
     return markdown_table(header, rows, "l" + "r" * (len(header) - 1))
 
 
+def holdout_chart(results: dict[str, Any], target: Path) -> None:
+    """Each run's held-out AUC with its 95% interval against the goal, and each finished CV fold's balanced accuracy
+    beside the recipe's same fold."""
+    import matplotlib.pyplot as plt
+
+    from edgelesion.plots import save_figure
+
+    held_out = {
+        name: r["held_out"]["held_out"]["lookalikes"][LOOKALIKE]["auc"] for name, r in results.items() if r["held_out"]
+    }
+    kfold = {name: r["kfold"]["folds"] for name, r in results.items() if r["kfold"] and name != "recipe"}
+    figure, (auc_axis, fold_axis) = plt.subplots(1, 2, figsize=(12, 0.45 * len(held_out) + 2.5))
+    names = sorted(held_out, key=lambda n: held_out[n]["value"])
+    values = np.array([held_out[n]["value"] for n in names])
+    low, high = np.array([held_out[n]["ci95"] for n in names]).T
+    auc_axis.errorbar(values, range(len(names)), xerr=[values - low, high - values], fmt="o", capsize=3)
+    auc_axis.axvline(AUC_GOAL, color="green", linestyle="--", label=f"goal {AUC_GOAL}")
+    auc_axis.axvline(0.5, color="grey", linestyle=":", label="chance")
+    auc_axis.set_yticks(range(len(names)), names)
+    auc_axis.set_xlabel(f"AUC melanoma vs {LOOKALIKE}, {HELD_OUT} never trained on (95% CI)")
+    auc_axis.legend(fontsize=8, loc="lower right")
+    for colour, (name, folds) in enumerate(kfold.items()):
+        ordered = sorted(folds, key=int)
+        for fold in ordered:
+            pair = [folds[fold]["recipe_balanced_accuracy"]["value"], folds[fold]["balanced_accuracy"]["value"]]
+            fold_axis.plot([0, 1], pair, marker="o", color=f"C{colour}")
+            fold_axis.annotate(f" fold {fold}", (1, pair[1]), fontsize=8, va="center")
+        fold_axis.plot([], [], marker="o", color=f"C{colour}", label=f"{name}: folds {', '.join(ordered)}")
+    fold_axis.set_xticks([0, 1], ["recipe", "candidate"])
+    fold_axis.set_ylabel("pooled validation balanced accuracy, per fold")
+    fold_axis.set_title("5-fold CV with sources, paired by fold")
+    if kfold:
+        fold_axis.legend(fontsize=8)
+    save_figure(figure, target)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("candidate", nargs="?", choices=CANDIDATES, help="train this candidate (resumable)")
@@ -302,6 +340,7 @@ def main() -> None:
         *kfold_table(results),
     ]
     write_table(record_name, lines)
+    holdout_chart(results, RESULTS / record_name / "held_out_and_folds.png")
 
 
 if __name__ == "__main__":
