@@ -637,9 +637,11 @@ def _add_export(sub: argparse._SubParsersAction, summary: str) -> None:
     p.add_argument(
         "--cv",
         type=Path,
+        action="append",
+        default=[],
         metavar="CV_DIR",
-        help="an 'edgelesion cv' folder of this run's recipe, whose figures go in the model card "
-        "(default: the folder around RUN when RUN is one of its folds)",
+        help="an 'edgelesion cv' folder of this run's recipe, whose figures go in the model card; give it twice for "
+        "a k-fold and a --leave-source-out folder (default: the k-fold folder around RUN when RUN is one of its folds)",
     )
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.set_defaults(handler=_run_export)
@@ -679,7 +681,7 @@ def _run_export(args: argparse.Namespace) -> int:
             keep_failed=args.keep_failed,
             melanoma_sensitivity=args.melanoma_sensitivity,
             int8=args.int8,
-            cv_dir=args.cv,
+            cv_dirs=tuple(args.cv),
         )
     except ValueError as exc:
         raise EdgelesionError(f"bad export option: {exc}") from exc

@@ -129,7 +129,10 @@ def test_export_refuses_a_cross_validation_of_another_recipe(dataset_dir, traine
     cross_validate(dataset_dir, cv.root, CONFIG.with_changes(folds=2, epochs=1), folds=[0], progress=False)
     with pytest.raises(EdgelesionError, match="cross-validated other settings than the run"):
         export_run(
-            trained_run, tmp_path / "bundle", ExportOptions(artifacts=("float32.onnx",), cv_dir=cv.root), progress=False
+            trained_run,
+            tmp_path / "bundle",
+            ExportOptions(artifacts=("float32.onnx",), cv_dirs=(cv.root,)),
+            progress=False,
         )
     assert not (tmp_path / "bundle").exists()
 

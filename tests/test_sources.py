@@ -4,6 +4,7 @@ leave-source-out cross-validation."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -127,10 +128,12 @@ def test_within_source_figures_part_from_pooled_ones_when_the_source_gives_the_c
     assert with_one_source["rule_sources"] == ["mixed"] and with_one_source["threshold"] == only_mixed
 
 
-def test_a_colour_cast_that_decides_the_class_is_flagged_and_fails_leave_source_out(tmp_path, capsys):
+def test_a_colour_cast_that_decides_the_class_is_flagged_and_fails_leave_source_out_and_the_model_card_says_so(
+    tmp_path, capsys, trained_run
+):
     """In the training sources, melanomas come from a warm-cast clinic and nevi from a cool one; in the held-out
-    clinic the cast says the opposite. The audit names the confound, and the held-out source exposes the model
-    that learned the cast while its own validation split praises it."""
+    clinic the cast says the opposite. The audit names the confound, the held-out source exposes the model that
+    learned the cast while its own validation split praises it, and a bundle of the recipe carries both figures."""
     data = write_sourced_set(
         tmp_path,
         {
@@ -198,6 +201,28 @@ def test_a_colour_cast_that_decides_the_class_is_flagged_and_fails_leave_source_
     assert main(["cv", "--merge-only", "--leave-source-out", "--out", str(cv)]) == 0
     assert main(["cv", "--merge-only", "--out", str(cv)]) == 2
     assert "--leave-source-out" in capsys.readouterr().err
+
+    # the recipe trained on every source, exported with its leave-source-out figures in the card
+    run, bundle = tmp_path / "run", tmp_path / "bundle"
+    assert main(["train", "--data", str(data), "--out", str(run), *small, *meta]) == 0
+    export = ["export", str(run), "--artifacts", "float32.onnx", "--cv", str(cv)]
+    assert main([*export, "--out", str(bundle)]) == 0
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    assert manifest["leave_source_out"]["per_source"] == summary["per_source"]
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert "## Sources never trained on (this recipe's leave-source-out cross-validation: 1 of 1 sources" in card
+    assert (
+        f"- held out new-clinic (20 images), melanoma against nevus: AUC {held_auc:.3f} "
+        f"[{row['held_out']['lookalikes']['nevus']['auc']['ci95'][0]:.3f}" in card
+    )
+    assert f"(on the training sources' validation split: {val_auc:.3f}" in card
+    assert "- not held out: warm-clinic" in card
+    # one folder of each kind; and only the run's own recipe
+    assert main([*export, "--cv", str(cv), "--out", str(tmp_path / "twice")]) == 2
+    assert "are both leave-source-out: give one of each kind" in capsys.readouterr().err
+    assert main(["export", str(trained_run), "--cv", str(cv), "--out", str(tmp_path / "other")]) == 2
+    assert "cross-validated other settings than the run" in capsys.readouterr().err
+    assert not (tmp_path / "twice").exists() and not (tmp_path / "other").exists()
 
 
 def test_leave_source_out_without_sources_is_refused(tmp_path, dataset_dir, capsys):

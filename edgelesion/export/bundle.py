@@ -140,6 +140,7 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
         ]
     lines += site_calibration_lines(bundle)
     lines += _cross_validation_lines(bundle.get("cross_validation"), source["config"]["fold"])
+    lines += _leave_source_out_lines(bundle.get("leave_source_out"))
     lines += [
         "",
         f"## Artifacts against the float model (validation split, each image in its {ORIENTATIONS} orientations: "
@@ -259,6 +260,42 @@ def _cross_validation_lines(cv: dict[str, Any] | None, fold: int) -> list[str]:
         lines.append(
             f"- folds {cv['folds_changed_since_merge']} finished or changed after these figures were merged: "
             "run 'edgelesion cv' again to include them"
+        )
+    return lines
+
+
+def _leave_source_out_lines(lso: dict[str, Any] | None) -> list[str]:
+    """The model card's section on the recipe's leave-source-out cross-validation: each source never trained on."""
+    if lso is None:
+        return []
+    positive = lso["positive_class"]
+    lines = [
+        "",
+        f"## Sources never trained on (this recipe's leave-source-out cross-validation: {len(lso['finished'])} of "
+        f"{len(lso['sources'])} sources held out)",
+        "Each fold trains without one source and chooses its best epoch and its alert threshold on the other "
+        "sources' validation split: the held-out figures are what a new clinic can expect, the validation figures "
+        "what a pooled split reports. To set the alert from a labelled sample of a new site: `edgelesion calibrate`.",
+    ]
+    for source, row in lso["per_source"].items():
+        held, validation = row["held_out"], row["validation"]
+        threshold = "n/a" if row["alert_threshold"] is None else f"{row['alert_threshold']:.3f}"
+        for lookalike in lso["lookalikes"]:
+            pair = held["lookalikes"][lookalike]
+            if not pair["auc"]:
+                continue
+            lines.append(
+                f"- held out {source} ({row['held_out_images']} images), {positive} against {lookalike}: AUC "
+                f"{format_estimate(pair['auc'])} (on the training sources' validation split: "
+                f"{format_estimate(validation['lookalikes'][lookalike]['auc'] or {})}); at the alert threshold "
+                f"{threshold}, sensitivity {format_estimate(held['alert_sensitivity'] or {})} and {lookalike} "
+                f"specificity {format_estimate(pair['alert_specificity'] or {})}"
+            )
+    lines += [f"- not held out: {source} ({reason})" for source, reason in lso["skipped_sources"].items()]
+    if lso["changed_since_merge"]:
+        lines.append(
+            f"- sources {lso['changed_since_merge']} finished or changed after these figures were merged: "
+            "run 'edgelesion cv --merge-only --leave-source-out' again to include them"
         )
     return lines
 

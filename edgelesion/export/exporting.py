@@ -38,8 +38,9 @@ from edgelesion.preprocessing import Preprocessing
 from edgelesion.provenance import provenance
 from edgelesion.source_figures import lookalike_indices, within_source_figures
 from edgelesion.thresholds import alert_threshold
-from edgelesion.train.cross_validation import fold_of, recipe_cv_figures
+from edgelesion.train.cross_validation import K_FOLD, LEAVE_SOURCE_OUT, cv_kind, fold_of, recipe_cv_figures
 from edgelesion.train.evaluation import predict, recorded_splits
+from edgelesion.train.leave_source_out import recipe_leave_source_out_figures
 from edgelesion.train.precision import float32_copy
 from edgelesion.train.runs import RunDir, read_run
 from edgelesion.train.training import training_arrays
@@ -283,11 +284,24 @@ def _signed(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.4f}"
 
 
-def _cross_validation(run: RunDir, cv_dir: Path | None) -> dict[str, Any] | None:
-    """The recipe's CV figures for the model card: from `cv_dir` (refused when it does not fit the run), else from
-    the CV folder the run is a fold of, when it fits (else the card goes without, and says why here)."""
-    if cv_dir is not None:
-        return recipe_cv_figures(cv_dir, run.root)
+def _cross_validations(run: RunDir, cv_dirs: tuple[Path, ...]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The recipe's k-fold and leave-source-out figures for the model card, from `cv_dirs` (at most one of each
+    kind; one that does not fit the run is refused). Without a k-fold one, the CV folder the run is a fold of."""
+    by_kind: dict[str, Path] = {}
+    for folder in cv_dirs:
+        kind = cv_kind(folder)
+        if kind in by_kind:
+            raise EdgelesionError(f"--cv {folder} and --cv {by_kind[kind]} are both {kind}: give one of each kind")
+        by_kind[kind] = folder
+    k_fold = recipe_cv_figures(by_kind[K_FOLD], run.root) if K_FOLD in by_kind else _fold_around(run)
+    leave_source_out = (
+        recipe_leave_source_out_figures(by_kind[LEAVE_SOURCE_OUT], run.root) if LEAVE_SOURCE_OUT in by_kind else None
+    )
+    return k_fold, leave_source_out
+
+
+def _fold_around(run: RunDir) -> dict[str, Any] | None:
+    """The CV figures of the folder the run is a fold of, when it fits (else the card goes without, and says why)."""
     if (around := fold_of(run.root)) is None:
         return None
     try:
@@ -314,7 +328,7 @@ def export_run(
     run, out = RunDir(Path(run_dir)), Path(out)
     check_output_dir(out, force)
     info = read_run(run.root)
-    cross_validation = _cross_validation(run, options.cv_dir)
+    cross_validation, leave_source_out = _cross_validations(run, options.cv_dirs)
     float_model = float32_copy(keras.models.load_model(run.best_model), info.config)  # trained mixed: float32
     source_sha256 = sha256_file(run.best_model)
     train, val = recorded_splits(run, info, "train", "val")
@@ -415,6 +429,7 @@ def export_run(
             "qat": None if quantized_core is None else asdict(options.qat),
             "validation_metrics_float": validation,
             "cross_validation": cross_validation,  # the recipe's, when the run is a fold of one or --cv names it
+            "leave_source_out": leave_source_out,  # the recipe's, when --cv names one
             "source_run": {  # names, fingerprints and relative paths only: a bundle carries no machine's paths
                 "name": run.root.name,
                 "relative_path": os.path.relpath(run.root.resolve(), out.resolve()),

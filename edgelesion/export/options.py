@@ -77,8 +77,9 @@ class ExportOptions:
     melanoma_sensitivity: float = TARGET_SENSITIVITY  # the melanoma alert's target on the validation split
     int8: str = "auto"  # one of INT8_METHODS
     onnx_int8: OnnxInt8Scheme = OnnxInt8Scheme()  # how int8.onnx is quantized (recorded in its bundle.json entry)
-    # the cross-validation of the run's recipe, for the model card (default: the folder around a run that is its fold)
-    cv_dir: Path | None = None
+    # cross-validations of the run's recipe for the model card, at most one k-fold and one leave-source-out (default:
+    # the k-fold folder around a run that is its fold)
+    cv_dirs: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if self.int8 not in INT8_METHODS:

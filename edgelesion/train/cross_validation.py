@@ -42,7 +42,7 @@ from edgelesion.train.distribution import Distribution, distribution_for
 from edgelesion.train.evaluation import read_validation_predictions
 from edgelesion.train.fold_claims import Claims, run_claimed, run_claimed_in_step
 from edgelesion.train.precision import check_precision
-from edgelesion.train.runs import RunDir, read_run
+from edgelesion.train.runs import RunDir, RunInfo, read_run
 from edgelesion.train.training import resume, train
 
 CV_FORMAT_VERSION = 1
@@ -457,27 +457,39 @@ def fold_of(run_dir: str | Path) -> Path | None:
     return run.parent if run.name.startswith("fold-") and CvDir(run.parent).spec.is_file() else None
 
 
-def recipe_cv_figures(out: str | Path, run_dir: str | Path) -> dict[str, Any]:
-    """The merged cross-validation in `out` of the recipe the run `run_dir` was trained with, for a bundle's model
-    card: mean ± sd of each figure, the out-of-fold melanoma AUC, and which folds the merge held. A cross-validation
-    of another recipe or other data is refused."""
+def merged_cv_of_run(out: str | Path, run_dir: str | Path, merge: str) -> tuple[CvDir, RunInfo, dict[str, Any]]:
+    """The cross-validation folder `out`, the run `run_dir` and the folder's cv_summary.json, refused unless it was
+    merged (`merge`: the command that merges it) and cross-validates the run's own recipe."""
     cv, info = CvDir(Path(out)), read_run(run_dir, need_model=False)
     if not (cv.spec.is_file() and cv.summary.is_file()):
         raise EdgelesionError(
-            f"{cv.root} holds no merged cross-validation (cv.json and cv_summary.json): run 'edgelesion cv' there first"
+            f"{cv.root} holds no merged cross-validation (cv.json and cv_summary.json): run '{merge}' there first"
         )
     if not _is_recipe_of(cv, info.config):
         raise EdgelesionError(
             f"{cv.root} cross-validated other settings than the run {run_dir}: "
             "give the cross-validation of this run's own recipe"
         )
-    result = read_json(cv.summary)
+    return cv, info, read_json(cv.summary)
+
+
+def check_fold_of_run(cv: CvDir, fold_root: Path, config: TrainConfig, run_dir: str | Path, info: RunInfo) -> None:
+    """Refuse a finished fold of `cv` trained on other data than the run `run_dir` (`info`), or with other settings
+    than `config` (the run's recipe as that fold trains it)."""
+    fold = read_run(fold_root, need_model=False)
+    if fold.data_fingerprint != info.data_fingerprint:
+        raise EdgelesionError(f"{cv.root} cross-validated other data than the run {run_dir} was trained on")
+    if fold.config != config:
+        raise EdgelesionError(f"{fold_root} was trained with other settings than {cv.spec}: remove it")
+
+
+def recipe_cv_figures(out: str | Path, run_dir: str | Path) -> dict[str, Any]:
+    """The merged cross-validation in `out` of the recipe the run `run_dir` was trained with, for a bundle's model
+    card: mean ± sd of each figure, the out-of-fold melanoma AUC, and which folds the merge held. A cross-validation
+    of another recipe or other data is refused."""
+    cv, info, result = merged_cv_of_run(out, run_dir, "edgelesion cv")
     for k in result["finished_folds"]:
-        fold = read_run(cv.fold(k).root, need_model=False)
-        if fold.data_fingerprint != info.data_fingerprint:
-            raise EdgelesionError(f"{cv.root} cross-validated other data than the run {run_dir} was trained on")
-        if fold.config != info.config.with_changes(fold=k):
-            raise EdgelesionError(f"{cv.fold(k).root} was trained with other settings than {cv.spec}: remove it")
+        check_fold_of_run(cv, cv.fold(k).root, info.config.with_changes(fold=k), run_dir, info)
     merged_from = result.get("predictions_sha256")  # None: merged before the hashes were recorded, so by time
 
     def changed_since_merge(k: int) -> bool:

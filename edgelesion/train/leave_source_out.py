@@ -28,7 +28,9 @@ from edgelesion.train.config import DEFAULT_DISTRIBUTE, DistributeConfig, TrainC
 from edgelesion.train.cross_validation import (
     LEAVE_SOURCE_OUT,
     CvDir,
+    check_fold_of_run,
     cv_kind,
+    merged_cv_of_run,
     open_cv_dir,
     run_folds,
     train_or_resume_fold,
@@ -196,6 +198,34 @@ def merge_sources(out: str | Path) -> dict[str, Any]:
     write_text(cv.table, table + "\n")
     print(table)
     return result
+
+
+def recipe_leave_source_out_figures(out: str | Path, run_dir: str | Path) -> dict[str, Any]:
+    """The merged leave-source-out cross-validation in `out` of the recipe the run `run_dir` was trained with, for a
+    bundle's model card: each held-out source's figures beside its fold's own validation split, and which folds
+    finished or changed after the merge. Another recipe's or other data's is refused."""
+    if cv_kind(out) != LEAVE_SOURCE_OUT:
+        raise EdgelesionError(f"{out} holds k-fold folds, not leave-source-out ones")
+    cv, info, result = merged_cv_of_run(out, run_dir, "edgelesion cv --merge-only --leave-source-out")
+    for source in result["finished"]:
+        fold_config = info.config.with_changes(fold=0, held_out_source=source)
+        check_fold_of_run(cv, fold_dir(cv, source).root, fold_config, run_dir, info)
+    merged = cv.summary.stat().st_mtime
+    return {
+        "cv_name": cv.root.name,
+        "positive_class": result["positive_class"],
+        "lookalikes": result["lookalikes"],
+        "sources": result["sources"],
+        "finished": result["finished"],
+        "changed_since_merge": [
+            source
+            for source in result["sources"]
+            if _held_out_metrics(fold_dir(cv, source)).is_file()
+            and (source not in result["finished"] or _held_out_metrics(fold_dir(cv, source)).stat().st_mtime > merged)
+        ],
+        "skipped_sources": result["skipped_sources"],
+        "per_source": result["per_source"],
+    }
 
 
 def format_sources_table(result: dict[str, Any]) -> str:
