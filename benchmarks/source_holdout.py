@@ -11,7 +11,8 @@ melanomas and nevi; with --folds it also trains those folds of the 5-fold CV wit
 recipe's own runs on the same images: held-out melanoma-vs-nevus AUC difference (stratified paired bootstrap), and
 each finished fold's balanced accuracy difference, per fold and over the finished folds' validation images together
 (with melanoma against nevus inside the block, out of fold). Runs go to runs/benchmarks/holdout-NAME[-seedS][-kfold] (git-ignored); the
-record is benchmarks/results/source_holdout_KIND.{json,md} (KIND: the CPU kind), one row per finished run. The
+record is benchmarks/results/source_holdout_KIND.{json,md} (KIND: the CPU kind), one row per finished run, and a
+chart, source_holdout_KIND/held_out_and_folds.png. The
 recipe's own runs are `recipe` (`python -m benchmarks.source_holdout recipe --folds 0 1 2 3 4`), or links to the same
 recipe's runs made elsewhere (runs/benchmarks/holdout-recipe-kfold -> a `python -m benchmarks.sources` cv folder).
 """
@@ -265,9 +266,13 @@ def holdout_chart(results: dict[str, Any], target: Path) -> None:
     from edgelesion.plots import save_figure
 
     held_out = {
-        name: r["held_out"]["held_out"]["lookalikes"][LOOKALIKE]["auc"] for name, r in results.items() if r["held_out"]
+        name: auc
+        for name, r in results.items()
+        if r["held_out"] and (auc := r["held_out"]["held_out"]["lookalikes"].get(LOOKALIKE, {}).get("auc"))
     }
     kfold = {name: r["kfold"]["folds"] for name, r in results.items() if r["kfold"] and name != "recipe"}
+    if not held_out:
+        return  # nothing trained without the block has finished yet
     figure, (auc_axis, fold_axis) = plt.subplots(1, 2, figsize=(12, 0.45 * len(held_out) + 2.5))
     names = sorted(held_out, key=lambda n: held_out[n]["value"])
     values = np.array([held_out[n]["value"] for n in names])
@@ -338,6 +343,8 @@ def main() -> None:
         "(runs/benchmarks/holdout-recipe-kfold, on the same machine kind):",
         "",
         *kfold_table(results),
+        "",
+        f"![held-out AUC and CV folds]({record_name}/held_out_and_folds.png)",
     ]
     write_table(record_name, lines)
     holdout_chart(results, RESULTS / record_name / "held_out_and_folds.png")

@@ -71,16 +71,21 @@ def _tflite_input_description(tflite: bytes) -> str:
     return metadata.SubgraphMetadata(0).InputTensorMetadata(0).Description().decode()
 
 
-def test_each_tflite_file_says_what_part_of_the_image_its_model_sees(bundle_dir):
+def test_tflite_metadata_says_what_part_of_the_image_the_model_sees(bundle_dir):
     from dataclasses import replace
 
     from edgelesion.export.bundle import ModelDescription
     from edgelesion.export.tflite_metadata import with_metadata
     from edgelesion.infer import Classifier
 
+    names = [name for name in json.loads((bundle_dir / "bundle.json").read_text())["artifacts"] if "tflite" in name]
+    assert len(names) == 3
+    for name in names:
+        description = _tflite_input_description((bundle_dir / name).read_bytes())
+        assert description.startswith("RGB pixels 0-255: the whole image, resized to 32x32 "), name
+    # the writer names the crop of a model that sees only the centre
     whole = Classifier.load(bundle_dir, "int8.tflite").preprocessing
     tflite = (bundle_dir / "int8.tflite").read_bytes()
-    assert _tflite_input_description(tflite).startswith("RGB pixels 0-255: the whole image, resized to ")
     cropped = ModelDescription("int8.tflite", ["a", "b", "c"], replace(whole, centre_crop=0.6), "x")
     assert _tflite_input_description(with_metadata(tflite, cropped)).startswith(
         "RGB pixels 0-255: only the centre 60% of each side, resized to "

@@ -202,14 +202,17 @@ def test_a_colour_cast_that_decides_the_class_is_flagged_and_fails_leave_source_
     assert main(["cv", "--merge-only", "--out", str(cv)]) == 2
     assert "--leave-source-out" in capsys.readouterr().err
 
-    # the recipe trained on every source, exported with its leave-source-out figures in the card
-    run, bundle = tmp_path / "run", tmp_path / "bundle"
-    assert main(["train", "--data", str(data), "--out", str(run), *small, *meta]) == 0
-    export = ["export", str(run), "--artifacts", "float32.onnx", "--cv", str(cv)]
+    # the recipe on every source (fold 0 of its k-fold CV), exported with both cross-validations in the card
+    k_fold, bundle = tmp_path / "kfold", tmp_path / "bundle"
+    assert main(["cv", "--data", str(data), "--out", str(k_fold), "--only-folds", "0", *small, *meta]) == 0
+    export = ["export", str(k_fold / "fold-0"), "--artifacts", "float32.onnx", "--cv", str(cv), "--cv", str(k_fold)]
     assert main([*export, "--out", str(bundle)]) == 0
     manifest = json.loads((bundle / "bundle.json").read_text())
     assert manifest["leave_source_out"]["per_source"] == summary["per_source"]
+    assert manifest["leave_source_out"]["changed_since_merge"] == []
+    assert manifest["cross_validation"]["finished_folds"] == [0]
     card = (bundle / "MODEL_CARD.md").read_text()
+    assert "## Cross-validation of this recipe (1 of 3 leak-free folds; this model is its fold 0)" in card
     assert "## Sources never trained on (this recipe's leave-source-out cross-validation: 1 of 1 sources" in card
     assert (
         f"- held out new-clinic (20 images), melanoma against nevus: AUC {held_auc:.3f} "
@@ -217,12 +220,22 @@ def test_a_colour_cast_that_decides_the_class_is_flagged_and_fails_leave_source_
     )
     assert f"(on the training sources' validation split: {val_auc:.3f}" in card
     assert "- not held out: warm-clinic" in card
+    # a fold scored again after the merge is named, not silently reported with the old figures
+    metrics = fold / "evaluation" / "held_out_source" / "metrics.json"
+    metrics.write_text(json.dumps(json.loads(metrics.read_text()), indent=4))
+    assert main([*export, "--out", str(tmp_path / "later")]) == 0
+    assert (
+        "sources ['new-clinic'] finished or changed after these figures were merged"
+        in (tmp_path / "later" / "MODEL_CARD.md").read_text()
+    )
     # one folder of each kind; and only the run's own recipe
     assert main([*export, "--cv", str(cv), "--out", str(tmp_path / "twice")]) == 2
     assert "are both leave-source-out: give one of each kind" in capsys.readouterr().err
+    assert main(["export", str(k_fold / "fold-0"), "--cv", str(k_fold / "fold-0"), "--out", str(tmp_path / "x")]) == 2
+    assert "is not a cross-validation folder (no cv.json)" in capsys.readouterr().err
     assert main(["export", str(trained_run), "--cv", str(cv), "--out", str(tmp_path / "other")]) == 2
     assert "cross-validated other settings than the run" in capsys.readouterr().err
-    assert not (tmp_path / "twice").exists() and not (tmp_path / "other").exists()
+    assert not any((tmp_path / name).exists() for name in ("twice", "x", "other"))
 
 
 def test_leave_source_out_without_sources_is_refused(tmp_path, dataset_dir, capsys):

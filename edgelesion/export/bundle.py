@@ -287,15 +287,15 @@ def _leave_source_out_lines(lso: dict[str, Any] | None) -> list[str]:
             lines.append(
                 f"- held out {source} ({row['held_out_images']} images), {positive} against {lookalike}: AUC "
                 f"{format_estimate(pair['auc'])} (on the training sources' validation split: "
-                f"{format_estimate(validation['lookalikes'][lookalike]['auc'] or {})}); at the alert threshold "
-                f"{threshold}, sensitivity {format_estimate(held['alert_sensitivity'] or {})} and {lookalike} "
+                f"{format_estimate(validation['lookalikes'][lookalike]['auc'] or {})}); at that fold's own alert "
+                f"threshold {threshold}, chosen on the training sources, sensitivity {format_estimate(held['alert_sensitivity'] or {})} and {lookalike} "
                 f"specificity {format_estimate(pair['alert_specificity'] or {})}"
             )
     lines += [f"- not held out: {source} ({reason})" for source, reason in lso["skipped_sources"].items()]
     if lso["changed_since_merge"]:
         lines.append(
             f"- sources {lso['changed_since_merge']} finished or changed after these figures were merged: "
-            "run 'edgelesion cv --merge-only --leave-source-out' again to include them"
+            f"run 'edgelesion cv --merge-only --leave-source-out --out {lso['cv_name']}' again to include them"
         )
     return lines
 

@@ -457,13 +457,17 @@ def fold_of(run_dir: str | Path) -> Path | None:
     return run.parent if run.name.startswith("fold-") and CvDir(run.parent).spec.is_file() else None
 
 
-def merged_cv_of_run(out: str | Path, run_dir: str | Path, merge: str) -> tuple[CvDir, RunInfo, dict[str, Any]]:
-    """The cross-validation folder `out`, the run `run_dir` and the folder's cv_summary.json, refused unless it was
-    merged (`merge`: the command that merges it) and cross-validates the run's own recipe."""
+def merged_cv_of_run(out: str | Path, run_dir: str | Path, kind: str) -> tuple[CvDir, RunInfo, dict[str, Any]]:
+    """The cross-validation folder `out`, the run `run_dir` and the folder's cv_summary.json, refused unless it holds
+    `kind` folds (K_FOLD or LEAVE_SOURCE_OUT), was merged, and cross-validates the run's own recipe."""
     cv, info = CvDir(Path(out)), read_run(run_dir, need_model=False)
-    if not (cv.spec.is_file() and cv.summary.is_file()):
+    if (found := cv_kind(cv.root)) != kind:
+        raise EdgelesionError(f"{cv.root} holds {found} folds, not {kind} ones")
+    if not cv.summary.is_file():
+        flag = " --leave-source-out" if kind == LEAVE_SOURCE_OUT else ""
         raise EdgelesionError(
-            f"{cv.root} holds no merged cross-validation (cv.json and cv_summary.json): run '{merge}' there first"
+            f"{cv.root} holds no merged cross-validation (cv_summary.json): run "
+            f"'edgelesion cv --merge-only{flag} --out {cv.root}' first"
         )
     if not _is_recipe_of(cv, info.config):
         raise EdgelesionError(
@@ -474,11 +478,16 @@ def merged_cv_of_run(out: str | Path, run_dir: str | Path, merge: str) -> tuple[
 
 
 def check_fold_of_run(cv: CvDir, fold_root: Path, config: TrainConfig, run_dir: str | Path, info: RunInfo) -> None:
-    """Refuse a finished fold of `cv` trained on other data than the run `run_dir` (`info`), or with other settings
-    than `config` (the run's recipe as that fold trains it)."""
+    """Refuse a finished fold of `cv` trained on other data or another metadata CSV than the run `run_dir` (`info`),
+    or with other settings than `config` (the run's recipe as that fold trains it)."""
     fold = read_run(fold_root, need_model=False)
     if fold.data_fingerprint != info.data_fingerprint:
         raise EdgelesionError(f"{cv.root} cross-validated other data than the run {run_dir} was trained on")
+    if fold.metadata_fingerprint != info.metadata_fingerprint:
+        raise EdgelesionError(
+            f"{fold_root} read another metadata CSV (sources and groups) than the run {run_dir}: give the "
+            "cross-validation made with the run's own metadata"
+        )
     if fold.config != config:
         raise EdgelesionError(f"{fold_root} was trained with other settings than {cv.spec}: remove it")
 
@@ -487,7 +496,7 @@ def recipe_cv_figures(out: str | Path, run_dir: str | Path) -> dict[str, Any]:
     """The merged cross-validation in `out` of the recipe the run `run_dir` was trained with, for a bundle's model
     card: mean ± sd of each figure, the out-of-fold melanoma AUC, and which folds the merge held. A cross-validation
     of another recipe or other data is refused."""
-    cv, info, result = merged_cv_of_run(out, run_dir, "edgelesion cv")
+    cv, info, result = merged_cv_of_run(out, run_dir, K_FOLD)
     for k in result["finished_folds"]:
         check_fold_of_run(cv, cv.fold(k).root, info.config.with_changes(fold=k), run_dir, info)
     merged_from = result.get("predictions_sha256")  # None: merged before the hashes were recorded, so by time

@@ -9,6 +9,7 @@ source after training. Folds are resumable and merged from whichever are finishe
 
 from __future__ import annotations
 
+import hashlib
 import re
 from functools import partial
 from pathlib import Path
@@ -20,7 +21,7 @@ from edgelesion.data.audit import audit_dataset
 from edgelesion.data.dataset import load_dataset
 from edgelesion.data.metadata import MetadataSpec
 from edgelesion.errors import EdgelesionError
-from edgelesion.fileio import ensure_outside, read_csv, read_json, write_json, write_text
+from edgelesion.fileio import ensure_outside, read_csv, read_json, sha256_file, write_json, write_text
 from edgelesion.metrics import format_estimate
 from edgelesion.provenance import provenance
 from edgelesion.source_figures import MIN_PER_SOURCE, mixed_sources, too_few_reason
@@ -139,6 +140,12 @@ def _pair(within: dict[str, Any] | None, lookalike: str) -> dict[str, Any]:
     return ((within or {}).get("pooled") or {}).get("lookalikes", {}).get(lookalike, {})
 
 
+def _metrics_sha256(run: RunDir) -> str:
+    """One hash over the held-out and validation metrics a merged row is read from (a fold trained again differs)."""
+    files = (_held_out_metrics(run), run.evaluation / "validation" / "metrics.json")
+    return hashlib.sha256("".join(sha256_file(path) for path in files).encode()).hexdigest()
+
+
 def _fold_row(run: RunDir, config: TrainConfig) -> dict[str, Any]:
     """A finished fold's held-out figures beside its own validation split's."""
     held = read_json(_held_out_metrics(run))
@@ -191,6 +198,7 @@ def merge_sources(out: str | Path) -> dict[str, Any]:
         "finished": finished,
         "skipped_sources": plan["skipped"],
         "per_source": {s: _fold_row(fold_dir(cv, s), config) for s in finished},
+        "metrics_sha256": {s: _metrics_sha256(fold_dir(cv, s)) for s in finished},
         "provenance": provenance(),
     }
     write_json(cv.summary, result)
@@ -204,13 +212,20 @@ def recipe_leave_source_out_figures(out: str | Path, run_dir: str | Path) -> dic
     """The merged leave-source-out cross-validation in `out` of the recipe the run `run_dir` was trained with, for a
     bundle's model card: each held-out source's figures beside its fold's own validation split, and which folds
     finished or changed after the merge. Another recipe's or other data's is refused."""
-    if cv_kind(out) != LEAVE_SOURCE_OUT:
-        raise EdgelesionError(f"{out} holds k-fold folds, not leave-source-out ones")
-    cv, info, result = merged_cv_of_run(out, run_dir, "edgelesion cv --merge-only --leave-source-out")
+    cv, info, result = merged_cv_of_run(out, run_dir, LEAVE_SOURCE_OUT)
     for source in result["finished"]:
         fold_config = info.config.with_changes(fold=0, held_out_source=source)
         check_fold_of_run(cv, fold_dir(cv, source).root, fold_config, run_dir, info)
-    merged = cv.summary.stat().st_mtime
+    merged_from = result.get("metrics_sha256")  # None: merged before the hashes were recorded, so by time
+
+    def changed_since_merge(source: str) -> bool:
+        run = fold_dir(cv, source)
+        if source not in result["finished"]:
+            return True
+        if merged_from is None:
+            return _held_out_metrics(run).stat().st_mtime > cv.summary.stat().st_mtime
+        return _metrics_sha256(run) != merged_from[source]
+
     return {
         "cv_name": cv.root.name,
         "positive_class": result["positive_class"],
@@ -218,10 +233,7 @@ def recipe_leave_source_out_figures(out: str | Path, run_dir: str | Path) -> dic
         "sources": result["sources"],
         "finished": result["finished"],
         "changed_since_merge": [
-            source
-            for source in result["sources"]
-            if _held_out_metrics(fold_dir(cv, source)).is_file()
-            and (source not in result["finished"] or _held_out_metrics(fold_dir(cv, source)).stat().st_mtime > merged)
+            s for s in result["sources"] if _held_out_metrics(fold_dir(cv, s)).is_file() and changed_since_merge(s)
         ],
         "skipped_sources": result["skipped_sources"],
         "per_source": result["per_source"],
