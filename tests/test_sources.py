@@ -220,6 +220,10 @@ def test_a_colour_cast_that_decides_the_class_is_flagged_and_fails_leave_source_
     )
     assert f"(on the training sources' validation split: {val_auc:.3f}" in card
     assert "- not held out: warm-clinic" in card
+    # the fold that held the clinic out exports with its own folder, and its card says so
+    own = ["export", str(fold), "--artifacts", "float32.onnx", "--cv", str(cv), "--out", str(tmp_path / "own")]
+    assert main(own) == 0
+    assert "; this model is its fold that holds out new-clinic)" in (tmp_path / "own" / "MODEL_CARD.md").read_text()
     # a fold scored again after the merge is named, not silently reported with the old figures
     metrics = fold / "evaluation" / "held_out_source" / "metrics.json"
     metrics.write_text(json.dumps(json.loads(metrics.read_text()), indent=4))

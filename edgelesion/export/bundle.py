@@ -272,7 +272,12 @@ def _leave_source_out_lines(lso: dict[str, Any] | None) -> list[str]:
     lines = [
         "",
         f"## Sources never trained on (this recipe's leave-source-out cross-validation: {len(lso['finished'])} of "
-        f"{len(lso['sources'])} sources held out)",
+        f"{len(lso['sources'])} sources held out"
+        + (
+            f"; this model is its fold that holds out {lso['this_run_holds_out']})"
+            if lso["this_run_holds_out"]
+            else ")"
+        ),
         "Each fold trains without one source and chooses its best epoch and its alert threshold on the other "
         "sources' validation split: the held-out figures are what a new clinic can expect, the validation figures "
         "what a pooled split reports. To set the alert from a labelled sample of a new site: `edgelesion calibrate`.",

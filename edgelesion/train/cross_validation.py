@@ -90,8 +90,13 @@ def fold_finished(run: RunDir) -> bool:
 
 
 def _is_recipe_of(cv: CvDir, config: TrainConfig) -> bool:
-    """Whether `cv` cross-validates `config` (any fold of it)."""
-    return TrainConfig.from_dict(read_json(cv.spec)["config"]) == config.with_changes(fold=0)
+    """Whether `cv` cross-validates `config`'s recipe: its settings but for which fold or source it validates on."""
+    return TrainConfig.from_dict(read_json(cv.spec)["config"]) == recipe_of(config)
+
+
+def recipe_of(config: TrainConfig) -> TrainConfig:
+    """`config` as its cross-validation folder records it: fold 0, no source held out."""
+    return config.with_changes(fold=0, held_out_source=None)
 
 
 def _metadata_record(metadata: MetadataSpec | None) -> dict[str, Any] | None:
@@ -498,7 +503,7 @@ def recipe_cv_figures(out: str | Path, run_dir: str | Path) -> dict[str, Any]:
     of another recipe or other data is refused."""
     cv, info, result = merged_cv_of_run(out, run_dir, K_FOLD)
     for k in result["finished_folds"]:
-        check_fold_of_run(cv, cv.fold(k).root, info.config.with_changes(fold=k), run_dir, info)
+        check_fold_of_run(cv, cv.fold(k).root, recipe_of(info.config).with_changes(fold=k), run_dir, info)
     merged_from = result.get("predictions_sha256")  # None: merged before the hashes were recorded, so by time
 
     def changed_since_merge(k: int) -> bool:

@@ -33,6 +33,7 @@ from edgelesion.train.cross_validation import (
     cv_kind,
     merged_cv_of_run,
     open_cv_dir,
+    recipe_of,
     run_folds,
     train_or_resume_fold,
 )
@@ -214,7 +215,7 @@ def recipe_leave_source_out_figures(out: str | Path, run_dir: str | Path) -> dic
     finished or changed after the merge. Another recipe's or other data's is refused."""
     cv, info, result = merged_cv_of_run(out, run_dir, LEAVE_SOURCE_OUT)
     for source in result["finished"]:
-        fold_config = info.config.with_changes(fold=0, held_out_source=source)
+        fold_config = recipe_of(info.config).with_changes(held_out_source=source)
         check_fold_of_run(cv, fold_dir(cv, source).root, fold_config, run_dir, info)
     merged_from = result.get("metrics_sha256")  # None: merged before the hashes were recorded, so by time
 
@@ -228,6 +229,9 @@ def recipe_leave_source_out_figures(out: str | Path, run_dir: str | Path) -> dic
 
     return {
         "cv_name": cv.root.name,
+        "this_run_holds_out": next(
+            (s for s in result["sources"] if fold_dir(cv, s).root.resolve() == Path(run_dir).resolve()), None
+        ),
         "positive_class": result["positive_class"],
         "lookalikes": result["lookalikes"],
         "sources": result["sources"],
