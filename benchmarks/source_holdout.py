@@ -288,10 +288,13 @@ def holdout_chart(results: dict[str, Any], target: Path) -> None:
         for fold in ordered:
             pair = [folds[fold]["recipe_balanced_accuracy"]["value"], folds[fold]["balanced_accuracy"]["value"]]
             fold_axis.plot([0, 1], pair, marker="o", color=f"C{colour}")
-            fold_axis.annotate(f" fold {fold}", (1, pair[1]), fontsize=8, va="center")
+            fold_axis.annotate(f" fold {fold}: {pair[1] - pair[0]:+.3f}", (1, pair[1]), fontsize=8, va="center")
         fold_axis.plot([], [], marker="o", color=f"C{colour}", label=f"{name}: folds {', '.join(ordered)}")
     fold_axis.set_xticks([0, 1], ["recipe", "candidate"])
     fold_axis.set_ylabel("pooled validation balanced accuracy, per fold")
+    low_end, high_end = fold_axis.get_ylim()  # at least 0.1 tall, so a point's difference does not fill the panel
+    middle = (low_end + high_end) / 2
+    fold_axis.set_ylim(min(low_end, middle - 0.05), max(high_end, middle + 0.05))
     fold_axis.set_title("5-fold CV with sources, paired by fold")
     if kfold:
         fold_axis.legend(fontsize=8)
