@@ -258,9 +258,9 @@ def kfold_table(results: dict[str, Any]) -> list[str]:
     return markdown_table(header, rows, "l" + "r" * (len(header) - 1))
 
 
-def holdout_chart(results: dict[str, Any], target: Path) -> None:
+def holdout_chart(results: dict[str, Any], target: Path) -> bool:
     """Each run's held-out AUC with its 95% interval against the goal, and each finished CV fold's balanced accuracy
-    beside the recipe's same fold."""
+    beside the recipe's same fold; False (and no chart) before any run trained without the block has finished."""
     import matplotlib.pyplot as plt
 
     from edgelesion.plots import save_figure
@@ -272,7 +272,7 @@ def holdout_chart(results: dict[str, Any], target: Path) -> None:
     }
     kfold = {name: r["kfold"]["folds"] for name, r in results.items() if r["kfold"] and name != "recipe"}
     if not held_out:
-        return  # nothing trained without the block has finished yet
+        return False
     figure, (auc_axis, fold_axis) = plt.subplots(1, 2, figsize=(12, 0.45 * len(held_out) + 2.5))
     names = sorted(held_out, key=lambda n: held_out[n]["value"])
     values = np.array([held_out[n]["value"] for n in names])
@@ -299,6 +299,7 @@ def holdout_chart(results: dict[str, Any], target: Path) -> None:
     if kfold:
         fold_axis.legend(fontsize=8)
     save_figure(figure, target)
+    return True
 
 
 def main() -> None:
@@ -346,11 +347,10 @@ def main() -> None:
         "(runs/benchmarks/holdout-recipe-kfold, on the same machine kind):",
         "",
         *kfold_table(results),
-        "",
-        f"![held-out AUC and CV folds]({record_name}/held_out_and_folds.png)",
     ]
+    if holdout_chart(results, RESULTS / record_name / "held_out_and_folds.png"):
+        lines += ["", f"![held-out AUC and CV folds]({record_name}/held_out_and_folds.png)"]
     write_table(record_name, lines)
-    holdout_chart(results, RESULTS / record_name / "held_out_and_folds.png")
 
 
 if __name__ == "__main__":

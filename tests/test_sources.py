@@ -223,7 +223,10 @@ def test_a_colour_cast_that_decides_the_class_is_flagged_and_fails_leave_source_
     # the fold that held the clinic out exports with its own folder, and its card says so
     own = ["export", str(fold), "--artifacts", "float32.onnx", "--cv", str(cv), "--out", str(tmp_path / "own")]
     assert main(own) == 0
-    assert "; this model is its fold that holds out new-clinic)" in (tmp_path / "own" / "MODEL_CARD.md").read_text()
+    own_card = (tmp_path / "own" / "MODEL_CARD.md").read_text()
+    assert "; this model holds out new-clinic)" in own_card and "Source new-clinic was held out of training" in own_card
+    assert main([*own[:-2], "--cv", str(k_fold), "--out", str(tmp_path / "mixed")]) == 2
+    assert "never saw source 'new-clinic', which every fold of" in capsys.readouterr().err
     # a fold scored again after the merge is named, not silently reported with the old figures
     metrics = fold / "evaluation" / "held_out_source" / "metrics.json"
     metrics.write_text(json.dumps(json.loads(metrics.read_text()), indent=4))
@@ -239,7 +242,7 @@ def test_a_colour_cast_that_decides_the_class_is_flagged_and_fails_leave_source_
     assert "is not a cross-validation folder (no cv.json)" in capsys.readouterr().err
     assert main(["export", str(trained_run), "--cv", str(cv), "--out", str(tmp_path / "other")]) == 2
     assert "cross-validated other settings than the run" in capsys.readouterr().err
-    assert not any((tmp_path / name).exists() for name in ("twice", "x", "other"))
+    assert not any((tmp_path / name).exists() for name in ("twice", "x", "other", "mixed"))
 
 
 def test_leave_source_out_without_sources_is_refused(tmp_path, dataset_dir, capsys):

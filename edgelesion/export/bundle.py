@@ -117,6 +117,7 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
         + ".",
         "Duplicates and conflicting labels were removed by edgelesion's audit; the validation split keeps every",
         "group of identical or near-identical images on one side.",
+        *_held_out_source_lines(source["config"]),
         *_input_lines(bundle),
         "",
         f"## Metrics on the validation split ({validation['n_images']} images; 95% intervals)",
@@ -264,6 +265,13 @@ def _cross_validation_lines(cv: dict[str, Any] | None, fold: int) -> list[str]:
     return lines
 
 
+def _held_out_source_lines(config: dict[str, Any]) -> list[str]:
+    """The Data section's line for a model trained without one source (a leave-source-out fold)."""
+    if not config.get("held_out_source"):
+        return []
+    return [f"Source {config['held_out_source']} was held out of training: the model never saw it."]
+
+
 def _leave_source_out_lines(lso: dict[str, Any] | None) -> list[str]:
     """The model card's section on the recipe's leave-source-out cross-validation: each source never trained on."""
     if lso is None:
@@ -273,11 +281,7 @@ def _leave_source_out_lines(lso: dict[str, Any] | None) -> list[str]:
         "",
         f"## Sources never trained on (this recipe's leave-source-out cross-validation: {len(lso['finished'])} of "
         f"{len(lso['sources'])} sources held out"
-        + (
-            f"; this model is its fold that holds out {lso['this_run_holds_out']})"
-            if lso["this_run_holds_out"]
-            else ")"
-        ),
+        + (f"; this model holds out {lso['this_run_holds_out']})" if lso["this_run_holds_out"] else ")"),
         "Each fold trains without one source and chooses its best epoch and its alert threshold on the other "
         "sources' validation split: the held-out figures are what a new clinic can expect, the validation figures "
         "what a pooled split reports. To set the alert from a labelled sample of a new site: `edgelesion calibrate`.",
@@ -300,7 +304,7 @@ def _leave_source_out_lines(lso: dict[str, Any] | None) -> list[str]:
     if lso["changed_since_merge"]:
         lines.append(
             f"- sources {lso['changed_since_merge']} finished or changed after these figures were merged: "
-            f"run 'edgelesion cv --merge-only --leave-source-out --out {lso['cv_name']}' again to include them"
+            f"run 'edgelesion cv --merge-only --leave-source-out' on the folder {lso['cv_name']} again to include them"
         )
     return lines
 

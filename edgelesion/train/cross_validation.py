@@ -125,10 +125,15 @@ def open_cv_dir(
 ) -> None:
     """Create `cv` for `config`, `metadata` and `kind` of folds, or reuse it when it holds the same
     cross-validation; refuse anything else."""
+    if config.held_out_source is not None:
+        raise EdgelesionError(
+            f"the config holds out source {config.held_out_source!r}: a cross-validation chooses its folds and the "
+            "sources it holds out itself; leave held_out_source unset"
+        )
     spec = {
         "format_version": CV_FORMAT_VERSION,
         "kind": kind,
-        "config": config.with_changes(fold=0).to_dict(),
+        "config": recipe_of(config).to_dict(),
         "data_dir": str(data_dir.resolve()),
         "metadata": _metadata_record(metadata),
     }
@@ -486,13 +491,13 @@ def check_fold_of_run(cv: CvDir, fold_root: Path, config: TrainConfig, run_dir: 
     """Refuse a finished fold of `cv` trained on other data or another metadata CSV than the run `run_dir` (`info`),
     or with other settings than `config` (the run's recipe as that fold trains it)."""
     fold = read_run(fold_root, need_model=False)
-    if fold.data_fingerprint != info.data_fingerprint:
-        raise EdgelesionError(f"{cv.root} cross-validated other data than the run {run_dir} was trained on")
     if fold.metadata_fingerprint != info.metadata_fingerprint:
         raise EdgelesionError(
-            f"{fold_root} read another metadata CSV (sources and groups) than the run {run_dir}: give the "
+            f"{fold_root} read another metadata CSV (or other columns of it) than the run {run_dir}: give the "
             "cross-validation made with the run's own metadata"
         )
+    if fold.data_fingerprint != info.data_fingerprint:
+        raise EdgelesionError(f"{cv.root} cross-validated other data than the run {run_dir} was trained on")
     if fold.config != config:
         raise EdgelesionError(f"{fold_root} was trained with other settings than {cv.spec}: remove it")
 
@@ -502,6 +507,11 @@ def recipe_cv_figures(out: str | Path, run_dir: str | Path) -> dict[str, Any]:
     card: mean ± sd of each figure, the out-of-fold melanoma AUC, and which folds the merge held. A cross-validation
     of another recipe or other data is refused."""
     cv, info, result = merged_cv_of_run(out, run_dir, K_FOLD)
+    if info.config.held_out_source is not None:
+        raise EdgelesionError(
+            f"the run {run_dir} never saw source {info.config.held_out_source!r}, which every fold of {cv.root} "
+            "trained on: give its leave-source-out cross-validation instead"
+        )
     for k in result["finished_folds"]:
         check_fold_of_run(cv, cv.fold(k).root, recipe_of(info.config).with_changes(fold=k), run_dir, info)
     merged_from = result.get("predictions_sha256")  # None: merged before the hashes were recorded, so by time

@@ -229,9 +229,7 @@ def recipe_leave_source_out_figures(out: str | Path, run_dir: str | Path) -> dic
 
     return {
         "cv_name": cv.root.name,
-        "this_run_holds_out": next(
-            (s for s in result["sources"] if fold_dir(cv, s).root.resolve() == Path(run_dir).resolve()), None
-        ),
+        "this_run_holds_out": info.config.held_out_source,
         "positive_class": result["positive_class"],
         "lookalikes": result["lookalikes"],
         "sources": result["sources"],
