@@ -141,7 +141,7 @@ def model_card(bundle: dict[str, Any], validation: dict[str, Any]) -> str:
         ]
     lines += site_calibration_lines(bundle)
     lines += _cross_validation_lines(bundle.get("cross_validation"), source["config"]["fold"])
-    lines += _leave_source_out_lines(bundle.get("leave_source_out"))
+    lines += _leave_source_out_lines(bundle.get("leave_source_out"), source["config"].get("held_out_source"))
     lines += [
         "",
         f"## Artifacts against the float model (validation split, each image in its {ORIENTATIONS} orientations: "
@@ -272,8 +272,9 @@ def _held_out_source_lines(config: dict[str, Any]) -> list[str]:
     return [f"Source {config['held_out_source']} was held out of training: the model never saw it."]
 
 
-def _leave_source_out_lines(lso: dict[str, Any] | None) -> list[str]:
-    """The model card's section on the recipe's leave-source-out cross-validation: each source never trained on."""
+def _leave_source_out_lines(lso: dict[str, Any] | None, held_out_source: str | None) -> list[str]:
+    """The model card's section on the recipe's leave-source-out cross-validation: each source never trained on
+    (`held_out_source`: the one this model never saw, when it is one of the folds)."""
     if lso is None:
         return []
     positive = lso["positive_class"]
@@ -281,7 +282,7 @@ def _leave_source_out_lines(lso: dict[str, Any] | None) -> list[str]:
         "",
         f"## Sources never trained on (this recipe's leave-source-out cross-validation: {len(lso['finished'])} of "
         f"{len(lso['sources'])} sources held out"
-        + (f"; this model holds out {lso['this_run_holds_out']})" if lso["this_run_holds_out"] else ")"),
+        + (f"; this model holds out {held_out_source})" if held_out_source else ")"),
         "Each fold trains without one source and chooses its best epoch and its alert threshold on the other "
         "sources' validation split: the held-out figures are what a new clinic can expect, the validation figures "
         "what a pooled split reports. To set the alert from a labelled sample of a new site: `edgelesion calibrate`.",

@@ -502,6 +502,17 @@ def check_fold_of_run(cv: CvDir, fold_root: Path, config: TrainConfig, run_dir: 
         raise EdgelesionError(f"{fold_root} was trained with other settings than {cv.spec}: remove it")
 
 
+def changed_since_merge(files: list[Path], merged: bool, recorded: list[str | None] | None, summary: Path) -> bool:
+    """Whether a finished fold's result `files` differ from what the merge into `summary` read: a fold the merge did
+    not hold (`merged` False) has changed; else by the files' sha256 the merge `recorded`, or, for a merge from
+    before it recorded them (None), by file times."""
+    if not merged:
+        return True
+    if recorded is None:
+        return max(path.stat().st_mtime for path in files) > summary.stat().st_mtime
+    return [sha256_file(path) for path in files] != recorded
+
+
 def recipe_cv_figures(out: str | Path, run_dir: str | Path) -> dict[str, Any]:
     """The merged cross-validation in `out` of the recipe the run `run_dir` was trained with, for a bundle's model
     card: mean ± sd of each figure, the out-of-fold melanoma AUC, and which folds the merge held. A cross-validation
@@ -514,17 +525,18 @@ def recipe_cv_figures(out: str | Path, run_dir: str | Path) -> dict[str, Any]:
         )
     for k in result["finished_folds"]:
         check_fold_of_run(cv, cv.fold(k).root, recipe_of(info.config).with_changes(fold=k), run_dir, info)
-    merged_from = result.get("predictions_sha256")  # None: merged before the hashes were recorded, so by time
-
-    def changed_since_merge(k: int) -> bool:
-        predictions = _predictions(cv.fold(k))
-        if k not in result["finished_folds"]:
-            return True
-        if merged_from is None:
-            return predictions.stat().st_mtime > cv.summary.stat().st_mtime
-        return sha256_file(predictions) != merged_from.get(str(k))
-
-    changed = [k for k in range(result["folds"]) if fold_finished(cv.fold(k)) and changed_since_merge(k)]
+    merged_from = result.get("predictions_sha256")
+    changed = [
+        k
+        for k in range(result["folds"])
+        if fold_finished(cv.fold(k))
+        and changed_since_merge(
+            [_predictions(cv.fold(k))],
+            k in result["finished_folds"],
+            None if merged_from is None else [merged_from.get(str(k))],
+            cv.summary,
+        )
+    ]
     return {
         "cv_name": cv.root.name,
         "folds": result["folds"],

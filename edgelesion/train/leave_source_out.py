@@ -9,7 +9,6 @@ source after training. Folds are resumable and merged from whichever are finishe
 
 from __future__ import annotations
 
-import hashlib
 import re
 from functools import partial
 from pathlib import Path
@@ -29,6 +28,7 @@ from edgelesion.train.config import DEFAULT_DISTRIBUTE, DistributeConfig, TrainC
 from edgelesion.train.cross_validation import (
     LEAVE_SOURCE_OUT,
     CvDir,
+    changed_since_merge,
     check_fold_of_run,
     cv_kind,
     merged_cv_of_run,
@@ -141,10 +141,9 @@ def _pair(within: dict[str, Any] | None, lookalike: str) -> dict[str, Any]:
     return ((within or {}).get("pooled") or {}).get("lookalikes", {}).get(lookalike, {})
 
 
-def _metrics_sha256(run: RunDir) -> str:
-    """One hash over the held-out and validation metrics a merged row is read from (a fold trained again differs)."""
-    files = (_held_out_metrics(run), run.evaluation / "validation" / "metrics.json")
-    return hashlib.sha256("".join(sha256_file(path) for path in files).encode()).hexdigest()
+def _merged_files(run: RunDir) -> list[Path]:
+    """The held-out and validation metrics a merged row is read from."""
+    return [_held_out_metrics(run), run.evaluation / "validation" / "metrics.json"]
 
 
 def _fold_row(run: RunDir, config: TrainConfig) -> dict[str, Any]:
@@ -199,7 +198,7 @@ def merge_sources(out: str | Path) -> dict[str, Any]:
         "finished": finished,
         "skipped_sources": plan["skipped"],
         "per_source": {s: _fold_row(fold_dir(cv, s), config) for s in finished},
-        "metrics_sha256": {s: _metrics_sha256(fold_dir(cv, s)) for s in finished},
+        "metrics_sha256": {s: [sha256_file(path) for path in _merged_files(fold_dir(cv, s))] for s in finished},
         "provenance": provenance(),
     }
     write_json(cv.summary, result)
@@ -217,25 +216,23 @@ def recipe_leave_source_out_figures(out: str | Path, run_dir: str | Path) -> dic
     for source in result["finished"]:
         fold_config = recipe_of(info.config).with_changes(held_out_source=source)
         check_fold_of_run(cv, fold_dir(cv, source).root, fold_config, run_dir, info)
-    merged_from = result.get("metrics_sha256")  # None: merged before the hashes were recorded, so by time
-
-    def changed_since_merge(source: str) -> bool:
-        run = fold_dir(cv, source)
-        if source not in result["finished"]:
-            return True
-        if merged_from is None:
-            return _held_out_metrics(run).stat().st_mtime > cv.summary.stat().st_mtime
-        return _metrics_sha256(run) != merged_from[source]
-
+    merged_from = result.get("metrics_sha256")
     return {
         "cv_name": cv.root.name,
-        "this_run_holds_out": info.config.held_out_source,
         "positive_class": result["positive_class"],
         "lookalikes": result["lookalikes"],
         "sources": result["sources"],
         "finished": result["finished"],
         "changed_since_merge": [
-            s for s in result["sources"] if _held_out_metrics(fold_dir(cv, s)).is_file() and changed_since_merge(s)
+            s
+            for s in result["sources"]
+            if _held_out_metrics(fold_dir(cv, s)).is_file()
+            and changed_since_merge(
+                _merged_files(fold_dir(cv, s)),
+                s in result["finished"],
+                None if merged_from is None else merged_from.get(s),
+                cv.summary,
+            )
         ],
         "skipped_sources": result["skipped_sources"],
         "per_source": result["per_source"],
