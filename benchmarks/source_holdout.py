@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.source_holdout colour             # trains what is missing (resumable), records
     .venv/bin/python -m benchmarks.source_holdout colour --folds 0   # also fold 0 of the 5-fold CV with sources
     .venv/bin/python -m benchmarks.source_holdout colour --seed 1    # another training seed, the same splits
+    .venv/bin/python -m benchmarks.source_holdout colour --folds 1 --folds-only  # fold 1 only, no run without the block
     .venv/bin/python -m benchmarks.source_holdout --record-only      # records what is finished, trains nothing
 
 Each candidate is the recipe (`TrainConfig.for_model`) with some changes. It is trained without ISIC block
@@ -10,11 +11,13 @@ Each candidate is the recipe (`TrainConfig.for_model`) with some changes. It is 
 melanomas and nevi; with --folds it also trains those folds of the 5-fold CV with sources. Both are paired with the
 recipe's own runs on the same images: held-out melanoma-vs-nevus AUC difference (stratified paired bootstrap), and
 each finished fold's balanced accuracy difference, per fold and over the finished folds' validation images together
-(with melanoma against nevus inside the block, out of fold). Runs go to runs/benchmarks/holdout-NAME[-seedS][-kfold] (git-ignored); the
-record is benchmarks/results/source_holdout_KIND.{json,md} (KIND: the CPU kind), one row per finished run, and a
-chart, source_holdout_KIND/held_out_and_folds.png. The
-recipe's own runs are `recipe` (`python -m benchmarks.source_holdout recipe --folds 0 1 2 3 4`), or links to the same
-recipe's runs made elsewhere (runs/benchmarks/holdout-recipe-kfold -> a `python -m benchmarks.sources` cv folder).
+(with melanoma against nevus inside the block, out of fold). Runs go to runs/benchmarks/holdout-NAME[-seedS][-kfold]
+(git-ignored); the record is benchmarks/results/source_holdout_KIND.{json,md} (KIND: the CPU kind), one row per run,
+and a chart, source_holdout_KIND/held_out_and_folds.png. Each finished fold's validation predictions are archived
+beside it (source_holdout_KIND/folds/NAME/fold-F/), and a run no longer on disk keeps the earlier record's figures:
+a rerun on a fresh machine of the same kind adds to the record instead of dropping what earlier machines trained.
+The recipe's own runs are `recipe` (`python -m benchmarks.source_holdout recipe --folds 0 1 2 3 4`), or links to the
+same recipe's runs made elsewhere (runs/benchmarks/holdout-recipe-kfold -> a `python -m benchmarks.sources` cv folder).
 """
 
 from __future__ import annotations
@@ -30,25 +33,28 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from benchmarks.common import (
+    DATA,
     RESULTS,
     RUNS,
     cpu_kind_record_name,
     markdown_table,
     record,
     require_data,
-    scoring,
     signed_interval,
     training_time,
     write_table,
 )
 from edgelesion.data.metadata import MetadataSpec
-from edgelesion.fileio import read_csv, read_json
-from edgelesion.metrics import BOOTSTRAP_RESAMPLES, format_estimate, paired_difference
+from edgelesion.fileio import read_csv, read_json, write_csv, write_json
+from edgelesion.metrics import (
+    BOOTSTRAP_RESAMPLES,
+    format_estimate,
+    paired_difference,
+    scored_class_indices,
+)
 from edgelesion.train.config import OnlineAugment, TrainConfig
 from edgelesion.train.cross_validation import CvDir, cross_validate
-from edgelesion.train.evaluation import read_validation_predictions
 from edgelesion.train.leave_source_out import cross_validate_sources, fold_dir
-from edgelesion.train.runs import read_run
 
 HELD_OUT = "isic-0000100-0000999"
 AUC_GOAL = 0.75  # held-out melanoma-vs-nevus AUC a kept recipe should reach
@@ -150,38 +156,81 @@ def held_out_figures(name: str, config: TrainConfig) -> dict[str, Any] | None:
     }
 
 
-def kfold_figures(name: str) -> dict[str, Any] | None:
-    """The finished folds of a candidate's 5-fold CV with sources, each paired with the recipe's same fold: pooled
-    balanced accuracy per fold, and over the finished folds' validation images together (out of fold) with
-    melanoma against nevus inside the held-out block."""
-    root, base_root = CvDir(RUNS / f"{name}-kfold"), CvDir(RUNS / "holdout-recipe-kfold")
-    per_fold, together = {}, []
+def archive_folds(name: str, archive: Path) -> None:
+    """Copy each finished fold's validation predictions and balanced accuracy from runs/NAME-kfold into the record's
+    folder (paths relative to the data): runs/ does not outlive the machine, and a fold trained later on another
+    machine of the same kind is paired with these."""
+    root = CvDir(RUNS / f"{name}-kfold")
     for fold in range(5):
-        run, base = root.fold(fold), base_root.fold(fold)
+        run = root.fold(fold)
         if not (run.evaluation / "validation" / "metrics.json").is_file():
             continue
-        rows, probabilities, labels, classes = read_validation_predictions(run)
-        base_rows, baseline, _, _ = read_validation_predictions(base)
+        metrics = read_json(run.evaluation / "validation" / "metrics.json")
+        rows = read_csv(run.evaluation / "validation" / "predictions.csv")
+        target = archive / name / f"fold-{fold}"
+        write_json(target / "metrics.json", {key: metrics[key] for key in ("class_names", "balanced_accuracy")})
+        header = list(rows[0])
+        write_csv(
+            target / "predictions.csv",
+            header,
+            [[relative_to_data(row[c]) if c == "path" else row[c] for c in header] for row in rows],
+        )
+
+
+def relative_to_data(path: str) -> str:
+    """An image's path relative to the data folder, the same on every machine."""
+    return Path(path).relative_to(DATA).as_posix() if Path(path).is_absolute() else path
+
+
+def read_archived_fold(folder: Path) -> tuple[list[dict[str, str]], np.ndarray, np.ndarray, list[str], dict]:
+    """An archived fold's rows, probabilities, label indices, class names and balanced accuracy."""
+    metrics = read_json(folder / "metrics.json")
+    classes = metrics["class_names"]
+    rows = read_csv(folder / "predictions.csv")
+    probabilities = np.array([[float(row[c]) for c in classes] for row in rows], dtype=np.float64)
+    labels = np.array([classes.index(row["label"]) for row in rows], dtype=np.int64)
+    return rows, probabilities, labels, classes, metrics["balanced_accuracy"]
+
+
+def kfold_figures(name: str, config: TrainConfig, archive: Path, earlier: dict[str, Any]) -> dict[str, Any] | None:
+    """The folds of a candidate's 5-fold CV with sources archived in the record's folder, each paired with the
+    recipe's same fold: pooled balanced accuracy per fold, and over those folds' validation images together (out of
+    fold) with melanoma against nevus inside the held-out block. A fold the earlier record has but the archive does
+    not (recorded before folds were archived) keeps the earlier record's figures and stays out of the pooled ones."""
+    per_fold, together = {}, []
+    for fold in range(5):
+        run, base = archive / name / f"fold-{fold}", archive / "recipe" / f"fold-{fold}"
+        if not (run / "metrics.json").is_file() or not (base / "metrics.json").is_file():
+            if str(fold) in earlier.get("folds", {}):
+                per_fold[str(fold)] = {**earlier["folds"][str(fold)], "archived": False}
+            continue
+        rows, probabilities, labels, classes, balanced_accuracy = read_archived_fold(run)
+        base_rows, baseline, _, _, recipe_balanced_accuracy = read_archived_fold(base)
         if [r["path"] for r in rows] != [r["path"] for r in base_rows]:
-            raise SystemExit(f"{run.root} was validated on other images than {base.root}")
-        scored, positive = scoring(read_run(run.root, need_model=False), labels)
+            raise SystemExit(f"{run} was validated on other images than {base}")
+        scored = scored_class_indices(labels, len(classes), config.min_support)
+        positive = classes.index(config.positive_class)
         per_fold[str(fold)] = {
-            "balanced_accuracy": read_json(run.evaluation / "validation" / "metrics.json")["balanced_accuracy"],
-            "recipe_balanced_accuracy": read_json(base.evaluation / "validation" / "metrics.json")["balanced_accuracy"],
+            "balanced_accuracy": balanced_accuracy,
+            "recipe_balanced_accuracy": recipe_balanced_accuracy,
             "vs_recipe": paired_difference(labels, baseline, probabilities, scored, positive),
+            "archived": True,
         }
-        together.append((rows, probabilities, baseline, labels, scored, positive))
+        together.append((rows, probabilities, baseline, labels, scored, positive, classes))
     if not per_fold:
         return None
+    if not together:
+        return {"folds": dict(sorted(per_fold.items())), "out_of_fold": earlier.get("out_of_fold")}
     rows = [row for part in together for row in part[0]]
     probabilities, baseline = np.concatenate([p[1] for p in together]), np.concatenate([p[2] for p in together])
-    labels, (scored, positive) = np.concatenate([p[3] for p in together]), together[0][4:]
+    labels, (scored, positive, classes) = np.concatenate([p[3] for p in together]), together[0][4:]
     melanoma = classes.index("melanoma")
     inside = np.array([r["source"] == HELD_OUT and r["label"] in ("melanoma", LOOKALIKE) for r in rows])
     truth = labels[inside] == melanoma
     return {
-        "folds": per_fold,
+        "folds": dict(sorted(per_fold.items())),
         "out_of_fold": {
+            "folds": [fold for fold, figures in sorted(per_fold.items()) if figures["archived"]],
             "vs_recipe": paired_difference(labels, baseline, probabilities, scored, positive),
             "auc_in_block": float(roc_auc_score(truth, probabilities[inside, melanoma])),
             "recipe_auc_in_block": float(roc_auc_score(truth, baseline[inside, melanoma])),
@@ -190,6 +239,38 @@ def kfold_figures(name: str) -> dict[str, Any] | None:
             ),
         },
     }
+
+
+def collect(record_folder: Path) -> dict[str, Any]:
+    """Every run's figures: its runs on disk (their folds archived in `record_folder` first), else what the earlier
+    record of this CPU kind holds, so a record on a fresh machine keeps the runs trained on earlier ones."""
+    earlier_record = record_folder.with_suffix(".json")
+    earlier = read_json(earlier_record) if earlier_record.is_file() else {"runs": {}}
+    on_disk = {folder.name.removesuffix("-kfold") for folder in RUNS.glob("holdout-*")}
+    archive = record_folder / "folds"
+    archived = {f"holdout-{folder.name}" for folder in archive.glob("*")}
+    results = {}
+    for name in sorted(on_disk | archived | {f"holdout-{short}" for short in earlier["runs"]}):
+        match = RUN_NAME.fullmatch(name)
+        if not match or match["candidate"] not in CANDIDATES:
+            continue
+        short = name.removeprefix("holdout-")
+        config = seeded(CANDIDATES[match["candidate"]], int(match["seed"] or 0))
+        if name in on_disk:
+            archive_folds(short, archive)
+        carried = earlier["runs"].get(short, {})
+        held_out = held_out_figures(name, config)
+        if held_out is None and carried.get("held_out"):
+            recorded_by = {key: earlier["provenance"][key] for key in ("git_commit", "created")}
+            held_out = {"recorded_by": recorded_by, **carried["held_out"]}
+        figures = {
+            "config": config.to_dict(),
+            "held_out": held_out,
+            "kfold": kfold_figures(short, config, archive, carried.get("kfold") or {}),
+        }
+        if figures["held_out"] or figures["kfold"]:
+            results[short] = figures
+    return results
 
 
 def held_out_table(results: dict[str, Any]) -> list[str]:
@@ -228,6 +309,7 @@ def kfold_table(results: dict[str, Any]) -> list[str]:
     header = [
         "run",
         "folds",
+        "pooled (out of fold) over folds",
         "balanced accuracy per fold (recipe's)",
         "Δ per fold",
         "Δ out of fold [paired 95% CI]",
@@ -244,7 +326,8 @@ def kfold_table(results: dict[str, Any]) -> list[str]:
         rows.append(
             [
                 name,
-                ", ".join(folds),
+                ", ".join(fold if figures.get("archived", True) else f"{fold}*" for fold, figures in folds.items()),
+                ", ".join(oof.get("folds", list(folds))),
                 ", ".join(
                     f"{f['balanced_accuracy']['value']:.3f} ({f['recipe_balanced_accuracy']['value']:.3f})"
                     for f in folds.values()
@@ -309,29 +392,25 @@ def main() -> None:
     parser.add_argument(
         "--folds", type=int, nargs="+", choices=range(5), default=[], help="also train these folds of the 5-fold CV"
     )
+    parser.add_argument("--folds-only", action="store_true", help="train only --folds, not the run without the block")
     parser.add_argument("--record-only", action="store_true", help="train nothing: record the finished runs")
     args = parser.parse_args()
     if not args.candidate and not args.record_only:
         parser.error("name a candidate, or --record-only")
-    if args.record_only and (args.candidate or args.folds or args.seed):
-        parser.error("--record-only trains nothing: give it no candidate, --seed or --folds")
+    if args.record_only and (args.candidate or args.folds or args.seed or args.folds_only):
+        parser.error("--record-only trains nothing: give it no candidate, --seed, --folds or --folds-only")
+    if args.folds_only and not args.folds:
+        parser.error("--folds-only needs --folds")
     data = require_data()
     metadata = MetadataSpec(data.parent / "sources.csv", source_column="source")
     if args.candidate and not args.record_only:
         name, config = run_name(args.candidate, args.seed), seeded(CANDIDATES[args.candidate], args.seed)
-        cross_validate_sources(data, RUNS / name, config, metadata, sources=[HELD_OUT])
+        if not args.folds_only:
+            cross_validate_sources(data, RUNS / name, config, metadata, sources=[HELD_OUT])
         if args.folds:
             cross_validate(data, RUNS / f"{name}-kfold", config, folds=args.folds, metadata=metadata)
-    results = {}
-    for name in sorted({folder.name.removesuffix("-kfold") for folder in RUNS.glob("holdout-*")}):
-        match = RUN_NAME.fullmatch(name)
-        if not match or match["candidate"] not in CANDIDATES:
-            continue
-        config = seeded(CANDIDATES[match["candidate"]], int(match["seed"] or 0))
-        figures = {"config": config.to_dict(), "held_out": held_out_figures(name, config), "kfold": kfold_figures(name)}
-        if figures["held_out"] or figures["kfold"]:
-            results[name.removeprefix("holdout-")] = figures
     record_name = cpu_kind_record_name("source_holdout")
+    results = collect(RESULTS / record_name)
     record(record_name, {"held_out_source": HELD_OUT, "lookalike": LOOKALIKE, "runs": results})
     lines = [
         "# Candidate recipes on a source the model never saw",
@@ -344,7 +423,10 @@ def main() -> None:
         *held_out_table(results),
         "",
         "The 5-fold CV with sources (pooled validation folds), each finished fold paired with the recipe's same fold "
-        "(runs/benchmarks/holdout-recipe-kfold, on the same machine kind):",
+        f"on the same machine kind. Each fold's validation predictions are archived in {record_name}/folds/, so folds "
+        "trained on different sessions' machines are pooled out of fold. A fold marked * was recorded before "
+        "folds were archived: its figures are the earlier record's, and the pooled figures are over the archived "
+        "folds alone once there are any.",
         "",
         *kfold_table(results),
     ]
