@@ -110,6 +110,10 @@ def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_
     later = cv.summary.stat().st_mtime + 10
     os.utime(cv.fold(2).evaluation / "validation" / "predictions.csv", (later, later))
     assert recipe_cv_figures(cv.root, cv.fold(0).root)["folds_changed_since_merge"] == [2]
+    # a merged fold whose predictions are gone (removed, or being trained again) is named too
+    predictions.rename(predictions.with_suffix(".moved"))
+    assert recipe_cv_figures(cv.root, cv.fold(0).root)["folds_changed_since_merge"] == [1, 2]
+    predictions.with_suffix(".moved").rename(predictions)
     # a fold copied without its checkpoints still merges, its epochs unknown
     shutil.rmtree(cv.fold(2).checkpoints)
     assert merge_cv(cv.root)["per_fold"][2]["last_epoch_balanced_accuracy"] is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -232,9 +233,24 @@ def test_a_colour_cast_that_decides_the_class_is_flagged_and_fails_leave_source_
     metrics.write_text(json.dumps(json.loads(metrics.read_text()), indent=4))
     assert main([*export, "--out", str(tmp_path / "later")]) == 0
     assert (
-        "sources ['new-clinic'] finished or changed after these figures were merged"
+        "sources ['new-clinic'] finished, changed or were removed after these figures were merged"
         in (tmp_path / "later" / "MODEL_CARD.md").read_text()
     )
+    # a merge from before it recorded hashes: file times decide; and a merged fold whose metrics are gone is named
+    from edgelesion.train.leave_source_out import recipe_leave_source_out_figures
+
+    def changed() -> list[str]:
+        return recipe_leave_source_out_figures(cv, k_fold / "fold-0")["changed_since_merge"]
+
+    merged = read_json(cv / "cv_summary.json")
+    del merged["metrics_sha256"]
+    (cv / "cv_summary.json").write_text(json.dumps(merged))
+    assert changed() == []
+    later = (cv / "cv_summary.json").stat().st_mtime + 10
+    os.utime(metrics, (later, later))
+    assert changed() == ["new-clinic"]
+    metrics.unlink()
+    assert changed() == ["new-clinic"]
     # one folder of each kind; and only the run's own recipe
     assert main([*export, "--cv", str(cv), "--out", str(tmp_path / "twice")]) == 2
     assert "are both leave-source-out: give one of each kind" in capsys.readouterr().err

@@ -259,7 +259,7 @@ def _cross_validation_lines(cv: dict[str, Any] | None, fold: int) -> list[str]:
         ]
     if cv["folds_changed_since_merge"]:
         lines.append(
-            f"- folds {cv['folds_changed_since_merge']} finished or changed after these figures were merged: "
+            f"- folds {cv['folds_changed_since_merge']} finished, changed or were removed after these figures were merged: "
             "run 'edgelesion cv' again to include them"
         )
     return lines
@@ -304,8 +304,8 @@ def _leave_source_out_lines(lso: dict[str, Any] | None, held_out_source: str | N
     lines += [f"- not held out: {source} ({reason})" for source, reason in lso["skipped_sources"].items()]
     if lso["changed_since_merge"]:
         lines.append(
-            f"- sources {lso['changed_since_merge']} finished or changed after these figures were merged: "
-            f"run 'edgelesion cv --merge-only --leave-source-out' on the folder {lso['cv_name']} again to include them"
+            f"- sources {lso['changed_since_merge']} finished, changed or were removed after these figures were "
+            f"merged: run 'edgelesion cv --merge-only --leave-source-out' on the folder {lso['cv_name']} again to include them"
         )
     return lines
 
