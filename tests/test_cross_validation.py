@@ -103,6 +103,10 @@ def test_folds_run_in_parts_and_merge_into_out_of_fold_figures(dataset_dir, tmp_
     lines = predictions.read_text().splitlines()
     predictions.write_text("\n".join([*lines[:-1], lines[-1].replace("0", "1", 1)]) + "\n")
     assert recipe_cv_figures(cv.root, cv.fold(0).root)["folds_changed_since_merge"] == [1]
+    # a merged fold whose folder is gone is named, not a reason to refuse the export
+    moved = cv.fold(2).root.rename(tmp_path / "fold-2-aside")
+    assert recipe_cv_figures(cv.root, cv.fold(0).root)["folds_changed_since_merge"] == [1, 2]
+    moved.rename(cv.fold(2).root)
     # a merge recorded before the hashes were: the file times decide
     summary = read_json(cv.summary)
     del summary["predictions_sha256"]

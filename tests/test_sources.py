@@ -249,8 +249,10 @@ def test_a_colour_cast_that_decides_the_class_is_flagged_and_fails_leave_source_
     later = (cv / "cv_summary.json").stat().st_mtime + 10
     os.utime(metrics, (later, later))
     assert changed() == ["new-clinic"]
+    kept = metrics.read_bytes()
     metrics.unlink()
     assert changed() == ["new-clinic"]
+    metrics.write_bytes(kept)
     # one folder of each kind; and only the run's own recipe
     assert main([*export, "--cv", str(cv), "--out", str(tmp_path / "twice")]) == 2
     assert "are both leave-source-out: give one of each kind" in capsys.readouterr().err

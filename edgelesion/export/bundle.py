@@ -259,8 +259,8 @@ def _cross_validation_lines(cv: dict[str, Any] | None, fold: int) -> list[str]:
         ]
     if cv["folds_changed_since_merge"]:
         lines.append(
-            f"- folds {cv['folds_changed_since_merge']} finished, changed or were removed after these figures were merged: "
-            "run 'edgelesion cv' again to include them"
+            f"- folds {cv['folds_changed_since_merge']} finished, changed or were removed after these figures were "
+            "merged: run 'edgelesion cv' again to include them"
         )
     return lines
 
@@ -305,7 +305,8 @@ def _leave_source_out_lines(lso: dict[str, Any] | None, held_out_source: str | N
     if lso["changed_since_merge"]:
         lines.append(
             f"- sources {lso['changed_since_merge']} finished, changed or were removed after these figures were "
-            f"merged: run 'edgelesion cv --merge-only --leave-source-out' on the folder {lso['cv_name']} again to include them"
+            "merged: run 'edgelesion cv --merge-only --leave-source-out' on the folder "
+            f"{lso['cv_name']} again to include them"
         )
     return lines
 

@@ -211,9 +211,11 @@ def merge_sources(out: str | Path) -> dict[str, Any]:
 def recipe_leave_source_out_figures(out: str | Path, run_dir: str | Path) -> dict[str, Any]:
     """The merged leave-source-out cross-validation in `out` of the recipe the run `run_dir` was trained with, for a
     bundle's model card: each held-out source's figures beside its fold's own validation split, and which folds
-    finished or changed after the merge. Another recipe's or other data's is refused."""
+    finished, changed or were removed after the merge. Another recipe's or other data's is refused."""
     cv, info, result = merged_cv_of_run(out, run_dir, LEAVE_SOURCE_OUT)
     for source in result["finished"]:
+        if not _held_out_metrics(fold_dir(cv, source)).is_file():  # removed since the merge: named below
+            continue
         fold_config = recipe_of(info.config).with_changes(held_out_source=source)
         check_fold_of_run(cv, fold_dir(cv, source).root, fold_config, run_dir, info)
     merged_from = result.get("metrics_sha256")
