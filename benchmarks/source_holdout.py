@@ -33,7 +33,6 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from benchmarks.common import (
-    DATA,
     RESULTS,
     RUNS,
     cpu_kind_record_name,
@@ -45,7 +44,7 @@ from benchmarks.common import (
     write_table,
 )
 from edgelesion.data.metadata import MetadataSpec
-from edgelesion.fileio import read_csv, read_json, write_csv, write_json
+from edgelesion.fileio import read_csv, read_json, write_json, write_text
 from edgelesion.metrics import (
     BOOTSTRAP_RESAMPLES,
     format_estimate,
@@ -53,8 +52,10 @@ from edgelesion.metrics import (
     scored_class_indices,
 )
 from edgelesion.train.config import OnlineAugment, TrainConfig
-from edgelesion.train.cross_validation import CvDir, cross_validate
+from edgelesion.train.cross_validation import CvDir, cross_validate, fold_finished, recipe_of
+from edgelesion.train.evaluation import read_predictions
 from edgelesion.train.leave_source_out import cross_validate_sources, fold_dir
+from edgelesion.train.runs import read_run
 
 HELD_OUT = "isic-0000100-0000999"
 AUC_GOAL = 0.75  # held-out melanoma-vs-nevus AUC a kept recipe should reach
@@ -142,6 +143,11 @@ def held_out_figures(name: str, config: TrainConfig) -> dict[str, Any] | None:
     if not summary.is_file() or HELD_OUT not in read_json(summary)["finished"]:
         return None
     row = read_json(summary)["per_source"][HELD_OUT]
+    if not (base_root / "cv_summary.json").is_file():
+        raise SystemExit(
+            f"{cv_root} is paired with the recipe's run trained without the block, which is not on this machine: "
+            f"train it first (python -m benchmarks.source_holdout recipe)"
+        )
     paths, scores, truth = held_out_scores(cv_root)
     base_paths, base_scores, _ = held_out_scores(base_root)
     if paths != base_paths:
@@ -156,71 +162,92 @@ def held_out_figures(name: str, config: TrainConfig) -> dict[str, Any] | None:
     }
 
 
-def archive_folds(name: str, archive: Path) -> None:
-    """Copy each finished fold's validation predictions and balanced accuracy from runs/NAME-kfold into the record's
-    folder (paths relative to the data): runs/ does not outlive the machine, and a fold trained later on another
-    machine of the same kind is paired with these."""
+def archive_folds(name: str, config: TrainConfig, archive: Path) -> None:
+    """Copy each finished fold of runs/benchmarks/NAME-kfold into the record's folder: its validation predictions,
+    balanced accuracy, config and provenance. runs/ does not outlive the machine; a fold trained later on another
+    machine of the same kind is paired with these. A fold trained with other settings than `config` is refused."""
     root = CvDir(RUNS / f"{name}-kfold")
     for fold in range(5):
         run = root.fold(fold)
-        if not (run.evaluation / "validation" / "metrics.json").is_file():
+        if not fold_finished(run):
             continue
-        metrics = read_json(run.evaluation / "validation" / "metrics.json")
-        rows = read_csv(run.evaluation / "validation" / "predictions.csv")
-        target = archive / name / f"fold-{fold}"
-        write_json(target / "metrics.json", {key: metrics[key] for key in ("class_names", "balanced_accuracy")})
-        header = list(rows[0])
-        write_csv(
-            target / "predictions.csv",
-            header,
-            [[relative_to_data(row[c]) if c == "path" else row[c] for c in header] for row in rows],
+        trained = read_run(run.root, need_model=False).config
+        if recipe_of(trained) != recipe_of(config):
+            raise SystemExit(f"{run.root} was trained with other settings than {name}: move it aside")
+        source, target = run.evaluation / "validation", archive / short_name(name) / f"fold-{fold}"
+        metrics = read_json(source / "metrics.json")
+        predictions = (source / "predictions.csv").read_text()
+        if (target / "predictions.csv").is_file() and (target / "predictions.csv").read_text() != predictions:
+            print(f"replacing the archived {target} with the predictions of {run.root}")
+        write_text(target / "predictions.csv", predictions)
+        write_json(
+            target / "metrics.json",
+            {
+                "class_names": metrics["class_names"],
+                "balanced_accuracy": metrics["balanced_accuracy"],
+                "config": trained.to_dict(),
+                "recorded_by": recorded_by(metrics["provenance"]),
+            },
         )
 
 
-def relative_to_data(path: str) -> str:
-    """An image's path relative to the data folder, the same on every machine."""
-    return Path(path).relative_to(DATA).as_posix() if Path(path).is_absolute() else path
+def recorded_by(provenance: dict[str, Any]) -> dict[str, Any]:
+    """The part of a provenance that says which commit and machine made a figure, and when."""
+    return {
+        "git_commit": provenance["git_commit"],
+        "created": provenance["created"],
+        "cpu": provenance["machine"]["cpu"],
+    }
 
 
-def read_archived_fold(folder: Path) -> tuple[list[dict[str, str]], np.ndarray, np.ndarray, list[str], dict]:
-    """An archived fold's rows, probabilities, label indices, class names and balanced accuracy."""
-    metrics = read_json(folder / "metrics.json")
-    classes = metrics["class_names"]
-    rows = read_csv(folder / "predictions.csv")
-    probabilities = np.array([[float(row[c]) for c in classes] for row in rows], dtype=np.float64)
-    labels = np.array([classes.index(row["label"]) for row in rows], dtype=np.int64)
-    return rows, probabilities, labels, classes, metrics["balanced_accuracy"]
+def short_name(name: str) -> str:
+    """A run's name in the record: its folder name less `holdout-`."""
+    return name.removeprefix("holdout-")
+
+
+def archived_fold(folder: Path, config: TrainConfig) -> bool:
+    """Whether `folder` holds an archived fold trained with `config` (a fold of settings since changed is ignored,
+    and said so)."""
+    if not (folder / "metrics.json").is_file():
+        return False
+    if recipe_of(TrainConfig.from_dict(read_json(folder / "metrics.json")["config"])) != recipe_of(config):
+        print(f"ignoring {folder}: trained with settings that are no longer its candidate's")
+        return False
+    return True
 
 
 def kfold_figures(name: str, config: TrainConfig, archive: Path, earlier: dict[str, Any]) -> dict[str, Any] | None:
     """The folds of a candidate's 5-fold CV with sources archived in the record's folder, each paired with the
     recipe's same fold: pooled balanced accuracy per fold, and over those folds' validation images together (out of
-    fold) with melanoma against nevus inside the held-out block. A fold the earlier record has but the archive does
-    not (recorded before folds were archived) keeps the earlier record's figures and stays out of the pooled ones."""
-    per_fold, together = {}, []
+    fold) with melanoma against nevus inside the held-out block. A fold of the earlier record's `earlier` figures that
+    is not archived with its recipe fold (recorded before folds were archived) keeps those figures, marked
+    `archived: false`, and stays out of the pooled ones; an archived fold whose recipe fold is not is `unpaired`."""
+    per_fold, together, unpaired = {}, [], []
     for fold in range(5):
         run, base = archive / name / f"fold-{fold}", archive / "recipe" / f"fold-{fold}"
-        if not (run / "metrics.json").is_file() or not (base / "metrics.json").is_file():
-            if str(fold) in earlier.get("folds", {}):
-                per_fold[str(fold)] = {**earlier["folds"][str(fold)], "archived": False}
-            continue
-        rows, probabilities, labels, classes, balanced_accuracy = read_archived_fold(run)
-        base_rows, baseline, _, _, recipe_balanced_accuracy = read_archived_fold(base)
-        if [r["path"] for r in rows] != [r["path"] for r in base_rows]:
-            raise SystemExit(f"{run} was validated on other images than {base}")
-        scored = scored_class_indices(labels, len(classes), config.min_support)
-        positive = classes.index(config.positive_class)
-        per_fold[str(fold)] = {
-            "balanced_accuracy": balanced_accuracy,
-            "recipe_balanced_accuracy": recipe_balanced_accuracy,
-            "vs_recipe": paired_difference(labels, baseline, probabilities, scored, positive),
-            "archived": True,
-        }
-        together.append((rows, probabilities, baseline, labels, scored, positive, classes))
+        paired = archived_fold(base, RECIPE)
+        if archived_fold(run, config) and paired:
+            rows, probabilities, labels, classes = read_predictions(run)
+            base_rows, baseline, _, _ = read_predictions(base)
+            if [r["path"] for r in rows] != [r["path"] for r in base_rows]:
+                raise SystemExit(f"{run} was validated on other images than {base}")
+            scored = scored_class_indices(labels, len(classes), config.min_support)
+            positive = classes.index(config.positive_class)
+            per_fold[str(fold)] = {
+                "balanced_accuracy": read_json(run / "metrics.json")["balanced_accuracy"],
+                "recipe_balanced_accuracy": read_json(base / "metrics.json")["balanced_accuracy"],
+                "vs_recipe": paired_difference(labels, baseline, probabilities, scored, positive),
+                "archived": True,
+            }
+            together.append((rows, probabilities, baseline, labels, scored, positive, classes))
+        elif str(fold) in earlier.get("folds", {}):
+            per_fold[str(fold)] = {**earlier["folds"][str(fold)], "archived": False}
+        elif (run / "metrics.json").is_file() and not paired:
+            unpaired.append(str(fold))
     if not per_fold:
-        return None
+        return {"folds": {}, "unpaired": unpaired, "out_of_fold": None} if unpaired else None
     if not together:
-        return {"folds": dict(sorted(per_fold.items())), "out_of_fold": earlier.get("out_of_fold")}
+        return {"folds": dict(sorted(per_fold.items())), "unpaired": unpaired, "out_of_fold": earlier["out_of_fold"]}
     rows = [row for part in together for row in part[0]]
     probabilities, baseline = np.concatenate([p[1] for p in together]), np.concatenate([p[2] for p in together])
     labels, (scored, positive, classes) = np.concatenate([p[3] for p in together]), together[0][4:]
@@ -229,6 +256,7 @@ def kfold_figures(name: str, config: TrainConfig, archive: Path, earlier: dict[s
     truth = labels[inside] == melanoma
     return {
         "folds": dict(sorted(per_fold.items())),
+        "unpaired": unpaired,
         "out_of_fold": {
             "folds": [fold for fold, figures in sorted(per_fold.items()) if figures["archived"]],
             "vs_recipe": paired_difference(labels, baseline, probabilities, scored, positive),
@@ -243,7 +271,8 @@ def kfold_figures(name: str, config: TrainConfig, archive: Path, earlier: dict[s
 
 def collect(record_folder: Path) -> dict[str, Any]:
     """Every run's figures: its runs on disk (their folds archived in `record_folder` first), else what the earlier
-    record of this CPU kind holds, so a record on a fresh machine keeps the runs trained on earlier ones."""
+    record of this CPU kind holds, so a record on a fresh machine keeps the runs trained on earlier ones. Figures of
+    a candidate whose settings changed since are dropped."""
     earlier_record = record_folder.with_suffix(".json")
     earlier = read_json(earlier_record) if earlier_record.is_file() else {"runs": {}}
     on_disk = {folder.name.removesuffix("-kfold") for folder in RUNS.glob("holdout-*")}
@@ -254,19 +283,23 @@ def collect(record_folder: Path) -> dict[str, Any]:
         match = RUN_NAME.fullmatch(name)
         if not match or match["candidate"] not in CANDIDATES:
             continue
-        short = name.removeprefix("holdout-")
-        config = seeded(CANDIDATES[match["candidate"]], int(match["seed"] or 0))
+        short, config = short_name(name), seeded(CANDIDATES[match["candidate"]], int(match["seed"] or 0))
         if name in on_disk:
-            archive_folds(short, archive)
+            archive_folds(name, config, archive)
         carried = earlier["runs"].get(short, {})
+        if carried and TrainConfig.from_dict(carried["config"]) != config:
+            print(f"dropping the earlier record's {short}: its settings are no longer the candidate's")
+            carried = {}
         held_out = held_out_figures(name, config)
         if held_out is None and carried.get("held_out"):
-            recorded_by = {key: earlier["provenance"][key] for key in ("git_commit", "created")}
-            held_out = {"recorded_by": recorded_by, **carried["held_out"]}
+            held_out = {"recorded_by": recorded_by(earlier["provenance"]), **carried["held_out"]}
+        kfold_earlier = carried.get("kfold") or {}
+        for figures in kfold_earlier.get("folds", {}).values():
+            figures.setdefault("recorded_by", recorded_by(earlier["provenance"]))
         figures = {
             "config": config.to_dict(),
             "held_out": held_out,
-            "kfold": kfold_figures(short, config, archive, carried.get("kfold") or {}),
+            "kfold": kfold_figures(short, config, archive, kfold_earlier),
         }
         if figures["held_out"] or figures["kfold"]:
             results[short] = figures
@@ -293,7 +326,7 @@ def held_out_table(results: dict[str, Any]) -> list[str]:
         delta = held["auc_vs_recipe"]
         rows.append(
             [
-                name,
+                f"{name}*" if "recorded_by" in held else name,
                 format_estimate(pair["auc"]) if pair.get("auc") else "-",
                 signed_interval(delta["value"], delta["ci95"]),
                 f"{format_estimate(held['held_out']['alert_sensitivity'])} / {format_estimate(pair['alert_specificity'])}",
@@ -319,7 +352,7 @@ def kfold_table(results: dict[str, Any]) -> list[str]:
     rows = []
     for name, result in results.items():
         kfold = result.get("kfold")
-        if not kfold or name == "recipe":  # the recipe's own folds are the figures in parentheses
+        if not kfold or not kfold["folds"] or name == "recipe":  # the recipe's folds: the figures in parentheses
             continue
         folds, oof = kfold["folds"], kfold["out_of_fold"]
         bal, auc = oof["vs_recipe"]["delta_balanced_accuracy"], oof["auc_in_block_vs_recipe"]
@@ -418,17 +451,25 @@ def main() -> None:
         f"Command: `python -m benchmarks.source_holdout {' '.join(sys.argv[1:])}`. Each run is trained without "
         f"{HELD_OUT} and scored inside it (melanoma against nevus, alert threshold from the training sources' "
         "validation split). Deltas are paired on the same images with the recipe's run of the same training seed "
-        "(seed 0's where it has none); a seed replicate of the recipe itself is paired with seed 0's.",
+        "(seed 0's where it has none); a seed replicate of the recipe itself is paired with seed 0's. The record "
+        "adds to the earlier records of this CPU kind: a run marked * was trained on an earlier machine of this kind "
+        "(its commit and date in the JSON's `recorded_by`), with its recipe run of then.",
         "",
         *held_out_table(results),
         "",
         "The 5-fold CV with sources (pooled validation folds), each finished fold paired with the recipe's same fold "
         f"on the same machine kind. Each fold's validation predictions are archived in {record_name}/folds/, so folds "
-        "trained on different sessions' machines are pooled out of fold. A fold marked * was recorded before "
-        "folds were archived: its figures are the earlier record's, and the pooled figures are over the archived "
-        "folds alone once there are any.",
+        "trained on different machines of this kind are paired and pooled out of fold. A fold marked * is not "
+        "archived with its recipe fold (recorded before folds were archived): its figures are the earlier record's, "
+        "and the pooled figures are over the archived folds alone once there are any.",
         "",
         *kfold_table(results),
+        *[
+            f"\n{name}: folds {', '.join(result['kfold']['unpaired'])} finished, but the recipe's same folds are not: "
+            f"train them (python -m benchmarks.source_holdout recipe --folds-only --folds ...)."
+            for name, result in results.items()
+            if result["kfold"] and result["kfold"].get("unpaired")
+        ],
     ]
     if holdout_chart(results, RESULTS / record_name / "held_out_and_folds.png"):
         lines += ["", f"![held-out AUC and CV folds]({record_name}/held_out_and_folds.png)"]

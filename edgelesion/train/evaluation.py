@@ -122,8 +122,14 @@ def evaluate_and_write(
 def read_validation_predictions(run: RunDir) -> tuple[list[dict[str, str]], np.ndarray, np.ndarray, list[str]]:
     """A finished run's validation predictions.csv (see evaluate_and_write): rows, probabilities, label indices and
     class names."""
-    classes = read_json(run.evaluation / "validation" / "metrics.json")["class_names"]
-    rows = read_csv(run.evaluation / "validation" / "predictions.csv")
+    return read_predictions(run.evaluation / "validation")
+
+
+def read_predictions(folder: Path) -> tuple[list[dict[str, str]], np.ndarray, np.ndarray, list[str]]:
+    """The predictions.csv and metrics.json class names evaluate_and_write wrote into `folder`: rows, probabilities,
+    label indices and class names."""
+    classes = read_json(folder / "metrics.json")["class_names"]
+    rows = read_csv(folder / "predictions.csv")
     probabilities = np.array([[float(row[c]) for c in classes] for row in rows], dtype=np.float64)
     labels = np.array([classes.index(row["label"]) for row in rows], dtype=np.int64)
     return rows, probabilities, labels, classes
