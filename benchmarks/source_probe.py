@@ -2,11 +2,13 @@
 features, trained without ISIC block 0000100-0000999 and scored inside it (melanoma against nevus).
 
     .venv/bin/python -m benchmarks.source_probe    # centre crops 1.0 0.8 0.6 0.45, INLP 0 3 10 30, every weighting
-    .venv/bin/python -m benchmarks.source_probe --crops 1.0 0.6 --inlp 0 10 --weightings class
+    .venv/bin/python -m benchmarks.source_probe --crops 1.0 0.6 --inlp 0 10 --weightings class --poolings avg
 
 Each image is decoded and resized as training does it, keeping its centre `crop` (a share of each side, as
 `Preprocessing.centre_crop` keeps it), and passed through the pretrained network (the package's model,
-`pretrained=True`) up to its global pool: 1,280 features, made once per crop under runs/benchmarks/source-probe/.
+`pretrained=True`) up to its last feature map (7×7×1,280), pooled three ways (`--poolings`): `avg`, the global
+average the model uses; `max`, the strongest response of each channel anywhere in the image; `gem`, generalised
+mean pooling (p = 3), between the two. Features are made once per crop under runs/benchmarks/source-probe/.
 A logistic regression (standardised features) learns the 9 classes from every source but the block; its melanoma
 score p(melanoma) / (p(melanoma) + p(nevus)) is scored inside the block, paired with the whole image's probe on the
 same images. Its images are weighted (`--weightings`):
@@ -20,7 +22,8 @@ as a source of 70 would be noise.
 INLP rounds (iterative nullspace projection) remove, before the probe, the directions along which a linear
 classifier tells sources apart within one class (melanomas of two blocks, nevi of two): the linear analogue of a
 source-adversarial branch that asks for features whose source cannot be told given the class. They are applied
-with class weights only; the group weightings are screened without INLP.
+with class weights only; the group weightings are screened without INLP, and the other poolings with class
+weights and no INLP.
 
 A screen, not a candidate's verdict: nothing is fine-tuned, so a gain here only says which recipe to train
 leave-source-out (`python -m benchmarks.source_holdout`). Records benchmarks/results/source_probe_KIND.{json,md}.
@@ -52,18 +55,29 @@ FEATURES = RUNS / "source-probe"
 # groups smaller than this are left out of the source classifiers: a direction fitted to a handful of images is noise
 MIN_GROUP = 20
 WEIGHTINGS = ("class", "group", "group-dro")
+POOLINGS = ("avg", "max", "gem")
+GEM_POWER = 3.0
 DRO_UPDATES, DRO_STEP = 6, 1.0
 
 
+def pooled(feature_map: np.ndarray) -> dict[str, np.ndarray]:
+    """A batch of (n, h, w, channels) feature maps pooled over h and w in each of POOLINGS."""
+    return {
+        "avg": feature_map.mean(axis=(1, 2)),
+        "max": feature_map.max(axis=(1, 2)),
+        "gem": np.mean(np.maximum(feature_map, 0) ** GEM_POWER, axis=(1, 2)) ** (1 / GEM_POWER),
+    }
+
+
 def features(crop: float) -> dict[str, np.ndarray]:
-    """Frozen Lite0 features of every image of the shared set at centre crop `crop`, with class and source (made
-    once, then read)."""
+    """Frozen Lite0 features of every image of the shared set at centre crop `crop`, pooled each way, with class and
+    source (made once, then read)."""
     root = require_data()
     listing = (root.parent / "sources.csv").read_text()
     preprocessing = replace(TrainConfig.for_model("efficientnet-lite0").preprocessing, centre_crop=crop)
     # named by the image list and the decoding too, so another copy of the data or another resize never reads them
     key = hashlib.sha256(json.dumps([listing, decoding(preprocessing)]).encode()).hexdigest()[:12]
-    target = FEATURES / f"features-crop{crop:g}-{key}.npz"
+    target = FEATURES / f"features-pooled-crop{crop:g}-{key}.npz"
     if not target.is_file():
         from edgelesion._tf import keras
         from edgelesion.fileio import atomic_path
@@ -71,7 +85,7 @@ def features(crop: float) -> dict[str, np.ndarray]:
 
         rows = list(csv.DictReader(io.StringIO(listing)))
         model = create_model("efficientnet-lite0", 9, preprocessing, pretrained=True)
-        pooled = keras.Model(model.input, model.get_layer("avg_pool").output)
+        last_map = keras.Model(model.input, model.get_layer("avg_pool").input)
 
         def pixels(path: str) -> np.ndarray:
             return to_model_input(read_image(root / path, preprocessing.draft_side).image, preprocessing).astype(
@@ -79,14 +93,14 @@ def features(crop: float) -> dict[str, np.ndarray]:
             )
 
         batches = [
-            pooled.predict(np.stack([pixels(r["path"]) for r in rows[i : i + 64]]), verbose=0)
+            pooled(last_map.predict(np.stack([pixels(r["path"]) for r in rows[i : i + 64]]), verbose=0))
             for i in range(0, len(rows), 64)
         ]
         FEATURES.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp, tmp.open("wb") as out:
             np.savez(
                 out,
-                x=np.concatenate(batches),
+                **{pooling: np.concatenate([batch[pooling] for batch in batches]) for pooling in POOLINGS},
                 label=np.array([r["path"].split("/")[0] for r in rows]),
                 source=np.array([r["source"] for r in rows]),
             )
@@ -146,9 +160,11 @@ def group_weighted_probe(x: np.ndarray, label: np.ndarray, source: np.ndarray, w
     return probe
 
 
-def probe_scores(data: dict[str, np.ndarray], rounds: int, weighting: str = "class") -> tuple[np.ndarray, np.ndarray]:
+def probe_scores(
+    data: dict[str, np.ndarray], rounds: int, weighting: str = "class", pooling: str = "avg"
+) -> tuple[np.ndarray, np.ndarray]:
     """The held-out block's melanoma scores (melanomas and nevi, in file order) and which are melanomas."""
-    x, label, source = data["x"], data["label"], data["source"]
+    x, label, source = data[pooling], data["label"], data["source"]
     train = source != HELD_OUT
     scored = (source == HELD_OUT) & np.isin(label, ["melanoma", LOOKALIKE])
     standard = StandardScaler().fit(x[train]).transform(x)
@@ -167,26 +183,33 @@ def main() -> None:
     parser.add_argument(
         "--weightings", nargs="+", choices=WEIGHTINGS, default=list(WEIGHTINGS), help="image weights of the probe"
     )
+    parser.add_argument("--poolings", nargs="+", choices=POOLINGS, default=list(POOLINGS), help="global poolings")
     args = parser.parse_args()
     baseline, truth = probe_scores(features(1.0), 0)
-    probes = [(w, r) for w in args.weightings for r in (args.inlp if w == "class" else [0])]
+    probes = [("avg", w, r) for w in args.weightings for r in (args.inlp if w == "class" else [0])]
+    probes += [(pooling, "class", 0) for pooling in args.poolings if pooling != "avg"]
     rows: list[dict[str, Any]] = []
     for crop in args.crops:
         data = features(crop)
-        for weighting, rounds in probes:
+        for pooling, weighting, rounds in probes:
             scores = (
-                baseline if (crop, weighting, rounds) == (1.0, "class", 0) else probe_scores(data, rounds, weighting)[0]
+                baseline
+                if (crop, pooling, weighting, rounds) == (1.0, "avg", "class", 0)
+                else probe_scores(data, rounds, weighting, pooling)[0]
             )
             rows.append(
                 {
                     "crop": crop,
+                    "pooling": pooling,
                     "weighting": weighting,
                     "inlp_rounds": rounds,
                     "held_out_auc": auc_estimate(scores[truth], scores[~truth]),
                     "vs_whole_image": paired_auc_difference(truth, baseline, scores),
                 }
             )
-            print(f"crop {crop:g}, {weighting}, INLP {rounds}: held-out AUC {rows[-1]['held_out_auc']['value']:.3f}")
+            print(
+                f"crop {crop:g}, {pooling} pool, {weighting}, INLP {rounds}: held-out AUC {rows[-1]['held_out_auc']['value']:.3f}"
+            )
     name = cpu_kind_record_name("source_probe")
     record(
         name, {"held_out_source": HELD_OUT, "melanomas": int(truth.sum()), "nevi": int((~truth).sum()), "rows": rows}
@@ -194,14 +217,16 @@ def main() -> None:
     table = markdown_table(
         [
             "centre crop",
+            "pooling",
             "weighting",
             "INLP rounds",
             "held-out AUC melanoma vs nevus",
-            "Δ vs whole image, class weights, no INLP [paired 95% CI]",
+            "Δ vs whole image, average pool, class weights, no INLP [paired 95% CI]",
         ],
         [
             [
                 f"{r['crop']:g}",
+                r["pooling"],
                 r["weighting"],
                 str(r["inlp_rounds"]),
                 f"{r['held_out_auc']['value']:.3f} [{r['held_out_auc']['ci95'][0]:.3f}, {r['held_out_auc']['ci95'][1]:.3f}]",
@@ -210,12 +235,13 @@ def main() -> None:
             ]
             for r in rows
         ],
-        "rlrrr",
+        "rllrrr",
     )
     intro = (
         f"# Linear probes on frozen ImageNet Lite0 features, {HELD_OUT} left out\n\nCommand: `python -m "
         f"benchmarks.source_probe --crops {' '.join(f'{c:g}' for c in args.crops)} --inlp "
-        f"{' '.join(map(str, args.inlp))} --weightings {' '.join(args.weightings)}`. Trained on every other source (9 classes), scored on the block's "
+        f"{' '.join(map(str, args.inlp))} --weightings {' '.join(args.weightings)} --poolings "
+        f"{' '.join(args.poolings)}`. Trained on every other source (9 classes), scored on the block's "
         f"{int(truth.sum())} melanomas and {int((~truth).sum())} nevi. A screen: nothing is fine-tuned.\n"
     )
     write_table(name, [intro, *table])
