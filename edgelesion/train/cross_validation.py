@@ -504,12 +504,12 @@ def check_fold_of_run(cv: CvDir, fold_root: Path, config: TrainConfig, run_dir: 
 
 def changed_since_merge(files: list[Path], merged: bool, recorded: list[str | None] | None, summary: Path) -> bool:
     """Whether a fold's result `files` differ from what the merge into `summary` read: a fold the merge did not hold
-    (`merged` False) has changed, and so has a merged fold with a file gone (removed, or being trained again); else
-    by the files' sha256 the merge `recorded`, or, for a merge from before it recorded them (None), by file times."""
-    if not merged:
-        return True
-    if not all(path.is_file() for path in files):
-        return True
+    (`merged` False) has changed once its files are all there, and a merged fold with a file gone (removed, or being
+    trained again) has changed; else by the files' sha256 the merge `recorded`, or, for a merge from before it
+    recorded them (None), by file times."""
+    present = all(path.is_file() for path in files)
+    if not merged or not present:
+        return merged or present
     if recorded is None:
         return max(path.stat().st_mtime for path in files) > summary.stat().st_mtime
     return [sha256_file(path) for path in files] != recorded
@@ -532,8 +532,7 @@ def recipe_cv_figures(out: str | Path, run_dir: str | Path) -> dict[str, Any]:
     changed = [
         k
         for k in range(result["folds"])
-        if (fold_finished(cv.fold(k)) or k in result["finished_folds"])
-        and changed_since_merge(
+        if changed_since_merge(
             [_predictions(cv.fold(k))],
             k in result["finished_folds"],
             None if merged_from is None else [merged_from.get(str(k))],

@@ -228,8 +228,7 @@ def recipe_leave_source_out_figures(out: str | Path, run_dir: str | Path) -> dic
         "changed_since_merge": [
             s
             for s in result["sources"]
-            if (_held_out_metrics(fold_dir(cv, s)).is_file() or s in result["finished"])
-            and changed_since_merge(
+            if changed_since_merge(
                 _merged_files(fold_dir(cv, s)),
                 s in result["finished"],
                 None if merged_from is None else merged_from.get(s),
