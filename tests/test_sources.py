@@ -253,6 +253,14 @@ def test_a_colour_cast_that_decides_the_class_is_flagged_and_fails_leave_source_
     metrics.unlink()
     assert changed() == ["new-clinic"]
     metrics.write_bytes(kept)
+    # a merged fold whose whole folder was moved away (to train it again) is named in the card, not a failed export
+    fold.rename(tmp_path / "moved-aside")
+    assert changed() == ["new-clinic"]
+    assert main([*export, "--out", str(tmp_path / "moved")]) == 0
+    assert (
+        "sources ['new-clinic'] finished, changed or were removed" in (tmp_path / "moved" / "MODEL_CARD.md").read_text()
+    )
+    (tmp_path / "moved-aside").rename(fold)
     # one folder of each kind; and only the run's own recipe
     assert main([*export, "--cv", str(cv), "--out", str(tmp_path / "twice")]) == 2
     assert "are both leave-source-out: give one of each kind" in capsys.readouterr().err
