@@ -404,14 +404,18 @@ def holdout_chart(results: dict[str, Any], target: Path) -> bool:
         for fold in ordered:
             pair = [folds[fold]["recipe_balanced_accuracy"]["value"], folds[fold]["balanced_accuracy"]["value"]]
             fold_axis.plot([0, 1], pair, marker="o", color=f"C{colour}")
-            fold_axis.annotate(f" fold {fold}: {pair[1] - pair[0]:+.3f}", (1, pair[1]), fontsize=8, va="center")
+            carried = "" if folds[fold].get("archived", True) else "*"  # the earlier record's, as in the table
+            fold_axis.annotate(
+                f" fold {fold}{carried}: {pair[1] - pair[0]:+.3f}", (1, pair[1]), fontsize=8, va="center"
+            )
         fold_axis.plot([], [], marker="o", color=f"C{colour}", label=f"{name}: folds {', '.join(ordered)}")
     fold_axis.set_xticks([0, 1], ["recipe", "candidate"])
     fold_axis.set_ylabel("pooled validation balanced accuracy, per fold")
     low_end, high_end = fold_axis.get_ylim()  # at least 0.1 tall, so a point's difference does not fill the panel
     middle = (low_end + high_end) / 2
     fold_axis.set_ylim(min(low_end, middle - 0.05), max(high_end, middle + 0.05))
-    fold_axis.set_title("5-fold CV with sources, paired by fold")
+    any_carried = any(not f.get("archived", True) for folds in kfold.values() for f in folds.values())
+    fold_axis.set_title("5-fold CV with sources, paired by fold" + (" (* the earlier record's)" if any_carried else ""))
     if kfold:
         fold_axis.legend(fontsize=8)
     save_figure(figure, target)
