@@ -205,15 +205,16 @@ def short_name(name: str) -> str:
     return name.removeprefix("holdout-")
 
 
-def archived_fold(folder: Path, config: TrainConfig) -> bool:
-    """Whether `folder` holds an archived fold trained with `config` (a fold of settings since changed is ignored,
-    and said so)."""
+def archived_fold(folder: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """The metrics of the fold archived in `folder` if it was trained with `config`, else None (a fold of settings
+    since changed is ignored, and said so)."""
     if not (folder / "metrics.json").is_file():
-        return False
-    if recipe_of(TrainConfig.from_dict(read_json(folder / "metrics.json")["config"])) != recipe_of(config):
+        return None
+    metrics = read_json(folder / "metrics.json")
+    if recipe_of(TrainConfig.from_dict(metrics["config"])) != recipe_of(config):
         print(f"ignoring {folder}: trained with settings that are no longer its candidate's")
-        return False
-    return True
+        return None
+    return metrics
 
 
 def kfold_figures(name: str, config: TrainConfig, archive: Path, earlier: dict[str, Any]) -> dict[str, Any] | None:
@@ -225,8 +226,8 @@ def kfold_figures(name: str, config: TrainConfig, archive: Path, earlier: dict[s
     per_fold, together, unpaired = {}, [], []
     for fold in range(5):
         run, base = archive / name / f"fold-{fold}", archive / "recipe" / f"fold-{fold}"
-        paired = archived_fold(base, RECIPE)
-        if archived_fold(run, config) and paired:
+        base_metrics = archived_fold(base, RECIPE)
+        if (metrics := archived_fold(run, config)) and base_metrics:
             rows, probabilities, labels, classes = read_predictions(run)
             base_rows, baseline, _, _ = read_predictions(base)
             if [r["path"] for r in rows] != [r["path"] for r in base_rows]:
@@ -234,15 +235,15 @@ def kfold_figures(name: str, config: TrainConfig, archive: Path, earlier: dict[s
             scored = scored_class_indices(labels, len(classes), config.min_support)
             positive = classes.index(config.positive_class)
             per_fold[str(fold)] = {
-                "balanced_accuracy": read_json(run / "metrics.json")["balanced_accuracy"],
-                "recipe_balanced_accuracy": read_json(base / "metrics.json")["balanced_accuracy"],
+                "balanced_accuracy": metrics["balanced_accuracy"],
+                "recipe_balanced_accuracy": base_metrics["balanced_accuracy"],
                 "vs_recipe": paired_difference(labels, baseline, probabilities, scored, positive),
                 "archived": True,
             }
             together.append((rows, probabilities, baseline, labels, scored, positive, classes))
         elif str(fold) in earlier.get("folds", {}):
             per_fold[str(fold)] = {**earlier["folds"][str(fold)], "archived": False}
-        elif (run / "metrics.json").is_file() and not paired:
+        elif (run / "metrics.json").is_file() and not base_metrics:
             unpaired.append(str(fold))
     if not per_fold:
         return {"folds": {}, "unpaired": unpaired, "out_of_fold": None} if unpaired else None
@@ -294,8 +295,13 @@ def collect(record_folder: Path) -> dict[str, Any]:
         if held_out is None and carried.get("held_out"):
             held_out = {"recorded_by": recorded_by(earlier["provenance"]), **carried["held_out"]}
         kfold_earlier = carried.get("kfold") or {}
-        for figures in kfold_earlier.get("folds", {}).values():
-            figures.setdefault("recorded_by", recorded_by(earlier["provenance"]))
+        kfold_earlier = {
+            **kfold_earlier,
+            "folds": {
+                fold: {"recorded_by": recorded_by(earlier["provenance"]), **figures}
+                for fold, figures in kfold_earlier.get("folds", {}).items()
+            },
+        }
         figures = {
             "config": config.to_dict(),
             "held_out": held_out,
