@@ -312,6 +312,21 @@ def collect(record_folder: Path) -> dict[str, Any]:
     return results
 
 
+def carried_held_out(figures: dict[str, Any]) -> bool:
+    """Whether a held-out run's figures are the earlier record's (its run no longer on disk)."""
+    return "recorded_by" in figures
+
+
+def carried_fold(figures: dict[str, Any]) -> bool:
+    """Whether a fold's figures are the earlier record's, not an archived fold's."""
+    return not figures.get("archived", True)
+
+
+def marked(label: str, carried: bool) -> str:
+    """`label`, starred when its figures are the earlier record's (in the tables and the chart alike)."""
+    return f"{label}*" if carried else label
+
+
 def held_out_table(results: dict[str, Any]) -> list[str]:
     """One row per run trained without the block."""
     header = [
@@ -332,7 +347,7 @@ def held_out_table(results: dict[str, Any]) -> list[str]:
         delta = held["auc_vs_recipe"]
         rows.append(
             [
-                f"{name}*" if "recorded_by" in held else name,
+                marked(name, carried_held_out(held)),
                 format_estimate(pair["auc"]) if pair.get("auc") else "-",
                 signed_interval(delta["value"], delta["ci95"]),
                 f"{format_estimate(held['held_out']['alert_sensitivity'])} / {format_estimate(pair['alert_specificity'])}",
@@ -365,7 +380,7 @@ def kfold_table(results: dict[str, Any]) -> list[str]:
         rows.append(
             [
                 name,
-                ", ".join(fold if figures.get("archived", True) else f"{fold}*" for fold, figures in folds.items()),
+                ", ".join(marked(fold, carried_fold(figures)) for fold, figures in folds.items()),
                 ", ".join(oof.get("folds", list(folds))),
                 ", ".join(
                     f"{f['balanced_accuracy']['value']:.3f} ({f['recipe_balanced_accuracy']['value']:.3f})"
@@ -402,7 +417,7 @@ def holdout_chart(results: dict[str, Any], target: Path) -> bool:
     auc_axis.errorbar(values, range(len(names)), xerr=[values - low, high - values], fmt="o", capsize=3)
     auc_axis.axvline(AUC_GOAL, color="green", linestyle="--", label=f"goal {AUC_GOAL}")
     auc_axis.axvline(0.5, color="grey", linestyle=":", label="chance")
-    auc_axis.set_yticks(range(len(names)), names)
+    auc_axis.set_yticks(range(len(names)), [marked(n, carried_held_out(results[n]["held_out"])) for n in names])
     auc_axis.set_xlabel(f"AUC melanoma vs {LOOKALIKE}, {HELD_OUT} never trained on (95% CI)")
     auc_axis.legend(fontsize=8, loc="lower right")
     for colour, (name, folds) in enumerate(kfold.items()):
@@ -410,18 +425,21 @@ def holdout_chart(results: dict[str, Any], target: Path) -> bool:
         for fold in ordered:
             pair = [folds[fold]["recipe_balanced_accuracy"]["value"], folds[fold]["balanced_accuracy"]["value"]]
             fold_axis.plot([0, 1], pair, marker="o", color=f"C{colour}")
-            carried = "" if folds[fold].get("archived", True) else "*"  # the earlier record's, as in the table
-            fold_axis.annotate(
-                f" fold {fold}{carried}: {pair[1] - pair[0]:+.3f}", (1, pair[1]), fontsize=8, va="center"
-            )
+            label = marked(f" fold {fold}", carried_fold(folds[fold]))
+            fold_axis.annotate(f"{label}: {pair[1] - pair[0]:+.3f}", (1, pair[1]), fontsize=8, va="center")
         fold_axis.plot([], [], marker="o", color=f"C{colour}", label=f"{name}: folds {', '.join(ordered)}")
     fold_axis.set_xticks([0, 1], ["recipe", "candidate"])
     fold_axis.set_ylabel("pooled validation balanced accuracy, per fold")
     low_end, high_end = fold_axis.get_ylim()  # at least 0.1 tall, so a point's difference does not fill the panel
     middle = (low_end + high_end) / 2
     fold_axis.set_ylim(min(low_end, middle - 0.05), max(high_end, middle + 0.05))
-    any_carried = any(not f.get("archived", True) for folds in kfold.values() for f in folds.values())
-    fold_axis.set_title("5-fold CV with sources, paired by fold" + (" (* the earlier record's)" if any_carried else ""))
+    fold_axis.set_title("5-fold CV with sources, paired by fold")
+    starred = [carried_held_out(results[n]["held_out"]) for n in names]
+    starred += [carried_fold(figures) for folds in kfold.values() for figures in folds.values()]
+    if any(starred):
+        figure.text(
+            0.01, 0.01, "* the earlier record's figures, trained on an earlier machine of this kind", fontsize=8
+        )
     if kfold:
         fold_axis.legend(fontsize=8)
     save_figure(figure, target)

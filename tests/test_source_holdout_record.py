@@ -99,6 +99,12 @@ def test_archived_folds_pair_with_the_recipe_and_earlier_ones_are_carried_out_of
             truth, recipe.argmax(1), [0, 1, 2]
         )
         assert figures["folds"][fold]["archived"] is True
+        assert figures["folds"][fold]["balanced_accuracy"]["value"] == balanced_accuracy(
+            truth, crop.argmax(1), [0, 1, 2]
+        )
+        assert figures["folds"][fold]["recipe_balanced_accuracy"]["value"] == balanced_accuracy(
+            truth, recipe.argmax(1), [0, 1, 2]
+        )
         assert figures["folds"][fold]["vs_recipe"]["delta_balanced_accuracy"]["value"] == pytest.approx(expected)
     # pooled over the archived folds alone, melanoma against nevus only on the block's images
     oof = figures["out_of_fold"]
@@ -124,7 +130,16 @@ def test_a_record_on_a_machine_without_the_runs_keeps_earlier_figures_marked_and
     record_folder = tmp_path / "source_holdout_kind"
     earlier_provenance = {"git_commit": "def", "created": "2026-02-02T00:00:00+00:00", "machine": {"cpu": "old CPU"}}
     held_out = {"held_out": {"alert_sensitivity": {"value": 0.6}}}
-    kfold = {"folds": {"0": {"balanced_accuracy": {"value": 0.7}}}, "unpaired": [], "out_of_fold": None}
+    # fold 1 was itself carried into the earlier record from one before it: it keeps that record's commit
+    first = {"git_commit": "0ld", "created": "2025-12-12T00:00:00+00:00", "cpu": "older CPU"}
+    kfold = {
+        "folds": {
+            "0": {"balanced_accuracy": {"value": 0.7}},
+            "1": {"balanced_accuracy": {"value": 0.6}, "recorded_by": first},
+        },
+        "unpaired": [],
+        "out_of_fold": None,
+    }
     write_json(
         record_folder.with_suffix(".json"),
         {
@@ -132,6 +147,7 @@ def test_a_record_on_a_machine_without_the_runs_keeps_earlier_figures_marked_and
             "runs": {
                 "centre-60": {"config": CROP.to_dict(), "held_out": held_out, "kfold": kfold},
                 "colour": {"config": RECIPE.to_dict(), "held_out": held_out, "kfold": None},
+                "recipe": {"config": RECIPE.to_dict(), "held_out": {"recorded_by": first, **held_out}, "kfold": None},
             },
         },
     )
@@ -144,3 +160,5 @@ def test_a_record_on_a_machine_without_the_runs_keeps_earlier_figures_marked_and
     by = {"git_commit": "def", "created": "2026-02-02T00:00:00+00:00", "cpu": "old CPU"}
     assert carried["held_out"] == {"recorded_by": by, **held_out}
     assert carried["kfold"]["folds"]["0"] == {"balanced_accuracy": {"value": 0.7}, "recorded_by": by, "archived": False}
+    assert carried["kfold"]["folds"]["1"]["recorded_by"] == first
+    assert results["recipe"]["held_out"]["recorded_by"] == first

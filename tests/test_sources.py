@@ -253,6 +253,8 @@ def test_a_colour_cast_that_decides_the_class_is_flagged_and_fails_leave_source_
     metrics.unlink()
     assert changed() == ["new-clinic"]
     metrics.write_bytes(kept)
+    os.utime(metrics, (later - 20, later - 20))  # as merged again
+    assert changed() == []
     # a merged fold whose whole folder was moved away (to train it again) is named in the card, not a failed export
     fold.rename(tmp_path / "moved-aside")
     assert changed() == ["new-clinic"]
