@@ -163,7 +163,7 @@ def table(result: dict[str, Any], crops: list[float]) -> list[str]:
     for name in view_names(crops):
         held, pooled, block = result["held_out"][name], oof["pooled"][name], oof["in_block"][name]
         bal, sens = pooled["vs_whole"]["delta_balanced_accuracy"], pooled["vs_whole"]["delta_melanoma_sensitivity"]
-        per_fold = [f["vs_whole"]["delta_balanced_accuracy"]["value"] for f in result["folds"].values()]
+        per_fold = [f[name]["vs_whole"]["delta_balanced_accuracy"]["value"] for f in result["folds"].values()]
         rows.append(
             [
                 name,
