@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from benchmarks.common import RUNS, cpu_kind_record_name, markdown_table, record, signed_interval, write_table
-from benchmarks.source_holdout import HELD_OUT, LOOKALIKE, paired_auc_difference, run_name
+from benchmarks.source_holdout import HELD_OUT, LOOKALIKE, in_block, paired_auc_difference, run_name
 from edgelesion._tf import keras
 from edgelesion.data.dataset import LoadedDataset, load_dataset
 from edgelesion.metrics import balanced_accuracy, paired_difference, scored_class_indices
@@ -48,7 +48,7 @@ class Views:
     """The dataset decoded once per crop, shared by every run (they all read the same folder and metadata)."""
 
     def __init__(self, info: RunInfo, crops: list[float]) -> None:
-        self.crops = crops
+        self.crops, self.classes = crops, info.classes
         self.datasets: dict[float, LoadedDataset] = {
             crop: load_dataset(
                 info.data_dir,
@@ -67,6 +67,8 @@ class Views:
         """Rows, labels, class names and each view's probabilities for the images of `run`'s evaluation folder
         `scored`; the whole image's must be the ones recorded there (the same model, decoded the same way)."""
         rows, recorded, labels, classes = read_predictions(scored)
+        if classes != self.classes:  # the folds' figures are pooled over one class list
+            raise SystemExit(f"{scored} scored other classes than the recipe's run without the block")
         model = keras.models.load_model(run.best_model)
         indices = np.array([self.position[r["path"]] for r in rows])
         by_crop = {crop: predict(model, data.images.take(indices)) for crop, data in self.datasets.items()}
@@ -83,7 +85,7 @@ def in_block_auc(
     rows: list[dict[str, str]], labels: np.ndarray, classes: list[str], views: dict[str, np.ndarray]
 ) -> dict[str, Any]:
     """Melanoma against nevus inside the block: each view's AUC and its paired difference from the whole image's."""
-    inside = np.array([r["source"] == HELD_OUT and r["label"] in ("melanoma", LOOKALIKE) for r in rows])
+    inside = in_block(rows)
     melanoma = classes.index("melanoma")
     truth = labels[inside] == melanoma
     whole = views[WHOLE][inside, melanoma]
@@ -119,7 +121,7 @@ def measure(crops: list[float]) -> dict[str, Any]:
     held_root, cv = RUNS / run_name("recipe", 0), CvDir(RUNS / f"{run_name('recipe', 0)}-kfold")
     held_run = fold_dir(CvDir(held_root), HELD_OUT)
     folds = [fold for fold in range(5) if fold_finished(cv.fold(fold))]
-    if not fold_finished(held_run) or not folds:
+    if not (held_run.evaluation / "held_out_source" / "predictions.csv").is_file() or not folds:
         raise SystemExit(
             f"needs the recipe's run without the block ({held_root}) and at least one finished fold of its CV "
             f"({cv.root}): python -m benchmarks.source_holdout recipe --folds 0"

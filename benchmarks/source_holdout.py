@@ -112,6 +112,11 @@ def held_out_scores(cv_root: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     )
 
 
+def in_block(rows: list[dict[str, str]]) -> np.ndarray:
+    """Which prediction rows are the held-out block's melanomas and nevi (the pair its AUC is about)."""
+    return np.array([r["source"] == HELD_OUT and r["label"] in ("melanoma", LOOKALIKE) for r in rows])
+
+
 def paired_auc_difference(
     truth: np.ndarray, baseline: np.ndarray, candidate: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES
 ) -> dict[str, Any]:
@@ -253,7 +258,7 @@ def kfold_figures(name: str, config: TrainConfig, archive: Path, earlier: dict[s
     probabilities, baseline = np.concatenate([p[1] for p in together]), np.concatenate([p[2] for p in together])
     labels, (scored, positive, classes) = np.concatenate([p[3] for p in together]), together[0][4:]
     melanoma = classes.index("melanoma")
-    inside = np.array([r["source"] == HELD_OUT and r["label"] in ("melanoma", LOOKALIKE) for r in rows])
+    inside = in_block(rows)
     truth = labels[inside] == melanoma
     return {
         "folds": dict(sorted(per_fold.items())),
