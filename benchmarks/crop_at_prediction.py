@@ -39,11 +39,6 @@ WHOLE = "whole image"
 RECORDED_TOLERANCE = 1e-3  # predictions.csv keeps 6 significant digits
 
 
-def view_names(crops: list[float]) -> list[str]:
-    """The views scored, the whole image first."""
-    return [WHOLE, *(name for crop in crops for name in (f"centre {crop:.0%}", f"whole + centre {crop:.0%}"))]
-
-
 class Views:
     """The dataset decoded once per crop, shared by every run (they all read the same folder and metadata)."""
 
@@ -138,7 +133,7 @@ def measure(crops: list[float]) -> dict[str, Any]:
         together.append((rows, labels, fold_views))
     rows = [row for part in together for row in part[0]]
     labels = np.concatenate([part[1] for part in together])
-    pooled = {name: np.concatenate([part[2][name] for part in together]) for name in view_names(crops)}
+    pooled = {name: np.concatenate([part[2][name] for part in together]) for name in together[0][2]}
     result["out_of_fold"] = {
         "folds": [str(fold) for fold in folds],
         "pooled": pooled_figures(labels, classes, pooled, info.config.min_support),
@@ -147,7 +142,7 @@ def measure(crops: list[float]) -> dict[str, Any]:
     return result
 
 
-def table(result: dict[str, Any], crops: list[float]) -> list[str]:
+def table(result: dict[str, Any]) -> list[str]:
     """One row per view, each paired with the whole image."""
     oof = result["out_of_fold"]
     header = [
@@ -162,7 +157,7 @@ def table(result: dict[str, Any], crops: list[float]) -> list[str]:
         "Δ AUC [paired 95% CI]",
     ]
     rows = []
-    for name in view_names(crops):
+    for name in result["held_out"]:  # the whole image first, as the views were made
         held, pooled, block = result["held_out"][name], oof["pooled"][name], oof["in_block"][name]
         bal, sens = pooled["vs_whole"]["delta_balanced_accuracy"], pooled["vs_whole"]["delta_melanoma_sensitivity"]
         per_fold = [f[name]["vs_whole"]["delta_balanced_accuracy"]["value"] for f in result["folds"].values()]
@@ -203,7 +198,7 @@ def main() -> None:
             f"melanomas, {held['nevi']} nevi). CV: the recipe's folds of the 5-fold CV with sources, their "
             "validation splits pooled; inside the block the block is trained on. Nothing is trained.",
             "",
-            *table(result, args.crops),
+            *table(result),
         ],
     )
 

@@ -508,8 +508,10 @@ def changed_since_merge(files: list[Path], merged: bool, recorded: list[str | No
     trained again) has changed; else by the files' sha256 the merge `recorded`, or, for a merge from before it
     recorded them (None), by file times."""
     present = all(path.is_file() for path in files)
-    if not merged or not present:
-        return merged or present
+    if not merged:
+        return present
+    if not present:
+        return True
     if recorded is None:
         return max(path.stat().st_mtime for path in files) > summary.stat().st_mtime
     return [sha256_file(path) for path in files] != recorded
